@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The sample pipeline on the source document's genetic-code examples (`make demo`).
+# Usage: sample_data/demo.sh OUTPUT_FOLDER   (tokentype and python on PATH)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${1:-demo_out}"
+rm -rf "$out"
+mkdir -p "$out"
+vocab="$here/codon_vocab.json"
+
+show() {  # print a shard's arrays the way the document's h5py snippet reads them
+    python - "$1" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    for row in range(f["input_ids"].shape[0]):
+        print("  input_ids      =", f["input_ids"][row].tolist())
+        if "token_type_ids" in f:
+            print("  token_type_ids =", f["token_type_ids"][row].tolist())
+PY
+}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Example 1: input_ids from another tool, types added with add-types"
+python "$here/make_shard.py" "$here/example1_ids.jsonl" "$out/example1.h5"
+tokentype add-types "$out/example1.h5" "$here/example1_types.jsonl"
+tokentype validate "$out/example1.h5" --tokenizer "$vocab" --require-types --prompt-loss-weight 0
+show "$out/example1.h5"
+tokentype inspect "$out/example1.h5" --tokenizer "$vocab" --rows 0 --prompt-loss-weight 0
+
+step "Example 1, second typing: [1, 1, 0, 0, 1, 1, 3] from stdin into a new file"
+tokentype add-types "$out/example1.h5" - -o "$out/example1_alt.h5" --overwrite \
+    < "$here/example1_alt_types.jsonl"
+show "$out/example1_alt.h5"
+
+step "Example 2: a padded row; PAD is never learned"
+python "$here/make_shard.py" "$here/example2_ids.jsonl" "$out/example2.h5"
+tokentype add-types "$out/example2.h5" "$here/example2_types.jsonl"
+tokentype validate "$out/example2.h5" --tokenizer "$vocab" --require-types
+show "$out/example2.h5"
+tokentype inspect "$out/example2.h5" --tokenizer "$vocab" --rows 0 --ids

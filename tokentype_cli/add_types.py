@@ -1,0 +1,235 @@
+"""add-types: attach a token_type_ids array from a .npy, JSONL or HDF5 source to a shard."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import h5py
+import numpy as np
+
+from tokentype_cli.errors import DatasetExistsError, SourceError
+from tokentype_cli.schema import (
+    INPUT_IDS,
+    MAX_TOKEN_TYPE,
+    TOKEN_TYPE_IDS,
+    Provenance,
+    iter_row_chunks,
+    open_shard,
+    require_rows_dataset,
+    step_rows,
+    write_dataset_atomically,
+)
+
+STDIN = "-"
+
+
+@dataclass(frozen=True)
+class AddTypesResult:
+    """What add-types wrote."""
+
+    path: Path
+    rows: int
+    seq_len: int
+    counts: dict[int, int]
+
+
+def add_types(
+    file: str | os.PathLike,
+    source: str,
+    *,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    provenance: Provenance | None = None,
+    stdin: IO[str] | None = None,
+) -> AddTypesResult:
+    """Check the whole `source` against FILE's input_ids, then write it as token_type_ids.
+
+    Nothing is written unless every value passes; FILE is replaced atomically (or left untouched
+    when `output` is given).
+    """
+    file = Path(file)
+    with open_shard(file) as shard:
+        rows, seq_len = require_rows_dataset(shard, INPUT_IDS).shape
+        if TOKEN_TYPE_IDS in shard and not overwrite:
+            raise DatasetExistsError(
+                f"{file}: dataset '{TOKEN_TYPE_IDS}' already exists; pass --overwrite to replace it"
+            )
+    with _open_source(source, (rows, seq_len), file, stdin) as blocks:
+        counts = _check_blocks(blocks(), source)
+        target = write_dataset_atomically(
+            file,
+            TOKEN_TYPE_IDS,
+            (block for _, block in blocks()),
+            output=output,
+            overwrite=overwrite,
+            provenance=provenance,
+        )
+    return AddTypesResult(path=target, rows=rows, seq_len=seq_len, counts=counts)
+
+
+BlockSource = Callable[[], Iterator[tuple[int, np.ndarray]]]
+
+
+def _check_blocks(blocks: Iterator[tuple[int, np.ndarray]], source: str) -> dict[int, int]:
+    """Check every value is a token type (0..3); return how many of each there are."""
+    counts = np.zeros(MAX_TOKEN_TYPE + 1, dtype=np.int64)
+    for first_row, block in blocks:
+        bad = (block < 0) | (block > MAX_TOKEN_TYPE)
+        if bad.any():
+            row, column = np.argwhere(bad)[0]
+            value = block[row, column]
+            raise SourceError(
+                f"{source}: row {first_row + row}, column {column} has type {value}; token types"
+                " are 0 prompt, 1 completion, 2 padding, 3 separator"
+            )
+        counts += np.bincount(block.ravel(), minlength=MAX_TOKEN_TYPE + 1)
+    return {kind: int(count) for kind, count in enumerate(counts)}
+
+
+@contextlib.contextmanager
+def _open_source(
+    source: str, shape: tuple[int, int], file: Path, stdin: IO[str] | None
+) -> Iterator[BlockSource]:
+    """Yield a function that streams the source as (first_row, int block) pairs, any number of times."""
+    if source == STDIN:
+        with _jsonl_to_memmap(stdin, "<stdin>", shape, file) as array:
+            yield _array_blocks(array)
+        return
+    path, dataset_name = _split_source(source)
+    if not path.exists():
+        raise SourceError(f"{source}: no such file; give a .npy, .jsonl or HDF5 file, or - for stdin")
+    if path.suffix == ".npy":
+        array = _load_npy(path)
+        _check_array(array, shape, source, file)
+        yield _array_blocks(array)
+    elif path.suffix in (".jsonl", ".json", ".ndjson"):
+        with open(path, encoding="utf-8") as lines, _jsonl_to_memmap(
+            lines, str(path), shape, file
+        ) as array:
+            yield _array_blocks(array)
+    elif h5py.is_hdf5(path):
+        with open_shard(path) as shard:
+            name = dataset_name or TOKEN_TYPE_IDS
+            if name not in shard or not isinstance(shard[name], h5py.Dataset):
+                raise SourceError(
+                    f"{path}: no dataset '{name}'; name one with {path}:DATASET"
+                    f" (it holds {', '.join(sorted(shard.keys())) or 'nothing'})"
+                )
+            dataset = shard[name]
+            _check_array(dataset, shape, f"{path}:{name}", file)
+            yield lambda: ((row, block) for row, (block,) in iter_row_chunks([dataset]))
+    else:
+        raise SourceError(
+            f"{source}: unknown source format; use a .npy array, a .jsonl of lists, an HDF5 file"
+            " (PATH or PATH:DATASET) or - for JSONL on stdin"
+        )
+
+
+def _split_source(source: str) -> tuple[Path, str | None]:
+    """`PATH:DATASET` names a dataset in an HDF5 file; a path that exists as given wins."""
+    if Path(source).exists() or ":" not in source:
+        return Path(source), None
+    path, _, dataset = source.rpartition(":")
+    return Path(path), dataset or None
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{path}: not a readable .npy array ({exc})") from exc
+
+
+def _check_array(array, shape: tuple[int, int], source: str, file: Path) -> None:
+    if tuple(array.shape) != shape:
+        raise SourceError(
+            f"{source}: shape {tuple(array.shape)} differs from {INPUT_IDS} {shape} in {file};"
+            " give one type per token"
+        )
+    if array.dtype.kind not in "iu":
+        raise SourceError(f"{source}: dtype {array.dtype} is not an integer type; give integer types")
+
+
+def _array_blocks(array) -> BlockSource:
+    rows, seq_len = array.shape
+    step = step_rows(seq_len)
+
+    def blocks() -> Iterator[tuple[int, np.ndarray]]:
+        for first in range(0, rows, step):
+            yield first, np.asarray(array[first : first + step])
+
+    return blocks
+
+
+@contextlib.contextmanager
+def _jsonl_to_memmap(
+    lines: IO[str] | None, name: str, shape: tuple[int, int], file: Path
+) -> Iterator[np.ndarray]:
+    """Parse one JSON list of ints per line into a temporary on-disk array, so memory stays flat."""
+    if lines is None:
+        raise SourceError(f"{name}: no standard input to read types from")
+    rows, seq_len = shape
+    with tempfile.TemporaryDirectory(prefix=".tokentype-", dir=file.parent) as folder:
+        array = np.lib.format.open_memmap(
+            Path(folder) / "types.npy", mode="w+", dtype=np.int32, shape=shape
+        )
+        row = 0
+        for number, line in enumerate(_decoded(lines, name), start=1):
+            if not line.strip():
+                continue
+            if row >= rows:
+                raise SourceError(
+                    f"{name}:{number}: more than the {rows} rows of {INPUT_IDS} in {file};"
+                    " give one line per row"
+                )
+            array[row] = _parse_jsonl_row(line, f"{name}:{number}", row, seq_len)
+            row += 1
+        if row != rows:
+            raise SourceError(
+                f"{name}: {row} rows but {INPUT_IDS} in {file} has {rows}; give one line per row"
+            )
+        array.flush()
+        yield array
+        del array
+
+
+def _decoded(lines: IO[str], name: str) -> Iterator[str]:
+    try:
+        yield from lines
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{name}: not UTF-8 text ({exc.reason}); give JSON lists of ints") from exc
+
+
+def _parse_jsonl_row(line: str, where: str, row: int, seq_len: int) -> np.ndarray:
+    try:
+        values = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{where}: not valid JSON ({exc.msg}); each line is a list of ints") from exc
+    if not isinstance(values, list):
+        raise SourceError(f"{where}: a JSON {type(values).__name__}; each line must be a list of ints")
+    if len(values) != seq_len:
+        raise SourceError(f"{where}: {len(values)} types but rows hold {seq_len} tokens")
+    try:
+        array = np.asarray(values)
+    except (ValueError, OverflowError) as exc:
+        raise SourceError(f"{where}: not a flat list of integer types ({exc})") from exc
+    if array.dtype.kind not in "iu" or array.ndim != 1:
+        column = next(
+            (i for i, v in enumerate(values) if not isinstance(v, int) or isinstance(v, bool)), 0
+        )
+        raise SourceError(f"{where}: column {column} is {values[column]!r}, not an integer type")
+    bad = (array < 0) | (array > MAX_TOKEN_TYPE)
+    if bad.any():
+        column = int(np.argmax(bad))
+        raise SourceError(
+            f"{where}: row {row}, column {column} has type {array[column]}; token types"
+            " are 0 prompt, 1 completion, 2 padding, 3 separator"
+        )
+    return array
