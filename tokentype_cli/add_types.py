@@ -104,15 +104,18 @@ def _open_source(
         return
     path, dataset_name = _split_source(source)
     if not path.exists():
-        raise SourceError(f"{source}: no such file; give a .npy, .jsonl or HDF5 file, or - for stdin")
+        raise SourceError(
+            f"{source}: no such file; give a .npy, .jsonl or HDF5 file, or - for stdin"
+        )
     if path.suffix == ".npy":
         array = _load_npy(path)
         _check_array(array, shape, source, file)
         yield _array_blocks(array)
     elif path.suffix in (".jsonl", ".json", ".ndjson"):
-        with open(path, encoding="utf-8") as lines, _jsonl_to_memmap(
-            lines, str(path), shape, file
-        ) as array:
+        with (
+            open(path, encoding="utf-8") as lines,
+            _jsonl_to_memmap(lines, str(path), shape, file) as array,
+        ):
             yield _array_blocks(array)
     elif h5py.is_hdf5(path):
         with open_shard(path) as shard:
@@ -154,7 +157,9 @@ def _check_array(array, shape: tuple[int, int], source: str, file: Path) -> None
             " give one type per token"
         )
     if array.dtype.kind not in "iu":
-        raise SourceError(f"{source}: dtype {array.dtype} is not an integer type; give integer types")
+        raise SourceError(
+            f"{source}: dtype {array.dtype} is not an integer type; give integer types"
+        )
 
 
 def _array_blocks(array) -> BlockSource:
@@ -204,16 +209,22 @@ def _decoded(lines: IO[str], name: str) -> Iterator[str]:
     try:
         yield from lines
     except UnicodeDecodeError as exc:
-        raise SourceError(f"{name}: not UTF-8 text ({exc.reason}); give JSON lists of ints") from exc
+        raise SourceError(
+            f"{name}: not UTF-8 text ({exc.reason}); give JSON lists of ints"
+        ) from exc
 
 
 def _parse_jsonl_row(line: str, where: str, row: int, seq_len: int) -> np.ndarray:
     try:
         values = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise SourceError(f"{where}: not valid JSON ({exc.msg}); each line is a list of ints") from exc
+        raise SourceError(
+            f"{where}: not valid JSON ({exc.msg}); each line is a list of ints"
+        ) from exc
     if not isinstance(values, list):
-        raise SourceError(f"{where}: a JSON {type(values).__name__}; each line must be a list of ints")
+        raise SourceError(
+            f"{where}: a JSON {type(values).__name__}; each line must be a list of ints"
+        )
     if len(values) != seq_len:
         raise SourceError(f"{where}: {len(values)} types but rows hold {seq_len} tokens")
     try:

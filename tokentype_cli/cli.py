@@ -248,7 +248,7 @@ def add_types_command(
     """
     from tokentype_cli.add_types import add_types
 
-    stdin = click.get_text_stream("stdin") if source == "-" else None
+    stdin = sys.stdin if source == "-" else None
     result = add_types(
         file,
         source,

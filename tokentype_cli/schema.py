@@ -129,7 +129,9 @@ def require_rows_dataset(shard: h5py.File, name: str = INPUT_IDS) -> h5py.Datase
             f"{path}: dataset '{name}' has shape {dataset.shape}; expected 2-D (rows, max_seq_length)"
         )
     if dataset.dtype.kind not in "iu":
-        raise ShardError(f"{path}: dataset '{name}' has dtype {dataset.dtype}; expected integers (i4)")
+        raise ShardError(
+            f"{path}: dataset '{name}' has dtype {dataset.dtype}; expected integers (i4)"
+        )
     return dataset
 
 
@@ -189,7 +191,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise ShardError(f"{target}: cannot create a file in {folder} ({_first_line(exc)})") from exc
+        raise ShardError(
+            f"{target}: cannot create a file in {folder} ({_first_line(exc)})"
+        ) from exc
     os.close(handle)
     temporary = Path(name)
     try:
@@ -413,7 +417,8 @@ def write_dataset_atomically(
                 if key != name:
                     source.copy(source[key], result, name=key)
             appender = _RowAppender(
-                create_rows_dataset(result, name, seq_len, provenance), f"{target}: dataset '{name}'"
+                create_rows_dataset(result, name, seq_len, provenance),
+                f"{target}: dataset '{name}'",
             )
             for block in row_blocks:
                 appender.append(block)

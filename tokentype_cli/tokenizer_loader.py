@@ -125,7 +125,9 @@ def _from_tokenizer_json(file: Path, folder: Path) -> LoadedTokenizer:
         name = config.get(key)
         if name is not None:
             if name not in vocab:
-                raise TokenizerError(f"{folder}: {key} {name!r} of the config is not in {file.name}")
+                raise TokenizerError(
+                    f"{folder}: {key} {name!r} of the config is not in {file.name}"
+                )
             return vocab[name]
         return _first_present(vocab, names)
 

@@ -1,0 +1,58 @@
+"""Shared fixtures: shards are built in code under tmp_path, never committed as binaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = ROOT / "sample_data"
+CODON_VOCAB = SAMPLE_DATA / "codon_vocab.json"
+SHARED = ROOT.parent / "shared"
+CONFORMANCE = SHARED / "conformance"
+
+# The source document's genetic-code examples.
+EXAMPLE1_IDS = [9, 5, 6, 10, 7, 8, 2]
+EXAMPLE1_TYPES = [0, 0, 0, 1, 1, 1, 3]
+EXAMPLE1_ALT_TYPES = [1, 1, 0, 0, 1, 1, 3]
+EXAMPLE2_IDS = [9, 5, 6, 10, 7, 8, 2, 69, 69, 69, 69]
+EXAMPLE2_TYPES = [0, 0, 0, 1, 1, 1, 3, 2, 2, 2, 2]
+
+
+def write_shard(path: Path, input_ids, token_type_ids=None) -> Path:
+    """Write a shard through the schema layer (types optional)."""
+    input_ids = np.asarray(input_ids, dtype=np.int32)
+    names = (INPUT_IDS,) if token_type_ids is None else (INPUT_IDS, TOKEN_TYPE_IDS)
+    with ShardWriter(path, input_ids.shape[1], names) as writer:
+        blocks = {INPUT_IDS: input_ids}
+        if token_type_ids is not None:
+            blocks[TOKEN_TYPE_IDS] = np.asarray(token_type_ids, dtype=np.int32)
+        writer.append(**blocks)
+    return path
+
+
+@pytest.fixture
+def shard_factory(tmp_path):
+    """Build shards in tmp_path: shard_factory(ids, types=None, name="shard.h5")."""
+
+    def build(input_ids, token_type_ids=None, name="shard.h5") -> Path:
+        return write_shard(tmp_path / name, input_ids, token_type_ids)
+
+    return build
+
+
+@pytest.fixture
+def example1_shard(shard_factory) -> Path:
+    """Example 1 of the document with input_ids only."""
+    return shard_factory([EXAMPLE1_IDS], name="example1.h5")
+
+
+@pytest.fixture
+def conformance_dir() -> Path:
+    if not CONFORMANCE.is_dir():
+        pytest.skip(f"conformance cases not present at {CONFORMANCE} (outside the workplace)")
+    return CONFORMANCE
