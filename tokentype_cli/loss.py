@@ -1,0 +1,151 @@
+"""The trainer's loss weighting, vectorised over blocks of rows.
+
+As the trainer computes it: the targets of a row are `input_ids[1:]` with types
+`token_type_ids[1:]`; a target weighs 0 for padding, `prompt_loss_weight` for prompt and 1 for
+completion and separator; weights are normalised by their sum. Without types (or without
+`--use_token_type_ids`) every target weighs 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+
+N_TYPES = len(TokenType)
+
+
+def weight_table(prompt_loss_weight: float) -> np.ndarray:
+    """Loss weight of a target by its type: index with a type id (0..3)."""
+    table = np.zeros(N_TYPES, dtype=np.float64)
+    table[TokenType.PROMPT] = prompt_loss_weight
+    table[TokenType.COMPLETION] = 1.0
+    table[TokenType.SEPARATOR] = 1.0
+    return table
+
+
+def target_weights(
+    token_type_ids: np.ndarray | None,
+    prompt_loss_weight: float,
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Per-target weights, shape (rows, seq_len - 1), unnormalised.
+
+    Without types every target weighs 1 (pass the block's `shape`). Types outside 0..3 weigh 0;
+    `validate` reports them.
+    """
+    if token_type_ids is None:
+        if shape is None:
+            raise ValueError("target_weights needs token_type_ids or the block's shape")
+        rows, seq_len = shape
+        return np.ones((rows, max(0, seq_len - 1)), dtype=np.float64)
+    targets = np.asarray(token_type_ids)[:, 1:]
+    table = np.append(weight_table(prompt_loss_weight), 0.0)
+    # Out-of-range types index the trailing 0.
+    index = np.where((targets >= 0) & (targets < N_TYPES), targets, N_TYPES)
+    return table[index]
+
+
+def normalised_weights(
+    token_type_ids: np.ndarray | None,
+    prompt_loss_weight: float,
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Per-target weights divided by each row's sum (rows carrying no loss stay all 0)."""
+    weights = target_weights(token_type_ids, prompt_loss_weight, shape)
+    sums = weights.sum(axis=1, keepdims=True)
+    return np.divide(weights, sums, out=np.zeros_like(weights), where=sums > 0)
+
+
+def learned_targets(
+    input_ids: np.ndarray, token_type_ids: np.ndarray | None, prompt_loss_weight: float
+) -> np.ndarray:
+    """The token ids of one row the model learns to generate (targets with weight > 0).
+
+    `learned_targets([9, 5, 6, 10, 7, 8, 2], [0, 0, 0, 1, 1, 1, 3], 0.0)` is `[10, 7, 8, 2]`.
+    """
+    ids = np.asarray(input_ids).reshape(1, -1)
+    types = None if token_type_ids is None else np.asarray(token_type_ids).reshape(1, -1)
+    weights = target_weights(types, prompt_loss_weight, ids.shape)
+    return ids[0, 1:][weights[0] > 0]
+
+
+def type_counts(token_type_ids: np.ndarray) -> np.ndarray:
+    """Tokens of each type 0..3 in a block (values outside 0..3 are not counted)."""
+    flat = np.asarray(token_type_ids).reshape(-1)
+    return np.array([np.count_nonzero(flat == t) for t in range(N_TYPES)], dtype=np.int64)
+
+
+def rows_without_loss_mask(
+    token_type_ids: np.ndarray | None,
+    prompt_loss_weight: float,
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Rows in which no target carries loss (the trainer would divide by a zero sum)."""
+    if token_type_ids is None:
+        rows, seq_len = shape
+        return np.full(rows, seq_len < 2, dtype=bool)
+    targets = np.asarray(token_type_ids)[:, 1:]
+    learned = (targets == TokenType.COMPLETION) | (targets == TokenType.SEPARATOR)
+    if prompt_loss_weight > 0:
+        learned |= targets == TokenType.PROMPT
+    return ~learned.any(axis=1)
+
+
+@dataclass
+class LossTally:
+    """Accumulates loss weight per target type and rows without loss over blocks of rows.
+
+    `add(types_block)` per block (or `add(None, shape=...)` without types), then read `share()`
+    and `rows_without_loss`.
+    """
+
+    prompt_loss_weight: float
+    target_counts: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
+    untyped_targets: int = 0
+    rows_without_loss: int = 0
+    first_row_without_loss: int | None = None
+    rows: int = 0
+
+    def add(
+        self,
+        token_type_ids: np.ndarray | None,
+        shape: tuple[int, int] | None = None,
+        first_row: int | None = None,
+    ) -> None:
+        if token_type_ids is None:
+            rows, seq_len = shape
+            self.untyped_targets += rows * max(0, seq_len - 1)
+        else:
+            rows = len(token_type_ids)
+            self.target_counts += type_counts(np.asarray(token_type_ids)[:, 1:])
+        no_loss = rows_without_loss_mask(token_type_ids, self.prompt_loss_weight, shape)
+        count = int(np.count_nonzero(no_loss))
+        if count and self.first_row_without_loss is None:
+            self.first_row_without_loss = (self.rows if first_row is None else first_row) + int(
+                np.argmax(no_loss)
+            )
+        self.rows_without_loss += count
+        self.rows += rows
+
+    def merge(self, other: LossTally) -> None:
+        """Add another tally's totals (e.g. one file's into a folder's)."""
+        self.target_counts += other.target_counts
+        self.untyped_targets += other.untyped_targets
+        if self.first_row_without_loss is None and other.first_row_without_loss is not None:
+            self.first_row_without_loss = self.rows + other.first_row_without_loss
+        self.rows_without_loss += other.rows_without_loss
+        self.rows += other.rows
+
+    def weight_by_type(self) -> dict[str, float]:
+        """Total (unnormalised) loss weight carried by targets of each type."""
+        weights = self.target_counts * weight_table(self.prompt_loss_weight)
+        return {TOKEN_TYPE_NAMES[t]: float(weights[t]) for t in TokenType}
+
+    def share(self) -> dict[str, float]:
+        """Share of the total loss weight carried by each type (all 0 when nothing is learned)."""
+        weights = self.weight_by_type()
+        total = sum(weights.values())
+        return {name: (w / total if total else 0.0) for name, w in weights.items()}

@@ -1,0 +1,549 @@
+"""`validate`: check shards against the schema and the training semantics, streaming row chunks.
+
+Every check is vectorised per block of rows; counts are exact and each finding names the first
+offending (row, column) in row-major order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from tokentype_cli.errors import ShardError
+from tokentype_cli.schema import (
+    COMPRESSION,
+    DTYPE,
+    INPUT_IDS,
+    ROW_DATASETS,
+    TOKEN_TYPE_IDS,
+    TokenType,
+    chunk_rows,
+    find_shards,
+    iter_row_chunks,
+    open_shard,
+    step_rows,
+)
+from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+ERROR = "error"
+WARNING = "warning"
+
+# Stable check names, in report order, with the one-line fix each finding carries.
+FIXES = {
+    "cannot-open": "check the path; pass an HDF5 shard written by tokentype or h5py",
+    "no-shards": "pass .h5/.hdf5 files or a folder holding some",
+    "unreadable": "the file is damaged: rebuild it (tokentype tokenize) or restore a copy",
+    "missing-input-ids": "a shard needs input_ids: build it with `tokentype tokenize`",
+    "not-2d": "store the dataset as (rows, max_seq_length)",
+    "non-integer-dtype": "store integer ids (int32, 'i4')",
+    "shape-mismatch": "rewrite the types: `tokentype add-types FILE TYPES --overwrite`",
+    "zero-rows": "rebuild the shard from non-empty input",
+    "seq-length": "re-tokenize with the --max-seq-length the model trains with",
+    "seq-length-mixed": "re-tokenize every shard with one --max-seq-length",
+    "missing-types": "add types: `tokentype assign-types FILE ...` or `tokentype add-types FILE TYPES`",
+    "type-out-of-range": "types are 0 prompt, 1 completion, 2 padding, 3 separator: rewrite them"
+    " with `tokentype add-types FILE TYPES --overwrite`",
+    "negative-token-id": "rebuild input_ids with `tokentype tokenize`",
+    "token-id-out-of-vocab": "tokenize with the model's tokenizer, or pass the right"
+    " --tokenizer/--vocab-size",
+    "no-loss-row": "drop those rows or mark their answers as completion (tokentype assign-types)",
+    "dtype-not-int32": "rewrite the dataset as int32 ('i4'), as the trainer expects",
+    "not-gzip": "rewrite the dataset with gzip compression (tokentype writes gzip)",
+    "maxshape": "recreate the dataset with maxshape=(None, max_seq_length)",
+    "padding-then-content": "pad only at the end of a row: re-pack the rows (tokentype tokenize)",
+    "truncated-eos": "end each article with an EOS separator before padding (raise"
+    " --max-seq-length or keep the EOS when truncating)",
+    "separator-id": "separators should all be the tokenizer's EOS id: check the tokenizer used",
+    "padding-id": "padding should be one id, the tokenizer's pad (or EOS) id: check the tokenizer",
+    "padding-only-row": "drop rows holding only padding; they carry no loss",
+    "no-learned-token-row": "mark each row's answer as completion, or end it with a separator",
+}
+_ORDER = {name: i for i, name in enumerate(FIXES)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in one file: a stable check name, a severity, an exact count and where."""
+
+    check: str
+    severity: str  # "error" or "warning"
+    message: str
+    count: int = 1
+    row: int | None = None
+    column: int | None = None
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class FileReport:
+    """The findings for one path, with its size once known."""
+
+    path: Path
+    findings: list[Finding] = field(default_factory=list)
+    rows: int = 0
+    seq_len: int | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(f.severity == ERROR for f in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        return sum(f.severity == WARNING for f in self.findings)
+
+    def add(
+        self,
+        check: str,
+        severity: str,
+        message: str,
+        count: int = 1,
+        row: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.findings.append(
+            Finding(check, severity, message, int(count), row, column, FIXES.get(check, ""))
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": str(self.path), "findings": [f.as_dict() for f in self.findings]}
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    """What to check beyond the schema; every field is optional."""
+
+    vocab_size: int | None = None
+    tokenizer: LoadedTokenizer | None = None
+    max_seq_length: int | None = None
+    require_types: bool = False
+    prompt_loss_weight: float | None = None
+    strict: bool = False
+
+    @property
+    def effective_vocab_size(self) -> int | None:
+        if self.vocab_size is not None:
+            return self.vocab_size
+        return None if self.tokenizer is None else self.tokenizer.vocab_size
+
+
+def validate_paths(
+    paths: Iterable[str | os.PathLike],
+    options: ValidateOptions = ValidateOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> list[FileReport]:
+    """Validate every file (folders expand to their *.h5 / *.hdf5), one report per file."""
+    reports: list[FileReport] = []
+    first_seq_len: tuple[Path, int] | None = None
+    for given in paths:
+        given = Path(given)
+        files = find_shards([given])
+        if given.is_dir() and not files:
+            report = FileReport(given)
+            report.add("no-shards", ERROR, f"{given}: folder holds no *.h5 or *.hdf5 files")
+            reports.append(report)
+            continue
+        for path in files:
+            report = validate_file(path, options, progress)
+            if report.seq_len is not None:
+                if first_seq_len is None:
+                    first_seq_len = (path, report.seq_len)
+                elif report.seq_len != first_seq_len[1]:
+                    report.add(
+                        "seq-length-mixed",
+                        ERROR,
+                        f"{path}: sequence length {report.seq_len} differs from"
+                        f" {first_seq_len[1]} of {first_seq_len[0]}",
+                    )
+                    _sort(report, options.strict)
+            reports.append(report)
+    return reports
+
+
+def validate_file(
+    path: str | os.PathLike,
+    options: ValidateOptions = ValidateOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> FileReport:
+    """All checks on one file; never raises for a problem in the file, it becomes a finding."""
+    report = FileReport(Path(path))
+    try:
+        shard = open_shard(path)
+    except ShardError as exc:
+        report.add("cannot-open", ERROR, str(exc))
+        return report
+    try:
+        with shard:
+            _check_file(shard, report, options, progress)
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        # h5py surfaces damaged metadata as any of these, from any attribute access.
+        report.add("unreadable", ERROR, f"{path}: cannot be read ({_first_line(exc)})")
+    _sort(report, options.strict)
+    return report
+
+
+def _sort(report: FileReport, strict: bool) -> None:
+    findings = report.findings
+    if strict:
+        findings = [
+            Finding(f.check, ERROR, f.message, f.count, f.row, f.column, f.fix) for f in findings
+        ]
+    report.findings = sorted(
+        findings, key=lambda f: (f.severity != ERROR, _ORDER.get(f.check, len(_ORDER)))
+    )
+
+
+def _check_file(
+    shard: h5py.File,
+    report: FileReport,
+    options: ValidateOptions,
+    progress: Callable[[int], None] | None,
+) -> None:
+    path = report.path
+    if INPUT_IDS not in shard:
+        have = ", ".join(sorted(shard.keys())) or "nothing"
+        report.add("missing-input-ids", ERROR, f"{path}: no dataset '{INPUT_IDS}' (holds {have})")
+        return
+    usable = {name: _check_structure(shard, name, report) for name in ROW_DATASETS if name in shard}
+    ids = shard[INPUT_IDS] if usable[INPUT_IDS] else None
+    if ids is None:
+        return
+    rows, seq_len = ids.shape
+    report.rows, report.seq_len = rows, seq_len
+    types = None
+    if TOKEN_TYPE_IDS not in shard:
+        if options.require_types:
+            report.add(
+                "missing-types",
+                ERROR,
+                f"{path}: no '{TOKEN_TYPE_IDS}' but --require-types: training with"
+                " --use_token_type_ids on it fails (case 3)",
+            )
+        else:
+            report.add(
+                "missing-types",
+                WARNING,
+                f"{path}: no '{TOKEN_TYPE_IDS}': the trainer learns every token (cases 1 and 2)",
+            )
+    elif usable[TOKEN_TYPE_IDS]:
+        types = shard[TOKEN_TYPE_IDS]
+    for name in (TOKEN_TYPE_IDS, "category_ids"):
+        if usable.get(name) and shard[name].shape != ids.shape:
+            report.add(
+                "shape-mismatch",
+                ERROR,
+                f"{path}: '{name}' has shape {shard[name].shape} but '{INPUT_IDS}' has {ids.shape}",
+            )
+            if name == TOKEN_TYPE_IDS:
+                types = None
+    if options.max_seq_length is not None and seq_len != options.max_seq_length:
+        report.add(
+            "seq-length",
+            ERROR,
+            f"{path}: '{INPUT_IDS}' has sequence length {seq_len}, not --max-seq-length"
+            f" {options.max_seq_length}",
+        )
+    if rows == 0:
+        report.add("zero-rows", ERROR, f"{path}: '{INPUT_IDS}' has no rows")
+        return
+    checker = _ContentChecker(path, seq_len, options, has_types=types is not None)
+    datasets = [ids] if types is None else [ids, types]
+    for first_row, blocks in _blocks(datasets, report):
+        checker.check(first_row, blocks[0], blocks[1] if types is not None else None)
+        if progress is not None:
+            progress(blocks[0].size)
+    checker.report(report)
+
+
+def _check_structure(shard: h5py.File, name: str, report: FileReport) -> bool:
+    """Report structural problems of one row dataset; True when its content can be checked."""
+    path = report.path
+    dataset = shard[name]
+    if not isinstance(dataset, h5py.Dataset):
+        report.add("not-2d", ERROR, f"{path}: '{name}' is a group, not a dataset")
+        return False
+    if dataset.ndim != 2:
+        report.add(
+            "not-2d",
+            ERROR,
+            f"{path}: dataset '{name}' has shape {dataset.shape}; expected 2-D (rows, max_seq_length)",
+        )
+        return False
+    usable = True
+    if dataset.dtype.kind not in "iu":
+        report.add(
+            "non-integer-dtype",
+            ERROR,
+            f"{path}: dataset '{name}' has dtype {dataset.dtype}; expected integers (int32)",
+        )
+        usable = False
+    elif dataset.dtype != DTYPE:
+        report.add(
+            "dtype-not-int32",
+            WARNING,
+            f"{path}: dataset '{name}' has dtype {dataset.dtype.str}; the schema is int32 ('<i4')",
+        )
+    if dataset.compression != COMPRESSION:
+        report.add(
+            "not-gzip",
+            WARNING,
+            f"{path}: dataset '{name}' is {dataset.compression or 'uncompressed'}, not gzip",
+        )
+    seq_len = dataset.shape[1]
+    if dataset.maxshape != (None, seq_len):
+        report.add(
+            "maxshape",
+            WARNING,
+            f"{path}: dataset '{name}' has maxshape {dataset.maxshape}; expected (None, {seq_len})",
+        )
+    return usable
+
+
+def _blocks(
+    datasets: list[h5py.Dataset], report: FileReport
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Row blocks of all datasets; an unreadable block becomes a finding and reading goes on."""
+    seq_len = datasets[0].shape[1]
+    chunks = datasets[0].chunks
+    per_chunk = chunks[0] if chunks else chunk_rows(seq_len)
+    step = per_chunk * max(1, step_rows(seq_len) // per_chunk)
+    total = datasets[0].shape[0]
+    start = 0
+    bad_rows, first_bad, first_message = 0, None, ""
+    while start < total:
+        try:
+            for first_row, blocks in iter_row_chunks(datasets, step, start=start):
+                start = first_row + len(blocks[0])
+                yield first_row, blocks
+        except ShardError as exc:
+            end = min(total, (start // step + 1) * step)
+            if first_bad is None:
+                first_bad, first_message = start, str(exc)
+            bad_rows += end - start
+            start = end
+    if bad_rows:
+        report.add(
+            "unreadable",
+            ERROR,
+            f"{first_message} ({bad_rows} rows unreadable in all)",
+            count=bad_rows,
+            row=first_bad,
+        )
+
+
+class _Hits:
+    """Exact count and first (row, column) of one check over all blocks."""
+
+    __slots__ = ("column", "count", "row", "value")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.row: int | None = None
+        self.column: int | None = None
+        self.value: int | None = None
+
+    def cells(
+        self, mask: np.ndarray, first_row: int, values: np.ndarray | None = None, shift: int = 0
+    ) -> None:
+        """Count True cells of a 2-D mask; remember the first (row, column + shift)."""
+        count = int(np.count_nonzero(mask))
+        if not count:
+            return
+        if self.row is None:
+            row, column = divmod(int(np.argmax(mask.reshape(-1))), mask.shape[1])
+            self.row, self.column = first_row + row, column + shift
+            if values is not None:
+                self.value = int(values[row, column + shift])
+        self.count += count
+
+    def rows(self, mask: np.ndarray, first_row: int) -> None:
+        """Count True entries of a per-row mask; remember the first row."""
+        count = int(np.count_nonzero(mask))
+        if not count:
+            return
+        if self.row is None:
+            self.row = first_row + int(np.argmax(mask))
+        self.count += count
+
+    def at(self) -> str:
+        where = (
+            f"row {self.row}" if self.column is None else f"row {self.row}, column {self.column}"
+        )
+        return where if self.value is None else f"{self.value} at {where}"
+
+
+class _ContentChecker:
+    """The value checks, accumulated block by block."""
+
+    def __init__(self, path: Path, seq_len: int, options: ValidateOptions, has_types: bool) -> None:
+        self.path = path
+        self.seq_len = seq_len
+        self.options = options
+        self.has_types = has_types
+        self.vocab_size = options.effective_vocab_size
+        tokenizer = options.tokenizer
+        eos = None if tokenizer is None else tokenizer.eos_id
+        pad = None if tokenizer is None else tokenizer.pad_id
+        self.allowed = {
+            TokenType.SEPARATOR: [i for i in (eos,) if i is not None],
+            TokenType.PADDING: [i for i in (pad, eos) if i is not None],
+        }
+        self.reference: dict[TokenType, int | None] = {
+            TokenType.SEPARATOR: None,
+            TokenType.PADDING: None,
+        }
+        self.distinct: dict[TokenType, set[int]] = {
+            TokenType.SEPARATOR: set(),
+            TokenType.PADDING: set(),
+        }
+        self.hits = {name: _Hits() for name in FIXES}
+
+    def check(self, first_row: int, ids: np.ndarray, types: np.ndarray | None) -> None:
+        hits = self.hits
+        low, high = ids.min(), ids.max()
+        if low < 0:
+            hits["negative-token-id"].cells(ids < 0, first_row, ids)
+        if self.vocab_size is not None and high >= self.vocab_size:
+            hits["token-id-out-of-vocab"].cells(ids >= self.vocab_size, first_row, ids)
+        if types is None:
+            return
+        # One unsigned comparison catches both negative and too-large types.
+        unsigned = types.view(types.dtype.str.replace("i", "u"))
+        if unsigned.max() > TokenType.SEPARATOR:
+            bad = unsigned > TokenType.SEPARATOR
+            hits["type-out-of-range"].cells(bad, first_row, types)
+            small = np.where(bad, -1, types).astype(np.int8)
+        else:
+            small = types.astype(np.int8)
+        pad = small == TokenType.PADDING
+        sep = small == TokenType.SEPARATOR
+        prompt = small == TokenType.PROMPT
+        learned = (small == TokenType.COMPLETION) | sep
+        content = prompt | (small == TokenType.COMPLETION)
+        # Booleans: a > b is a & ~b.
+        hits["padding-then-content"].cells(pad[:, :-1] > pad[:, 1:], first_row, shift=1)
+        hits["truncated-eos"].cells(content[:, :-1] & pad[:, 1:], first_row)
+        hits["padding-only-row"].rows(pad.all(axis=1), first_row)
+        hits["no-learned-token-row"].rows(~learned.any(axis=1), first_row)
+        weight = self.options.prompt_loss_weight
+        if weight is not None:
+            carries = learned[:, 1:] | prompt[:, 1:] if weight > 0 else learned[:, 1:]
+            hits["no-loss-row"].rows(~carries.any(axis=1), first_row)
+        self._special_ids(TokenType.PADDING, pad, ids, first_row)
+        self._special_ids(TokenType.SEPARATOR, sep, ids, first_row)
+
+    def _special_ids(
+        self, kind: TokenType, mask: np.ndarray, ids: np.ndarray, first_row: int
+    ) -> None:
+        flat = mask.reshape(-1)
+        position = int(np.argmax(flat))
+        if not flat[position]:
+            return
+        if self.reference[kind] is None:
+            self.reference[kind] = int(ids.reshape(-1)[position])
+        allowed = self.allowed[kind]
+        if allowed:
+            # With a tokenizer: each token must be one of its ids for this role.
+            wrong = ids != allowed[0]
+            for other in allowed[1:]:
+                wrong &= ids != other
+        else:
+            wrong = ids != self.reference[kind]
+        wrong &= mask
+        if wrong.any():
+            hits = self.hits["separator-id" if kind == TokenType.SEPARATOR else "padding-id"]
+            hits.cells(wrong, first_row, ids)
+            if len(self.distinct[kind]) < 8:
+                self.distinct[kind].update(np.unique(ids[wrong])[:8].tolist())
+
+    def report(self, report: FileReport) -> None:
+        path, hits = self.path, self.hits
+        h = hits["negative-token-id"]
+        if h.count:
+            report.add(
+                "negative-token-id",
+                ERROR,
+                f"{path}: {h.count} '{INPUT_IDS}' values are negative (first: {h.at()})",
+                h.count,
+                h.row,
+                h.column,
+            )
+        h = hits["token-id-out-of-vocab"]
+        if h.count:
+            report.add(
+                "token-id-out-of-vocab",
+                ERROR,
+                f"{path}: {h.count} '{INPUT_IDS}' values are >= the vocabulary size"
+                f" {self.vocab_size} (first: {h.at()})",
+                h.count,
+                h.row,
+                h.column,
+            )
+        if not self.has_types:
+            return
+        rows_checks = {
+            "no-loss-row": (
+                ERROR,
+                f"rows carry no loss with prompt_loss_weight {self.options.prompt_loss_weight}"
+                " (the trainer divides by a zero weight sum)",
+            ),
+            "padding-only-row": (WARNING, "rows hold only padding"),
+            "no-learned-token-row": (
+                WARNING,
+                "rows have no completion or separator token (nothing learned at weight 0)",
+            ),
+        }
+        cell_checks = {
+            "type-out-of-range": (ERROR, f"'{TOKEN_TYPE_IDS}' values are outside 0..3"),
+            "padding-then-content": (WARNING, "times padding is followed by a non-padding token"),
+            "truncated-eos": (
+                WARNING,
+                "prompt/completion tokens are directly followed by padding (the article's EOS"
+                " was cut off, so the model never learns to stop there)",
+            ),
+        }
+        for check, (severity, text) in {**cell_checks, **rows_checks}.items():
+            h = hits[check]
+            if h.count:
+                report.add(
+                    check,
+                    severity,
+                    f"{path}: {h.count} {text} (first: {h.at()})",
+                    h.count,
+                    h.row,
+                    h.column,
+                )
+        for kind, check in (
+            (TokenType.SEPARATOR, "separator-id"),
+            (TokenType.PADDING, "padding-id"),
+        ):
+            h = hits[check]
+            if not h.count:
+                continue
+            name = "separator" if kind == TokenType.SEPARATOR else "padding"
+            expected = self.allowed[kind]
+            seen = ", ".join(map(str, sorted(self.distinct[kind] | {self.reference[kind]})))
+            if expected:
+                role = "EOS id" if kind == TokenType.SEPARATOR else "pad/EOS id"
+                text = (
+                    f"{h.count} {name} tokens are not the tokenizer's {role}"
+                    f" {' or '.join(map(str, expected))} (ids seen: {seen}; first: {h.at()})"
+                )
+            else:
+                text = (
+                    f"{name} tokens use more than one id ({seen}); {h.count} differ from the"
+                    f" first, {self.reference[kind]} (first: {h.at()})"
+                )
+            report.add(check, WARNING, f"{path}: {text}", h.count, h.row, h.column)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
