@@ -75,6 +75,9 @@ def learned_targets(
 def type_counts(token_type_ids: np.ndarray) -> np.ndarray:
     """Tokens of each type 0..3 in a block (values outside 0..3 are not counted)."""
     flat = np.asarray(token_type_ids).reshape(-1)
+    if flat.dtype == np.int8:
+        # One counting pass; negative values land in the high bins, which are dropped.
+        return np.bincount(flat.view(np.uint8), minlength=256)[:N_TYPES].astype(np.int64)
     return np.array([np.count_nonzero(flat == t) for t in range(N_TYPES)], dtype=np.int64)
 
 
