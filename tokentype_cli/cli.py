@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,8 @@ def cli() -> None:
 
 def main() -> None:
     """Entry point: run the CLI and exit quietly when stdout is closed early (`| head`)."""
+    # SIGTERM (make, timeout, schedulers) unwinds like Ctrl-C, so temporary files are removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         cli(prog_name="tokentype")
     except BrokenPipeError:

@@ -1,0 +1,94 @@
+"""Contracts every subcommand keeps: help with examples, one-line errors, exact exit codes."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from tokentype_cli.cli import cli
+
+COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect"]
+# The HDF5 argument comes first for these; the rest are filled with harmless values.
+HDF5_COMMANDS = {
+    "assign-types": [],
+    "add-types": ["types.npy"],
+    "validate": [],
+    "inspect": [],
+}
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def test_every_subcommand_is_there():
+    assert sorted(cli.commands) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert "Example:" in result.stdout
+    assert "tokentype " + command in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_is_documented(command):
+    for param in cli.commands[command].params:
+        if param.param_type_name == "option" and not getattr(param, "hidden", False):
+            assert param.help, f"{command} {param.opts} has no help"
+
+
+def test_group_help_and_version():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+    version = invoke("--version")
+    assert version.exit_code == 0 and "tokentype" in version.stdout
+
+
+@pytest.mark.parametrize("command", sorted(HDF5_COMMANDS))
+def test_missing_file_is_exit_1_with_one_line(command, tmp_path):
+    missing = tmp_path / "missing.h5"
+    result = invoke(command, missing, *HDF5_COMMANDS[command])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "" or command == "validate"
+    assert str(missing) in result.output
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) <= 1
+
+
+@pytest.mark.parametrize("command", sorted(HDF5_COMMANDS))
+def test_non_hdf5_file_is_exit_1(command, tmp_path):
+    bogus = tmp_path / "notes.h5"
+    bogus.write_text("this is not HDF5\n")
+    result = invoke(command, bogus, *HDF5_COMMANDS[command])
+    assert result.exit_code == 1, result.output
+    assert "not an HDF5 file" in result.output
+    assert "Traceback" not in result.output
+    assert bogus.read_text() == "this is not HDF5\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unknown_option_is_exit_2(command):
+    result = invoke(command, "--no-such-option")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+
+
+def test_tokenize_missing_input_is_exit_1(tmp_path):
+    result = invoke(
+        "tokenize",
+        tmp_path / "missing.jsonl",
+        "-o",
+        tmp_path / "out.h5",
+        "--tokenizer",
+        "sample_data/codon_vocab.json",
+    )
+    assert result.exit_code in (1, 2), result.output
+    assert "missing.jsonl" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.h5").exists()
