@@ -37,7 +37,7 @@ def big_shard(tmp_path_factory):
     rows = 28_000
     path = folder / "big.h5"
     with ShardWriter(path, SEQ_LEN, (INPUT_IDS,)) as writer:
-        for start in range(0, rows, 2000):
+        for _ in range(0, rows, 2000):
             writer.append(input_ids=rng.integers(0, 50257, (2000, SEQ_LEN), dtype=np.int32))
     assert path.stat().st_size >= MIN_FILE_BYTES
     typings = []
