@@ -272,12 +272,423 @@ def add_types_command(
 # (owner: validate/inspect)
 
 
+@cli.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@tokenizer_option(
+    help_extra="Token ids must be below its vocabulary size; separators its EOS id, padding its"
+    " pad (or EOS) id."
+)
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Token ids must be below N (overrides the --tokenizer's size).",
+)
+@click.option(
+    "--max-seq-length",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Every file's rows must be this long (files must always agree with each other).",
+)
+@click.option(
+    "--require-types",
+    is_flag=True,
+    help="A file without token_type_ids is an error (training with --use_token_type_ids fails).",
+)
+@prompt_loss_weight_option(help_extra="A row in which no target carries loss is an error.")
+@click.option("--strict", is_flag=True, help="Count warnings as errors (exit 1 on any finding).")
+@json_option
+@quiet_option
+@click.pass_context
+def validate_command(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    tokenizer: LoadedTokenizer | None,
+    vocab_size: int | None,
+    max_seq_length: int | None,
+    require_types: bool,
+    prompt_loss_weight: float | None,
+    strict: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Check shards for everything that would break or silently skew training.
+
+    PATHS are HDF5 files or folders (searched for *.h5 / *.hdf5). Each finding names a check, its
+    severity, an exact count, the first offending row and column, and a fix. Exit 0 with no
+    errors, 1 with errors (or any warning with --strict), 2 for a bad invocation.
+
+    Example:
+
+    \b
+        tokentype validate shard.h5
+        tokentype validate shards/ --tokenizer gpt2/ --max-seq-length 2048 --require-types
+        tokentype validate shards/ --prompt-loss-weight 0 --json | jq '.files[].findings[].check'
+    """
+    from tokentype_cli.validate import ValidateOptions, format_report, totals, validate_paths
+    from tokentype_cli.validate import as_json as report_json
+
+    options = ValidateOptions(
+        vocab_size=vocab_size,
+        tokenizer=tokenizer,
+        max_seq_length=max_seq_length,
+        require_types=require_types,
+        prompt_loss_weight=prompt_loss_weight,
+        strict=strict,
+    )
+    with progress_bar(None, "tok", "validate", quiet) as advance:
+        reports = validate_paths(paths, options, progress=advance)
+    if as_json:
+        emit_json(report_json(reports))
+    else:
+        click.echo(format_report(reports), nl=False)
+    errors, _ = totals(reports)
+    if errors:
+        ctx.exit(1)
+
+
 # === inspect =====================================================================================
 # (owner: validate/inspect)
 
 
+@cli.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--rows",
+    "rows_spec",
+    default=None,
+    metavar="SPEC",
+    help="Show these rows token by token instead of the summary: 0, -1, 3:6, or 0,5,9.",
+)
+@tokenizer_option(help_extra="Decodes the tokens of --rows (ids are shown without one).")
+@click.option("--ids", "show_ids", is_flag=True, help="With --tokenizer, show each token's id too.")
+@prompt_loss_weight_option(
+    help_extra="Adds each type's share of the loss weight and the rows carrying no loss."
+)
+@click.option(
+    "--collapse",
+    type=click.IntRange(min=2),
+    default=8,
+    help="Show runs of at least this many padding tokens as one '… N × pad'.",
+)
+@json_option
+@quiet_option
+def inspect_command(
+    path: Path,
+    rows_spec: str | None,
+    tokenizer: LoadedTokenizer | None,
+    show_ids: bool,
+    prompt_loss_weight: float | None,
+    collapse: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Summarise a shard (or a folder of shards), or show its rows by token type.
+
+    The summary gives each dataset's shape, dtype, storage and attributes, the count and share of
+    each token type, articles (separators), the padding share and, with --prompt-loss-weight, each
+    type's share of the loss. --rows prints tokens coloured by type on a terminal (NO_COLOR turns
+    colour off), with [type] markers otherwise.
+
+    Example:
+
+    \b
+        tokentype inspect shard.h5 --prompt-loss-weight 0
+        tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ | less -R
+        tokentype inspect shards/ --json | jq '.token_types.padding.share'
+    """
+    from tokentype_cli import inspect_shard
+
+    if rows_spec is None:
+        with progress_bar(None, "tok", "inspect", quiet) as advance:
+            summary = inspect_shard.summarize(path, prompt_loss_weight, progress=advance)
+        if as_json:
+            emit_json(summary.as_dict())
+        else:
+            click.echo(inspect_shard.format_summary(summary), nl=False)
+        return
+    files = inspect_shard.find_shards([path])
+    if path.is_dir() and not files:
+        raise click.ClickException(f"{path}: folder holds no *.h5 or *.hdf5 files")
+    color = use_color() and not as_json
+    results = []
+    if color:
+        click.echo(inspect_shard.color_legend(color=True))
+    for file in files:
+        total = inspect_shard.row_count(file)
+        shown = []
+        if len(files) > 1 and not as_json:
+            click.echo(f"== {file} ==")
+        for row, ids, types in inspect_shard.read_rows(file, rows_spec):
+            if as_json:
+                shown.append(inspect_shard.row_as_dict(row, ids, types, tokenizer))
+                continue
+            click.echo(inspect_shard.format_row_header(row, total, types, prompt_loss_weight))
+            click.echo(
+                inspect_shard.format_row(
+                    ids,
+                    types,
+                    tokenizer=tokenizer,
+                    show_ids=show_ids,
+                    color=color,
+                    collapse_padding=collapse,
+                )
+            )
+        results.append({"path": str(file), "rows": total, "selected": shown})
+    if as_json:
+        if path.is_dir():
+            emit_json({"path": str(path), "files": results})
+        else:
+            emit_json(results[0])
+
+
 # === tokenize ====================================================================================
 # (owner: tokenize)
+
+
+_TOKENIZE_PACKING = (
+    "full",
+    "greedy::drop",
+    "greedy::truncate_left",
+    "greedy::truncate_right",
+    "single::drop",
+    "single::truncate_left",
+    "single::truncate_right",
+)
+
+
+@cli.command("tokenize", context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="HDF5 shard to write (written under a temporary name, renamed when complete).",
+)
+@tokenizer_option(required=True)
+@click.option(
+    "--input-format",
+    type=click.Choice(["jsonl", "txt"]),
+    default=None,
+    help="Format of every input. Default: by extension (.jsonl/.json, .txt); jsonl for -.",
+)
+@click.option(
+    "--max-seq-length",
+    "--max_seq_length",
+    "max_seq_length",
+    type=click.IntRange(min=1),
+    default=2048,
+    help="Tokens per row.",
+)
+@click.option(
+    "--packing",
+    "--input_packing_config",
+    "packing",
+    type=click.Choice(list(_TOKENIZE_PACKING)),
+    default="full",
+    help="full: fill rows, split articles; greedy::*: whole articles per row; single::*: one"
+    " article per row. drop/truncate_left/truncate_right: what happens to an article longer"
+    " than a row.",
+)
+@click.option(
+    "--packing-boundary",
+    "--packing_boundary",
+    "packing_boundary",
+    type=click.Choice(["jsonl", "prompt_completion_pair"]),
+    default="jsonl",
+    help="Pack a whole JSONL line as one article, or each prompt/completion pair.",
+)
+@click.option(
+    "--attention-boundary",
+    "--attention_boundary",
+    "attention_boundary",
+    type=click.Choice(["jsonl", "prompt_completion_pair"]),
+    default="jsonl",
+    help="Where separators (type 3) go: the end of each line's article, or also every pair's eos.",
+)
+@click.option(
+    "--prompt-key", "--prompt_keyword", "prompt_key", default="prompt", help="Prompt field."
+)
+@click.option(
+    "--completion-key",
+    "--completion_keyword",
+    "completion_key",
+    default="completion",
+    help="Completion field.",
+)
+@click.option(
+    "--no-space-separator",
+    "--disable_space_separator",
+    "no_space_separator",
+    is_flag=True,
+    help="Keep prompt and completion text as is (default: strip trailing spaces from the"
+    " prompt, start the completion with exactly one space).",
+)
+@click.option(
+    "--keep-prompt-only-sequences",
+    "--keep_prompt_only_sequences",
+    "keep_prompt_only",
+    is_flag=True,
+    help="Keep pairs with an empty completion and rows with no completion token.",
+)
+@click.option(
+    "--prompt-prefix",
+    "--prompt_prefix",
+    "prompt_prefix",
+    default=None,
+    help="Text put before a non-empty prompt.",
+)
+@click.option(
+    "--prompt-postfix",
+    "--prompt_postfix",
+    "prompt_postfix",
+    default=None,
+    help="Text put after a non-empty prompt.",
+)
+@click.option(
+    "--eos-token",
+    default=None,
+    help="End-of-sequence token (text, or a number for an id). Default: the tokenizer's.",
+)
+@click.option(
+    "--pad-token",
+    default=None,
+    help="Padding token (text or id). Default: the tokenizer's pad token, else the eos.",
+)
+@click.option(
+    "--no-types",
+    is_flag=True,
+    help="Write input_ids only (type them later with assign-types or add-types).",
+)
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write one JSON line per input line: rows/offsets/tokens it went to, or why not.",
+)
+@click.option(
+    "--skip-bad-lines",
+    "rejects",
+    metavar="REJECTS",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write unusable lines to REJECTS and go on, instead of failing on the first one.",
+)
+@json_option
+@quiet_option
+@click.pass_context
+def tokenize_command(
+    ctx: click.Context,
+    inputs: tuple[str, ...],
+    output: Path,
+    tokenizer: LoadedTokenizer,
+    input_format: str | None,
+    max_seq_length: int,
+    packing: str,
+    packing_boundary: str,
+    attention_boundary: str,
+    prompt_key: str,
+    completion_key: str,
+    no_space_separator: bool,
+    keep_prompt_only: bool,
+    prompt_prefix: str | None,
+    prompt_postfix: str | None,
+    eos_token: str | None,
+    pad_token: str | None,
+    no_types: bool,
+    ledger: Path | None,
+    rejects: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Tokenize JSONL or TXT into packed rows with token_type_ids (like generative_data_prep).
+
+    JSONL lines are {"prompt": ..., "completion": ...} or a list of such objects; TXT lines are
+    completion-only articles. Prompt tokens get type 0, completion tokens 1, padding 2, and the
+    eos ending each article 3. Use - to read stdin.
+
+    Example:
+
+    \b
+        tokentype tokenize data.jsonl -o shard.h5 --tokenizer gpt2/ --max-seq-length 1024
+        tokentype tokenize chat.jsonl -o sft.h5 --tokenizer gpt2/ --packing single::drop
+        cat a.jsonl b.jsonl | tokentype tokenize - -o out.h5 --tokenizer gpt2/ --json | jq .rows
+    """
+    from tokentype_cli.tokenize import TokenizeOptions, tokenize_files
+    from tokentype_cli.tokenize_read import input_size
+
+    options = TokenizeOptions(
+        seq_len=max_seq_length,
+        packing=packing,
+        packing_boundary=packing_boundary,
+        attention_boundary=attention_boundary,
+        prompt_key=prompt_key,
+        completion_key=completion_key,
+        space_separator=not no_space_separator,
+        keep_prompt_only=keep_prompt_only,
+        prompt_prefix=prompt_prefix,
+        prompt_postfix=prompt_postfix,
+        input_format=input_format,
+        write_types=not no_types,
+    )
+    record = {
+        "inputs": list(inputs),
+        "tokenizer": str(tokenizer.path),
+        "eos_token": eos_token,
+        "pad_token": pad_token,
+        **{k: v for k, v in vars(options).items()},
+    }
+    paths = list(inputs)
+    total = input_size(paths) if all(p == "-" or Path(p).is_file() for p in paths) else None
+    with progress_bar(total, "B", "tokenize", quiet) as advance:
+        metrics = tokenize_files(
+            paths,
+            output,
+            tokenizer,
+            options,
+            eos_token=eos_token,
+            pad_token=pad_token,
+            provenance=provenance(ctx, **record),
+            ledger_path=ledger,
+            rejects_path=rejects,
+            advance=advance,
+        )
+    summary = metrics.as_dict()
+    if as_json:
+        emit_json(summary)
+    elif not quiet:
+        message(_tokenize_summary(summary, output, rejects))
+
+
+def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
+    types = m["tokens_by_type"]
+    lines = [
+        f"{output}: {m['rows']} rows x {m['max_seq_length']} tokens from {m['lines']} lines"
+        f" ({m['articles']} articles, {m['pairs']} pairs)",
+        "  tokens: " + ", ".join(f"{name} {count}" for name, count in types.items()),
+        f"  packing efficiency {m['packing_efficiency']:.1%} (non-padding share of the rows)",
+    ]
+    losses = [
+        ("truncated from the left", m["tokens_truncated_left"]),
+        ("truncated from the right", m["tokens_truncated_right"]),
+        ("dropped: article longer than a row", m["tokens_dropped_too_long"]),
+        (
+            f"dropped: {m['rows_dropped_prompt_only']} rows without completion tokens",
+            m["tokens_dropped_prompt_only_rows"],
+        ),
+    ]
+    for what, count in losses:
+        if count:
+            lines.append(f"  {count} tokens {what}")
+    if m["pairs_skipped_prompt_only"]:
+        lines.append(
+            f"  {m['pairs_skipped_prompt_only']} pairs with an empty completion skipped"
+            " (--keep-prompt-only-sequences keeps them)"
+        )
+    if m["lines_rejected"]:
+        lines.append(f"  {m['lines_rejected']} bad lines written to {rejects}")
+    return "\n".join(lines)
 
 
 # === assign-types ================================================================================
