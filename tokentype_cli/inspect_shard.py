@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from tokentype_cli.errors import OptionError, ShardError
-from tokentype_cli.loss import LossTally
+from tokentype_cli.loss import LossTally, target_weights
 from tokentype_cli.schema import (
     INPUT_IDS,
     MAX_TOKEN_TYPE,
@@ -450,3 +450,112 @@ def _runs(rows: list[int]) -> Iterator[tuple[int, int]]:
         start = previous = row
     if start is not None:
         yield start, previous + 1
+
+
+# --- text output ---------------------------------------------------------------------------------
+
+
+def format_summary(summary: ShardSummary) -> str:
+    """The human-readable summary of a file, or of a folder followed by each of its files."""
+    lines = _summary_lines(summary)
+    for file in summary.files or []:
+        lines.append("")
+        lines.extend(_summary_lines(file))
+    return "\n".join(lines) + "\n"
+
+
+def format_row_header(
+    row: int,
+    total_rows: int,
+    types: np.ndarray | None,
+    prompt_loss_weight: float | None = None,
+) -> str:
+    """`row 3 of 10: 2 prompt, 4 completion, 1 separator` (plus learned targets with a weight)."""
+    text = f"row {row} of {total_rows}"
+    if types is None:
+        return f"{text}: no token_type_ids"
+    counts = _counts(_as_small_types(np.asarray(types).reshape(1, -1)))
+    parts = [f"{counts[t]} {TOKEN_TYPE_NAMES[t]}" for t in TokenType if counts[t]]
+    if counts[len(TokenType)]:
+        parts.append(f"{counts[len(TokenType)]} invalid")
+    text = f"{text}: {', '.join(parts) or 'empty'}"
+    if prompt_loss_weight is not None:
+        weights = target_weights(np.asarray(types).reshape(1, -1), prompt_loss_weight)
+        text += (
+            f"; loss on {int(np.count_nonzero(weights))} of {weights.size} targets"
+            f" at prompt_loss_weight {prompt_loss_weight:g}"
+        )
+    return text
+
+
+def _summary_lines(s: ShardSummary) -> list[str]:
+    folder = s.files is not None
+    seq_len = "mixed" if s.seq_len is None else f"{s.seq_len:,}"
+    head = f"{s.path}" + (f"  ({len(s.files)} files)" if folder else "")
+    lines = [head, f"  rows {s.rows:,}  seq_len {seq_len}  tokens {s.tokens:,}"]
+    lines.append("  datasets")
+    width = max((len(name) for name in s.datasets), default=0)
+    for name, info in s.datasets.items():
+        if folder:
+            lines.append(f"    {name:<{width}}  in {info['files']} files, {info['rows']:,} rows")
+            continue
+        storage = info["compression"] or "uncompressed"
+        if info["compression_opts"] is not None:
+            storage += f" {info['compression_opts']}"
+        if info["shuffle"]:
+            storage += " +shuffle"
+        lines.append(
+            f"    {name:<{width}}  shape {_shape(info['shape'])}  {info['dtype']}  {storage}"
+            f"  chunks {_shape(info['chunks'])}  maxshape {_shape(info['maxshape'])}"
+        )
+        for key, value in info["attrs"].items():
+            lines.append(f"    {'':<{width}}  {key} = {value}")
+    if s.type_counts is None:
+        lines.append("  token types: none (no token_type_ids: the trainer learns every token)")
+    else:
+        lines.append("  token types")
+        for t in TokenType:
+            lines.append(
+                f"    {int(t)} {TOKEN_TYPE_NAMES[t]:<10}  {s.count(t):>14,}  {s.share(t):7.2%}"
+            )
+        if s.invalid_types:
+            lines.append(f"    outside 0..3    {s.invalid_types:>14,}  (run tokentype validate)")
+        lines.append(f"  articles (separators) {s.articles:,}")
+        lines.append(f"  padding share {s.share(TokenType.PADDING):.2%}")
+    if s.loss is not None:
+        lines.append(f"  loss at prompt_loss_weight {s.loss.prompt_loss_weight:g}")
+        if s.type_counts is not None:
+            share = s.loss.share()
+            lines.append(
+                "    share " + "  ".join(f"{name} {value:.2%}" for name, value in share.items())
+            )
+        else:
+            lines.append("    every target weighs 1 (no token_type_ids)")
+        lines.append(f"    rows without loss {s.loss.rows_without_loss:,}")
+    return lines
+
+
+def _shape(value: object) -> str:
+    if value is None:
+        return "-"
+    return "(" + ", ".join("None" if v is None else str(v) for v in value) + ")"
+
+
+def row_count(path: str | os.PathLike) -> int:
+    """Rows of a shard's input_ids."""
+    with open_shard(path) as shard:
+        return require_rows_dataset(shard, INPUT_IDS).shape[0]
+
+
+def row_as_dict(
+    row: int, ids: np.ndarray, types: np.ndarray | None, tokenizer: LoadedTokenizer | None
+) -> dict[str, object]:
+    """One row for `--rows --json`: its index, ids, types and (with a tokenizer) decoded tokens."""
+    data: dict[str, object] = {
+        "row": row,
+        "input_ids": np.asarray(ids).tolist(),
+        "token_type_ids": None if types is None else np.asarray(types).tolist(),
+    }
+    if tokenizer is not None:
+        data["tokens"] = tokenizer.decode_each(np.asarray(ids).tolist())
+    return data
