@@ -1,0 +1,177 @@
+"""Throughput of validate, inspect (summary) and add-types next to plain h5py on the same data.
+
+Generates shards of realistic token ids (Zipf-distributed, prompt/completion/separator/padding
+structure), then times each command in its own process and records its peak RSS, at two sizes so
+that flat memory shows. Not a test: run it by hand (`make bench`) and read the table.
+
+    python benchmarks/bench_foundation.py --tokens 100e6 --small-tokens 25e6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tokentype_cli.schema import (
+    ShardWriter,
+    chunk_rows,
+    step_rows,
+)
+
+SEQ_LEN = 1024
+VOCAB = 50257
+EOS = 50256
+RANK_TO_ID = np.random.default_rng(1).permutation(VOCAB - 1).astype(np.int32)
+
+
+def synthetic_block(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of one article each: prompt, completion, EOS separator, EOS padding."""
+    # Zipf ranks mapped through a fixed permutation: frequent ids spread over the vocabulary
+    # as in real text, so compression is realistic.
+    ids = RANK_TO_ID[np.minimum(rng.zipf(1.2, (rows, SEQ_LEN)), VOCAB - 1) - 1]
+    columns = np.arange(SEQ_LEN)
+    prompt_end = rng.integers(8, SEQ_LEN // 3, rows)[:, None]
+    separator_at = rng.integers(SEQ_LEN // 2, SEQ_LEN, rows)[:, None]
+    types = np.where(columns < prompt_end, 0, 1).astype(np.int32)
+    types[columns == separator_at] = 3
+    types[columns > separator_at] = 2
+    ids[types >= 2] = EOS
+    return ids, types
+
+
+def make_shard(path: Path, tokens: int, types_npy: Path) -> int:
+    rows = max(1, int(tokens) // SEQ_LEN)
+    rng = np.random.default_rng(0)
+    source = np.lib.format.open_memmap(types_npy, mode="w+", dtype=np.int8, shape=(rows, SEQ_LEN))
+    with ShardWriter(path, SEQ_LEN) as writer:
+        step = step_rows(SEQ_LEN)
+        for first in range(0, rows, step):
+            ids, types = synthetic_block(rng, min(step, rows - first))
+            writer.append(input_ids=ids, token_type_ids=types)
+            # add-types gets a different typing so that it writes real data
+            source[first : first + len(types)] = np.where(types == 0, 1, types)
+    source.flush()
+    del source
+    return rows * SEQ_LEN
+
+
+def run_measured(argv: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MiB) of that process alone."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    error = process.stderr.read().decode()
+    process.stderr.close()
+    if process.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(argv)} failed ({process.returncode}): {error}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+PLAIN_READ = """
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    a, b = f["input_ids"], f["token_type_ids"]
+    step = a.chunks[0] * 16
+    for i in range(0, a.shape[0], step):
+        a[i:i + step].sum(); b[i:i + step].sum()
+"""
+
+PLAIN_WRITE = """
+import sys, h5py
+from tokentype_cli.schema import create_rows_dataset, step_rows
+with h5py.File(sys.argv[1], "r") as f, h5py.File(sys.argv[2], "w") as out:
+    a = f["token_type_ids"]
+    step = step_rows(a.shape[1])
+    d = create_rows_dataset(out, "token_type_ids", a.shape[1], rows=a.shape[0])
+    for i in range(0, a.shape[0], step):
+        d[i:i + step] = a[i:i + step]
+"""
+
+
+def measure(folder: Path, tokens_wanted: float) -> dict:
+    shard = folder / f"bench_{int(tokens_wanted)}.h5"
+    types = folder / f"types_{int(tokens_wanted)}.npy"
+    tokens = make_shard(shard, int(tokens_wanted), types)
+    tt = [sys.executable, "-m", "tokentype_cli"]
+    runs = {
+        "plain h5py read (both datasets)": [sys.executable, "-c", PLAIN_READ, str(shard)],
+        "plain h5py write (token_type_ids)": [
+            sys.executable,
+            "-c",
+            PLAIN_WRITE,
+            str(shard),
+            str(folder / "plain_write.h5"),
+        ],
+        "validate": [
+            *tt,
+            "validate",
+            str(shard),
+            "--vocab-size",
+            str(VOCAB),
+            "--prompt-loss-weight",
+            "0",
+        ],
+        "inspect (summary)": [*tt, "inspect", str(shard), "--json", "--prompt-loss-weight", "0"],
+        "add-types (-o, .npy source)": [
+            *tt,
+            "add-types",
+            str(shard),
+            str(types),
+            "--overwrite",
+            "-o",
+            str(folder / "typed.h5"),
+            "-q",
+        ],
+    }
+    results = {"tokens": tokens, "file_mib": shard.stat().st_size / 2**20, "runs": {}}
+    for name, argv in runs.items():
+        seconds, rss = run_measured(argv)
+        results["runs"][name] = {
+            "seconds": round(seconds, 2),
+            "mtok_per_s": round(tokens / seconds / 1e6, 1),
+            "peak_rss_mib": round(rss, 1),
+        }
+    for path in (shard, types, folder / "plain_write.h5", folder / "typed.h5"):
+        path.unlink(missing_ok=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=float, default=100e6, help="tokens in the large shard")
+    parser.add_argument(
+        "--small-tokens", type=float, default=25e6, help="tokens in the small shard"
+    )
+    parser.add_argument("--folder", type=Path, default=Path("benchmarks/out"))
+    parser.add_argument("--json", action="store_true", help="print raw results as JSON")
+    args = parser.parse_args()
+    args.folder.mkdir(parents=True, exist_ok=True)
+    results = [measure(args.folder, args.small_tokens), measure(args.folder, args.tokens)]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"chunk rows {chunk_rows(SEQ_LEN)}, seq_len {SEQ_LEN}")
+    for result in results:
+        read_rate = result["runs"]["plain h5py read (both datasets)"]["mtok_per_s"]
+        write_rate = result["runs"]["plain h5py write (token_type_ids)"]["mtok_per_s"]
+        print(f"\n{result['tokens'] / 1e6:.0f}M tokens, {result['file_mib']:.0f} MiB on disk")
+        print(f"{'run':36} {'s':>7} {'Mtok/s':>8} {'ratio':>7} {'RSS MiB':>8}")
+        for name, run in result["runs"].items():
+            base = write_rate if name.startswith(("add-types", "plain h5py write")) else read_rate
+            print(
+                f"{name:36} {run['seconds']:7.2f} {run['mtok_per_s']:8.1f}"
+                f" {run['mtok_per_s'] / base:7.2f} {run['peak_rss_mib']:8.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
