@@ -317,7 +317,8 @@ def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: boo
     if attention_pair:
         types[pair_end[pair_len > 0] - 1] = TokenType.SEPARATOR
     # An article ends after a pair split off by --packing-boundary and after a line's last pair.
-    ends = np.asarray(batch.pair_split, bool)
+    split = np.asarray(batch.pair_split, bool)
+    ends = split.copy()
     ends[:-1] |= pair_line[1:] != pair_line[:-1]
     ends[-1] = True
     article_end = pair_end[ends]
@@ -325,7 +326,10 @@ def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: boo
     article_len = article_end - article_start
     article_line = pair_line[ends]
     nonempty = article_len > 0
-    types[article_end[nonempty] - 1] = TokenType.SEPARATOR
+    # As in the reference, only a line's last article gets a separator; articles split off by
+    # --packing-boundary end in a separator only with --attention-boundary prompt_completion_pair.
+    line_final = ~split[ends] & nonempty
+    types[article_end[line_final] - 1] = TokenType.SEPARATOR
     np.add.at(lines, pair_line, pair_len)
     return Articles(
         ids,

@@ -203,7 +203,7 @@ def _add_jsonl(batch: Batch, index: int, text: str, options: PairOptions) -> Non
         loaded = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LineError(
-            f"malformed JSON ({exc.msg} at column {exc.colno}); fix the line or pass"
+            f"malformed JSON ({exc.msg} at character {exc.pos + 1}); fix the line or pass"
             " --skip-bad-lines REJECTS to set it aside"
         ) from None
     if isinstance(loaded, dict):
