@@ -413,7 +413,8 @@ def inspect_command(
     color = use_color() and not as_json
     results = []
     if color:
-        click.echo(inspect_shard.color_legend(color=True))
+        # color=True: click would strip the codes again when it thinks stdout is no terminal.
+        click.echo(inspect_shard.color_legend(color=True), color=True)
     for file in files:
         total = inspect_shard.row_count(file)
         shown = []
@@ -432,7 +433,8 @@ def inspect_command(
                     show_ids=show_ids,
                     color=color,
                     collapse_padding=collapse,
-                )
+                ),
+                color=color or None,
             )
         results.append({"path": str(file), "rows": total, "selected": shown})
     if as_json:
