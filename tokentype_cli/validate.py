@@ -464,62 +464,44 @@ class _ContentChecker:
                 self.distinct[kind].update(np.unique(ids[wrong])[:8].tolist())
 
     def report(self, report: FileReport) -> None:
-        path, hits = self.path, self.hits
-        h = hits["negative-token-id"]
-        if h.count:
-            report.add(
-                "negative-token-id",
+        weight = self.options.prompt_loss_weight or 0.0
+        texts = {
+            "negative-token-id": (ERROR, f"'{INPUT_IDS}' values below 0"),
+            "token-id-out-of-vocab": (
                 ERROR,
-                f"{path}: {h.count} '{INPUT_IDS}' values are negative (first: {h.at()})",
-                h.count,
-                h.row,
-                h.column,
-            )
-        h = hits["token-id-out-of-vocab"]
-        if h.count:
-            report.add(
-                "token-id-out-of-vocab",
-                ERROR,
-                f"{path}: {h.count} '{INPUT_IDS}' values are >= the vocabulary size"
-                f" {self.vocab_size} (first: {h.at()})",
-                h.count,
-                h.row,
-                h.column,
-            )
-        if not self.has_types:
-            return
-        rows_checks = {
+                f"'{INPUT_IDS}' values >= the vocabulary size {self.vocab_size}",
+            ),
+            "type-out-of-range": (ERROR, f"'{TOKEN_TYPE_IDS}' values outside 0..3"),
             "no-loss-row": (
                 ERROR,
-                f"rows carry no loss with prompt_loss_weight {self.options.prompt_loss_weight}"
+                f"rows in which no target carries loss at prompt_loss_weight {weight:g}"
                 " (the trainer divides by a zero weight sum)",
             ),
-            "padding-only-row": (WARNING, "rows hold only padding"),
-            "no-learned-token-row": (
-                WARNING,
-                "rows have no completion or separator token (nothing learned at weight 0)",
-            ),
-        }
-        cell_checks = {
-            "type-out-of-range": (ERROR, f"'{TOKEN_TYPE_IDS}' values are outside 0..3"),
-            "padding-then-content": (WARNING, "times padding is followed by a non-padding token"),
+            "padding-then-content": (WARNING, "padding tokens followed by a non-padding token"),
             "truncated-eos": (
                 WARNING,
-                "prompt/completion tokens are directly followed by padding (the article's EOS"
-                " was cut off, so the model never learns to stop there)",
+                "prompt/completion tokens directly followed by padding (the article's EOS was"
+                " cut off, so the model never learns to stop there)",
+            ),
+            "padding-only-row": (WARNING, "rows of only padding"),
+            "no-learned-token-row": (
+                WARNING,
+                "rows with no completion or separator token (nothing learned at"
+                " prompt_loss_weight 0)",
             ),
         }
-        for check, (severity, text) in {**cell_checks, **rows_checks}.items():
-            h = hits[check]
+        for check, (severity, text) in texts.items():
+            h = self.hits[check]
             if h.count:
                 report.add(
                     check,
                     severity,
-                    f"{path}: {h.count} {text} (first: {h.at()})",
+                    f"{self.path}: {text}: {h.count} (first: {h.at()})",
                     h.count,
                     h.row,
                     h.column,
                 )
+        path, hits = self.path, self.hits
         for kind, check in (
             (TokenType.SEPARATOR, "separator-id"),
             (TokenType.PADDING, "padding-id"),
