@@ -496,7 +496,7 @@ class _ContentChecker:
                 report.add(
                     check,
                     severity,
-                    f"{self.path}: {text}: {h.count} (first: {h.at()})",
+                    f"{self.path}: {text}: {h.count:,} (first: {h.at()})",
                     h.count,
                     h.row,
                     h.column,
