@@ -394,7 +394,7 @@ def inspect_command(
 
     \b
         tokentype inspect shard.h5 --prompt-loss-weight 0
-        tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ | less -R
+        tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ --ids | less
         tokentype inspect shards/ --json | jq '.token_types.padding.share'
     """
     from tokentype_cli import inspect_shard
