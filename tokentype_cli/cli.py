@@ -695,3 +695,186 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
 
 # === assign-types ================================================================================
 # (owner: assign-types)
+
+
+@cli.command("assign-types")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default=None,
+    help="TOML or JSON rules file (- for stdin) with sep, pad, default, from_existing and a"
+    " list of rules; applied before any --rule.",
+)
+@click.option(
+    "--rule",
+    "rule_specs",
+    multiple=True,
+    metavar="KIND:ARGS=TYPE",
+    help="A rule, repeatable, applied in order after the file's: span:A:B, token:T..., until:P...,"
+    " through:P..., between:S... .. E...; TYPE is prompt, completion, padding, separator or 0..3."
+    ' Bare integers are ids; quote a token ("..", "5", "a b") to mean the vocabulary string.',
+)
+@click.option(
+    "--sep",
+    "seps",
+    multiple=True,
+    metavar="TOKEN",
+    help="Separator token (type 3, ends an article), repeatable. Default: the --tokenizer's eos,"
+    " else none.",
+)
+@click.option(
+    "--pad",
+    metavar="TOKEN",
+    default=None,
+    help="Padding token: its run at the end of a row is type 2. Default: the --tokenizer's pad"
+    " token, else its eos, else none.",
+)
+@click.option(
+    "--default",
+    "default_type",
+    type=TOKEN_TYPE,
+    default=None,
+    help="Type of every token no rule sets (other than separators and padding)."
+    "  [default: completion]",
+)
+@click.option(
+    "--from-existing",
+    is_flag=True,
+    help="Start from FILE's token_type_ids (their separators and padding stay) instead of"
+    " --sep/--pad/--default; replaces them.",
+)
+@tokenizer_option(
+    help_extra="Lets tokens be written as text; --sep defaults to its eos, --pad to its pad."
+)
+@output_options
+@click.option(
+    "--require-match",
+    is_flag=True,
+    help="Fail (exit 1, nothing written) if an until/through/between rule finds nothing in an"
+    " article; the message names the first such row.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Compute and report, print the first rows by type on stdout, write nothing.",
+)
+@click.option(
+    "--show",
+    "show_rows",
+    type=click.IntRange(min=0),
+    default=3,
+    help="Rows --dry-run prints.",
+)
+@json_option
+@quiet_option
+@click.pass_context
+def assign_types_command(
+    ctx: click.Context,
+    file: Path,
+    rules_file: str | None,
+    rule_specs: tuple[str, ...],
+    seps: tuple[str, ...],
+    pad: str | None,
+    default_type: TokenType | None,
+    from_existing: bool,
+    tokenizer: LoadedTokenizer | None,
+    output: Path | None,
+    overwrite: bool,
+    require_match: bool,
+    dry_run: bool,
+    show_rows: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Set token_type_ids of an already-tokenized shard by rules.
+
+    Separators (--sep) and end-of-row padding (--pad) come first; every other token starts as
+    --default. Each article (the tokens between separators) then goes through the rules in
+    order, a later rule overriding an earlier one: span:A:B (body positions, Python slice),
+    token:T... (every occurrence), until:P (before the first P), through:P (up to and including
+    it), between:S .. E (from each S through the next E). FILE is replaced atomically, or -o
+    writes a new file. A report of what every rule matched goes to stderr (stdout with --json).
+
+    Example:
+
+    \b
+        tokentype assign-types shard.h5 --tokenizer codons.json --rule 'until:ATG=prompt'
+        tokentype assign-types shard.h5 --rules rules.toml -o typed.h5 --require-match
+        tokentype assign-types chat.h5 --tokenizer tok/ --overwrite \\
+            --rule 'between:<|user|> .. <|assistant|>=prompt' --dry-run | less -R
+        tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
+    """
+    from tokentype_cli import inspect_shard
+    from tokentype_cli.assign_types import assign_types, format_report
+    from tokentype_cli.errors import RuleError
+    from tokentype_cli.rules import (
+        RulesConfig,
+        build_structure,
+        load_rules_file,
+        parse_rule_spec,
+        parse_token_word,
+    )
+
+    config = RulesConfig() if rules_file is None else load_rules_file(rules_file, tokenizer)
+    try:
+        rules = list(config.rules)
+        for number, spec in enumerate(rule_specs, 1):
+            rules.append(parse_rule_spec(spec, f"--rule {number}", tokenizer))
+        sep_ids = [parse_token_word(s, tokenizer, f"--sep {s!r}") for s in seps]
+        pad_id = None if pad is None else parse_token_word(pad, tokenizer, f"--pad {pad!r}")
+    except RuleError as exc:
+        raise click.UsageError(str(exc), ctx) from exc
+    structure = build_structure(
+        config,
+        sep=sep_ids or None,
+        pad=pad_id,
+        default=default_type,
+        from_existing=from_existing,
+        tokenizer=tokenizer,
+    )
+    record = {
+        "rules_file": rules_file,
+        "rules": [rule.describe() for rule in rules],
+        "sep": list(structure.sep),
+        "pad": structure.pad,
+        "default": int(structure.default),
+        "from_existing": structure.from_existing,
+        "tokenizer": None if tokenizer is None else str(tokenizer.path),
+        "output": output,
+    }
+    with progress_bar(None, "rows", "assign-types", quiet) as advance:
+        report = assign_types(
+            file,
+            structure,
+            rules,
+            output=output,
+            overwrite=overwrite,
+            require_match=require_match,
+            dry_run=dry_run,
+            preview_rows=show_rows if dry_run else 0,
+            provenance=provenance(ctx, **record),
+            progress=advance,
+        )
+    preview = []
+    if report.preview_ids is not None:
+        first = report.preview_first_row
+        preview = list(enumerate(zip(report.preview_ids, report.preview_types, strict=True), first))
+    if as_json:
+        data = report.as_dict()
+        if dry_run:
+            data["preview"] = [
+                inspect_shard.row_as_dict(row, ids, types, tokenizer)
+                for row, (ids, types) in preview
+            ]
+        emit_json(data)
+        return
+    color = use_color()
+    for row, (ids, types) in preview:
+        click.echo(inspect_shard.format_row_header(row, report.rows, types))
+        click.echo(
+            inspect_shard.format_row(ids, types, tokenizer=tokenizer, color=color),
+            color=color or None,
+        )
+    message(format_report(report).rstrip("\n"), quiet)

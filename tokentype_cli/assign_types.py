@@ -1,0 +1,264 @@
+"""`assign-types`: stream a shard's rows through the rule engine and write token_type_ids."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tokentype_cli.errors import DatasetExistsError, RuleError, ShardError
+from tokentype_cli.rules import PATTERN_KINDS, Rule, Structure
+from tokentype_cli.rules_engine import N_TYPES, apply_rules
+from tokentype_cli.schema import (
+    INPUT_IDS,
+    MAX_TOKEN_TYPE,
+    TOKEN_TYPE_IDS,
+    TOKEN_TYPE_NAMES,
+    Provenance,
+    TokenType,
+    iter_row_chunks,
+    open_shard,
+    require_rows_dataset,
+    write_dataset_atomically,
+)
+
+
+@dataclass
+class RuleReport:
+    """What one rule did over the whole file."""
+
+    rule: Rule
+    matched: int = 0
+    tokens_set: int = 0
+    first_unmatched_row: int | None = None
+
+
+@dataclass
+class AssignReport:
+    """What a run computed (and wrote, unless a dry run)."""
+
+    path: Path
+    output: Path | None
+    written: bool
+    structure: Structure
+    rows: int = 0
+    seq_len: int = 0
+    articles: int = 0
+    rules: list[RuleReport] = field(default_factory=list)
+    before: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
+    after: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
+    preview_ids: np.ndarray | None = None
+    preview_types: np.ndarray | None = None
+    preview_first_row: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.rows * self.seq_len
+
+    def as_dict(self) -> dict[str, object]:
+        structure = self.structure
+        return {
+            "file": str(self.path),
+            "output": str(self.output or self.path),
+            "written": self.written,
+            "rows": self.rows,
+            "tokens": self.tokens,
+            "articles": self.articles,
+            "from_existing": structure.from_existing,
+            "sep": list(structure.sep),
+            "pad": structure.pad,
+            "default": None if structure.from_existing else TOKEN_TYPE_NAMES[structure.default],
+            "rules": [
+                {
+                    "rule": report.rule.describe(),
+                    "where": report.rule.where,
+                    "articles_matched": report.matched,
+                    "articles_not_matched": self.articles - report.matched,
+                    "tokens_set": report.tokens_set,
+                    "first_unmatched_row": report.first_unmatched_row,
+                }
+                for report in self.rules
+            ],
+            "types_before": _by_name(self.before),
+            "types_after": _by_name(self.after),
+        }
+
+
+def _by_name(counts: np.ndarray) -> dict[str, int]:
+    return {TOKEN_TYPE_NAMES[TokenType(i)]: int(counts[i]) for i in range(N_TYPES)}
+
+
+def assign_types(
+    path: str | os.PathLike,
+    structure: Structure,
+    rules: Sequence[Rule],
+    *,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    require_match: bool = False,
+    dry_run: bool = False,
+    preview_rows: int = 0,
+    provenance: Provenance | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AssignReport:
+    """Compute token_type_ids for every row of `path` and write them (in place, or to `output`).
+
+    In place, the file is replaced only when the whole computation succeeds; an error (including
+    --require-match) or an interruption leaves it as it was.
+    """
+    path = Path(path)
+    report = AssignReport(
+        path=path,
+        output=None if output is None else Path(output),
+        written=False,
+        structure=structure,
+        rules=[RuleReport(rule) for rule in rules],
+    )
+    with open_shard(path) as shard:
+        input_ids = require_rows_dataset(shard, INPUT_IDS)
+        report.rows, report.seq_len = input_ids.shape
+        has_types = TOKEN_TYPE_IDS in shard
+        if structure.from_existing:
+            if not has_types:
+                raise ShardError(
+                    f"{path}: no dataset '{TOKEN_TYPE_IDS}' to start from; drop --from-existing"
+                )
+            existing = require_rows_dataset(shard, TOKEN_TYPE_IDS)
+            if existing.shape != input_ids.shape:
+                raise ShardError(
+                    f"{path}: '{TOKEN_TYPE_IDS}' has shape {existing.shape} but '{INPUT_IDS}' has"
+                    f" {input_ids.shape}; rebuild the types without --from-existing"
+                )
+        elif has_types and not overwrite and not dry_run:
+            raise DatasetExistsError(
+                f"{path}: dataset '{TOKEN_TYPE_IDS}' already exists; pass --overwrite to replace it"
+                " or --from-existing to start from it"
+            )
+    blocks = _blocks(path, structure, rules, report, require_match, preview_rows, progress)
+    if dry_run:
+        for _ in blocks:
+            pass
+        return report
+    write_dataset_atomically(
+        path,
+        TOKEN_TYPE_IDS,
+        blocks,
+        output=output,
+        overwrite=True,
+        provenance=provenance,
+    )
+    report.written = True
+    return report
+
+
+def _blocks(
+    path: Path,
+    structure: Structure,
+    rules: Sequence[Rule],
+    report: AssignReport,
+    require_match: bool,
+    preview_rows: int,
+    progress: Callable[[int], None] | None,
+) -> Iterator[np.ndarray]:
+    with open_shard(path) as shard:
+        datasets = [shard[INPUT_IDS]]
+        if structure.from_existing:
+            datasets.append(shard[TOKEN_TYPE_IDS])
+        previews: list[tuple[np.ndarray, np.ndarray]] = []
+        shown = 0
+        for first_row, block in iter_row_chunks(datasets):
+            existing = None
+            if structure.from_existing:
+                existing = block[1]
+                _check_existing(path, existing, first_row)
+            result = apply_rules(block[0], structure, rules, existing)
+            report.articles += result.articles
+            report.before += result.before
+            report.after += result.after
+            for rule_report, matched, tokens_set, unmatched in zip(
+                report.rules,
+                result.matched,
+                result.tokens_set,
+                result.first_unmatched_row,
+                strict=True,
+            ):
+                rule_report.matched += matched
+                rule_report.tokens_set += tokens_set
+                if unmatched is not None and rule_report.first_unmatched_row is None:
+                    rule_report.first_unmatched_row = first_row + unmatched
+                    if require_match and rule_report.rule.kind in PATTERN_KINDS:
+                        rule = rule_report.rule
+                        raise RuleError(
+                            f"{path}: row {first_row + unmatched}: rule {rule.describe()!r}"
+                            f" ({rule.where}) finds nothing in an article; nothing was written"
+                            " (drop --require-match to allow this)"
+                        )
+            if shown < preview_rows:
+                take = min(preview_rows - shown, len(result.types))
+                previews.append((block[0][:take].copy(), result.types[:take].copy()))
+                shown += take
+            if progress is not None:
+                progress(len(result.types))
+            yield result.types
+        if previews:
+            report.preview_ids = np.concatenate([p[0] for p in previews])
+            report.preview_types = np.concatenate([p[1] for p in previews])
+
+
+def _check_existing(path: Path, types: np.ndarray, first_row: int) -> None:
+    bad = (types < 0) | (types > MAX_TOKEN_TYPE)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ShardError(
+            f"{path}: '{TOKEN_TYPE_IDS}' row {first_row + row} column {column} holds"
+            f" {types[row, column]}, not a type 0..3; fix it or assign types without --from-existing"
+        )
+
+
+def format_report(report: AssignReport) -> str:
+    """The human summary of a run: structure, what each rule did, tokens per type before/after."""
+    target = report.output or report.path
+    if not report.written:
+        outcome = "dry run, nothing written"
+    elif report.output is None or Path(report.output) == report.path:
+        outcome = f"written to {report.path} in place"
+    else:
+        outcome = f"written to {target}"
+    structure = report.structure
+    if structure.from_existing:
+        start = "structure: separators and padding of the existing token_type_ids"
+    else:
+        sep = " ".join(str(t) for t in structure.sep) or "none"
+        pad = "none" if structure.pad is None else str(structure.pad)
+        start = f"structure: sep {sep}, pad {pad}, default {TOKEN_TYPE_NAMES[structure.default]}"
+    lines = [
+        f"{report.path}: {report.rows} rows x {report.seq_len} tokens, {report.articles} articles"
+        f" ({outcome})",
+        f"  {start}",
+    ]
+    if not report.rules:
+        lines.append("  no rules: types come from the structure alone")
+    width = max((len(r.rule.describe()) for r in report.rules), default=0)
+    for number, rule_report in enumerate(report.rules, 1):
+        not_matched = report.articles - rule_report.matched
+        line = (
+            f"  rule {number}  {rule_report.rule.describe():<{width}}  matched"
+            f" {rule_report.matched} of {report.articles} articles, {not_matched} not;"
+            f" set {rule_report.tokens_set} tokens"
+        )
+        if not_matched and rule_report.first_unmatched_row is not None:
+            line += f" (first unmatched row {rule_report.first_unmatched_row})"
+        lines.append(line)
+    names = [TOKEN_TYPE_NAMES[TokenType(i)] for i in range(N_TYPES)]
+    columns = [
+        max(len(name), len(str(report.before[i])), len(str(report.after[i])))
+        for i, name in enumerate(names)
+    ]
+    lines.append("  tokens  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True)))
+    for label, counts in (("before", report.before), ("after ", report.after)):
+        values = "  ".join(f"{int(c):>{w}}" for c, w in zip(counts, columns, strict=True))
+        lines.append(f"  {label}  {values}")
+    return "\n".join(lines) + "\n"
