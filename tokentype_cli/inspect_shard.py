@@ -348,6 +348,8 @@ def _summarize_file(
         counts = np.zeros(len(TokenType) + 1, dtype=np.int64)
         # Only the types are read: rows and tokens come from the shape.
         for first_row, (block,) in iter_row_chunks([types]):
+            if not block.size:
+                continue
             small = _as_small_types(block)
             counts += _counts(small)
             if summary.loss is not None:

@@ -253,6 +253,9 @@ def _check_file(
     if rows == 0:
         report.add("zero-rows", ERROR, f"{path}: '{INPUT_IDS}' has no rows")
         return
+    if seq_len == 0:
+        report.add("seq-length", ERROR, f"{path}: '{INPUT_IDS}' rows have length 0")
+        return
     checker = _ContentChecker(path, seq_len, options, has_types=types is not None)
     datasets = [ids] if types is None else [ids, types]
     for first_row, blocks in _blocks(datasets, report):
