@@ -56,16 +56,11 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Entry point: run the CLI and exit quietly when stdout is closed early (`| head`)."""
+    """Entry point for the `tokentype` script and `python -m tokentype_cli`."""
     # SIGTERM (make, timeout, schedulers) unwinds like Ctrl-C, so temporary files are removed.
+    # A closed stdout (`| head`) is handled by click: exit 1 with nothing on stderr.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        cli(prog_name="tokentype")
-    except BrokenPipeError:
-        # Python would complain when flushing stdout at exit; point it at /dev/null instead.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(1)
+    cli(prog_name="tokentype")
 
 
 # --- shared options and helpers ------------------------------------------------------------------
