@@ -385,6 +385,12 @@ def test_padding_ids_mixed_or_not_the_tokenizers(tmp_path):
     # With the codon vocabulary padding may be PAD=69 (or the EOS, SEP=2).
     hit = run_json(path, "--tokenizer", CODON_VOCAB)[1]["padding-id"]
     assert (hit["count"], hit["row"], hit["column"]) == (2, 1, 9)
+    # Both of the tokenizer's ids, but mixed: the second one is flagged.
+    ids, types = rows(([*EXAMPLE2_IDS[:7], 0, 2, 2, 2], EXAMPLE2_TYPES), GOOD)
+    path = write_shard(tmp_path / "mixed.h5", ids, types)
+    hit = run_json(path, "--tokenizer", CODON_VOCAB)[1]["padding-id"]
+    assert (hit["count"], hit["row"], hit["column"]) == (5, 0, 7)
+    assert "other than id 2" in hit["message"] and "ids seen: 0, 2, 69" in hit["message"]
     eos_pad = ([9, 5, 6, 10, 7, 8, 2, 2, 2, 2, 2], EXAMPLE2_TYPES)
     ids, types = rows(eos_pad, eos_pad)
     assert (

@@ -445,21 +445,22 @@ class _ContentChecker:
     def _special_ids(
         self, kind: TokenType, mask: np.ndarray, ids: np.ndarray, first_row: int
     ) -> None:
-        flat = mask.reshape(-1)
-        position = int(np.argmax(flat))
-        if not flat[position]:
+        """Separators (or padding) must all share one id, and be a tokenizer's id for the role."""
+        if not mask.any():
             return
-        if self.reference[kind] is None:
-            self.reference[kind] = int(ids.reshape(-1)[position])
         allowed = self.allowed[kind]
-        if allowed:
-            # With a tokenizer: each token must be one of its ids for this role.
-            wrong = ids != allowed[0]
-            for other in allowed[1:]:
-                wrong &= ids != other
-        else:
-            wrong = ids != self.reference[kind]
-        wrong &= mask
+        if self.reference[kind] is None:
+            # The file's id for the role: the first one seen that the tokenizer allows.
+            candidates = mask
+            if allowed:
+                candidates = mask & np.isin(ids, allowed)
+            flat = candidates.reshape(-1)
+            position = int(np.argmax(flat))
+            if flat[position]:
+                self.reference[kind] = int(ids.reshape(-1)[position])
+        reference = self.reference[kind]
+        # Until one of the tokenizer's ids for the role shows up, every such token is wrong.
+        wrong = mask if reference is None else mask & (ids != reference)
         if wrong.any():
             hits = self.hits["separator-id" if kind == TokenType.SEPARATOR else "padding-id"]
             hits.cells(wrong, first_row, ids)
@@ -513,18 +514,24 @@ class _ContentChecker:
             if not h.count:
                 continue
             name = "separator" if kind == TokenType.SEPARATOR else "padding"
-            expected = self.allowed[kind]
-            seen = ", ".join(map(str, sorted(self.distinct[kind] | {self.reference[kind]})))
-            if expected:
-                role = "EOS id" if kind == TokenType.SEPARATOR else "pad/EOS id"
+            expected = " or ".join(map(str, self.allowed[kind]))
+            reference = self.reference[kind]
+            seen = ", ".join(map(str, sorted(self.distinct[kind] | {reference} - {None})))
+            role = "EOS id" if kind == TokenType.SEPARATOR else "pad/EOS id"
+            if reference is None:
                 text = (
-                    f"{h.count} {name} tokens are not the tokenizer's {role}"
-                    f" {' or '.join(map(str, expected))} (ids seen: {seen}; first: {h.at()})"
+                    f"{name} tokens that are not the tokenizer's {role} {expected}: {h.count:,}"
+                    f" (ids seen: {seen}; first: {h.at()})"
+                )
+            elif expected:
+                text = (
+                    f"{name} tokens other than id {reference}, the first of the tokenizer's"
+                    f" {role} {expected} seen: {h.count:,} (ids seen: {seen}; first: {h.at()})"
                 )
             else:
                 text = (
-                    f"{name} tokens use more than one id ({seen}); {h.count} differ from the"
-                    f" first, {self.reference[kind]} (first: {h.at()})"
+                    f"{name} tokens use more than one id ({seen}); {h.count:,} differ from the"
+                    f" first, {reference} (first: {h.at()})"
                 )
             report.add(check, WARNING, f"{path}: {text}", h.count, h.row, h.column)
 
