@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click.testing
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ from tokentype_cli.loss import (
     normalised_weights,
     target_weights,
 )
+from tokentype_cli.schema import ShardWriter
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
 from .conftest import (
@@ -164,8 +166,6 @@ def test_folder_gives_the_total_and_each_file(tmp_path):
 
 
 def test_missing_input_ids_is_one_line_exit_1(tmp_path):
-    import h5py
-
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f["other"] = np.zeros((2, 2), np.int32)
     result = invoke(tmp_path / "x.h5")
@@ -311,3 +311,21 @@ def test_row_segments_collapse_only_same_id_padding_runs():
         ("… 3 × 2", 10, 3),
     ]
     assert all(s.count == 1 for s in row_segments([69] * 5, [2] * 5, collapse_padding=None))
+
+
+def test_damaged_file_is_one_line_exit_1(tmp_path):
+    seq_len = 1 << 16
+    path = tmp_path / "damaged.h5"
+    with ShardWriter(path, seq_len) as writer:
+        block = np.ones((4, seq_len), np.int32)
+        writer.append(input_ids=block, token_type_ids=block)
+    with h5py.File(path, "r") as f:
+        info = f["token_type_ids"].id.get_chunk_info_by_coord((2, 0))
+    with open(path, "r+b") as raw:
+        raw.seek(info.byte_offset)
+        raw.write(b"\xff" * info.size)
+    result = invoke(path)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "'token_type_ids' rows 0..3 cannot be read" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -452,3 +452,42 @@ def test_counts_and_first_cells_match_a_whole_array_reference(tmp_path):
             column,
         ), check
     assert result.exit_code == 1
+
+
+def test_group_instead_of_dataset_and_rows_of_length_0(tmp_path):
+    path = tmp_path / "g.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("input_ids")
+    result, found = run_json(path)
+    assert result.exit_code == 1
+    assert "is a group" in found["not-2d"]["message"]
+    path = raw_shard(tmp_path / "z.h5", input_ids=np.zeros((3, 0), np.int32))
+    result, found = run_json(path)
+    assert result.exit_code == 1
+    assert "length 0" in found["seq-length"]["message"]
+
+
+def test_bad_invocation_is_exit_2_with_nothing_on_stdout(tmp_path):
+    shard = write_shard(tmp_path / "s.h5", [EXAMPLE2_IDS], [EXAMPLE2_TYPES])
+    for args in ([shard, "--vocab-size", 0], [], [shard, "--prompt-loss-weight", -1]):
+        result = invoke(*args)
+        assert result.exit_code == 2, args
+        assert result.stdout == ""
+        assert "Usage:" in result.stderr
+    result = invoke(shard, "--tokenizer", tmp_path / "nope.json")
+    assert result.exit_code == 2
+    assert "nope.json" in result.stderr
+
+
+def test_text_report_over_several_files(tmp_path):
+    good = write_shard(tmp_path / "good.h5", [EXAMPLE2_IDS], [EXAMPLE2_TYPES])
+    untyped = write_shard(tmp_path / "untyped.h5", [EXAMPLE2_IDS])
+    result = invoke(good, untyped, tmp_path / "missing.h5")
+    assert result.exit_code == 1
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{good}: ok (1 rows x 11)"
+    assert lines[1] == f"{untyped}: 0 errors, 1 warning"
+    assert lines[2].startswith("  warning  missing-types: no 'token_type_ids'")
+    assert lines[4] == f"{tmp_path / 'missing.h5'}: 1 error, 0 warnings"
+    assert lines[-1] == "3 files: 1 error, 1 warning"
