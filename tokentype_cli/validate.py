@@ -16,6 +16,7 @@ import numpy as np
 
 from tokentype_cli.errors import ShardError
 from tokentype_cli.schema import (
+    CATEGORY_IDS,
     COMPRESSION,
     DTYPE,
     INPUT_IDS,
@@ -234,7 +235,7 @@ def _check_file(
             )
     elif usable[TOKEN_TYPE_IDS]:
         types = shard[TOKEN_TYPE_IDS]
-    for name in (TOKEN_TYPE_IDS, "category_ids"):
+    for name in (TOKEN_TYPE_IDS, CATEGORY_IDS):
         if usable.get(name) and shard[name].shape != ids.shape:
             report.add(
                 "shape-mismatch",
