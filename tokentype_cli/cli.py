@@ -51,7 +51,7 @@ def cli() -> None:
     \b
         tokentype tokenize data.jsonl -o shard.h5 --tokenizer gpt2/
         tokentype validate shard.h5 --require-types
-        tokentype inspect shard.h5 --rows 0 --tokenizer gpt2/ | less -R
+        tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ | head -n 20
     """
 
 
