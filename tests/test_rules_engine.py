@@ -54,26 +54,25 @@ def reference_row(row, structure: Structure, rules, existing=None):
     n = len(row)
     if structure.from_existing:
         types = list(existing)
+        role = ["sep" if t == 3 else "pad" if t == 2 else "body" for t in types]
     else:
-        types = [int(structure.default)] * n
-        for i, token in enumerate(row):
-            if token in structure.sep:
-                types[i] = 3
-        if structure.pad is not None:
-            k = n
-            while k > 0 and row[k - 1] == structure.pad:
-                k -= 1
-            for i in range(k, n):
-                types[i] = 2
-            if structure.pad in structure.sep and 0 < k < n:
-                types[k] = 3
+        role = ["sep" if token in structure.sep else "body" for token in row]
+        k = n
+        while structure.pad is not None and k > 0 and row[k - 1] == structure.pad:
+            k -= 1
+        for i in range(k, n):
+            role[i] = "pad"
+        if structure.pad in structure.sep and 0 < k < n:
+            role[k] = "sep"
+        names = {"sep": 3, "pad": 2, "body": int(structure.default)}
+        types = [names[r] for r in role]
     before = list(types)
     bodies, current = [], []
     for i in range(n):
-        if types[i] == 3:
+        if role[i] == "sep":
             bodies.append(current)
             current = []
-        elif types[i] != 2:
+        elif role[i] == "body":
             current.append(i)
     bodies.append(current)
     bodies = [body for body in bodies if body]

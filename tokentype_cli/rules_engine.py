@@ -18,6 +18,8 @@ from tokentype_cli.rules import Rule, Structure
 from tokentype_cli.schema import MAX_TOKEN_TYPE, TokenType
 
 N_TYPES = int(MAX_TOKEN_TYPE) + 1
+# Rows are processed in parts of about this many tokens (see apply_rules).
+PART_TOKENS = 1 << 17
 
 
 @dataclass
@@ -33,65 +35,84 @@ class BlockResult:
     first_unmatched_row: list[int | None]  # per rule: first row (in the block) it did not match
 
 
-@dataclass
-class _Bodies:
-    """Every article body of a block, concatenated."""
-
-    index: np.ndarray  # flat (row-major) index in the block of each body token
-    ids: np.ndarray  # token ids
-    article: np.ndarray  # article number (0..K-1) of each token, non-decreasing
-    position: np.ndarray  # position of each token in its body
-    starts: np.ndarray  # flat body index where each article starts
-    lengths: np.ndarray  # body length of each article
-    rows: np.ndarray  # row (in the block) of each article
+def structure_masks(ids: np.ndarray, structure: Structure) -> tuple[np.ndarray, np.ndarray]:
+    """(separator, padding) masks of a block: every sep token, and the pad run ending each row."""
+    seq_len = ids.shape[1]
+    if not structure.sep:
+        is_sep = np.zeros(ids.shape, dtype=bool)
+    elif len(structure.sep) == 1:
+        is_sep = ids == structure.sep[0]
+    else:
+        is_sep = np.isin(ids, structure.sep)
+    is_pad = np.zeros(ids.shape, dtype=bool)
+    if structure.pad is None or not seq_len:
+        return is_sep, is_pad
+    # Start of the trailing pad run: one past the last other token (0 for a row of padding).
+    not_pad = ids != structure.pad
+    run_start = np.where(not_pad.any(axis=1), seq_len - np.argmax(not_pad[:, ::-1], axis=1), 0)
+    padded = np.flatnonzero(run_start < seq_len)
+    if not padded.size:
+        return is_sep, is_pad
+    is_pad[padded] = np.arange(seq_len)[None, :] >= run_start[padded, None]
+    if structure.pad in structure.sep:
+        is_sep[is_pad] = False
+        closing = padded[run_start[padded] > 0]
+        is_pad[closing, run_start[closing]] = False
+        is_sep[closing, run_start[closing]] = True
+    return is_sep, is_pad
 
 
 def structure_types(ids: np.ndarray, structure: Structure) -> np.ndarray:
-    """Separators, end-of-row padding, and the default everywhere else."""
-    seq_len = ids.shape[1]
+    """Types before any rule: separators, end-of-row padding, `default` everywhere else."""
+    is_sep, is_pad = structure_masks(ids, structure)
     types = np.full(ids.shape, int(structure.default), dtype=np.int32)
-    if structure.sep:
-        is_sep = ids == structure.sep[0] if len(structure.sep) == 1 else np.isin(ids, structure.sep)
-        types[is_sep] = TokenType.SEPARATOR
-    if structure.pad is not None and seq_len:
-        not_pad = ids != structure.pad
-        # Length of the trailing run of pad: index of the last non-pad token from the end.
-        any_other = not_pad.any(axis=1)
-        last_other = seq_len - 1 - np.argmax(not_pad[:, ::-1], axis=1)
-        run_start = np.where(any_other, last_other + 1, 0)
-        in_run = np.arange(seq_len)[None, :] >= run_start[:, None]
-        types[in_run] = TokenType.PADDING
-        if structure.pad in structure.sep:
-            closing = np.flatnonzero((run_start > 0) & (run_start < seq_len))
-            types[closing, run_start[closing]] = TokenType.SEPARATOR
+    types[is_sep] = TokenType.SEPARATOR
+    types[is_pad] = TokenType.PADDING
     return types
 
 
-def _bodies(ids: np.ndarray, types: np.ndarray) -> _Bodies:
-    seq_len = ids.shape[1]
-    is_sep = types == TokenType.SEPARATOR
-    body = ~(is_sep | (types == TokenType.PADDING))
-    index = np.flatnonzero(body)
-    # A separator closes its article: the article number of a token is the separators before it.
-    article_in_row = np.cumsum(is_sep, axis=1, dtype=np.int64)
-    key = article_in_row.ravel()[index] + (index // seq_len) * (seq_len + 1)
-    first = np.empty(index.size, dtype=bool)
-    if index.size:
-        first[0] = True
-        np.not_equal(key[1:], key[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    article = np.cumsum(first, dtype=np.int64) - 1
-    lengths = np.diff(np.append(starts, index.size))
-    position = np.arange(index.size, dtype=np.int64) - starts[article]
-    return _Bodies(
-        index=index,
-        ids=ids.ravel()[index],
-        article=article,
-        position=position,
-        starts=starts,
-        lengths=lengths,
-        rows=index[starts] // seq_len if seq_len else starts,
-    )
+class _Bodies:
+    """Every article body of a block, concatenated in row-major order.
+
+    Articles are numbered by the boundaries before them in the block (each row start and each
+    token after a separator), so empty articles have numbers too and per-article arrays are
+    indexed by that number; `lengths` is 0 for them.
+    """
+
+    def __init__(self, ids: np.ndarray, is_sep: np.ndarray, is_structure: np.ndarray) -> None:
+        seq_len = ids.shape[1]
+        self.seq_len = seq_len
+        self._ids = ids
+        self.index = np.flatnonzero(~is_structure)
+        boundary = np.empty(ids.shape, dtype=bool)
+        boundary[:, 0] = True
+        boundary[:, 1:] = is_sep[:, :-1]
+        numbers = np.cumsum(boundary.ravel(), dtype=np.int32)
+        self.n_slots = int(numbers[-1]) if numbers.size else 0
+        self.article = numbers[self.index] - 1
+        size = self.index.size
+        first = np.empty(size, dtype=bool)
+        if size:
+            first[0] = True
+            np.not_equal(self.article[1:], self.article[:-1], out=first[1:])
+        body_starts = np.flatnonzero(first)
+        present = self.article[body_starts]
+        self.starts = np.zeros(self.n_slots, dtype=np.int64)
+        self.starts[present] = body_starts
+        self.lengths = np.zeros(self.n_slots, dtype=np.int64)
+        self.lengths[present] = np.diff(np.append(body_starts, size))
+        self.count = body_starts.size
+        self.size = size
+        self._body_ids: np.ndarray | None = None
+
+    @property
+    def ids(self) -> np.ndarray:
+        if self._body_ids is None:
+            self._body_ids = self._ids.ravel()[self.index]
+        return self._body_ids
+
+    def row_of(self, article: int) -> int:
+        return int(self.index[self.starts[article]] // self.seq_len)
 
 
 def find_pattern(b: _Bodies, pattern: Sequence[int]) -> np.ndarray:
@@ -107,12 +128,13 @@ def find_pattern(b: _Bodies, pattern: Sequence[int]) -> np.ndarray:
     return found
 
 
-def _first_per_article(b: _Bodies, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(articles, body position of their first occurrence) for sorted occurrences."""
-    articles = b.article[found]
-    first = np.ones(found.size, dtype=bool)
-    np.not_equal(articles[1:], articles[:-1], out=first[1:])
-    return articles[first], b.position[found[first]]
+def _ranges(b: _Bodies, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Mask of the flat body ranges low[i] <= p < high[i]; ranges must be disjoint."""
+    keep = high > low
+    edges = np.zeros(b.size + 1, dtype=np.int8)
+    edges[low[keep]] += 1
+    edges[high[keep]] -= 1
+    return np.cumsum(edges[:-1], dtype=np.int8).view(bool)
 
 
 def _span(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
@@ -127,34 +149,36 @@ def _span(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
 
     start = bound(rule.start, np.zeros_like(lengths))
     stop = bound(rule.stop, lengths)
-    mask = (b.position >= start[b.article]) & (b.position < stop[b.article])
-    return mask, stop > start
+    return _ranges(b, b.starts + start, b.starts + stop), stop > start
 
 
 def _token(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
     mask = b.ids == rule.tokens[0] if len(rule.tokens) == 1 else np.isin(b.ids, rule.tokens)
-    matched = np.bincount(b.article[mask], minlength=b.lengths.size) > 0
+    matched = np.zeros(b.n_slots, dtype=bool)
+    matched[b.article[mask]] = True
     return mask, matched
 
 
 def _until(b: _Bodies, rule: Rule, through: bool) -> tuple[np.ndarray, np.ndarray]:
-    articles, first = _first_per_article(b, find_pattern(b, rule.tokens))
-    limit = np.zeros(b.lengths.size, dtype=np.int64)
-    limit[articles] = first + (len(rule.tokens) if through else 0)
-    matched = np.zeros(b.lengths.size, dtype=bool)
+    found = find_pattern(b, rule.tokens)
+    articles = b.article[found]
+    first = np.ones(found.size, dtype=bool)
+    np.not_equal(articles[1:], articles[:-1], out=first[1:])
+    articles, found = articles[first], found[first]
+    stop = found + len(rule.tokens) if through else found
+    matched = np.zeros(b.n_slots, dtype=bool)
     matched[articles] = True
-    return b.position < limit[b.article], matched
+    return _ranges(b, b.starts[articles], stop), matched
 
 
 def _between(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
-    n_articles = b.lengths.size
+    n_articles = b.n_slots
     begins = find_pattern(b, rule.tokens)
     ends = find_pattern(b, rule.end)
-    mask = np.zeros(b.ids.size, dtype=bool)
     matched = np.zeros(n_articles, dtype=bool)
     count = begins.size
     if not count:
-        return mask, matched
+        return np.zeros(b.size, dtype=bool), matched
     article = b.article[begins]
     matched[article] = True
     # Where the span from each START would end: after the first END starting once START is over,
@@ -195,12 +219,7 @@ def _between(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
             continue
         node[bit] = table[node[bit]]
     chosen = (distance >= 0) & (node == np.arange(count))
-    # Chosen spans are disjoint and non-empty: mark starts +1, stops -1, and sum.
-    edges = np.zeros(b.ids.size + 1, dtype=np.int8)
-    edges[begins[chosen]] += 1
-    edges[stop[chosen]] -= 1
-    mask = np.cumsum(edges[:-1], dtype=np.int8) > 0
-    return mask, matched
+    return _ranges(b, begins[chosen], stop[chosen]), matched
 
 
 def apply_rules(
@@ -211,19 +230,60 @@ def apply_rules(
 ) -> BlockResult:
     """Types for a (rows, seq_len) block of input_ids under `structure` and `rules`."""
     ids = np.asarray(ids)
+    if structure.from_existing and existing is None:
+        raise ValueError("from_existing needs the existing token_type_ids")
+    rows, seq_len = ids.shape
+    result = BlockResult(
+        types=np.empty(ids.shape, dtype=np.int32),
+        before=np.zeros(N_TYPES, dtype=np.int64),
+        after=np.zeros(N_TYPES, dtype=np.int64),
+        articles=0,
+        matched=[0] * len(rules),
+        tokens_set=[0] * len(rules),
+        first_unmatched_row=[None] * len(rules),
+    )
+    # Parts of about PART_TOKENS keep the temporaries in cache and let malloc reuse their memory
+    # (one pass over a 1M-token block spent more time in page faults than in numpy).
+    step = max(1, PART_TOKENS // max(1, seq_len))
+    for row in range(0, rows, step):
+        part = slice(row, row + step)
+        _apply_part(
+            ids[part], structure, rules, None if existing is None else existing[part], result, row
+        )
+    return result
+
+
+def _apply_part(
+    ids: np.ndarray,
+    structure: Structure,
+    rules: Sequence[Rule],
+    existing: np.ndarray | None,
+    result: BlockResult,
+    first_row: int,
+) -> None:
+    out = result.types[first_row : first_row + len(ids)]
     if structure.from_existing:
-        if existing is None:
-            raise ValueError("from_existing needs the existing token_type_ids")
-        types = np.array(existing, dtype=np.int32)
+        out[...] = existing
+        is_sep = out == TokenType.SEPARATOR
+        is_structure = is_sep | (out == TokenType.PADDING)
+        result.before += _counts(out)
     else:
-        types = structure_types(ids, structure)
-    before = np.bincount(types.ravel(), minlength=N_TYPES)
-    b = _bodies(ids, types)
-    body_types = types.ravel()[b.index]
-    matched_counts: list[int] = []
-    tokens_set: list[int] = []
-    first_unmatched: list[int | None] = []
-    for rule in rules:
+        is_sep, is_pad = structure_masks(ids, structure)
+        is_structure = is_sep | is_pad
+        out.fill(int(structure.default))
+        out[is_sep] = TokenType.SEPARATOR
+        out[is_pad] = TokenType.PADDING
+        seps, pads = int(np.count_nonzero(is_sep)), int(np.count_nonzero(is_pad))
+        result.before[int(structure.default)] += out.size - seps - pads
+        result.before[TokenType.SEPARATOR] += seps
+        result.before[TokenType.PADDING] += pads
+    b = _Bodies(ids, is_sep, is_structure)
+    result.articles += b.count
+    if not rules:
+        result.after += _counts(out)
+        return
+    body_types = out.ravel()[b.index]
+    for number, rule in enumerate(rules):
         if rule.kind == "span":
             mask, matched = _span(b, rule)
         elif rule.kind == "token":
@@ -233,18 +293,15 @@ def apply_rules(
         else:
             mask, matched = _between(b, rule)
         body_types[mask] = int(rule.type)
-        matched_counts.append(int(matched.sum()))
-        tokens_set.append(int(np.count_nonzero(mask)))
-        missing = np.flatnonzero(~matched)
-        first_unmatched.append(int(b.rows[missing[0]]) if missing.size else None)
-    if rules:
-        types.ravel()[b.index] = body_types
-    return BlockResult(
-        types=types,
-        before=before,
-        after=np.bincount(types.ravel(), minlength=N_TYPES),
-        articles=int(b.lengths.size),
-        matched=matched_counts,
-        tokens_set=tokens_set,
-        first_unmatched_row=first_unmatched,
-    )
+        hits = int(np.count_nonzero(matched))
+        result.matched[number] += hits
+        result.tokens_set[number] += int(np.count_nonzero(mask))
+        if hits < b.count and result.first_unmatched_row[number] is None:
+            missing = int(np.flatnonzero(~matched & (b.lengths > 0))[0])
+            result.first_unmatched_row[number] = first_row + b.row_of(missing)
+    out.ravel()[b.index] = body_types
+    result.after += _counts(out)
+
+
+def _counts(types: np.ndarray) -> np.ndarray:
+    return np.array([np.count_nonzero(types == t) for t in range(N_TYPES)], dtype=np.int64)

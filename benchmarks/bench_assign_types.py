@@ -1,0 +1,166 @@
+"""Benchmark `assign-types`: M tokens/s for span, until and between rules next to plain h5py.
+
+The baseline is what any typing pass must do at least: copy input_ids into a new file, read it
+block by block and write a token_type_ids dataset with the schema's storage settings (types from
+one numpy comparison, so they compress like real ones). Each measurement runs in its own process
+so its peak RSS is its own; running a shard a tenth of the size shows memory is flat in file size.
+
+    .venv/bin/python benchmarks/bench_assign_types.py                 # builds a 102M-token shard
+    .venv/bin/python benchmarks/bench_assign_types.py --rows 5000 --json | jq '.results'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tokentype_cli import schema  # noqa: E402
+from tokentype_cli.assign_types import assign_types  # noqa: E402
+from tokentype_cli.rules import Structure, parse_rule_spec  # noqa: E402
+
+SEQ_LEN = 2048
+SEP, PAD, USER, ASSISTANT = 2, 69, 3, 4
+RULES = {
+    "span": "span:0:64=prompt",
+    "until": "until:10 11=prompt",
+    "between": "between:3 .. 4=prompt",
+}
+
+
+def build_shard(path: Path, rows: int, seed: int = 0) -> None:
+    """Rows of articles (sep 2), chat markers 3/4, a two-token marker 10 11, and end padding."""
+    rng = np.random.default_rng(seed)
+    step = schema.step_rows(SEQ_LEN)
+    with schema.ShardWriter(path, SEQ_LEN, (schema.INPUT_IDS,)) as writer:
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
+            ids = rng.integers(5, 1000, size=(n, SEQ_LEN), dtype=np.int32)
+            ids[ids == PAD] = 70
+            ids[ids == 10] = 12
+            roll = rng.random((n, SEQ_LEN))
+            ids[roll < 1 / 600] = SEP
+            ids[(roll > 0.5) & (roll < 0.5 + 1 / 150)] = USER
+            ids[(roll > 0.6) & (roll < 0.6 + 1 / 150)] = ASSISTANT
+            marker = np.flatnonzero(((roll > 0.7) & (roll < 0.7 + 1 / 400)).ravel())
+            marker = marker[(marker % SEQ_LEN) < SEQ_LEN - 1]
+            ids.ravel()[marker] = 10
+            ids.ravel()[marker + 1] = 11
+            pad_from = SEQ_LEN - rng.integers(0, 200, size=n)
+            ids[np.arange(SEQ_LEN)[None, :] >= pad_from[:, None]] = PAD
+            ids[np.arange(n), pad_from - 1] = SEP
+            writer.append(input_ids=ids)
+
+
+def run_baseline(shard: Path, out: Path) -> None:
+    with h5py.File(shard, "r") as source, h5py.File(out, "w") as target:
+        source.copy(source[schema.INPUT_IDS], target, name=schema.INPUT_IDS)
+        ids = source[schema.INPUT_IDS]
+        rows, seq_len = ids.shape
+        types = target.create_dataset(
+            schema.TOKEN_TYPE_IDS,
+            shape=(rows, seq_len),
+            dtype=schema.DTYPE,
+            chunks=(schema.chunk_rows(seq_len), seq_len),
+            compression=schema.COMPRESSION,
+            compression_opts=schema.COMPRESSION_LEVEL,
+            shuffle=schema.SHUFFLE,
+        )
+        step = schema.step_rows(seq_len)
+        for row in range(0, rows, step):
+            block = ids[row : row + step]
+            types[row : row + len(block)] = (block == SEP).astype(np.int32) * 2 + 1
+
+
+def run_rule(shard: Path, out: Path, kind: str) -> None:
+    rule = parse_rule_spec(RULES[kind], f"--rule {kind}", None)
+    assign_types(shard, Structure(sep=(SEP,), pad=PAD), [rule], output=out)
+
+
+def measure(shard: Path, kind: str) -> dict[str, float]:
+    """Run one measurement in this process; print seconds and peak RSS."""
+    with tempfile.TemporaryDirectory(dir=shard.parent) as folder:
+        out = Path(folder) / "out.h5"
+        started = time.perf_counter()
+        if kind == "h5py":
+            run_baseline(shard, out)
+        else:
+            run_rule(shard, out, kind)
+        seconds = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mib": peak_mib}
+
+
+def in_subprocess(shard: Path, kind: str) -> dict[str, float]:
+    output = subprocess.run(
+        [sys.executable, __file__, "--measure", kind, "--shard", str(shard)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(output)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000, help="rows of 2048 tokens (50000: 102M)")
+    parser.add_argument("--shard", type=Path, default=None, help="shard to build/reuse")
+    parser.add_argument("--repeat", type=int, default=1, help="best of N runs")
+    parser.add_argument("--small", type=int, default=5_000, help="rows of the memory-check shard")
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+    parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.shard, args.measure)))
+        return
+    folder = Path(tempfile.gettempdir())
+    shard = args.shard or folder / f"bench_assign_types_{args.rows}.h5"
+    small = folder / f"bench_assign_types_{args.small}.h5"
+    for path, rows in ((shard, args.rows), (small, args.small)):
+        if not path.exists():
+            print(f"building {path} ({rows} x {SEQ_LEN} tokens)", file=sys.stderr)
+            build_shard(path, rows)
+    with h5py.File(shard, "r") as f:
+        tokens = f[schema.INPUT_IDS].size
+    results = {}
+    for kind in ("h5py", *RULES):
+        runs = [in_subprocess(shard, kind) for _ in range(args.repeat)]
+        best = min(runs, key=lambda r: r["seconds"])
+        small_run = in_subprocess(small, kind)
+        results[kind] = {
+            "m_tokens_per_s": tokens / best["seconds"] / 1e6,
+            "seconds": best["seconds"],
+            "peak_rss_mib": best["peak_rss_mib"],
+            "peak_rss_mib_small_shard": small_run["peak_rss_mib"],
+        }
+        print(f"{kind}: {results[kind]['m_tokens_per_s']:.1f} M tokens/s", file=sys.stderr)
+    base = results["h5py"]["m_tokens_per_s"]
+    for kind in RULES:
+        results[kind]["ratio_to_h5py"] = results[kind]["m_tokens_per_s"] / base
+    summary = {"tokens": tokens, "shard": str(shard), "cpus": os.cpu_count(), "results": results}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"{tokens / 1e6:.1f}M tokens ({shard}); peak RSS on this shard / on a {args.small}-row one")
+    for kind, r in results.items():
+        ratio = f"{r['ratio_to_h5py']:.2f}x h5py" if kind in RULES else "baseline"
+        print(
+            f"  {kind:<8} {r['m_tokens_per_s']:7.1f} M tokens/s  {r['seconds']:7.1f} s  {ratio:<11}"
+            f"  RSS {r['peak_rss_mib']:.0f} / {r['peak_rss_mib_small_shard']:.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
