@@ -327,7 +327,9 @@ def parse_rule_spec(spec: str, where: str, tokenizer: LoadedTokenizer | None) ->
     where = f"{where} {spec!r}"
     kind, colon, rest = spec.partition(":")
     kind = kind.strip().lower()
-    if not colon or kind not in KINDS:
+    if not colon:
+        raise RuleError(f"{where}: no 'KIND:' at the start; {example}")
+    if kind not in KINDS:
         raise RuleError(f"{where}: unknown rule kind {kind!r}; use one of {_kinds()}; {example}")
     args, equals, type_text = rest.rpartition("=")
     if not equals:
