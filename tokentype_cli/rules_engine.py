@@ -129,12 +129,16 @@ def find_pattern(b: _Bodies, pattern: Sequence[int]) -> np.ndarray:
 
 
 def _ranges(b: _Bodies, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Mask of the flat body ranges low[i] <= p < high[i]; ranges must be disjoint."""
+    """Mask of the flat body ranges low[i] <= p < high[i], given sorted and disjoint."""
     keep = high > low
-    edges = np.zeros(b.size + 1, dtype=np.int8)
-    edges[low[keep]] += 1
-    edges[high[keep]] -= 1
-    return np.cumsum(edges[:-1], dtype=np.int8).view(bool)
+    low, high = low[keep], high[keep]
+    # Alternating runs out, in, out, ..., out; np.repeat fills them far faster than a cumsum.
+    bounds = np.empty(2 * low.size + 2, dtype=np.int64)
+    bounds[0], bounds[-1] = 0, b.size
+    bounds[1:-1:2], bounds[2:-1:2] = low, high
+    inside = np.zeros(2 * low.size + 1, dtype=bool)
+    inside[1::2] = True
+    return np.repeat(inside, np.diff(bounds))
 
 
 def _span(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
