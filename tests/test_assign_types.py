@@ -432,3 +432,32 @@ def test_subprocess_pipe(example2_shard):
     )
     assert consumed.stdout.strip() == "3"
     assert types_of(example2_shard) == [EXAMPLE2_TYPES]
+
+
+def test_empty_shard_gets_an_empty_dataset(tmp_path):
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as shard:
+        shard.create_dataset(INPUT_IDS, shape=(0, 5), maxshape=(None, 5), dtype="i4", chunks=(4, 5))
+    result = run(path, "--sep", 2, "--rule", "until:3=0", "--require-match")
+    assert result.exit_code == 0, result.output
+    assert types_of(path) == []
+
+
+def test_rows_of_length_zero(tmp_path):
+    path = tmp_path / "zero.h5"
+    with h5py.File(path, "w") as shard:
+        shard.create_dataset(INPUT_IDS, shape=(3, 0), dtype="i4")
+    result = run(path, "--sep", 2)
+    assert result.exit_code == 1
+    assert "'input_ids' has rows of length 0" in result.stderr
+
+
+def test_punctuation_tokens_in_a_toml_file(tmp_path, shard_factory):
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"<eos>": 0, "=": 1, "..": 2, ":": 3, "a": 4}))
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nbetween = [["=", ".."], [":"]]\ntype = "prompt"\n')
+    path = shard_factory([[4, 1, 2, 4, 3, 4, 0, 1, 2, 3]])
+    result = run(path, "--tokenizer", vocab, "--rules", rules, "--rule", "token:':'=padding")
+    assert result.exit_code == 0, result.output
+    assert types_of(path) == [[1, 0, 0, 0, 2, 1, 3, 0, 0, 2]]

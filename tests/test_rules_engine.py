@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tokentype_cli import rules_engine
 from tokentype_cli.rules import Rule, Structure
 from tokentype_cli.rules_engine import apply_rules
 from tokentype_cli.schema import TokenType
@@ -107,7 +108,14 @@ def reference(rows, structure, rules, existing=None):
             tokens_set[i] += count[i]
             if hit[i] < n_articles and first_unmatched[i] is None:
                 first_unmatched[i] = r
-    return np.array(out, dtype=np.int32), counts_before, articles, matched, tokens_set, first_unmatched
+    return (
+        np.array(out, dtype=np.int32),
+        counts_before,
+        articles,
+        matched,
+        tokens_set,
+        first_unmatched,
+    )
 
 
 # --- strategies -----------------------------------------------------------------------------------
@@ -233,3 +241,35 @@ def test_multi_turn_chat_between():
     result = apply_rules(np.array([row]), Structure(sep=(eos,)), [rule])
     assert result.types.tolist() == [[0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 3, 0, 0]]
     assert result.matched == [2]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=blocks(max_rows=12),
+    structure=structures(),
+    rules=st.lists(rule_strategy, max_size=4),
+    part=st.integers(1, 40),
+)
+def test_parts_of_a_block_add_up(rows, structure, rules, part):
+    """A block is processed in parts of rows; counts and first rows must merge across them."""
+    saved = rules_engine.PART_TOKENS
+    rules_engine.PART_TOKENS = part
+    try:
+        check(rows, structure, rules)
+    finally:
+        rules_engine.PART_TOKENS = saved
+
+
+def test_default_padding_is_not_structure():
+    """--default padding types the bodies, but only --sep/--pad make separators and padding."""
+    rows = np.array([[9, 5, 6, 10, 7, 8, 2, 69, 69]])
+    rule = Rule("until", TokenType.COMPLETION, tokens=(10,))
+    result = apply_rules(rows, Structure(sep=(2,), pad=69, default=TokenType.PADDING), [rule])
+    assert result.types.tolist() == [[1, 1, 1, 2, 2, 2, 3, 2, 2]]
+    assert result.articles == 1
+
+
+def test_empty_rows():
+    result = apply_rules(np.zeros((0, 4), dtype=np.int32), Structure(sep=(2,)), [])
+    assert result.types.shape == (0, 4)
+    assert result.articles == 0

@@ -120,6 +120,10 @@ def assign_types(
     with open_shard(path) as shard:
         input_ids = require_rows_dataset(shard, INPUT_IDS)
         report.rows, report.seq_len = input_ids.shape
+        if report.seq_len == 0:
+            raise ShardError(
+                f"{path}: '{INPUT_IDS}' has rows of length 0; there is nothing to type"
+            )
         has_types = TOKEN_TYPE_IDS in shard
         if structure.from_existing:
             if not has_types:

@@ -266,6 +266,8 @@ def _apply_part(
     first_row: int,
 ) -> None:
     out = result.types[first_row : first_row + len(ids)]
+    if not out.size:
+        return
     if structure.from_existing:
         out[...] = existing
         is_sep = out == TokenType.SEPARATOR
