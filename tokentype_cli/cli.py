@@ -716,15 +716,15 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
     "seps",
     multiple=True,
     metavar="TOKEN",
-    help="Separator token (type 3, ends an article), repeatable. Default: the --tokenizer's eos,"
-    " else none.",
+    help="Separator token (type 3, ends an article), repeatable. Default: the rules file's sep,"
+    " else the --tokenizer's eos, else none.",
 )
 @click.option(
     "--pad",
     metavar="TOKEN",
     default=None,
-    help="Padding token: its run at the end of a row is type 2. Default: the --tokenizer's pad"
-    " token, else its eos, else none.",
+    help="Padding token: its run at the end of a row is type 2. Default: the rules file's pad,"
+    " else the --tokenizer's pad token, else its eos, else none.",
 )
 @click.option(
     "--default",
@@ -786,11 +786,20 @@ def assign_types_command(
     """Set token_type_ids of an already-tokenized shard by rules.
 
     Separators (--sep) and end-of-row padding (--pad) come first; every other token starts as
-    --default. Each article (the tokens between separators) then goes through the rules in
-    order, a later rule overriding an earlier one: span:A:B (body positions, Python slice),
-    token:T... (every occurrence), until:P (before the first P), through:P (up to and including
-    it), between:S .. E (from each S through the next E). FILE is replaced atomically, or -o
-    writes a new file. A report of what every rule matched goes to stderr (stdout with --json).
+    --default. A row splits into articles at separators; each article's body (without its
+    separator and padding) then goes through the rules in order, a later rule overriding an
+    earlier one. Separators and padding are never changed. Rules (KIND:ARGS=TYPE):
+
+    \b
+      span:A:B          body positions A..B-1, a Python slice (span::-1, span:3:)
+      token:T...        every occurrence of these tokens
+      until:P...        the tokens before the first occurrence of pattern P
+      through:P...      the same, including the occurrence
+      between:S .. E    from each S through the next E (or the end of the body)
+
+    FILE is replaced atomically (an error or interruption leaves it as it was), or -o writes a
+    new file. What every rule matched, and the tokens per type before and after, go to stderr
+    (stdout with --json).
 
     Example:
 
