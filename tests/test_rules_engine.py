@@ -273,3 +273,66 @@ def test_empty_rows():
     result = apply_rules(np.zeros((0, 4), dtype=np.int32), Structure(sep=(2,)), [])
     assert result.types.shape == (0, 4)
     assert result.articles == 0
+
+
+P_, C_ = TokenType.PROMPT, TokenType.COMPLETION
+
+
+@pytest.mark.parametrize(
+    ("row", "structure", "rule", "expected"),
+    [
+        # Overlapping STARTs: the second START inside the first span is skipped.
+        ([1, 1, 1, 4, 1, 1], Structure(), Rule("between", P_, tokens=(1, 1), end=(4,)), [0] * 6),
+        # An END overlapping its START does not close it; the next one does.
+        (
+            [1, 2, 3, 5, 2, 3, 5],
+            Structure(),
+            Rule("between", P_, tokens=(1, 2), end=(2, 3)),
+            [0, 0, 0, 0, 0, 0, 1],
+        ),
+        # START == END: from one to the next, then resume after it.
+        (
+            [7, 1, 7, 7, 1, 7, 1],
+            Structure(),
+            Rule("between", P_, tokens=(7,), end=(7,)),
+            [0, 0, 0, 0, 0, 0, 1],
+        ),
+        # Overlapping occurrences of an until pattern: the first one counts.
+        ([5, 1, 1, 1, 5], Structure(), Rule("through", P_, tokens=(1, 1)), [0, 0, 0, 1, 1]),
+        # A pattern at the very end of the body, right before padding.
+        ([9, 5, 8, 6, 6], Structure(pad=6), Rule("through", P_, tokens=(5, 8)), [0, 0, 0, 2, 2]),
+        # A pattern running into padding does not match.
+        ([9, 5, 8, 6, 6], Structure(pad=6), Rule("until", P_, tokens=(8, 6)), [1, 1, 1, 2, 2]),
+        # A pattern across a separator does not match; each article has its own first occurrence.
+        (
+            [9, 5, 2, 8, 9, 5],
+            Structure(sep=(2,)),
+            Rule("until", P_, tokens=(5, 2)),
+            [1, 1, 3, 1, 1, 1],
+        ),
+        (
+            [9, 5, 2, 8, 9, 5],
+            Structure(sep=(2,)),
+            Rule("until", P_, tokens=(9,)),
+            [1, 1, 3, 0, 1, 1],
+        ),
+        # Spans count from each article's body, negatives from its end.
+        (
+            [1, 2, 3, 0, 4, 5, 0, 0],
+            Structure(sep=(0,), pad=0),
+            Rule("span", P_, start=-1),
+            [1, 1, 0, 3, 1, 0, 3, 2],
+        ),
+        # sep == pad: the first token of the end run closes the article, the rest is padding.
+        (
+            [4, 0, 4, 0, 0, 0],
+            Structure(sep=(0,), pad=0),
+            Rule("span", P_, start=0, stop=1),
+            [0, 3, 0, 3, 2, 2],
+        ),
+    ],
+)
+def test_edge_cases(row, structure, rule, expected):
+    result = apply_rules(np.array([row]), structure, [rule])
+    assert result.types.tolist() == [expected]
+    check(np.array([row]), structure, [rule])
