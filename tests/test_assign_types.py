@@ -106,10 +106,8 @@ def test_report_on_stderr(example2_shard):
         "until:ATG=prompt",
         "--rule",
         "between:GAA .. TTT=padding",
-        "--rule",
-        "until:GGG=0",
     )
-    assert result.exit_code == 2  # GGG is not in the vocabulary: a bad invocation
+    assert result.exit_code == 2  # TTT is not in the vocabulary: a bad invocation
     assert "Error: --rule 2 'between:GAA .. TTT=padding': " in result.stderr
     assert "token 'TTT' is not in the vocabulary" in result.stderr
     result = run(
@@ -124,12 +122,12 @@ def test_report_on_stderr(example2_shard):
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert "1 rows x 11 tokens, 1 articles" in lines[0]
+    assert "1 row x 11 tokens, 1 article" in lines[0]
     assert "in place" in lines[0]
     assert lines[1] == "  structure: sep 2, pad 69, default completion"
     assert "until ATG -> prompt" in lines[2]
-    assert "matched 1 of 1 articles, 0 not; set 3 tokens" in lines[2]
-    assert "matched 0 of 1 articles, 1 not; set 0 tokens (first unmatched row 0)" in lines[3]
+    assert "matched 1 of 1 article, 0 not; set 3 tokens" in lines[2]
+    assert "matched 0 of 1 article, 1 not; set 0 tokens (first unmatched row 0)" in lines[3]
     assert lines[4].split() == ["tokens", "prompt", "completion", "padding", "separator"]
     assert lines[5].split() == ["before", "0", "6", "4", "1"]
     assert lines[6].split() == ["after", "3", "3", "4", "1"]
@@ -461,3 +459,14 @@ def test_punctuation_tokens_in_a_toml_file(tmp_path, shard_factory):
     result = run(path, "--tokenizer", vocab, "--rules", rules, "--rule", "token:':'=padding")
     assert result.exit_code == 0, result.output
     assert types_of(path) == [[1, 0, 0, 0, 2, 1, 3, 0, 0, 2]]
+
+
+def test_same_command_same_bytes(example1_shard, tmp_path):
+    outputs = []
+    for name in ("a.h5", "b.h5"):
+        out = tmp_path / name
+        args = ["--sep", 2, "--rule", "until:10=0", "-o", tmp_path / "typed.h5"]
+        assert run(example1_shard, *args).exit_code == 0
+        (tmp_path / "typed.h5").rename(out)
+        outputs.append(digest(out))
+    assert outputs[0] == outputs[1]

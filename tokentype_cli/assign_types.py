@@ -239,8 +239,8 @@ def format_report(report: AssignReport) -> str:
         pad = "none" if structure.pad is None else str(structure.pad)
         start = f"structure: sep {sep}, pad {pad}, default {TOKEN_TYPE_NAMES[structure.default]}"
     lines = [
-        f"{report.path}: {report.rows} rows x {report.seq_len} tokens, {report.articles} articles"
-        f" ({outcome})",
+        f"{report.path}: {_plural(report.rows, 'row')} x {_plural(report.seq_len, 'token')},"
+        f" {_plural(report.articles, 'article')} ({outcome})",
         f"  {start}",
     ]
     if not report.rules:
@@ -250,8 +250,8 @@ def format_report(report: AssignReport) -> str:
         not_matched = report.articles - rule_report.matched
         line = (
             f"  rule {number}  {rule_report.rule.describe():<{width}}  matched"
-            f" {rule_report.matched} of {report.articles} articles, {not_matched} not;"
-            f" set {rule_report.tokens_set} tokens"
+            f" {rule_report.matched} of {_plural(report.articles, 'article')}, {not_matched} not;"
+            f" set {_plural(rule_report.tokens_set, 'token')}"
         )
         if not_matched and rule_report.first_unmatched_row is not None:
             line += f" (first unmatched row {rule_report.first_unmatched_row})"
@@ -266,3 +266,7 @@ def format_report(report: AssignReport) -> str:
         values = "  ".join(f"{int(c):>{w}}" for c, w in zip(counts, columns, strict=True))
         lines.append(f"  {label}  {values}")
     return "\n".join(lines) + "\n"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
