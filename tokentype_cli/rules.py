@@ -274,6 +274,7 @@ def parse_rule_item(item: object, where: str, tokenizer: LoadedTokenizer | None)
         else:
             raise RuleError(f'{where}: span must be "A:B" (e.g. "2:4", ":-1")')
         return Rule("span", token_type, where, start=start, stop=stop)
+    text = f"{kind} {_as_written(value)}"
     if kind == "between":
         if not isinstance(value, list) or len(value) != 2:
             raise RuleError(
@@ -285,8 +286,20 @@ def parse_rule_item(item: object, where: str, tokenizer: LoadedTokenizer | None)
             where,
             tokens=_pattern(value[0], tokenizer, f"{where} START"),
             end=_pattern(value[1], tokenizer, f"{where} END"),
+            text=f"between {_as_written(value[0])} .. {_as_written(value[1])}",
         )
-    return Rule(kind, token_type, where, tokens=_pattern(value, tokenizer, where))
+    return Rule(kind, token_type, where, tokens=_pattern(value, tokenizer, where), text=text)
+
+
+def _as_written(value: object) -> str:
+    """Tokens of a rules file for the report, strings quoted only when they need it."""
+    items = value if isinstance(value, list) else [value]
+    words = []
+    for item in items:
+        plain = isinstance(item, str) and item and not _INT.fullmatch(item) and item != ".."
+        plain = plain and not any(c.isspace() or c in "\"'" for c in item)
+        words.append(item if plain or not isinstance(item, str) else json.dumps(item))
+    return " ".join(str(word) for word in words)
 
 
 # --- command-line rules ----------------------------------------------------------------------------
