@@ -8,6 +8,8 @@ and writes them. Batches keep their order, so the output is deterministic.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -491,6 +493,22 @@ def _stage(
     return thread
 
 
+def _ordered_map(work: Callable, source: Iterator, workers: int) -> Iterator:
+    """work(item) for each item on `workers` threads, results in the order of `source`.
+
+    Two encodes in flight keep every core busy: one batch's slowest texts no longer leave the
+    other cores idle, and one batch's ids are converted while the next is being encoded.
+    """
+    pending: collections.deque[concurrent.futures.Future] = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="encode") as pool:
+        for item in source:
+            pending.append(pool.submit(work, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _drain(q: queue.Queue, stop: threading.Event) -> Iterator:
     while True:
         try:
@@ -519,7 +537,8 @@ def tokenize_files(
     rejects_path: str | Path | None = None,
     advance: Callable[[int], None] = lambda n: None,
     batch_lines: int = 2048,
-    batch_bytes: int = 1 << 20,
+    batch_bytes: int = 1 << 19,
+    encoders: int = 2,
 ) -> Metrics:
     """Tokenize `inputs` into the shard `output`; return the metrics.
 
@@ -551,7 +570,8 @@ def tokenize_files(
     )
     with contextlib.ExitStack() as stack:
         threads = [_stage(source, lambda b: b, parsed, stop)]
-        threads.append(_stage(_drain(parsed, stop), encoder, encoded_q, stop))
+        encoded = _ordered_map(encoder, _drain(parsed, stop), encoders)
+        threads.append(_stage(encoded, lambda e: e, encoded_q, stop))
 
         def shutdown() -> None:
             stop.set()
@@ -602,7 +622,8 @@ def tokenize_files(
             metrics.lines += batch.line_count
             if batch.rejected:
                 if not skip_bad:
-                    index, (why, _) = next(iter(batch.rejected.items()))
+                    index = min(batch.rejected)
+                    why = batch.rejected[index][0]
                     raise InputError(f"{batch.source}:{batch.first_line + index}: {why}")
                 metrics.lines_rejected += len(batch.rejected)
                 for _, (_, raw) in sorted(batch.rejected.items()):

@@ -1,0 +1,269 @@
+"""Throughput and memory of `tokentype tokenize` next to a floor that only encodes and writes.
+
+Generates prompt/completion JSONL of Markov-chain English (no internet: the chain is built from
+a paragraph written for this file), with a few percent of articles longer than a row. Then runs,
+each in its own process, at two input sizes:
+
+- tokentype: `tokentype tokenize IN -o OUT --tokenizer GPT2 --packing greedy::truncate_right
+  --max-seq-length 1024`
+- floor: json.loads each line, `Tokenizer.encode_batch` of the same prompts and completions in
+  batches, ids to numpy, and h5py writing arrays of the same shape and storage settings
+  (input_ids and token_type_ids, 1024 wide). No packing rules, no checks, no ledger.
+
+Reports tokens/s, the tokentype/floor wall-clock ratio and peak RSS. Not a test: run it by hand.
+
+    python benchmarks/bench_tokenize.py --tokenizer ../shared/conformance/tokenizer-gpt2
+    python benchmarks/bench_tokenize.py --mb 50 --small-mb 25 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "out"
+DEFAULT_TOKENIZER = ROOT.parent / "shared" / "conformance" / "tokenizer-gpt2"
+
+SEED_TEXT = """
+The river town woke slowly in the grey light of early spring, and the first boats pushed out
+from the landing while the baker was still pulling bread from the ovens. Most people in the town
+had never travelled farther than the market at the end of the valley, yet they talked about the
+wide world as if they knew it well. The old ferryman liked to say that every road leads back to
+the water, and nobody could prove him wrong. When the council met in the hall above the library,
+they argued about the bridge, the school, the price of grain and the new railway that would
+change everything or nothing at all. A young engineer from the city had drawn plans for a
+station near the mill, and she explained them patiently to anyone who would listen. Some of the
+farmers worried that the trains would frighten the cattle; others hoped to sell their apples in
+distant towns. In the evenings the square filled with children, dogs and musicians, and the
+smell of roasted chestnuts drifted across the stones. How does a small place decide its own
+future? The question is older than any of the houses on the hill. Records kept at the church
+show that in 1847 the town voted to build a canal, and in 1852 it voted to fill it in again.
+What would you do if you had to choose between the quiet you know and the noise of progress?
+The teacher asked her students to write an essay about it, and their answers were surprisingly
+wise. One boy wrote that a town is not its buildings but the people who keep coming back. A girl
+wrote that change is like the river: you cannot stop it, but you can learn where it runs deep.
+Scientists who studied the valley found that the climate had grown warmer over the last century,
+with shorter winters, heavier summer storms and more frequent floods along the lower fields.
+The report recommended planting trees on the slopes, restoring the wetlands and moving the
+grain stores to higher ground. Please summarise the main arguments for and against the railway,
+and explain which side you find more convincing and why. Answer in three short paragraphs.
+"""
+
+
+def markov_lines(lines: int, seed: int) -> list[str]:
+    """JSONL lines of bigram-chain text; many chains are advanced at once with numpy."""
+    words = SEED_TEXT.split()
+    vocab = sorted(set(words))
+    index = {w: i for i, w in enumerate(vocab)}
+    successors: list[list[int]] = [[] for _ in vocab]
+    for a, b in itertools.pairwise(words):
+        successors[index[a]].append(index[b])
+    successors[index[words[-1]]].append(index[words[0]])
+    counts = np.array([len(s) for s in successors])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    flat = np.array([x for s in successors for x in s])
+    names = np.array(vocab, dtype=object)
+    rng = np.random.default_rng(seed)
+
+    def chains(lengths: np.ndarray) -> list[str]:
+        steps = int(lengths.max())
+        state = rng.integers(0, len(vocab), len(lengths))
+        grid = np.empty((steps, len(lengths)), dtype=np.int64)
+        for t in range(steps):
+            grid[t] = state
+            state = flat[starts[state] + (rng.random(len(lengths)) * counts[state]).astype(int)]
+        out = []
+        for k, n in enumerate(lengths.tolist()):
+            text = " ".join(names[grid[:n, k]])
+            out.append(text)
+        return out
+
+    prompt_len = rng.integers(8, 40, lines)
+    completion_len = np.minimum(rng.lognormal(3.7, 0.6, lines).astype(int) + 5, 700)
+    long = rng.random(lines) < 0.02  # articles longer than a 1024-token row
+    completion_len[long] = rng.integers(900, 1500, int(long.sum()))
+    result = []
+    for first in range(0, lines, 20000):
+        end = min(lines, first + 20000)
+        prompts = chains(prompt_len[first:end])
+        completions = chains(completion_len[first:end])
+        for k, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            if (first + k) % 11 == 0:
+                c = c.replace(". ", ".\n", 2)
+            result.append(json.dumps({"prompt": p + "\n\nAnswer:", "completion": c}) + "\n")
+    return result
+
+
+def make_input(path: Path, megabytes: float, min_lines: int) -> int:
+    """Write a JSONL of at least `megabytes` MB and `min_lines` lines; return its line count."""
+    if path.exists():
+        return sum(1 for _ in path.open("rb"))
+    target = int(megabytes * 1e6)
+    written = count = 0
+    seed = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        while written < target or count < min_lines:
+            for line in markov_lines(20000, seed):
+                handle.write(line)
+                written += len(line.encode())
+                count += 1
+            seed += 1
+    return count
+
+
+FLOOR = r"""
+import itertools, json, sys
+import h5py, numpy as np
+from tokenizers import Tokenizer
+from tokentype_cli.schema import chunk_rows, COMPRESSION, COMPRESSION_LEVEL, SHUFFLE
+source, out, tokenizer, method = sys.argv[1:5]
+L = 1024
+tok = Tokenizer.from_file(tokenizer + "/tokenizer.json")
+encode = getattr(tok, method)
+with h5py.File(out, "w") as f:
+    kw = dict(maxshape=(None, L), dtype="<i4", chunks=(chunk_rows(L), L),
+              compression=COMPRESSION, compression_opts=COMPRESSION_LEVEL, shuffle=SHUFFLE)
+    ids_ds = f.create_dataset("input_ids", shape=(0, L), **kw)
+    types_ds = f.create_dataset("token_type_ids", shape=(0, L), **kw)
+    carry = np.empty(0, np.int32)
+    rows = 0
+    def write(block):
+        global rows
+        n = len(block)
+        for ds, data in ((ids_ds, block), (types_ds, np.ones_like(block))):
+            ds.resize(rows + n, axis=0)
+            ds[rows:rows + n] = data
+        rows += n
+    def batches(handle, size=2048):
+        while True:
+            lines = list(itertools.islice(handle, size))
+            if not lines:
+                return
+            yield lines
+    with open(source, "rb") as handle:
+        for lines in batches(handle):
+            texts = []
+            for line in lines:
+                record = json.loads(line)
+                texts.append(record.get("prompt", ""))
+                texts.append(" " + record["completion"])
+            encodings = encode(texts)
+            total = sum(len(e) for e in encodings)
+            flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32, total)
+            stream = np.concatenate([carry, flat])
+            full = len(stream) // L
+            step = chunk_rows(L) * 16
+            for first in range(0, full, step):
+                write(stream[first * L:min(full, first + step) * L].reshape(-1, L))
+            carry = stream[full * L:]
+    if len(carry):
+        write(np.pad(carry, (0, L - len(carry)), constant_values=50256)[None])
+"""
+
+
+def run_measured(argv: list[str]) -> tuple[float, float, str]:
+    """Run a command; return (wall seconds, peak RSS MiB of that process, stdout)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout = process.stdout.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    error = process.stderr.read().decode()
+    process.stdout.close()
+    process.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {error}")
+    return elapsed, usage.ru_maxrss / 1024, stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
+    parser.add_argument("--mb", type=float, default=100.0, help="Size of the large input.")
+    parser.add_argument("--small-mb", type=float, default=50.0, help="Size of the small input.")
+    parser.add_argument("--repeat", type=int, default=1, help="Runs per measurement (best kept).")
+    parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.generate:
+        print(make_input(args.generate, args.mb, 100_000))
+        return
+    if not (args.tokenizer / "tokenizer.json").is_file():
+        raise SystemExit(f"{args.tokenizer}: no tokenizer.json (pass --tokenizer GPT2_FOLDER)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    results = []
+    for megabytes in (args.small_mb, args.mb):
+        source = OUT / f"tokenize_{megabytes:g}mb.jsonl"
+        # Generated in a child process: a child's peak RSS starts from its parent's at fork time,
+        # so the parent must stay small for the measurements to mean anything.
+        made = subprocess.run(
+            [python, __file__, "--generate", str(source), "--mb", str(megabytes)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        lines = int(made.stdout)
+        size = source.stat().st_size / 1e6
+        runs = {
+            "tokentype": [
+                python, "-m", "tokentype_cli", "tokenize", str(source), "-o",
+                str(OUT / "tokenize.h5"), "--tokenizer", str(args.tokenizer),
+                "--packing", "greedy::truncate_right", "--max-seq-length", "1024", "--json", "-q",
+            ],
+            "floor (encode_batch)": [
+                python, "-c", FLOOR, str(source), str(OUT / "floor.h5"), str(args.tokenizer),
+                "encode_batch",
+            ],
+            "floor (encode_batch_fast)": [
+                python, "-c", FLOOR, str(source), str(OUT / "floor.h5"), str(args.tokenizer),
+                "encode_batch_fast",
+            ],
+        }  # fmt: skip
+        measured = {}
+        tokens = None
+        for name, argv in runs.items():
+            best = None
+            for _ in range(args.repeat):
+                wall, rss, stdout = run_measured(argv)
+                if name == "tokentype":
+                    tokens = json.loads(stdout)["input_tokens"]
+                if best is None or wall < best[0]:
+                    best = (wall, rss)
+            measured[name] = best
+        for name, (wall, rss) in measured.items():
+            results.append(
+                {
+                    "input_mb": round(size, 1),
+                    "lines": lines,
+                    "run": name,
+                    "wall_s": round(wall, 2),
+                    "tokens_per_s": round(tokens / wall),
+                    "peak_rss_mib": round(rss, 1),
+                    "ratio_to_floor": round(wall / measured["floor (encode_batch)"][0], 3),
+                    "ratio_to_fast_floor": round(
+                        wall / measured["floor (encode_batch_fast)"][0], 3
+                    ),
+                }
+            )
+        print(f"{size:.1f} MB, {lines} lines, {tokens} tokens", file=sys.stderr)
+    header = f"{'input':>8} {'run':<26} {'wall s':>7} {'tokens/s':>10} {'RSS MiB':>8} {'/floor':>7} {'/fast':>7}"
+    print(header)
+    for r in results:
+        print(
+            f"{r['input_mb']:>6}MB {r['run']:<26} {r['wall_s']:>7} {r['tokens_per_s']:>10}"
+            f" {r['peak_rss_mib']:>8} {r['ratio_to_floor']:>7} {r['ratio_to_fast_floor']:>7}"
+        )
+    (OUT / "bench_tokenize.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
