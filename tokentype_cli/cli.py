@@ -157,7 +157,11 @@ def output_options(command: Callable) -> Callable:
 
 
 def provenance(ctx: click.Context, **options) -> Provenance:
-    """The command name and the options that produced a dataset, for its attributes."""
+    """The command name and the options that produced a dataset, for its attributes.
+
+    Give what decides the data, not where it is written: a copy renamed or built under another
+    name must stay byte-identical.
+    """
     return Provenance(command=f"tokentype {ctx.info_name}", options=options)
 
 
@@ -252,7 +256,7 @@ def add_types_command(
         source,
         output=output,
         overwrite=overwrite,
-        provenance=provenance(ctx, source=source, output=output, overwrite=overwrite),
+        provenance=provenance(ctx, source=source, overwrite=overwrite),
         stdin=stdin,
     )
     shares = ", ".join(
@@ -846,7 +850,6 @@ def assign_types_command(
         "default": int(structure.default),
         "from_existing": structure.from_existing,
         "tokenizer": None if tokenizer is None else str(tokenizer.path),
-        "output": output,
     }
     with progress_bar(None, "rows", "assign-types", quiet) as advance:
         report = assign_types(
