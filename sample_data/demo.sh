@@ -39,3 +39,25 @@ tokentype add-types "$out/example2.h5" "$here/example2_types.jsonl"
 tokentype validate "$out/example2.h5" --tokenizer "$vocab" --require-types
 show "$out/example2.h5"
 tokentype inspect "$out/example2.h5" --tokenizer "$vocab" --rows 0 --ids
+
+step "assign-types: example 1 by rule; 'until ATG -> prompt' gives [0, 0, 0, 1, 1, 1, 3]"
+python "$here/make_shard.py" "$here/example1_ids.jsonl" "$out/assign1.h5"
+tokentype assign-types "$out/assign1.h5" --tokenizer "$vocab" --rule 'until:ATG=prompt'
+show "$out/assign1.h5"
+
+step "assign-types: 'span 2:4 -> prompt' gives [1, 1, 0, 0, 1, 1, 3] (dry run, then a new file)"
+tokentype assign-types "$out/assign1.h5" --tokenizer "$vocab" --overwrite --rule 'span:2:4=prompt' --dry-run
+tokentype assign-types "$out/assign1.h5" --tokenizer "$vocab" --overwrite --rule 'span:2:4=prompt' \
+    -o "$out/assign1_alt.h5"
+show "$out/assign1_alt.h5"
+
+step "assign-types: example 2 from a rules file; the four PAD get type 2"
+python "$here/make_shard.py" "$here/example2_ids.jsonl" "$out/assign2.h5"
+tokentype assign-types "$out/assign2.h5" --tokenizer "$vocab" --rules "$here/example2_rules.toml" --require-match
+show "$out/assign2.h5"
+if tokentype assign-types "$out/assign2.h5" --tokenizer "$vocab" --overwrite \
+    --rule 'until:ATC GAA=prompt' --require-match; then
+    echo "expected --require-match to refuse" >&2; exit 1
+else
+    echo "  (exit $?: no article holds ATC GAA, so --require-match wrote nothing)"
+fi
