@@ -107,15 +107,20 @@ def _open_source(
         raise SourceError(
             f"{source}: no such file; give a .npy, .jsonl or HDF5 file, or - for stdin"
         )
+    if path.is_dir():
+        raise SourceError(f"{source}: is a folder; give a .npy, .jsonl or HDF5 file")
     if path.suffix == ".npy":
         array = _load_npy(path)
         _check_array(array, shape, source, file)
         yield _array_blocks(array)
     elif path.suffix in (".jsonl", ".json", ".ndjson"):
-        with (
-            open(path, encoding="utf-8") as lines,
-            _jsonl_to_memmap(lines, str(path), shape, file) as array,
-        ):
+        try:
+            lines = open(path, encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+        except OSError as exc:
+            raise SourceError(
+                f"{path}: cannot be read ({exc.strerror or exc}); check the file and its permissions"
+            ) from exc
+        with lines, _jsonl_to_memmap(lines, str(path), shape, file) as array:
             yield _array_blocks(array)
     elif h5py.is_hdf5(path):
         with open_shard(path) as shard:
@@ -231,11 +236,18 @@ def _parse_jsonl_row(line: str, where: str, row: int, seq_len: int) -> np.ndarra
         array = np.asarray(values)
     except (ValueError, OverflowError) as exc:
         raise SourceError(f"{where}: not a flat list of integer types ({exc})") from exc
-    if array.dtype.kind not in "iu" or array.ndim != 1:
-        column = next(
-            (i for i, v in enumerate(values) if not isinstance(v, int) or isinstance(v, bool)), 0
+    # numpy reads JSON true/false as 1/0 and ints beyond 64 bits as objects: look at the values.
+    if array.dtype.kind not in "iu" or array.ndim != 1 or "true" in line or "false" in line:
+        column = next((i for i, v in enumerate(values) if type(v) is not int), None)
+        if column is not None:
+            raise SourceError(
+                f"{where}: column {column} is {values[column]!r}, not an integer type"
+            )
+        column = next(i for i, v in enumerate(values) if not 0 <= v <= MAX_TOKEN_TYPE)
+        raise SourceError(
+            f"{where}: row {row}, column {column} has type {values[column]}; token types"
+            " are 0 prompt, 1 completion, 2 padding, 3 separator"
         )
-        raise SourceError(f"{where}: column {column} is {values[column]!r}, not an integer type")
     bad = (array < 0) | (array > MAX_TOKEN_TYPE)
     if bad.any():
         column = int(np.argmax(bad))

@@ -1,0 +1,62 @@
+"""add-types regressions from QA: unreadable sources and JSON values that are not types."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from click.testing import CliRunner
+
+from tokentype_cli.cli import cli
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_one_line_error(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ")
+    for needle in needles:
+        assert needle in last
+    if code == 1:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- add-types: sources that cannot be read or are not integers ---------------------------------
+
+
+def test_jsonl_source_that_cannot_be_opened_is_one_line(example1_shard, tmp_path):
+    folder = tmp_path / "types.jsonl"
+    folder.mkdir()
+    before = digest(example1_shard)
+    result = invoke("add-types", example1_shard, folder)
+    assert_one_line_error(result, 1, str(folder))
+    assert digest(example1_shard) == before
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # JSON booleans are not token types (numpy would read true as 1).
+        ("[0, 0, 0, true, 1, 1, 3]", "column 3 is True, not an integer type"),
+        ("[false, 0, 0, 1, 1, 1, 3]", "column 0 is False, not an integer type"),
+        # Too large for numpy's integers: still named at its own column, as a bad type.
+        (
+            "[0, 0, 0, 1, 1, 99999999999999999999999, 3]",
+            "column 5 has type 99999999999999999999999",
+        ),
+    ],
+)
+def test_jsonl_values_that_are_not_types(example1_shard, line, expected):
+    before = digest(example1_shard)
+    result = invoke("add-types", example1_shard, "-", input=line + "\n")
+    assert_one_line_error(result, 1, "<stdin>:1:", expected)
+    assert digest(example1_shard) == before
