@@ -147,6 +147,9 @@ def _span(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
     def bound(value: int | None, empty: np.ndarray) -> np.ndarray:
         if value is None:
             return empty
+        # No body is longer than a row: a bigger bound means what the row length means (as in
+        # Python slices), and clamping keeps it within int64.
+        value = max(-b.seq_len, min(value, b.seq_len))
         if value >= 0:
             return np.minimum(value, lengths)
         return np.maximum(lengths + value, 0)

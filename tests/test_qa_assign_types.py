@@ -1,0 +1,43 @@
+"""assign-types regressions from QA: span bounds beyond every row."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import pytest
+from click.testing import CliRunner
+
+from tokentype_cli.cli import cli
+from tokentype_cli.schema import TOKEN_TYPE_IDS
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+# --- assign-types: span bounds beyond any row ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("span:99999999999999999999:=prompt", [1, 1, 1, 1, 1, 1, 3]),
+        ("span:-99999999999999999999:2=prompt", [0, 0, 1, 1, 1, 1, 3]),
+        ("span::99999999999999999999=prompt", [0, 0, 0, 0, 0, 0, 3]),
+    ],
+)
+def test_span_bounds_beyond_every_row_mean_what_python_slices_mean(example1_shard, spec, expected):
+    result = invoke("assign-types", example1_shard, "--sep", 2, "--rule", spec, "--json")
+    assert result.exit_code == 0, result.output
+    with h5py.File(example1_shard) as shard:
+        assert shard[TOKEN_TYPE_IDS][0].tolist() == expected
+
+
+def test_span_bounds_beyond_every_row_in_a_rules_file(example1_shard, tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [{"span": [-(10**30), 10**30], "type": "prompt"}]}))
+    result = invoke("assign-types", example1_shard, "--sep", 2, "--rules", rules)
+    assert result.exit_code == 0, result.output
+    with h5py.File(example1_shard) as shard:
+        assert shard[TOKEN_TYPE_IDS][0].tolist() == [0, 0, 0, 0, 0, 0, 3]
