@@ -401,7 +401,13 @@ def parse_rows(spec: str, total: int) -> list[int]:
                 bounds = [int(b) if b.strip() else None for b in part.split(":")]
                 if len(bounds) != 2:
                     raise ValueError(part)
-                selected.extend(everything[slice(*bounds)])
+                chosen = everything[slice(*bounds)]
+                if not chosen:
+                    # Like a row index out of range: printing nothing would look like success.
+                    raise OptionError(
+                        f"--rows {spec}: {part} selects no rows of the {total} (0..{total - 1})"
+                    )
+                selected.extend(chosen)
             else:
                 index = int(part)
                 if not -total <= index < total:

@@ -2,8 +2,9 @@
 
 As the trainer computes it: the targets of a row are `input_ids[1:]` with types
 `token_type_ids[1:]`; a target weighs 0 for padding, `prompt_loss_weight` for prompt and 1 for
-completion and separator; weights are normalised by their sum. Without types (or without
-`--use_token_type_ids`) every target weighs 1.
+completion and separator; weights are normalised by their sum, so every row carrying loss counts
+alike however many targets it learns (and a row carrying none divides by 0). Without types (or
+without `--use_token_type_ids`) every target weighs 1.
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class LossTally:
 
     prompt_loss_weight: float
     target_counts: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
+    # Per type, the sum over rows of its targets' weights divided by the row's weight sum.
+    normalised_weight: np.ndarray = field(
+        default_factory=lambda: np.zeros(N_TYPES, dtype=np.float64)
+    )
     untyped_targets: int = 0
     rows_without_loss: int = 0
     first_row_without_loss: int | None = None
@@ -121,10 +126,12 @@ class LossTally:
         if token_type_ids is None:
             rows, seq_len = shape
             self.untyped_targets += rows * max(0, seq_len - 1)
+            no_loss = rows_without_loss_mask(None, self.prompt_loss_weight, shape)
         else:
-            rows = len(token_type_ids)
-            self.target_counts += type_counts(np.asarray(token_type_ids)[:, 1:])
-        no_loss = rows_without_loss_mask(token_type_ids, self.prompt_loss_weight, shape)
+            targets = np.asarray(token_type_ids)[:, 1:]
+            rows = len(targets)
+            self.target_counts += type_counts(targets)
+            no_loss = self._add_normalised(targets)
         count = int(np.count_nonzero(no_loss))
         if count and self.first_row_without_loss is None:
             self.first_row_without_loss = (self.rows if first_row is None else first_row) + int(
@@ -133,9 +140,23 @@ class LossTally:
         self.rows_without_loss += count
         self.rows += rows
 
+    def _add_normalised(self, targets: np.ndarray) -> np.ndarray:
+        """Add each row's weights divided by their sum; return the rows whose sum is 0."""
+        table = weight_table(self.prompt_loss_weight)
+        weighted = np.zeros((len(targets), N_TYPES), dtype=np.float64)
+        for token_type in np.flatnonzero(table):
+            weighted[:, token_type] = np.count_nonzero(targets == token_type, axis=1)
+        weighted *= table
+        sums = weighted.sum(axis=1)
+        no_loss = sums == 0
+        carrying = ~no_loss
+        self.normalised_weight += (weighted[carrying] / sums[carrying, None]).sum(axis=0)
+        return no_loss
+
     def merge(self, other: LossTally) -> None:
         """Add another tally's totals (e.g. one file's into a folder's)."""
         self.target_counts += other.target_counts
+        self.normalised_weight += other.normalised_weight
         self.untyped_targets += other.untyped_targets
         if self.first_row_without_loss is None and other.first_row_without_loss is not None:
             self.first_row_without_loss = self.rows + other.first_row_without_loss
@@ -148,7 +169,10 @@ class LossTally:
         return {TOKEN_TYPE_NAMES[t]: float(weights[t]) for t in TokenType}
 
     def share(self) -> dict[str, float]:
-        """Share of the total loss weight carried by each type (all 0 when nothing is learned)."""
-        weights = self.weight_by_type()
-        total = sum(weights.values())
-        return {name: (w / total if total else 0.0) for name, w in weights.items()}
+        """Share of the loss carried by each type, each row's weights normalised by their sum as
+        the trainer does (all 0 when nothing is learned)."""
+        total = float(self.normalised_weight.sum())
+        return {
+            TOKEN_TYPE_NAMES[t]: (float(self.normalised_weight[t]) / total if total else 0.0)
+            for t in TokenType
+        }

@@ -1,0 +1,75 @@
+"""inspect regressions from QA: empty row selections and per-row normalised loss shares."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tokentype_cli.cli import cli
+from tokentype_cli.loss import LossTally
+
+from .conftest import write_shard
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def assert_one_line_error(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ")
+    for needle in needles:
+        assert needle in last
+    if code == 1:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- inspect: row selections that select nothing -------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["5:9", "1:0", "0,7:"])
+def test_rows_range_selecting_nothing_is_a_bad_invocation(example1_shard, spec):
+    result = invoke("inspect", example1_shard, "--rows", spec)
+    assert_one_line_error(result, 2, f"--rows {spec}", "selects no rows")
+
+
+# --- inspect: loss shares follow the trainer's per-row normalisation -----------------------------
+
+
+def test_loss_share_normalises_each_rows_weights_by_their_sum(tmp_path):
+    # Row 0's targets: 1 completion, 1 separator, 8 padding -> each half of that row's loss.
+    # Row 1's targets: 8 completion, 1 separator -> 8/9 and 1/9 of that row's loss.
+    types = [
+        [0, 1, 3, 2, 2, 2, 2, 2, 2, 2],
+        [0, 1, 1, 1, 1, 1, 1, 1, 1, 3],
+    ]
+    path = write_shard(tmp_path / "s.h5", np.ones((2, 10)), types)
+    result = invoke("inspect", path, "--json", "--prompt-loss-weight", 0)
+    assert result.exit_code == 0, result.output
+    share = json.loads(result.stdout)["loss"]["share"]
+    assert share["completion"] == pytest.approx((1 / 2 + 8 / 9) / 2)
+    assert share["separator"] == pytest.approx((1 / 2 + 1 / 9) / 2)
+    assert share["prompt"] == share["padding"] == 0.0
+
+
+def test_loss_share_with_a_prompt_weight_by_hand():
+    # Targets [0 0 0 1 3] at weight 0.5: row sum 0.5*3 + 1 + 1 = 3.5.
+    # Targets [1 1 1 1 1]: all completion.
+    tally = LossTally(0.5)
+    tally.add(np.array([[1, 0, 0, 0, 1, 3], [0, 1, 1, 1, 1, 1]]))
+    share = tally.share()
+    assert share["prompt"] == pytest.approx((1.5 / 3.5) / 2)
+    assert share["completion"] == pytest.approx((1 / 3.5 + 1) / 2)
+    assert share["separator"] == pytest.approx((1 / 3.5) / 2)
+    # A row carrying no loss adds nothing, and the shares of two tallies merge by rows.
+    other = LossTally(0.5)
+    other.add(np.array([[1, 2, 2, 2, 2, 2]]))
+    other.merge(tally)
+    assert other.share() == pytest.approx(share)
+    assert other.rows_without_loss == 1
