@@ -6,11 +6,13 @@ and formats output. Data goes to stdout; progress and messages go to stderr.
 
 from __future__ import annotations
 
+import _thread
 import functools
 import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +28,20 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
+class TokentypeCommand(click.Command):
+    """A command whose conflicting options (OptionError) are usage errors showing its own usage."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OptionError as exc:
+            raise click.UsageError(str(exc), ctx) from exc
+
+
 class TokentypeGroup(click.Group):
     """A group whose commands report library errors as one line and exit 1, never a traceback."""
+
+    command_class = TokentypeCommand
 
     def invoke(self, ctx: click.Context):
         try:
@@ -57,10 +71,34 @@ def cli() -> None:
 
 def main() -> None:
     """Entry point for the `tokentype` script and `python -m tokentype_cli`."""
-    # SIGTERM (make, timeout, schedulers) unwinds like Ctrl-C, so temporary files are removed.
     # A closed stdout (`| head`) is handled by click: exit 1 with nothing on stderr.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    exit_on_sigterm()
     cli(prog_name="tokentype")
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (make, timeout, schedulers) unwind like Ctrl-C, so temporary files are removed.
+
+    Python ignores exceptions raised in weakref callbacks and __del__, which h5py runs while
+    closing objects: a SIGTERM landing there was printed as a traceback and lost, and the run went
+    on to finish. Such a swallowed exit is delivered again, from outside the callback.
+    """
+    code = 128 + signal.SIGTERM
+
+    def terminate(signum, frame) -> None:
+        raise SystemExit(code)
+
+    default_hook = sys.unraisablehook
+
+    def redeliver(unraisable) -> None:
+        if isinstance(unraisable.exc_value, SystemExit) and unraisable.exc_value.code == code:
+            # Not from here: a signal raised now would be handled inside this hook and lost too.
+            threading.Timer(0.01, _thread.interrupt_main, (signal.SIGTERM,)).start()
+        else:
+            default_hook(unraisable)
+
+    signal.signal(signal.SIGTERM, terminate)
+    sys.unraisablehook = redeliver
 
 
 # --- shared options and helpers ------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""CLI-wide regressions from QA: usage errors name the subcommand; SIGTERM is never lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from click.testing import CliRunner
+
+from tokentype_cli.cli import cli
+
+from .conftest import ROOT
+
+
+def test_usage_errors_point_at_the_subcommand(example1_shard):
+    # OptionError raised while a command runs: its usage and help hint, not the group's.
+    result = CliRunner().invoke(
+        cli, ["inspect", str(example1_shard), "--rows", "5"], prog_name="tokentype"
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: tokentype inspect [OPTIONS] PATH\n")
+    assert "'tokentype inspect --help'" in result.stderr
+    assert result.stderr.rstrip().endswith("row 5 is outside the 1 rows (0..0)")
+
+
+# --- SIGTERM is never lost, even when it lands in a callback whose exceptions Python ignores ----
+
+
+def test_sigterm_inside_a_weakref_callback_still_terminates(tmp_path):
+    script = textwrap.dedent(
+        """
+        import signal, sys, time, weakref
+        from tokentype_cli import cli
+
+        cli.exit_on_sigterm()
+
+        class Thing:
+            pass
+
+        thing = Thing()
+        # h5py closes objects from weakref callbacks; Python ignores what they raise.
+        ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGTERM))
+        del thing
+        time.sleep(0.5)
+        print("still running")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 128 + 15, done.stdout + done.stderr
+    assert "still running" not in done.stdout
+    assert "Traceback" not in done.stderr
