@@ -419,3 +419,22 @@ def test_shell_pipeline_cat_tokenize_validate(tmp_path):
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert read(out) == ([EXAMPLE2_IDS] * 2, [EXAMPLE2_TYPES] * 2)
+
+
+def test_txt_crlf_lines_read_like_the_reference(conformance_dir, tmp_path):
+    # The reference opens text in universal-newline mode, so CRLF files tokenize like LF ones
+    # (GPT-2 has tokens for "\r", so a byte-level tokenizer shows the difference).
+    crlf, lf = tmp_path / "crlf.txt", tmp_path / "lf.txt"
+    crlf.write_bytes(b"Hello there\r\nGeneral Kenobi\r\n")
+    lf.write_bytes(b"Hello there\nGeneral Kenobi\n")
+    rows = []
+    for source in (crlf, lf):
+        out = tmp_path / f"{source.stem}.h5"
+        result = invoke(
+            source, "-o", out, "--tokenizer", conformance_dir / "tokenizer-gpt2",
+            "--max-seq-length", 12, "-q",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        rows.append(read(out))
+    assert rows[0] == rows[1]
+    assert 198 in rows[0][0][0] and 201 not in rows[0][0][0]  # "\n" kept, no "\r"

@@ -536,7 +536,8 @@ _TOKENIZE_PACKING = (
     "packing_boundary",
     type=click.Choice(["jsonl", "prompt_completion_pair"]),
     default="jsonl",
-    help="Pack a whole JSONL line as one article, or each prompt/completion pair.",
+    help="Pack a whole JSONL line as one article, or each prompt/completion pair (separators"
+    " still follow --attention-boundary and line ends, as in the reference).",
 )
 @click.option(
     "--attention-boundary",
