@@ -438,3 +438,21 @@ def test_txt_crlf_lines_read_like_the_reference(conformance_dir, tmp_path):
         rows.append(read(out))
     assert rows[0] == rows[1]
     assert 198 in rows[0][0][0] and 201 not in rows[0][0][0]  # "\n" kept, no "\r"
+
+
+def test_failed_run_leaves_no_ledger_rejects_or_shard(tmp_path):
+    source = jsonl(tmp_path / "in.jsonl", CODON_PAIR, '{"completion": 1}')
+    result = invoke(
+        source, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB,
+        "--ledger", tmp_path / "ledger.jsonl",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl"]
+    # Every line rejected: nothing to write is an error too, and the rejects file is not kept.
+    only_bad = jsonl(tmp_path / "bad.jsonl", '{"completion": 1}')
+    result = invoke(
+        only_bad, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB,
+        "--skip-bad-lines", tmp_path / "rejects.jsonl",
+    )  # fmt: skip
+    assert result.exit_code == 1 and "no rows to write" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.jsonl", "in.jsonl"]
