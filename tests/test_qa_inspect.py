@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -73,3 +74,31 @@ def test_loss_share_with_a_prompt_weight_by_hand():
     other.merge(tally)
     assert other.share() == pytest.approx(share)
     assert other.rows_without_loss == 1
+
+
+# --- inspect: damaged metadata and rows of length 0 ---------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["soft", "external"])
+@pytest.mark.parametrize("rows", [None, "0"])
+def test_dangling_link_is_a_one_line_error(tmp_path, link, rows):
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as shard:
+        shard["input_ids"] = np.ones((2, 7), np.int32)
+        shard["token_type_ids"] = (
+            h5py.SoftLink("/nowhere")
+            if link == "soft"
+            else h5py.ExternalLink(str(tmp_path / "gone.h5"), "/types")
+        )
+    args = ["inspect", path] if rows is None else ["inspect", path, "--rows", rows]
+    assert_one_line_error(invoke(*args), 1, str(path), "cannot be read")
+
+
+def test_rows_of_length_0_with_types_show_as_empty(tmp_path):
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as shard:
+        shard.create_dataset("input_ids", shape=(2, 0), dtype="i4")
+        shard.create_dataset("token_type_ids", shape=(2, 0), dtype="i4")
+    result = invoke("inspect", path, "--rows", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("row 0 of 2: empty\n")

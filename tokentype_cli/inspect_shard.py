@@ -6,6 +6,7 @@ The row formatter (`format_row`, `row_segments`, `render_segments`) is a library
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -320,10 +321,25 @@ def dataset_info(dataset: h5py.Dataset) -> dict[str, object]:
     }
 
 
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Report damaged metadata (dangling links, broken object headers) as one line.
+
+    h5py raises these as OSError, RuntimeError or KeyError from any access to the file.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ShardError(
+            f"{path}: cannot be read ({text}); the file is damaged, rebuild it or restore a copy"
+        ) from exc
+
+
 def _summarize_file(
     path: Path, prompt_loss_weight: float | None, progress: Callable[[int], None] | None
 ) -> ShardSummary:
-    with open_shard(path) as shard:
+    with _readable(path), open_shard(path) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
         summary = ShardSummary(path, rows=ids.shape[0], seq_len=ids.shape[1])
         summary.datasets = {
@@ -363,7 +379,7 @@ def _summarize_file(
 def _as_small_types(block: np.ndarray) -> np.ndarray:
     """int8 types (4x less memory traffic for every later pass); values outside 0..3 become -1."""
     unsigned = block.view(block.dtype.str.replace("i", "u"))
-    if unsigned.max() > MAX_TOKEN_TYPE:
+    if unsigned.size and unsigned.max() > MAX_TOKEN_TYPE:
         return np.where(unsigned > MAX_TOKEN_TYPE, -1, block).astype(np.int8)
     return block.astype(np.int8)
 
@@ -426,7 +442,7 @@ def read_rows(
     path: str | os.PathLike, spec: str
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """Yield (row, input_ids, token_type_ids or None) for the rows SPEC names, reading only those."""
-    with open_shard(path) as shard:
+    with _readable(Path(path)), open_shard(path) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
         types = None
         if TOKEN_TYPE_IDS in shard:
@@ -551,7 +567,7 @@ def _shape(value: object) -> str:
 
 def row_count(path: str | os.PathLike) -> int:
     """Rows of a shard's input_ids."""
-    with open_shard(path) as shard:
+    with _readable(Path(path)), open_shard(path) as shard:
         return require_rows_dataset(shard, INPUT_IDS).shape[0]
 
 
