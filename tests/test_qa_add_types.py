@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
+import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from tokentype_cli.cli import cli
+
+from .conftest import EXAMPLE1_IDS, EXAMPLE1_TYPES
 
 
 def invoke(*args, input=None):
@@ -60,3 +64,22 @@ def test_jsonl_values_that_are_not_types(example1_shard, line, expected):
     result = invoke("add-types", example1_shard, "-", input=line + "\n")
     assert_one_line_error(result, 1, "<stdin>:1:", expected)
     assert digest(example1_shard) == before
+
+
+# --- add-types / assign-types: a dataset that cannot be copied into the new file ----------------
+
+
+@pytest.mark.parametrize("command", ["add-types", "assign-types"])
+def test_dangling_link_beside_input_ids_is_one_line_and_nothing_written(tmp_path, command):
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as shard:
+        shard["input_ids"] = np.array([EXAMPLE1_IDS], np.int32)
+        shard["category_ids"] = h5py.SoftLink("/nowhere")
+    np.save(tmp_path / "t.npy", np.array([EXAMPLE1_TYPES], np.int32))
+    before = digest(path)
+    args = ["t.npy"] if command == "add-types" else ["--sep", "2"]
+    args = [tmp_path / a if a.endswith(".npy") else a for a in args]
+    result = invoke(command, path, *args)
+    assert_one_line_error(result, 1, str(path), "'category_ids'")
+    assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "t.npy"]

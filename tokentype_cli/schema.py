@@ -417,7 +417,7 @@ def write_dataset_atomically(
             result.attrs.update(dict(source.attrs))
             for key in sorted(source.keys()):
                 if key != name:
-                    source.copy(source[key], result, name=key)
+                    _copy_object(source, key, result)
             appender = _RowAppender(
                 create_rows_dataset(result, name, seq_len, provenance),
                 f"{target}: dataset '{name}'",
@@ -434,6 +434,17 @@ def write_dataset_atomically(
                     f"{source_path}: {appender.rows} rows given for '{name}' but '{INPUT_IDS}' has {rows}"
                 )
     return target
+
+
+def _copy_object(source: h5py.File, key: str, result: h5py.File) -> None:
+    """Copy one dataset or group as it is; damaged metadata (e.g. a dangling link) is one line."""
+    try:
+        source.copy(source[key], result, name=key)
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise ShardError(
+            f"{source.filename}: '{key}' cannot be copied ({_first_line(exc)}); the file is"
+            " damaged: remove that object or rebuild the file"
+        ) from exc
 
 
 def find_shards(paths: Iterable[str | os.PathLike]) -> list[Path]:
