@@ -21,6 +21,18 @@ PY
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "tokenize example 1: the pair {GAA GGC GCC -> ATG ATC GAC} gives [9, 5, 6, 10, 7, 8, 2] / [0, 0, 0, 1, 1, 1, 3]"
+tokentype tokenize "$here/example1.jsonl" -o "$out/tokenized1.h5" --tokenizer "$vocab" --max-seq-length 7
+tokentype validate "$out/tokenized1.h5" --tokenizer "$vocab" --require-types
+show "$out/tokenized1.h5"
+
+step "tokenize example 2: one article per row, padded with PAD (type 2), read from stdin, with a ledger"
+cat "$here/example1.jsonl" | tokentype tokenize - -o "$out/tokenized2.h5" --tokenizer "$vocab" \
+    --packing single::drop --max-seq-length 11 --ledger "$out/tokenized2.ledger.jsonl"
+tokentype validate "$out/tokenized2.h5" --tokenizer "$vocab" --require-types
+show "$out/tokenized2.h5"
+echo "  ledger: $(cat "$out/tokenized2.ledger.jsonl")"
+
 step "Example 1: input_ids from another tool, types added with add-types"
 python "$here/make_shard.py" "$here/example1_ids.jsonl" "$out/example1.h5"
 tokentype add-types "$out/example1.h5" "$here/example1_types.jsonl"

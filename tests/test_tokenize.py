@@ -265,7 +265,7 @@ def test_summary_on_stderr_and_json_on_stdout(tmp_path):
     args = [source, "-o", out, "--tokenizer", CODON_VOCAB, "--max-seq-length", 11]
     text = invoke(*args)
     assert text.exit_code == 0 and text.stdout == ""
-    assert "1 rows x 11 tokens from 1 lines" in text.stderr
+    assert "1 row x 11 tokens from 1 line (1 article, 1 pair)" in text.stderr
     assert "packing efficiency 63.6%" in text.stderr
     as_json = invoke(*args, "--json")
     assert as_json.exit_code == 0 and as_json.stderr == ""

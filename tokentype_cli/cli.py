@@ -215,6 +215,11 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 row`, `2,048 rows`."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def message(text: str, quiet: bool = False) -> None:
     """A human message on stderr."""
     if not quiet:
@@ -704,9 +709,10 @@ def tokenize_command(
 def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
     types = m["tokens_by_type"]
     lines = [
-        f"{output}: {m['rows']} rows x {m['max_seq_length']} tokens from {m['lines']} lines"
-        f" ({m['articles']} articles, {m['pairs']} pairs)",
-        "  tokens: " + ", ".join(f"{name} {count}" for name, count in types.items()),
+        f"{output}: {plural(m['rows'], 'row')} x {m['max_seq_length']:,} tokens"
+        f" from {plural(m['lines'], 'line')}"
+        f" ({plural(m['articles'], 'article')}, {plural(m['pairs'], 'pair')})",
+        "  tokens: " + ", ".join(f"{name} {count:,}" for name, count in types.items()),
         f"  packing efficiency {m['packing_efficiency']:.1%} (non-padding share of the rows)",
     ]
     losses = [
@@ -720,7 +726,7 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
     ]
     for what, count in losses:
         if count:
-            lines.append(f"  {count} tokens {what}")
+            lines.append(f"  {plural(count, 'token')} {what}")
     if m["pairs_skipped_prompt_only"]:
         lines.append(
             f"  {m['pairs_skipped_prompt_only']} pairs with an empty completion skipped"
