@@ -32,8 +32,11 @@ format: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash sample_data/demo.sh $(DEMO)
 
+# Not tests: each prints a table of throughput and peak RSS next to plain h5py / a floor.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_foundation.py
+	$(BIN)/python benchmarks/bench_assign_types.py
+	$(BIN)/python benchmarks/bench_tokenize.py
 
 clean:
 	rm -rf $(DEMO) benchmarks/out .pytest_cache .ruff_cache .hypothesis

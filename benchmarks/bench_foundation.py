@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -62,18 +61,35 @@ def make_shard(path: Path, tokens: int, types_npy: Path) -> int:
     return rows * SEQ_LEN
 
 
-def run_measured(argv: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MiB) of that process alone."""
+# Runs a command inside a fresh interpreter and reports that interpreter's own VmHWM at exit.
+# ru_maxrss will not do: Linux carries it over from the parent across fork and exec, so every
+# child would report the shard builder's peak.
+MEASURED = """
+import atexit, runpy, sys
+report, kind, target, *args = sys.argv[1:]
+def peak():
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    with open(report, "w") as out:
+        out.write(str(kib))
+atexit.register(peak)
+sys.argv = [target, *args]
+if kind == "module":
+    runpy.run_module(target, run_name="__main__")
+else:
+    exec(compile(target, "<benchmark>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def run_measured(kind: str, target: str, args: list[str], report: Path) -> tuple[float, float]:
+    """Run a module (`kind` "module") or code (`kind` "code"); return (wall s, peak RSS MiB)."""
+    argv = [sys.executable, "-c", MEASURED, str(report), kind, target, *args]
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    error = process.stderr.read().decode()
-    process.stderr.close()
-    if process.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(argv)} failed ({process.returncode}): {error}")
-    return elapsed, usage.ru_maxrss / 1024
+    if result.returncode not in (0, 1):
+        raise SystemExit(f"{target} {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return elapsed, int(report.read_text()) / 1024
 
 
 PLAIN_READ = """
@@ -101,40 +117,35 @@ def measure(folder: Path, tokens_wanted: float) -> dict:
     shard = folder / f"bench_{int(tokens_wanted)}.h5"
     types = folder / f"types_{int(tokens_wanted)}.npy"
     tokens = make_shard(shard, int(tokens_wanted), types)
-    tt = [sys.executable, "-m", "tokentype_cli"]
+    tt = ("module", "tokentype_cli")
     runs = {
-        "plain h5py read (both datasets)": [sys.executable, "-c", PLAIN_READ, str(shard)],
-        "plain h5py write (token_type_ids)": [
-            sys.executable,
-            "-c",
+        "plain h5py read (both datasets)": ("code", PLAIN_READ, [str(shard)]),
+        "plain h5py write (token_type_ids)": (
+            "code",
             PLAIN_WRITE,
-            str(shard),
-            str(folder / "plain_write.h5"),
-        ],
-        "validate": [
+            [str(shard), str(folder / "plain_write.h5")],
+        ),
+        "validate": (
             *tt,
-            "validate",
-            str(shard),
-            "--vocab-size",
-            str(VOCAB),
-            "--prompt-loss-weight",
-            "0",
-        ],
-        "inspect (summary)": [*tt, "inspect", str(shard), "--json", "--prompt-loss-weight", "0"],
-        "add-types (-o, .npy source)": [
+            ["validate", str(shard), "--vocab-size", str(VOCAB), "--prompt-loss-weight", "0"],
+        ),
+        "inspect (summary)": (*tt, ["inspect", str(shard), "--json", "--prompt-loss-weight", "0"]),
+        "add-types (-o, .npy source)": (
             *tt,
-            "add-types",
-            str(shard),
-            str(types),
-            "--overwrite",
-            "-o",
-            str(folder / "typed.h5"),
-            "-q",
-        ],
+            [
+                "add-types",
+                str(shard),
+                str(types),
+                "--overwrite",
+                "-o",
+                str(folder / "typed.h5"),
+                "-q",
+            ],
+        ),
     }
     results = {"tokens": tokens, "file_mib": shard.stat().st_size / 2**20, "runs": {}}
-    for name, argv in runs.items():
-        seconds, rss = run_measured(argv)
+    for name, (kind, target, args) in runs.items():
+        seconds, rss = run_measured(kind, target, args, folder / "peak_rss_kib")
         results["runs"][name] = {
             "seconds": round(seconds, 2),
             "mtok_per_s": round(tokens / seconds / 1e6, 1),
