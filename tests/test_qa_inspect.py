@@ -102,3 +102,29 @@ def test_rows_of_length_0_with_types_show_as_empty(tmp_path):
     result = invoke("inspect", path, "--rows", "0")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("row 0 of 2: empty\n")
+
+
+# --- --prompt-loss-weight: only finite weights; huge ones do not overflow the shares ------------
+
+
+@pytest.mark.parametrize("command", ["inspect", "validate"])
+@pytest.mark.parametrize("weight", ["nan", "inf", "-inf"])
+def test_prompt_loss_weight_must_be_finite(tmp_path, command, weight):
+    path = write_shard(tmp_path / "s.h5", np.ones((1, 4)), [[0, 0, 1, 3]])
+    result = invoke(command, path, "--prompt-loss-weight", weight, "--json")
+    assert_one_line_error(result, 2, "--prompt-loss-weight")
+
+
+def test_huge_prompt_loss_weight_gives_finite_shares(tmp_path):
+    path = write_shard(tmp_path / "s.h5", np.ones((1, 4)), [[0, 0, 1, 3]])
+    result = invoke("inspect", path, "--prompt-loss-weight", "1e308", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    loss = json.loads(result.stdout, parse_constant=pytest.fail)["loss"]
+    assert loss["share"]["prompt"] == pytest.approx(1.0)
+    assert loss["share"]["completion"] == pytest.approx(0.0)
+
+
+def test_negative_zero_weight_is_reported_as_0(tmp_path):
+    path = write_shard(tmp_path / "s.h5", np.ones((1, 4)), [[0, 0, 1, 3]])
+    result = invoke("inspect", path, "--prompt-loss-weight", "-0", "--json")
+    assert '"prompt_loss_weight": 0.0' in result.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import _thread
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -156,9 +157,19 @@ def prompt_loss_weight_option(help_extra: str = "") -> Callable:
         "--prompt-loss-weight",
         type=click.FloatRange(min=0.0),
         default=None,
+        callback=_finite_weight,
         help="The trainer's --prompt_loss_weight: loss weight of prompt tokens (0.0 = context only)."
         + (f" {help_extra}" if help_extra else ""),
     )
+
+
+def _finite_weight(ctx: click.Context, param: click.Parameter, value: float | None):
+    # FloatRange lets nan and inf through; they would print NaN, which is not JSON.
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(
+            f"{value} is not a finite number; use e.g. 0, 0.1 or 1", ctx, param
+        )
+    return None if value is None else value + 0.0  # -0.0 -> 0.0
 
 
 class TokenTypeParam(click.ParamType):

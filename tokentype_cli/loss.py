@@ -143,6 +143,8 @@ class LossTally:
     def _add_normalised(self, targets: np.ndarray) -> np.ndarray:
         """Add each row's weights divided by their sum; return the rows whose sum is 0."""
         table = weight_table(self.prompt_loss_weight)
+        # Normalising makes the scale irrelevant: a table with 1 at most cannot overflow.
+        table /= table.max()
         weighted = np.zeros((len(targets), N_TYPES), dtype=np.float64)
         for token_type in np.flatnonzero(table):
             weighted[:, token_type] = np.count_nonzero(targets == token_type, axis=1)
