@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import h5py
 import pytest
@@ -10,6 +13,8 @@ from click.testing import CliRunner
 
 from tokentype_cli.cli import cli
 from tokentype_cli.schema import TOKEN_TYPE_IDS
+
+from .conftest import ROOT
 
 
 def invoke(*args, input=None):
@@ -41,3 +46,23 @@ def test_span_bounds_beyond_every_row_in_a_rules_file(example1_shard, tmp_path):
     assert result.exit_code == 0, result.output
     with h5py.File(example1_shard) as shard:
         assert shard[TOKEN_TYPE_IDS][0].tolist() == [0, 0, 0, 0, 0, 0, 3]
+
+
+# --- assign-types: --rules - without a standard input --------------------------------------------
+
+
+def test_rules_from_a_closed_stdin_is_one_line(example1_shard):
+    command = [sys.executable, "-m", "tokentype_cli", "assign-types", str(example1_shard)]
+    done = subprocess.run(
+        [*command, "--rules", "-", "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        preexec_fn=lambda: os.close(0),  # as with `<&-` in a shell
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "Error: <stdin>: no standard input to read rules from; give a rules file"
+    ]

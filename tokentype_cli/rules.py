@@ -177,6 +177,8 @@ def parse_type(value: object, where: str) -> TokenType:
 def load_rules_file(path: str | Path, tokenizer: LoadedTokenizer | None) -> RulesConfig:
     """Read a TOML or JSON rules file (`-` reads stdin) and resolve its tokens."""
     name = "<stdin>" if str(path) == "-" else str(path)
+    if name == "<stdin>" and sys.stdin is None:  # closed (`<&-`), not just empty
+        raise RuleError(f"{name}: no standard input to read rules from; give a rules file")
     try:
         text = sys.stdin.read() if name == "<stdin>" else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
