@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
+import pytest
 from click.testing import CliRunner
 
 from tokentype_cli.cli import cli
@@ -24,31 +24,36 @@ def test_usage_errors_point_at_the_subcommand(example1_shard):
     assert result.stderr.rstrip().endswith("row 5 is outside the 1 rows (0..0)")
 
 
-# --- SIGTERM is never lost, even when it lands in a callback whose exceptions Python ignores ----
+# --- SIGTERM and Ctrl-C are never lost, even when it lands in a callback whose exceptions Python ignores ----
 
 
-def test_sigterm_inside_a_weakref_callback_still_terminates(tmp_path):
-    script = textwrap.dedent(
-        """
-        import signal, sys, time, weakref
-        from tokentype_cli import cli
+SCRIPT = """
+import signal, sys, time, weakref
+from tokentype_cli import cli
 
-        cli.exit_on_sigterm()
+cli.exit_on_signals()
 
-        class Thing:
-            pass
+class Thing:
+    pass
 
-        thing = Thing()
-        # h5py closes objects from weakref callbacks; Python ignores what they raise.
-        ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGTERM))
-        del thing
-        time.sleep(0.5)
-        print("still running")
-        """
-    )
+thing = Thing()
+# h5py closes objects from weakref callbacks; Python ignores what they raise.
+ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIG{name}))
+del thing
+time.sleep(0.5)
+print("still running")
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("TERM", 128 + 15), ("INT", -2)])
+def test_a_signal_inside_a_weakref_callback_still_stops_the_run(name, code):
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SCRIPT.format(name=name)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert done.returncode == 128 + 15, done.stdout + done.stderr
     assert "still running" not in done.stdout
-    assert "Traceback" not in done.stderr
+    assert done.returncode == code, done.stdout + done.stderr
+    assert "Exception ignored" not in done.stderr

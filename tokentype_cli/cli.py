@@ -73,16 +73,17 @@ def cli() -> None:
 def main() -> None:
     """Entry point for the `tokentype` script and `python -m tokentype_cli`."""
     # A closed stdout (`| head`) is handled by click: exit 1 with nothing on stderr.
-    exit_on_sigterm()
+    exit_on_signals()
     cli(prog_name="tokentype")
 
 
-def exit_on_sigterm() -> None:
+def exit_on_signals() -> None:
     """Make SIGTERM (make, timeout, schedulers) unwind like Ctrl-C, so temporary files are removed.
 
     Python ignores exceptions raised in weakref callbacks and __del__, which h5py runs while
-    closing objects: a SIGTERM landing there was printed as a traceback and lost, and the run went
-    on to finish. Such a swallowed exit is delivered again, from outside the callback.
+    closing objects: a SIGTERM or Ctrl-C landing there was printed as a traceback and lost, and
+    the run went on to finish with exit 0. Such a swallowed interruption is delivered again, from
+    outside the callback.
     """
     code = 128 + signal.SIGTERM
 
@@ -92,11 +93,16 @@ def exit_on_sigterm() -> None:
     default_hook = sys.unraisablehook
 
     def redeliver(unraisable) -> None:
-        if isinstance(unraisable.exc_value, SystemExit) and unraisable.exc_value.code == code:
-            # Not from here: a signal raised now would be handled inside this hook and lost too.
-            threading.Timer(0.01, _thread.interrupt_main, (signal.SIGTERM,)).start()
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt):
+            signum = signal.SIGINT
+        elif isinstance(exc, SystemExit) and exc.code == code:
+            signum = signal.SIGTERM
         else:
             default_hook(unraisable)
+            return
+        # Not from here: a signal raised now would be handled inside this hook and lost too.
+        threading.Timer(0.01, _thread.interrupt_main, (signum,)).start()
 
     signal.signal(signal.SIGTERM, terminate)
     sys.unraisablehook = redeliver
