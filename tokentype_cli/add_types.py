@@ -28,6 +28,8 @@ from tokentype_cli.schema import (
 )
 
 STDIN = "-"
+# Parsed JSONL types are kept on disk in this dtype until they are written.
+TYPES_DTYPE = np.dtype("<i1")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def _open_source(
 ) -> Iterator[BlockSource]:
     """Yield a function that streams the source as (first_row, int block) pairs, any number of times."""
     if source == STDIN:
-        with _jsonl_to_memmap(stdin, "<stdin>", shape, file) as array:
+        with _jsonl_to_npy(stdin, "<stdin>", shape, file) as array:
             yield _array_blocks(array)
         return
     path, dataset_name = _split_source(source)
@@ -110,7 +112,7 @@ def _open_source(
     if path.is_dir():
         raise SourceError(f"{source}: is a folder; give a .npy, .jsonl or HDF5 file")
     if path.suffix == ".npy":
-        array = _load_npy(path)
+        array = _open_npy(path)
         _check_array(array, shape, source, file)
         yield _array_blocks(array)
     elif path.suffix in (".jsonl", ".json", ".ndjson"):
@@ -120,7 +122,7 @@ def _open_source(
             raise SourceError(
                 f"{path}: cannot be read ({exc.strerror or exc}); check the file and its permissions"
             ) from exc
-        with lines, _jsonl_to_memmap(lines, str(path), shape, file) as array:
+        with lines, _jsonl_to_npy(lines, str(path), shape, file) as array:
             yield _array_blocks(array)
     elif h5py.is_hdf5(path):
         with open_shard(path) as shard:
@@ -148,11 +150,53 @@ def _split_source(source: str) -> tuple[Path, str | None]:
     return Path(path), dataset or None
 
 
-def _load_npy(path: Path) -> np.ndarray:
+@dataclass(frozen=True)
+class _NpyRows:
+    """A 2-D C-order .npy file read a block of rows at a time with plain reads.
+
+    A memory map would do the same with less code, but every page it touches counts in the
+    process's resident memory, which then grows with the source instead of staying flat.
+    """
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        first, stop, _ = rows.indices(self.shape[0])
+        width = self.shape[1]
+        count = max(0, stop - first) * width
+        block = np.fromfile(
+            self.path,
+            self.dtype,
+            count=count,
+            offset=self.offset + first * width * self.dtype.itemsize,
+        )
+        if block.size != count:
+            raise SourceError(f"{self.path}: file ends early; the .npy array is truncated")
+        return block.reshape(-1, width)
+
+
+def _open_npy(path: Path) -> _NpyRows | np.ndarray:
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran_order, dtype = read_header(handle)
+            offset = handle.tell()
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}: not a readable .npy array ({exc})") from exc
+    if dtype.hasobject:
+        raise SourceError(f"{path}: holds Python objects; save an integer array")
+    if fortran_order or len(shape) != 2:
+        # Rare layouts: let numpy map them; the shape check names a wrong shape.
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return _NpyRows(path, shape, dtype, offset)
 
 
 def _check_array(array, shape: tuple[int, int], source: str, file: Path) -> None:
@@ -179,35 +223,35 @@ def _array_blocks(array) -> BlockSource:
 
 
 @contextlib.contextmanager
-def _jsonl_to_memmap(
+def _jsonl_to_npy(
     lines: IO[str] | None, name: str, shape: tuple[int, int], file: Path
-) -> Iterator[np.ndarray]:
-    """Parse one JSON list of ints per line into a temporary on-disk array, so memory stays flat."""
+) -> Iterator[_NpyRows]:
+    """Parse one JSON list of ints per line into a temporary .npy beside FILE, so memory stays flat."""
     if lines is None:
         raise SourceError(f"{name}: no standard input to read types from")
     rows, seq_len = shape
     with tempfile.TemporaryDirectory(prefix=".tokentype-", dir=file.parent) as folder:
-        array = np.lib.format.open_memmap(
-            Path(folder) / "types.npy", mode="w+", dtype=np.int32, shape=shape
-        )
-        row = 0
-        for number, line in enumerate(_decoded(lines, name), start=1):
-            if not line.strip():
-                continue
-            if row >= rows:
-                raise SourceError(
-                    f"{name}:{number}: more than the {rows} rows of {INPUT_IDS} in {file};"
-                    " give one line per row"
-                )
-            array[row] = _parse_jsonl_row(line, f"{name}:{number}", row, seq_len)
-            row += 1
+        path = Path(folder) / "types.npy"
+        with open(path, "wb") as out:
+            header = {"descr": np.lib.format.dtype_to_descr(TYPES_DTYPE), "fortran_order": False}
+            np.lib.format.write_array_header_2_0(out, {**header, "shape": shape})
+            row = 0
+            for number, line in enumerate(_decoded(lines, name), start=1):
+                if not line.strip():
+                    continue
+                if row >= rows:
+                    raise SourceError(
+                        f"{name}:{number}: more than the {rows} rows of {INPUT_IDS} in {file};"
+                        " give one line per row"
+                    )
+                values = _parse_jsonl_row(line, f"{name}:{number}", row, seq_len)
+                out.write(values.astype(TYPES_DTYPE).tobytes())
+                row += 1
         if row != rows:
             raise SourceError(
                 f"{name}: {row} rows but {INPUT_IDS} in {file} has {rows}; give one line per row"
             )
-        array.flush()
-        yield array
-        del array
+        yield _open_npy(path)
 
 
 def _decoded(lines: IO[str], name: str) -> Iterator[str]:
