@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -83,3 +84,34 @@ def test_dangling_link_beside_input_ids_is_one_line_and_nothing_written(tmp_path
     assert_one_line_error(result, 1, str(path), "'category_ids'")
     assert digest(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "t.npy"]
+
+
+# --- add-types: a JSONL source is spooled where the result is written ----------------------------
+
+
+def test_jsonl_is_spooled_beside_the_output_not_the_read_only_file(
+    example1_shard, tmp_path, monkeypatch
+):
+    # FILE's folder may be read-only (a shared data set) when -o writes elsewhere.
+    from tokentype_cli import add_types
+
+    real = add_types.tempfile.TemporaryDirectory
+    used = []
+
+    def spy(*args, dir=None, **kwargs):
+        used.append(Path(dir))
+        if Path(dir) == example1_shard.parent:
+            raise PermissionError(1, "Operation not permitted")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(add_types.tempfile, "TemporaryDirectory", spy)
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    result = invoke(
+        "add-types", example1_shard, "-", "-o", out / "typed.h5", input="[0,0,0,1,1,1,3]\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert used == [out]
+    # In place, a folder that cannot be written is one line, not a traceback.
+    result = invoke("add-types", example1_shard, "-", input="[0,0,0,1,1,1,3]\n")
+    assert_one_line_error(result, 1, "<stdin>: cannot spool the types in", "writable")

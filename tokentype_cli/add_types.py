@@ -63,7 +63,9 @@ def add_types(
             raise DatasetExistsError(
                 f"{file}: dataset '{TOKEN_TYPE_IDS}' already exists; pass --overwrite to replace it"
             )
-    with _open_source(source, (rows, seq_len), file, stdin) as blocks:
+    # A JSONL source is spooled where the result goes: FILE's folder may be read-only with -o.
+    spool = (file if output is None else Path(output)).parent
+    with _open_source(source, (rows, seq_len), file, spool, stdin) as blocks:
         counts = _check_blocks(blocks(), source)
         target = write_dataset_atomically(
             file,
@@ -97,11 +99,11 @@ def _check_blocks(blocks: Iterator[tuple[int, np.ndarray]], source: str) -> dict
 
 @contextlib.contextmanager
 def _open_source(
-    source: str, shape: tuple[int, int], file: Path, stdin: IO[str] | None
+    source: str, shape: tuple[int, int], file: Path, spool: Path, stdin: IO[str] | None
 ) -> Iterator[BlockSource]:
     """Yield a function that streams the source as (first_row, int block) pairs, any number of times."""
     if source == STDIN:
-        with _jsonl_to_npy(stdin, "<stdin>", shape, file) as array:
+        with _jsonl_to_npy(stdin, "<stdin>", shape, file, spool) as array:
             yield _array_blocks(array)
         return
     path, dataset_name = _split_source(source)
@@ -122,7 +124,7 @@ def _open_source(
             raise SourceError(
                 f"{path}: cannot be read ({exc.strerror or exc}); check the file and its permissions"
             ) from exc
-        with lines, _jsonl_to_npy(lines, str(path), shape, file) as array:
+        with lines, _jsonl_to_npy(lines, str(path), shape, file, spool) as array:
             yield _array_blocks(array)
     elif h5py.is_hdf5(path):
         with open_shard(path) as shard:
@@ -224,13 +226,20 @@ def _array_blocks(array) -> BlockSource:
 
 @contextlib.contextmanager
 def _jsonl_to_npy(
-    lines: IO[str] | None, name: str, shape: tuple[int, int], file: Path
+    lines: IO[str] | None, name: str, shape: tuple[int, int], file: Path, spool: Path
 ) -> Iterator[_NpyRows]:
-    """Parse one JSON list of ints per line into a temporary .npy beside FILE, so memory stays flat."""
+    """Parse one JSON list of ints per line into a temporary .npy in `spool`, so memory stays flat."""
     if lines is None:
         raise SourceError(f"{name}: no standard input to read types from")
     rows, seq_len = shape
-    with tempfile.TemporaryDirectory(prefix=".tokentype-", dir=file.parent) as folder:
+    try:
+        spooled = tempfile.TemporaryDirectory(prefix=".tokentype-", dir=spool)
+    except OSError as exc:
+        raise SourceError(
+            f"{name}: cannot spool the types in {spool} ({exc.strerror or exc}); check that the"
+            " folder exists and is writable"
+        ) from exc
+    with spooled as folder:
         path = Path(folder) / "types.npy"
         with open(path, "wb") as out:
             header = {"descr": np.lib.format.dtype_to_descr(TYPES_DTYPE), "fortran_order": False}
