@@ -135,6 +135,12 @@ def require_rows_dataset(shard: h5py.File, name: str = INPUT_IDS) -> h5py.Datase
     return dataset
 
 
+def read_step_rows(dataset: h5py.Dataset) -> int:
+    """Rows per streaming read of `dataset`: whole chunks of its own layout, about step_rows."""
+    per_chunk = dataset.chunks[0] if dataset.chunks else chunk_rows(dataset.shape[1])
+    return per_chunk * max(1, step_rows(dataset.shape[1]) // per_chunk)
+
+
 def iter_row_chunks(
     datasets: Sequence[h5py.Dataset],
     rows_per_step: int | None = None,
@@ -151,9 +157,7 @@ def iter_row_chunks(
     total = datasets[0].shape[0]
     stop = total if stop is None else min(stop, total)
     if rows_per_step is None:
-        chunks = datasets[0].chunks
-        per_chunk = chunks[0] if chunks else chunk_rows(datasets[0].shape[1])
-        rows_per_step = per_chunk * max(1, (step_rows(datasets[0].shape[1]) // per_chunk))
+        rows_per_step = read_step_rows(datasets[0])
     row = start
     while row < stop:
         end = min(stop, (row // rows_per_step + 1) * rows_per_step)

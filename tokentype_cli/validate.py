@@ -23,11 +23,10 @@ from tokentype_cli.schema import (
     ROW_DATASETS,
     TOKEN_TYPE_IDS,
     TokenType,
-    chunk_rows,
     find_shards,
     iter_row_chunks,
     open_shard,
-    step_rows,
+    read_step_rows,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -314,10 +313,7 @@ def _blocks(
     datasets: list[h5py.Dataset], report: FileReport
 ) -> Iterator[tuple[int, list[np.ndarray]]]:
     """Row blocks of all datasets; an unreadable block becomes a finding and reading goes on."""
-    seq_len = datasets[0].shape[1]
-    chunks = datasets[0].chunks
-    per_chunk = chunks[0] if chunks else chunk_rows(seq_len)
-    step = per_chunk * max(1, step_rows(seq_len) // per_chunk)
+    step = read_step_rows(datasets[0])
     total = datasets[0].shape[0]
     start = 0
     bad_rows, first_bad, first_message = 0, None, ""
