@@ -128,3 +128,10 @@ def test_negative_zero_weight_is_reported_as_0(tmp_path):
     path = write_shard(tmp_path / "s.h5", np.ones((1, 4)), [[0, 0, 1, 3]])
     result = invoke("inspect", path, "--prompt-loss-weight", "-0", "--json")
     assert '"prompt_loss_weight": 0.0' in result.stdout
+
+
+def test_rows_of_an_empty_shard_say_it_is_empty(tmp_path):
+    path = write_shard(tmp_path / "s.h5", np.zeros((0, 4)), np.zeros((0, 4)))
+    for spec in ("0", "0:3", "-1"):
+        result = invoke("inspect", path, "--rows", spec)
+        assert_one_line_error(result, 2, f"--rows {spec}: the file has no rows to show")

@@ -408,6 +408,8 @@ def _plain(value: object) -> object:
 
 def parse_rows(spec: str, total: int) -> list[int]:
     """Rows named by SPEC: `0`, `-1`, `3:6`, `:5`, `10:`, or a comma list of those."""
+    if total == 0:
+        raise OptionError(f"--rows {spec}: the file has no rows to show")
     selected: list[int] = []
     everything = range(total)
     for part in spec.split(","):
