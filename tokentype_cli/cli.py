@@ -121,15 +121,17 @@ def json_option(command: Callable) -> Callable:
 def quiet_option(command: Callable) -> Callable:
     """`-q/--quiet`: no progress bar and no summary on stderr."""
     return click.option(
-        "-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr (errors still show)."
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="No progress bar or summary on stderr (errors still show).",
     )(command)
 
 
 def tokenizer_option(required: bool = False, help_extra: str = "") -> Callable:
     """`--tokenizer PATH`, loaded before the command runs."""
-    text = (
-        "tokenizer.json, a folder holding one, or a plain {\"TOKEN\": id} vocabulary JSON."
-        + (f" {help_extra}" if help_extra else "")
+    text = 'tokenizer.json, a folder holding one, or a plain {"TOKEN": id} vocabulary JSON.' + (
+        f" {help_extra}" if help_extra else ""
     )
 
     def decorate(command: Callable) -> Callable:
@@ -261,7 +263,12 @@ def progress_bar(
         yield lambda n: None
         return
     with tqdm(
-        total=total, unit=unit, unit_scale=unit_scale, desc=description, file=sys.stderr, leave=False
+        total=total,
+        unit=unit,
+        unit_scale=unit_scale,
+        desc=description,
+        file=sys.stderr,
+        leave=False,
     ) as bar:
         yield bar.update
 

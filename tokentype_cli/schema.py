@@ -412,7 +412,9 @@ def write_dataset_atomically(
         input_ids = require_rows_dataset(source, INPUT_IDS)
         rows, seq_len = input_ids.shape
         if seq_len < 1:
-            raise ShardError(f"{source_path}: '{INPUT_IDS}' has rows of length 0; rebuild the shard")
+            raise ShardError(
+                f"{source_path}: '{INPUT_IDS}' has rows of length 0; rebuild the shard"
+            )
         if name in source and not overwrite:
             raise DatasetExistsError(
                 f"{source_path}: dataset '{name}' already exists; pass {overwrite_hint} to replace it"
