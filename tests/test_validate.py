@@ -145,6 +145,7 @@ def test_unreadable_chunk_is_reported_and_the_rest_still_checked(tmp_path):
     path = tmp_path / "damaged.h5"
     ids = np.ones((n_rows, seq_len), dtype=np.int32)
     ids[35, 7] = -4  # in a readable block after the damaged one
+    ids[17, 3] = -4  # in the damaged block, but in a readable chunk of it
     with ShardWriter(path, seq_len, (INPUT_IDS,)) as writer:
         writer.append(input_ids=ids)
     with h5py.File(path, "r") as f:
@@ -155,10 +156,11 @@ def test_unreadable_chunk_is_reported_and_the_rest_still_checked(tmp_path):
     result, found = run_json(path)
     assert result.exit_code == 1
     unreadable = found["unreadable"]
-    assert (unreadable["count"], unreadable["row"]) == (16, 16)
-    assert "rows 16..31" in unreadable["message"]
+    # Only the damaged chunk's row is lost; the rest of its block is read chunk by chunk.
+    assert (unreadable["count"], unreadable["row"]) == (1, 20)
+    assert "rows 20..20" in unreadable["message"]
     negative = found["negative-token-id"]
-    assert (negative["count"], negative["row"], negative["column"]) == (1, 35, 7)
+    assert (negative["count"], negative["row"], negative["column"]) == (2, 17, 3)
 
 
 def test_no_input_ids(tmp_path):

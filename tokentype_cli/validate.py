@@ -312,29 +312,42 @@ def _check_structure(shard: h5py.File, name: str, report: FileReport) -> bool:
 def _blocks(
     datasets: list[h5py.Dataset], report: FileReport
 ) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """Row blocks of all datasets; an unreadable block becomes a finding and reading goes on."""
+    """Row blocks of all datasets; an unreadable chunk becomes a finding and reading goes on.
+
+    A block that fails is read again chunk by chunk, so one damaged chunk costs only its own
+    rows: the rest of the block is still checked and the count names just the lost rows.
+    """
     step = read_step_rows(datasets[0])
+    per_chunk = datasets[0].chunks[0] if datasets[0].chunks else step
     total = datasets[0].shape[0]
-    start = 0
-    bad_rows, first_bad, first_message = 0, None, ""
-    while start < total:
-        try:
-            for first_row, blocks in iter_row_chunks(datasets, step, start=start):
-                start = first_row + len(blocks[0])
-                yield first_row, blocks
-        except ShardError as exc:
-            end = min(total, (start // step + 1) * step)
-            if first_bad is None:
-                first_bad, first_message = start, str(exc)
-            bad_rows += end - start
-            start = end
-    if bad_rows:
+    lost = {"rows": 0, "first": None, "message": ""}
+
+    def chunked(
+        start: int, stop: int, rows_per_read: int
+    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+        while start < stop:
+            try:
+                for first_row, blocks in iter_row_chunks(datasets, rows_per_read, start, stop):
+                    start = first_row + len(blocks[0])
+                    yield first_row, blocks
+            except ShardError as exc:
+                end = min(stop, (start // rows_per_read + 1) * rows_per_read)
+                if rows_per_read > per_chunk:
+                    yield from chunked(start, end, per_chunk)
+                else:
+                    if lost["first"] is None:
+                        lost.update(first=start, message=str(exc))
+                    lost["rows"] += end - start
+                start = end
+
+    yield from chunked(0, total, step)
+    if lost["rows"]:
         report.add(
             "unreadable",
             ERROR,
-            f"{first_message} ({bad_rows} rows unreadable in all)",
-            count=bad_rows,
-            row=first_bad,
+            f"{lost['message']} ({lost['rows']} rows unreadable in all)",
+            count=lost["rows"],
+            row=lost["first"],
         )
 
 
