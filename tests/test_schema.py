@@ -211,7 +211,8 @@ def test_unknown_token_types_are_refused(given):
 
 def test_find_shards_expands_folders(tmp_path):
     (tmp_path / "d" / "e").mkdir(parents=True)
-    for name in ("d/a.h5", "d/e/b.hdf5", "d/notes.txt"):
+    for name in ("d/a.h5", "d/C.H5", "d/e/b.hdf5", "d/notes.txt"):
         (tmp_path / name).write_bytes(b"")
     found = find_shards([tmp_path / "d", tmp_path / "x.h5"])
-    assert found == [tmp_path / "d/a.h5", tmp_path / "d/e/b.hdf5", tmp_path / "x.h5"]
+    expected = ["d/C.H5", "d/a.h5", "d/e/b.hdf5", "x.h5"]
+    assert found == [tmp_path / name for name in expected]

@@ -456,3 +456,20 @@ def test_failed_run_leaves_no_ledger_rejects_or_shard(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 1 and "no rows to write" in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.jsonl", "in.jsonl"]
+
+
+def test_closed_stdin_is_one_line(tmp_path):
+    out = tmp_path / "out.h5"
+    command = [sys.executable, "-m", "tokentype_cli", "tokenize", "-", "-o", str(out)]
+    done = subprocess.run(
+        [*command, "--tokenizer", str(CODON_VOCAB)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.close(0),  # as with `<&-` in a shell
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "Error: <stdin>: standard input is closed; pipe the input in or name a file"
+    ]
+    assert not out.exists()

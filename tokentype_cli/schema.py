@@ -460,7 +460,11 @@ def find_shards(paths: Iterable[str | os.PathLike]) -> list[Path]:
         path = Path(given)
         if path.is_dir():
             found.extend(
-                sorted(p for p in path.rglob("*") if p.suffix in (".h5", ".hdf5") and p.is_file())
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix.lower() in (".h5", ".hdf5") and p.is_file()
+                )
             )
         else:
             found.append(path)

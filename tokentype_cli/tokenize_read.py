@@ -87,6 +87,8 @@ def input_size(paths: list[str]) -> int | None:
 
 def _raw_lines(path: str) -> Iterator[bytes]:
     """Lines of a file (or stdin) as bytes, each with its newline if it had one."""
+    if path == "-" and sys.stdin is None:  # closed (`<&-`), not just empty
+        raise InputError("<stdin>: standard input is closed; pipe the input in or name a file")
     stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     try:
         rest = b""
