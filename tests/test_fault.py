@@ -79,7 +79,7 @@ def test_sigkill_leaves_the_shard_unchanged_or_complete(big_shard):
     outcomes = {"unchanged": 0, "complete": 0}
     for attempt in range(KILLS):
         before = digest(path)
-        new_types = typings[(attempt + 1) % 2] if current_types == typings[0] else typings[0]
+        new_types = typings[1] if current_types == typings[0] else typings[0]
         process = run_add_types(path, new_types)
         # Most kills land anywhere in a run; every sixth comes well after a run's length, so
         # the "complete" outcome is exercised even when a loaded machine slows the runs down.
