@@ -53,7 +53,11 @@ def test_config_names_the_pad_token(tmp_path):
         json.dumps(
             {
                 "version": "1.0",
-                "model": {"type": "WordLevel", "vocab": {"a": 0, "<x>": 1, "<y>": 2}, "unk_token": "a"},
+                "model": {
+                    "type": "WordLevel",
+                    "vocab": {"a": 0, "<x>": 1, "<y>": 2},
+                    "unk_token": "a",
+                },
                 "pre_tokenizer": {"type": "WhitespaceSplit"},
             }
         )
