@@ -79,7 +79,7 @@ def test_the_documents_example_2_is_clean_with_every_option(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
-    assert result.stdout == f"{shard}: ok (1 rows x 11)\n1 file: 0 errors, 0 warnings\n"
+    assert result.stdout == f"{shard}: ok (1 row x 11)\n1 file: 0 errors, 0 warnings\n"
 
 
 def test_json_shape_is_exact(tmp_path):
@@ -488,7 +488,7 @@ def test_text_report_over_several_files(tmp_path):
     assert result.exit_code == 1
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{good}: ok (1 rows x 11)"
+    assert lines[0] == f"{good}: ok (1 row x 11)"
     assert lines[1] == f"{untyped}: 0 errors, 1 warning"
     assert lines[2].startswith("  warning  missing-types: no 'token_type_ids'")
     assert lines[4] == f"{tmp_path / 'missing.h5'}: 1 error, 0 warnings"

@@ -567,7 +567,8 @@ def format_report(reports: list[FileReport]) -> str:
     lines: list[str] = []
     for report in reports:
         if not report.findings:
-            size = f" ({report.rows:,} rows x {report.seq_len})" if report.seq_len else ""
+            noun = "row" if report.rows == 1 else "rows"
+            size = f" ({report.rows:,} {noun} x {report.seq_len})" if report.seq_len else ""
             lines.append(f"{report.path}: ok{size}")
             continue
         lines.append(
