@@ -7,7 +7,6 @@ and formats output. Data goes to stdout; progress and messages go to stderr.
 from __future__ import annotations
 
 import _thread
-import functools
 import json
 import math
 import os
@@ -273,23 +272,10 @@ def progress_bar(
         yield bar.update
 
 
-def handle_errors(function: Callable) -> Callable:
-    """Turn library errors raised outside click's invoke (e.g. in generators) into exit 1."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except OptionError as exc:
-            raise click.UsageError(str(exc)) from exc
-        except TokentypeError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
-
+# Each command imports its library module when it runs, so `--help` and every other command
+# start without loading what they do not use (the tokenizer stack, the rule engine).
 
 # === add-types ===================================================================================
-# (owner: lead)
 
 
 @cli.command("add-types")
