@@ -216,3 +216,13 @@ def test_find_shards_expands_folders(tmp_path):
     found = find_shards([tmp_path / "d", tmp_path / "x.h5"])
     expected = ["d/C.H5", "d/a.h5", "d/e/b.hdf5", "x.h5"]
     assert found == [tmp_path / name for name in expected]
+
+
+def test_in_place_through_a_symlink_keeps_the_link(tmp_path):
+    real = write_shard(tmp_path / "real.h5", np.ones((2, 3), int))
+    link = tmp_path / "link.h5"
+    link.symlink_to(real)
+    write_dataset_atomically(link, TOKEN_TYPE_IDS, [np.zeros((2, 3), int)])
+    assert link.is_symlink()
+    with h5py.File(real, "r") as shard:
+        assert TOKEN_TYPE_IDS in shard

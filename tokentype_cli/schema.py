@@ -407,7 +407,8 @@ def write_dataset_atomically(
     are copied object by object (compressed chunks are copied as they are).
     """
     source_path = Path(path)
-    target = Path(output) if output is not None else source_path
+    # In place through a symlink: replace the file it points to and keep the link.
+    target = Path(output) if output is not None else Path(os.path.realpath(source_path))
     with open_shard(source_path) as source:
         input_ids = require_rows_dataset(source, INPUT_IDS)
         rows, seq_len = input_ids.shape
