@@ -78,6 +78,13 @@ def add_types(
     return AddTypesResult(path=target, rows=rows, seq_len=seq_len, counts=counts)
 
 
+def _bad_type(where: str, row: int, column: int, value: object) -> SourceError:
+    return SourceError(
+        f"{where}: row {row}, column {column} has type {value}; token types are"
+        " 0 prompt, 1 completion, 2 padding, 3 separator"
+    )
+
+
 BlockSource = Callable[[], Iterator[tuple[int, np.ndarray]]]
 
 
@@ -88,11 +95,7 @@ def _check_blocks(blocks: Iterator[tuple[int, np.ndarray]], source: str) -> dict
         bad = (block < 0) | (block > MAX_TOKEN_TYPE)
         if bad.any():
             row, column = np.argwhere(bad)[0]
-            value = block[row, column]
-            raise SourceError(
-                f"{source}: row {first_row + row}, column {column} has type {value}; token types"
-                " are 0 prompt, 1 completion, 2 padding, 3 separator"
-            )
+            raise _bad_type(source, first_row + row, column, block[row, column])
         counts += np.bincount(block.ravel(), minlength=MAX_TOKEN_TYPE + 1)
     return {kind: int(count) for kind, count in enumerate(counts)}
 
@@ -297,15 +300,9 @@ def _parse_jsonl_row(line: str, where: str, row: int, seq_len: int) -> np.ndarra
                 f"{where}: column {column} is {values[column]!r}, not an integer type"
             )
         column = next(i for i, v in enumerate(values) if not 0 <= v <= MAX_TOKEN_TYPE)
-        raise SourceError(
-            f"{where}: row {row}, column {column} has type {values[column]}; token types"
-            " are 0 prompt, 1 completion, 2 padding, 3 separator"
-        )
+        raise _bad_type(where, row, column, values[column])
     bad = (array < 0) | (array > MAX_TOKEN_TYPE)
     if bad.any():
         column = int(np.argmax(bad))
-        raise SourceError(
-            f"{where}: row {row}, column {column} has type {array[column]}; token types"
-            " are 0 prompt, 1 completion, 2 padding, 3 separator"
-        )
+        raise _bad_type(where, row, column, array[column])
     return array
