@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -21,6 +23,21 @@ EXAMPLE1_TYPES = [0, 0, 0, 1, 1, 1, 3]
 EXAMPLE1_ALT_TYPES = [1, 1, 0, 0, 1, 1, 3]
 EXAMPLE2_IDS = [9, 5, 6, 10, 7, 8, 2, 69, 69, 69, 69]
 EXAMPLE2_TYPES = [0, 0, 0, 1, 1, 1, 3, 2, 2, 2, 2]
+
+
+def digest(path: Path) -> str:
+    """SHA-256 of a file, read in blocks: "byte-identical" checks compare these."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def types_of(path: Path) -> list[list[int]]:
+    """A shard's token_type_ids as nested lists."""
+    with h5py.File(path, "r") as shard:
+        return shard[TOKEN_TYPE_IDS][:].tolist()
 
 
 def write_shard(path: Path, input_ids, token_type_ids=None) -> Path:

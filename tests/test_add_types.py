@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import h5py
@@ -16,20 +15,18 @@ from hypothesis.extra.numpy import arrays
 from tokentype_cli.cli import cli
 from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS
 
-from .conftest import EXAMPLE1_ALT_TYPES, EXAMPLE1_IDS, EXAMPLE1_TYPES, write_shard
+from .conftest import (
+    EXAMPLE1_ALT_TYPES,
+    EXAMPLE1_IDS,
+    EXAMPLE1_TYPES,
+    digest,
+    types_of,
+    write_shard,
+)
 
 
 def run(*args, input=None):
     return CliRunner().invoke(cli, [str(a) for a in args], input=input)
-
-
-def digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def types_of(path):
-    with h5py.File(path, "r") as shard:
-        return shard[TOKEN_TYPE_IDS][:].tolist()
 
 
 @pytest.fixture

@@ -16,17 +16,11 @@ import pytest
 
 from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter
 
+from .conftest import digest
+
 KILLS = 24
 MIN_FILE_BYTES = 50 * 2**20
 SEQ_LEN = 1024
-
-
-def digest(path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 @pytest.fixture(scope="module")

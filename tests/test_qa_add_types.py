@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import h5py
@@ -12,15 +11,11 @@ from click.testing import CliRunner
 
 from tokentype_cli.cli import cli
 
-from .conftest import EXAMPLE1_IDS, EXAMPLE1_TYPES
+from .conftest import EXAMPLE1_IDS, EXAMPLE1_TYPES, digest
 
 
 def invoke(*args, input=None):
     return CliRunner().invoke(cli, [str(a) for a in args], input=input)
-
-
-def digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def assert_one_line_error(result, code: int, *needles: str) -> None:

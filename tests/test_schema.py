@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import h5py
 import numpy as np
 import pytest
@@ -28,7 +26,7 @@ from tokentype_cli.schema import (
     write_dataset_atomically,
 )
 
-from .conftest import write_shard
+from .conftest import digest, write_shard
 
 rows_strategy = st.tuples(st.integers(0, 70), st.integers(1, 40)).flatmap(
     lambda shape: st.tuples(
@@ -36,10 +34,6 @@ rows_strategy = st.tuples(st.integers(0, 70), st.integers(1, 40)).flatmap(
         arrays(np.int8, shape, elements=st.integers(0, 3)),
     )
 )
-
-
-def digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @settings(
