@@ -85,7 +85,8 @@ def load_tokenizer(path: str | os.PathLike) -> LoadedTokenizer:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TokenizerError(f"{file}: not a JSON tokenizer or vocabulary ({exc})") from exc
     if isinstance(data, dict) and "model" in data:
-        return _from_tokenizer_json(file, folder)
+        model = data["model"] if isinstance(data["model"], dict) else {}
+        return _from_tokenizer_json(file, folder, word_level=model.get("type") == "WordLevel")
     if isinstance(data, dict) and data and all(_is_id(v) for v in data.values()):
         return _from_vocabulary(file, data)
     raise TokenizerError(
@@ -113,7 +114,7 @@ def _from_vocabulary(file: Path, vocab: dict[str, int]) -> LoadedTokenizer:
     )
 
 
-def _from_tokenizer_json(file: Path, folder: Path) -> LoadedTokenizer:
+def _from_tokenizer_json(file: Path, folder: Path, word_level: bool) -> LoadedTokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises plain Exception subclasses from Rust
@@ -131,8 +132,6 @@ def _from_tokenizer_json(file: Path, folder: Path) -> LoadedTokenizer:
             return vocab[name]
         return _first_present(vocab, names)
 
-    model = tokenizer.to_str()
-    word_level = '"type":"WordLevel"' in model.replace(" ", "")
     return LoadedTokenizer(
         tokenizer=tokenizer,
         path=file,
