@@ -82,22 +82,6 @@ def type_counts(token_type_ids: np.ndarray) -> np.ndarray:
     return np.array([np.count_nonzero(flat == t) for t in range(N_TYPES)], dtype=np.int64)
 
 
-def rows_without_loss_mask(
-    token_type_ids: np.ndarray | None,
-    prompt_loss_weight: float,
-    shape: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """Rows in which no target carries loss (the trainer would divide by a zero sum)."""
-    if token_type_ids is None:
-        rows, seq_len = shape
-        return np.full(rows, seq_len < 2, dtype=bool)
-    targets = np.asarray(token_type_ids)[:, 1:]
-    learned = (targets == TokenType.COMPLETION) | (targets == TokenType.SEPARATOR)
-    if prompt_loss_weight > 0:
-        learned |= targets == TokenType.PROMPT
-    return ~learned.any(axis=1)
-
-
 @dataclass
 class LossTally:
     """Accumulates loss weight per target type and rows without loss over blocks of rows.
@@ -107,12 +91,10 @@ class LossTally:
     """
 
     prompt_loss_weight: float
-    target_counts: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
     # Per type, the sum over rows of its targets' weights divided by the row's weight sum.
     normalised_weight: np.ndarray = field(
         default_factory=lambda: np.zeros(N_TYPES, dtype=np.float64)
     )
-    untyped_targets: int = 0
     rows_without_loss: int = 0
     first_row_without_loss: int | None = None
     rows: int = 0
@@ -124,13 +106,12 @@ class LossTally:
         first_row: int | None = None,
     ) -> None:
         if token_type_ids is None:
+            # Every target weighs 1: only rows without targets carry no loss.
             rows, seq_len = shape
-            self.untyped_targets += rows * max(0, seq_len - 1)
-            no_loss = rows_without_loss_mask(None, self.prompt_loss_weight, shape)
+            no_loss = np.full(rows, seq_len < 2, dtype=bool)
         else:
             targets = np.asarray(token_type_ids)[:, 1:]
             rows = len(targets)
-            self.target_counts += type_counts(targets)
             no_loss = self._add_normalised(targets)
         count = int(np.count_nonzero(no_loss))
         if count and self.first_row_without_loss is None:
@@ -157,18 +138,11 @@ class LossTally:
 
     def merge(self, other: LossTally) -> None:
         """Add another tally's totals (e.g. one file's into a folder's)."""
-        self.target_counts += other.target_counts
         self.normalised_weight += other.normalised_weight
-        self.untyped_targets += other.untyped_targets
         if self.first_row_without_loss is None and other.first_row_without_loss is not None:
             self.first_row_without_loss = self.rows + other.first_row_without_loss
         self.rows_without_loss += other.rows_without_loss
         self.rows += other.rows
-
-    def weight_by_type(self) -> dict[str, float]:
-        """Total (unnormalised) loss weight carried by targets of each type."""
-        weights = self.target_counts * weight_table(self.prompt_loss_weight)
-        return {TOKEN_TYPE_NAMES[t]: float(weights[t]) for t in TokenType}
 
     def share(self) -> dict[str, float]:
         """Share of the loss carried by each type, each row's weights normalised by their sum as
