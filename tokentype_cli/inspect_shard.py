@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from tokentype_cli.errors import OptionError, ShardError
-from tokentype_cli.loss import LossTally, target_weights
+from tokentype_cli.loss import LossTally, target_weights, type_counts
 from tokentype_cli.schema import (
     INPUT_IDS,
     MAX_TOKEN_TYPE,
@@ -367,7 +367,7 @@ def _summarize_file(
             if not block.size:
                 continue
             small = _as_small_types(block)
-            counts += _counts(small)
+            counts += type_counts(small)
             if summary.loss is not None:
                 summary.loss.add(small, first_row=first_row)
             if progress is not None:
@@ -382,12 +382,6 @@ def _as_small_types(block: np.ndarray) -> np.ndarray:
     if unsigned.size and unsigned.max() > MAX_TOKEN_TYPE:
         return np.where(unsigned > MAX_TOKEN_TYPE, -1, block).astype(np.int8)
     return block.astype(np.int8)
-
-
-def _counts(small: np.ndarray) -> np.ndarray:
-    counts = np.bincount((small.reshape(-1) & 0x7).view(np.uint8), minlength=8)
-    # -1 & 7 == 7: values outside 0..3 land in bin 7.
-    return np.append(counts[: len(TokenType)], counts[len(TokenType) :].sum())
 
 
 def _plain(value: object) -> object:
@@ -500,7 +494,7 @@ def format_row_header(
     text = f"row {row} of {total_rows}"
     if types is None:
         return f"{text}: no token_type_ids"
-    counts = _counts(_as_small_types(np.asarray(types).reshape(1, -1)))
+    counts = type_counts(types)
     parts = [f"{counts[t]} {TOKEN_TYPE_NAMES[t]}" for t in TokenType if counts[t]]
     if counts[len(TokenType)]:
         parts.append(f"{counts[len(TokenType)]} invalid")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tokentype_cli.loss import N_TYPES, type_counts
 from tokentype_cli.rules import Rule, Structure
-from tokentype_cli.schema import MAX_TOKEN_TYPE, TokenType
+from tokentype_cli.schema import TokenType
 
-N_TYPES = int(MAX_TOKEN_TYPE) + 1
 # Rows are processed in parts of about this many tokens (see apply_rules).
 PART_TOKENS = 1 << 17
 
@@ -275,7 +275,7 @@ def _apply_part(
         out[...] = existing
         is_sep = out == TokenType.SEPARATOR
         is_structure = is_sep | (out == TokenType.PADDING)
-        result.before += _counts(out)
+        result.before += type_counts(out)[:N_TYPES]
     else:
         is_sep, is_pad = structure_masks(ids, structure)
         is_structure = is_sep | is_pad
@@ -289,7 +289,7 @@ def _apply_part(
     b = _Bodies(ids, is_sep, is_structure)
     result.articles += b.count
     if not rules:
-        result.after += _counts(out)
+        result.after += type_counts(out)[:N_TYPES]
         return
     body_types = out.ravel()[b.index]
     for number, rule in enumerate(rules):
@@ -309,8 +309,4 @@ def _apply_part(
             missing = int(np.flatnonzero(~matched & (b.lengths > 0))[0])
             result.first_unmatched_row[number] = first_row + b.row_of(missing)
     out.ravel()[b.index] = body_types
-    result.after += _counts(out)
-
-
-def _counts(types: np.ndarray) -> np.ndarray:
-    return np.array([np.count_nonzero(types == t) for t in range(N_TYPES)], dtype=np.int64)
+    result.after += type_counts(out)[:N_TYPES]
