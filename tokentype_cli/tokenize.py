@@ -180,14 +180,13 @@ class Encoded:
 class Encoder:
     """Encode a batch's texts at once; find the line when the tokenizer refuses a text."""
 
-    def __init__(self, tokenizer: LoadedTokenizer, skip_bad: bool) -> None:
+    def __init__(self, tokenizer: LoadedTokenizer) -> None:
         self.loaded = tokenizer
         self.tokenizer = tokenizer.tokenizer
         # The reference encodes without the tokenizer file's truncation or padding settings.
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.encode_many = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        self.skip_bad = skip_bad
 
     def __call__(self, batch: Batch) -> Encoded:
         try:
@@ -465,10 +464,8 @@ class _Failed:
         self.exc = exc
 
 
-def _stage(
-    source: Iterator, work: Callable, out: queue.Queue, stop: threading.Event
-) -> threading.Thread:
-    """Run work(item) for each item of source in a thread, passing results on in order."""
+def _stage(source: Iterator, out: queue.Queue, stop: threading.Event) -> threading.Thread:
+    """Drain `source` in a thread into `out`, so its work overlaps the consumer's."""
 
     def put(item) -> None:
         while not stop.is_set():
@@ -483,7 +480,7 @@ def _stage(
             for item in source:
                 if stop.is_set():
                     return
-                put(work(item))
+                put(item)
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             put(_Failed(exc))
@@ -552,7 +549,7 @@ def tokenize_files(
     skip_bad = rejects_path is not None
     metrics = Metrics(seq_len=options.seq_len)
     packer = Packer(options.packing, options.seq_len, special.pad_id)
-    encoder = Encoder(tokenizer, skip_bad)
+    encoder = Encoder(tokenizer)
     names = (INPUT_IDS, TOKEN_TYPE_IDS) if options.write_types else (INPUT_IDS,)
     attention_pair = options.attention_boundary == "prompt_completion_pair"
 
@@ -569,9 +566,9 @@ def tokenize_files(
         keep_raw=skip_bad,
     )
     with contextlib.ExitStack() as stack:
-        threads = [_stage(source, lambda b: b, parsed, stop)]
+        threads = [_stage(source, parsed, stop)]
         encoded = _ordered_map(encoder, _drain(parsed, stop), encoders)
-        threads.append(_stage(encoded, lambda e: e, encoded_q, stop))
+        threads.append(_stage(encoded, encoded_q, stop))
 
         def shutdown() -> None:
             stop.set()

@@ -13,7 +13,6 @@ import numpy as np
 
 from tokentype_cli.schema import DTYPE, TokenType
 
-PACKING_STYLES = ("full", "greedy", "single")
 OVERFLOWS = ("drop", "truncate_left", "truncate_right")
 PACKING_CHOICES = ("full", *(f"{s}::{o}" for s in ("greedy", "single") for o in OVERFLOWS))
 
@@ -35,7 +34,6 @@ class Placement:
 class PackResult:
     ids: np.ndarray  # (rows, L) finished rows
     types: np.ndarray
-    first_row: int  # candidate index of ids[0]
     placement: Placement
 
 
@@ -95,12 +93,11 @@ class Packer:
         if fill:
             out_ids[0, :fill] = self.open_ids
             out_types[0, :fill] = self.open_types
-        first = self.rows_done
         self.rows_done += len(out_ids)
         self.open_ids = self.open_ids[:0]
         self.open_types = self.open_types[:0]
         empty = np.empty(0, dtype=np.int64)
-        return PackResult(out_ids, out_types, first, Placement(*([empty] * 6)))
+        return PackResult(out_ids, out_types, Placement(*([empty] * 6)))
 
     def _full(self, ids, types, starts, lengths) -> PackResult:
         # The reference fills rows with the stream and splits articles anywhere, so only the
@@ -130,7 +127,6 @@ class Packer:
         return PackResult(
             stream_ids[:cut].reshape(done, length),
             stream_types[:cut].reshape(done, length),
-            first,
             placement,
         )
 
@@ -212,6 +208,5 @@ class Packer:
         return PackResult(
             out_ids[:rows_closed],
             out_types[:rows_closed],
-            first,
             Placement(row, offset, kept, cut_left, cut_right, dropped),
         )
