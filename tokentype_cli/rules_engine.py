@@ -62,15 +62,6 @@ def structure_masks(ids: np.ndarray, structure: Structure) -> tuple[np.ndarray, 
     return is_sep, is_pad
 
 
-def structure_types(ids: np.ndarray, structure: Structure) -> np.ndarray:
-    """Types before any rule: separators, end-of-row padding, `default` everywhere else."""
-    is_sep, is_pad = structure_masks(ids, structure)
-    types = np.full(ids.shape, int(structure.default), dtype=np.int32)
-    types[is_sep] = TokenType.SEPARATOR
-    types[is_pad] = TokenType.PADDING
-    return types
-
-
 class _Bodies:
     """Every article body of a block, concatenated in row-major order.
 
