@@ -34,7 +34,6 @@ from tokentype_cli.schema import (
 from tokentype_cli.tokenize_pack import PACKING_CHOICES, Packer, PackResult
 from tokentype_cli.tokenize_read import (
     Batch,
-    PairOptions,
     batches,
     check_inputs,
     input_format,
@@ -76,17 +75,6 @@ class TokenizeOptions:
                 raise OptionError(
                     f"{name} {value!r} is unknown; use jsonl or prompt_completion_pair"
                 )
-
-    def pair_options(self) -> PairOptions:
-        return PairOptions(
-            prompt_key=self.prompt_key,
-            completion_key=self.completion_key,
-            space_separator=self.space_separator,
-            keep_prompt_only=self.keep_prompt_only,
-            prompt_prefix=self.prompt_prefix,
-            prompt_postfix=self.prompt_postfix,
-            pair_packing_boundary=self.packing_boundary == "prompt_completion_pair",
-        )
 
 
 @dataclass(frozen=True)
@@ -559,7 +547,7 @@ def tokenize_files(
     source = batches(
         inputs,
         formats,
-        options.pair_options(),
+        options,
         batch_lines=batch_lines,
         batch_bytes=batch_bytes,
         advance=advance,

@@ -13,25 +13,16 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokentype_cli.errors import InputError, OptionError
+
+if TYPE_CHECKING:  # tokenize imports this module
+    from tokentype_cli.tokenize import TokenizeOptions
 
 INPUT_FORMATS = ("jsonl", "txt")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}
 READ_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class PairOptions:
-    """How a prompt/completion pair becomes text, as in the reference."""
-
-    prompt_key: str = "prompt"
-    completion_key: str = "completion"
-    space_separator: bool = True
-    keep_prompt_only: bool = False
-    prompt_prefix: str | None = None
-    prompt_postfix: str | None = None
-    pair_packing_boundary: bool = False
 
 
 @dataclass
@@ -133,7 +124,7 @@ def _text_field(item: dict, key: str, where: str, required: bool) -> str:
 def batches(
     paths: list[str],
     formats: list[str],
-    options: PairOptions,
+    options: TokenizeOptions,
     *,
     batch_lines: int = 2048,
     batch_bytes: int = 1 << 20,
@@ -141,6 +132,7 @@ def batches(
     keep_raw: bool = False,
 ) -> Iterator[Batch]:
     """Yield batches of checked lines from every input in order."""
+    split_pairs = options.packing_boundary == "prompt_completion_pair"
     for path, fmt in zip(paths, formats, strict=True):
         source = "<stdin>" if path == "-" else path
         batch = Batch(source, 1)
@@ -163,7 +155,7 @@ def batches(
                 if fmt == "txt":
                     _add_txt(batch, index, text)
                 else:
-                    _add_jsonl(batch, index, text, options)
+                    _add_jsonl(batch, index, text, options, split_pairs)
             except LineError as exc:
                 batch.rejected[index] = (str(exc), raw)
                 _drop_line(batch, index, marks)
@@ -198,7 +190,9 @@ def _add_txt(batch: Batch, index: int, text: str) -> None:
     batch.pair_split.append(0)
 
 
-def _add_jsonl(batch: Batch, index: int, text: str, options: PairOptions) -> None:
+def _add_jsonl(
+    batch: Batch, index: int, text: str, options: TokenizeOptions, split_pairs: bool
+) -> None:
     if not text.strip():
         raise LineError("blank line; remove it (every JSONL line must be a JSON object or list)")
     try:
@@ -249,4 +243,4 @@ def _add_jsonl(batch: Batch, index: int, text: str, options: PairOptions) -> Non
         batch.pair_line.append(index)
         batch.pair_prompt.append(prompt_index)
         batch.pair_completion.append(completion_index)
-        batch.pair_split.append(int(options.pair_packing_boundary and position != last))
+        batch.pair_split.append(int(split_pairs and position != last))
