@@ -51,8 +51,7 @@ class AssignReport:
     before: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
     after: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
     preview_ids: np.ndarray | None = None
-    preview_types: np.ndarray | None = None
-    preview_first_row: int = 0
+    preview_types: np.ndarray | None = None  # the first rows, from row 0
 
     @property
     def tokens(self) -> int:

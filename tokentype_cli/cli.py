@@ -500,18 +500,13 @@ def inspect_command(
 # (owner: tokenize)
 
 
-_TOKENIZE_PACKING = (
-    "full",
-    "greedy::drop",
-    "greedy::truncate_left",
-    "greedy::truncate_right",
-    "single::drop",
-    "single::truncate_left",
-    "single::truncate_right",
-)
+# The choices come from the library, which stays the one place that spells them. Both modules
+# are light (numpy is loaded by schema already); the tokenizer stack loads only when tokenize runs.
+from tokentype_cli.tokenize_pack import PACKING_CHOICES  # noqa: E402
+from tokentype_cli.tokenize_read import BOUNDARIES, INPUT_FORMATS  # noqa: E402
 
 
-@cli.command("tokenize", context_settings=CONTEXT_SETTINGS)
+@cli.command("tokenize")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option(
     "-o",
@@ -523,7 +518,7 @@ _TOKENIZE_PACKING = (
 @tokenizer_option(required=True)
 @click.option(
     "--input-format",
-    type=click.Choice(["jsonl", "txt"]),
+    type=click.Choice(INPUT_FORMATS),
     default=None,
     help="Format of every input. Default: by extension (.jsonl/.json, .txt); jsonl for -.",
 )
@@ -539,7 +534,7 @@ _TOKENIZE_PACKING = (
     "--packing",
     "--input_packing_config",
     "packing",
-    type=click.Choice(list(_TOKENIZE_PACKING)),
+    type=click.Choice(PACKING_CHOICES),
     default="full",
     help="full: fill rows, split articles; greedy::*: whole articles per row; single::*: one"
     " article per row. drop/truncate_left/truncate_right: what happens to an article longer"
@@ -549,7 +544,7 @@ _TOKENIZE_PACKING = (
     "--packing-boundary",
     "--packing_boundary",
     "packing_boundary",
-    type=click.Choice(["jsonl", "prompt_completion_pair"]),
+    type=click.Choice(BOUNDARIES),
     default="jsonl",
     help="Pack a whole JSONL line as one article, or each prompt/completion pair (separators"
     " still follow --attention-boundary and line ends, as in the reference).",
@@ -558,7 +553,7 @@ _TOKENIZE_PACKING = (
     "--attention-boundary",
     "--attention_boundary",
     "attention_boundary",
-    type=click.Choice(["jsonl", "prompt_completion_pair"]),
+    type=click.Choice(BOUNDARIES),
     default="jsonl",
     help="Where separators (type 3) go: the end of each line's article, or also every pair's eos.",
 )
@@ -692,11 +687,10 @@ def tokenize_command(
         "tokenizer": str(tokenizer.path),
         "eos_token": eos_token,
         "pad_token": pad_token,
-        **{k: v for k, v in vars(options).items()},
+        **vars(options),
     }
     paths = list(inputs)
-    total = input_size(paths) if all(p == "-" or Path(p).is_file() for p in paths) else None
-    with progress_bar(total, "B", "tokenize", quiet) as advance:
+    with progress_bar(input_size(paths), "B", "tokenize", quiet) as advance:
         metrics = tokenize_files(
             paths,
             output,
@@ -921,8 +915,7 @@ def assign_types_command(
         )
     preview = []
     if report.preview_ids is not None:
-        first = report.preview_first_row
-        preview = list(enumerate(zip(report.preview_ids, report.preview_types, strict=True), first))
+        preview = list(enumerate(zip(report.preview_ids, report.preview_types, strict=True)))
     if as_json:
         data = report.as_dict()
         if dry_run:
