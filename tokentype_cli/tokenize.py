@@ -33,14 +33,13 @@ from tokentype_cli.schema import (
 )
 from tokentype_cli.tokenize_pack import PACKING_CHOICES, Packer, PackResult
 from tokentype_cli.tokenize_read import (
+    BOUNDARIES,
     Batch,
     batches,
     check_inputs,
     input_format,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
-
-BOUNDARIES = ("jsonl", "prompt_completion_pair")
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,7 @@ class TokenizeOptions:
             ("--attention-boundary", self.attention_boundary),
         ):
             if value not in BOUNDARIES:
-                raise OptionError(
-                    f"{name} {value!r} is unknown; use jsonl or prompt_completion_pair"
-                )
+                raise OptionError(f"{name} {value!r} is unknown; use {' or '.join(BOUNDARIES)}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # tokenize imports this module
     from tokentype_cli.tokenize import TokenizeOptions
 
 INPUT_FORMATS = ("jsonl", "txt")
+BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attention-boundary
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}
 READ_BYTES = 1 << 20
 
@@ -70,10 +71,13 @@ def check_inputs(paths: list[str]) -> None:
 
 
 def input_size(paths: list[str]) -> int | None:
-    """Total bytes to read, for the progress bar (None when reading stdin)."""
+    """Total bytes to read, for the progress bar (None when reading stdin).
+
+    Missing inputs count as empty: check_inputs reports them, once the run starts.
+    """
     if "-" in paths:
         return None
-    return sum(os.path.getsize(p) for p in paths)
+    return sum(os.path.getsize(p) for p in paths if Path(p).is_file())
 
 
 def _raw_lines(path: str) -> Iterator[bytes]:
