@@ -473,3 +473,22 @@ def test_closed_stdin_is_one_line(tmp_path):
         "Error: <stdin>: standard input is closed; pipe the input in or name a file"
     ]
     assert not out.exists()
+
+
+def test_summary_counts_are_singular_for_one(tmp_path):
+    prompt_only = {"prompt": "GAA", "completion": ""}
+    source = jsonl(tmp_path / "in.jsonl", CODON_PAIR, prompt_only, "{broken")
+    result = invoke(
+        source, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 7,
+        "--skip-bad-lines", tmp_path / "rejects.jsonl",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "  1 pair with an empty completion skipped" in result.stderr
+    assert "  1 bad line written to" in result.stderr
+    # Full packing splits the article; its first row holds prompt tokens only and is dropped.
+    split = jsonl(tmp_path / "split.jsonl", {"prompt": "GAA GGC GCC", "completion": "ATG ATC"})
+    result = invoke(
+        split, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 3
+    )
+    assert result.exit_code == 0, result.output
+    assert "  3 tokens dropped: 1 row without completion tokens" in result.stderr

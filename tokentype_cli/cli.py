@@ -724,7 +724,7 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
         ("truncated from the right", m["tokens_truncated_right"]),
         ("dropped: article longer than a row", m["tokens_dropped_too_long"]),
         (
-            f"dropped: {m['rows_dropped_prompt_only']} rows without completion tokens",
+            f"dropped: {plural(m['rows_dropped_prompt_only'], 'row')} without completion tokens",
             m["tokens_dropped_prompt_only_rows"],
         ),
     ]
@@ -733,11 +733,11 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
             lines.append(f"  {plural(count, 'token')} {what}")
     if m["pairs_skipped_prompt_only"]:
         lines.append(
-            f"  {m['pairs_skipped_prompt_only']} pairs with an empty completion skipped"
+            f"  {plural(m['pairs_skipped_prompt_only'], 'pair')} with an empty completion skipped"
             " (--keep-prompt-only-sequences keeps them)"
         )
     if m["lines_rejected"]:
-        lines.append(f"  {m['lines_rejected']} bad lines written to {rejects}")
+        lines.append(f"  {plural(m['lines_rejected'], 'bad line')} written to {rejects}")
     return "\n".join(lines)
 
 
