@@ -377,7 +377,7 @@ def validate_command(
         tokentype validate shards/ --tokenizer gpt2/ --max-seq-length 2048 --require-types
         tokentype validate shards/ --prompt-loss-weight 0 --json | jq '.files[].findings[].check'
     """
-    from tokentype_cli.validate import ValidateOptions, format_report, totals, validate_paths
+    from tokentype_cli.validate import ValidateOptions, totals, validate_paths
     from tokentype_cli.validate import as_json as report_json
 
     options = ValidateOptions(
@@ -393,10 +393,36 @@ def validate_command(
     if as_json:
         emit_json(report_json(reports))
     else:
-        click.echo(format_report(reports), nl=False)
+        click.echo(_validate_report(reports), nl=False)
     errors, _ = totals(reports)
     if errors:
         ctx.exit(1)
+
+
+def _validate_report(reports: list) -> str:
+    """Each file's findings with their fix, then the totals."""
+    from tokentype_cli.validate import totals
+
+    lines: list[str] = []
+    for report in reports:
+        if not report.findings:
+            size = f" ({plural(report.rows, 'row')} x {report.seq_len})" if report.seq_len else ""
+            lines.append(f"{report.path}: ok{size}")
+            continue
+        lines.append(
+            f"{report.path}: {plural(report.errors, 'error')}, {plural(report.warnings, 'warning')}"
+        )
+        prefix = f"{report.path}: "
+        for finding in report.findings:
+            text = finding.message.removeprefix(prefix)
+            lines.append(f"  {finding.severity:<7}  {finding.check}: {text}")
+            if finding.fix:
+                lines.append(f"           fix: {finding.fix}")
+    errors, warnings = totals(reports)
+    lines.append(
+        f"{plural(len(reports), 'file')}: {plural(errors, 'error')}, {plural(warnings, 'warning')}"
+    )
+    return "\n".join(lines) + "\n"
 
 
 # === inspect =====================================================================================
@@ -864,7 +890,7 @@ def assign_types_command(
         tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
     """
     from tokentype_cli import inspect_shard
-    from tokentype_cli.assign_types import assign_types, format_report
+    from tokentype_cli.assign_types import assign_types
     from tokentype_cli.errors import RuleError
     from tokentype_cli.rules import (
         RulesConfig,
@@ -932,4 +958,51 @@ def assign_types_command(
             inspect_shard.format_row(ids, types, tokenizer=tokenizer, color=color),
             color=color or None,
         )
-    message(format_report(report).rstrip("\n"), quiet)
+    message(_assign_types_summary(report), quiet)
+
+
+def _assign_types_summary(report) -> str:
+    """Structure, what each rule did, tokens per type before and after."""
+    from tokentype_cli.schema import TOKEN_TYPE_NAMES
+
+    if not report.written:
+        outcome = "dry run, nothing written"
+    elif report.output is None or report.output == report.path:
+        outcome = f"written to {report.path} in place"
+    else:
+        outcome = f"written to {report.output}"
+    structure = report.structure
+    if structure.from_existing:
+        start = "structure: separators and padding of the existing token_type_ids"
+    else:
+        sep = " ".join(str(t) for t in structure.sep) or "none"
+        pad = "none" if structure.pad is None else str(structure.pad)
+        start = f"structure: sep {sep}, pad {pad}, default {TOKEN_TYPE_NAMES[structure.default]}"
+    lines = [
+        f"{report.path}: {plural(report.rows, 'row')} x {plural(report.seq_len, 'token')},"
+        f" {plural(report.articles, 'article')} ({outcome})",
+        f"  {start}",
+    ]
+    if not report.rules:
+        lines.append("  no rules: types come from the structure alone")
+    width = max((len(r.rule.describe()) for r in report.rules), default=0)
+    for number, rule_report in enumerate(report.rules, 1):
+        not_matched = report.articles - rule_report.matched
+        line = (
+            f"  rule {number}  {rule_report.rule.describe():<{width}}  matched"
+            f" {rule_report.matched:,} of {plural(report.articles, 'article')}, {not_matched:,} not;"
+            f" set {plural(rule_report.tokens_set, 'token')}"
+        )
+        if not_matched and rule_report.first_unmatched_row is not None:
+            line += f" (first unmatched row {rule_report.first_unmatched_row})"
+        lines.append(line)
+    names = list(TOKEN_TYPE_NAMES.values())
+    columns = [
+        max(len(name), len(str(report.before[i])), len(str(report.after[i])))
+        for i, name in enumerate(names)
+    ]
+    lines.append("  tokens  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True)))
+    for label, counts in (("before", report.before), ("after ", report.after)):
+        values = "  ".join(f"{int(c):>{w}}" for c, w in zip(counts, columns, strict=True))
+        lines.append(f"  {label}  {values}")
+    return "\n".join(lines)

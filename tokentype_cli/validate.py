@@ -560,34 +560,3 @@ def as_json(reports: list[FileReport]) -> dict[str, object]:
     """`{"files": [{"path", "findings": [...]}], "errors": N, "warnings": N}`."""
     errors, warnings = totals(reports)
     return {"files": [r.as_dict() for r in reports], "errors": errors, "warnings": warnings}
-
-
-def format_report(reports: list[FileReport]) -> str:
-    """The human-readable report: each file's findings with their fix, then the totals."""
-    lines: list[str] = []
-    for report in reports:
-        if not report.findings:
-            noun = "row" if report.rows == 1 else "rows"
-            size = f" ({report.rows:,} {noun} x {report.seq_len})" if report.seq_len else ""
-            lines.append(f"{report.path}: ok{size}")
-            continue
-        lines.append(
-            f"{report.path}: {_plural(report.errors, 'error')}, {_plural(report.warnings, 'warning')}"
-        )
-        for finding in report.findings:
-            message = finding.message
-            prefix = f"{report.path}: "
-            if message.startswith(prefix):
-                message = message[len(prefix) :]
-            lines.append(f"  {finding.severity:<7}  {finding.check}: {message}")
-            if finding.fix:
-                lines.append(f"           fix: {finding.fix}")
-    errors, warnings = totals(reports)
-    lines.append(
-        f"{_plural(len(reports), 'file')}: {_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
-    )
-    return "\n".join(lines) + "\n"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
