@@ -492,3 +492,27 @@ def test_summary_counts_are_singular_for_one(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "  3 tokens dropped: 1 row without completion tokens" in result.stderr
+
+
+def test_bad_line_error_offers_skip_bad_lines_but_the_ledger_reason_does_not(tmp_path):
+    source = jsonl(tmp_path / "in.jsonl", CODON_PAIR, "{broken")
+    failed = invoke(source, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB)
+    assert failed.exit_code == 1
+    assert failed.stderr.rstrip().endswith(
+        "(or pass --skip-bad-lines REJECTS to set bad lines aside)"
+    )
+    ledger = tmp_path / "ledger.jsonl"
+    skipped = invoke(
+        source, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB, "-q",
+        "--skip-bad-lines", tmp_path / "rejects.jsonl", "--ledger", ledger,
+    )  # fmt: skip
+    assert skipped.exit_code == 0, skipped.output
+    reason = json.loads(ledger.read_text().splitlines()[1])["reason"]
+    assert reason.startswith("malformed JSON") and "--skip-bad-lines" not in reason
+
+
+def test_nothing_to_write_from_stdin_names_stdin(tmp_path):
+    result = invoke("-", "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB,
+                    input='{"prompt": "GAA", "completion": ""}\n')  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: <stdin>: no rows to write")

@@ -606,7 +606,12 @@ def tokenize_files(
                 if not skip_bad:
                     index = min(batch.rejected)
                     why = batch.rejected[index][0]
-                    raise InputError(f"{batch.source}:{batch.first_line + index}: {why}")
+                    # The hint is added here, not to the reason: the ledger records reasons
+                    # of lines that --skip-bad-lines did set aside.
+                    raise InputError(
+                        f"{batch.source}:{batch.first_line + index}: {why}"
+                        " (or pass --skip-bad-lines REJECTS to set bad lines aside)"
+                    )
                 metrics.lines_rejected += len(batch.rejected)
                 for _, (_, raw) in sorted(batch.rejected.items()):
                     rejects.write(raw if raw.endswith(b"\n") else raw + b"\n")
@@ -627,10 +632,11 @@ def tokenize_files(
         if ledger is not None:
             ledger.flush(final=True)
         if metrics.rows == 0:
+            sources = ", ".join("<stdin>" if path == "-" else path for path in inputs)
             raise InputError(
-                f"{', '.join(inputs)}: no rows to write ({metrics.lines} lines,"
-                f" {metrics.lines_rejected} rejected, {metrics.pairs_skipped_prompt_only}"
-                " prompt-only pairs skipped); check the input, --completion-key, or pass"
-                " --keep-prompt-only-sequences"
+                f"{sources}: no rows to write (lines: {metrics.lines}, rejected:"
+                f" {metrics.lines_rejected}, prompt-only pairs skipped:"
+                f" {metrics.pairs_skipped_prompt_only}); check the input, --completion-key, or"
+                " pass --keep-prompt-only-sequences"
             )
     return metrics

@@ -203,8 +203,7 @@ def _add_jsonl(
         loaded = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LineError(
-            f"malformed JSON ({exc.msg} at character {exc.pos + 1}); fix the line or pass"
-            " --skip-bad-lines REJECTS to set it aside"
+            f"malformed JSON ({exc.msg} at character {exc.pos + 1}); fix the line"
         ) from None
     if isinstance(loaded, dict):
         items = [loaded]
