@@ -516,3 +516,15 @@ def test_nothing_to_write_from_stdin_names_stdin(tmp_path):
                     input='{"prompt": "GAA", "completion": ""}\n')  # fmt: skip
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: <stdin>: no rows to write")
+
+
+def test_without_a_pad_token_padding_follows_the_eos_override(tmp_path):
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"</s>": 0, "A": 1, "B": 2, "|": 3}))
+    source = jsonl(tmp_path / "in.jsonl", {"prompt": "A", "completion": "B"})
+    out = tmp_path / "out.h5"
+    args = [source, "-o", out, "--tokenizer", vocab, "--max-seq-length", 5, "-q"]
+    assert invoke(*args).exit_code == 0
+    assert read(out) == ([[1, 2, 0, 0, 0]], [[0, 1, 3, 2, 2]])
+    assert invoke(*args, "--eos-token", "|").exit_code == 0
+    assert read(out) == ([[1, 2, 3, 3, 3]], [[0, 1, 3, 2, 2]])

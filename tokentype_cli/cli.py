@@ -630,7 +630,7 @@ from tokentype_cli.tokenize_read import BOUNDARIES, INPUT_FORMATS  # noqa: E402
 @click.option(
     "--pad-token",
     default=None,
-    help="Padding token (text or id). Default: the tokenizer's pad token, else the eos.",
+    help="Padding token (text or id). Default: the tokenizer's pad token, else the eos in use.",
 )
 @click.option(
     "--no-types",

@@ -84,7 +84,10 @@ class SpecialTokens:
 def special_tokens(
     tokenizer: LoadedTokenizer, eos: str | None = None, pad: str | None = None
 ) -> SpecialTokens:
-    """The eos and pad ids to use: the overrides (a token or a number) or the tokenizer's."""
+    """The eos and pad ids to use: the overrides (a token or a number) or the tokenizer's.
+
+    Without a pad token the pad is the eos in use, so --eos-token moves the padding with it.
+    """
 
     def resolve(value: str) -> int:
         text = value.strip()
@@ -95,8 +98,11 @@ def special_tokens(
         raise TokenizerError(
             f"{tokenizer.path}: the tokenizer names no end-of-sequence token; pass --eos-token"
         )
-    pad_id = resolve(pad) if pad is not None else tokenizer.pad_or_eos_id
-    if pad_id is None:
+    if pad is not None:
+        pad_id = resolve(pad)
+    elif tokenizer.pad_id is not None:
+        pad_id = tokenizer.pad_id
+    else:  # the eos in use: rows pad with the token that ends their articles
         pad_id = eos_id
     return SpecialTokens(eos_id, pad_id, tokenizer.bos_id)
 
