@@ -135,3 +135,17 @@ def test_rows_of_an_empty_shard_say_it_is_empty(tmp_path):
     for spec in ("0", "0:3", "-1"):
         result = invoke("inspect", path, "--rows", spec)
         assert_one_line_error(result, 2, f"--rows {spec}: the file has no rows to show")
+
+
+# --- inspect: a folder without shards -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [[], ["--rows", "0"], ["--json"], ["--rows", "0", "--json"]])
+def test_folder_without_shards_is_the_same_one_line_error(tmp_path, extra):
+    result = invoke("inspect", tmp_path, *extra)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"Error: {tmp_path}: folder holds no *.h5 or *.hdf5 files;"
+        " pass a shard or a folder of shards\n"
+    )

@@ -485,9 +485,7 @@ def inspect_command(
         else:
             click.echo(inspect_shard.format_summary(summary), nl=False)
         return
-    files = inspect_shard.find_shards([path])
-    if path.is_dir() and not files:
-        raise click.ClickException(f"{path}: folder holds no *.h5 or *.hdf5 files")
+    files = inspect_shard.shard_files(path)
     color = use_color() and not as_json
     results = []
     if color:

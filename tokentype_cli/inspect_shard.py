@@ -285,10 +285,7 @@ def summarize(
     path = Path(path)
     if not path.is_dir():
         return _summarize_file(path, prompt_loss_weight, progress)
-    files = find_shards([path])
-    if not files:
-        raise ShardError(f"{path}: folder holds no *.h5 or *.hdf5 files; pass a shard or a folder")
-    summaries = [_summarize_file(file, prompt_loss_weight, progress) for file in files]
+    summaries = [_summarize_file(file, prompt_loss_weight, progress) for file in shard_files(path)]
     total = ShardSummary(path, files=summaries)
     total.rows = sum(s.rows for s in summaries)
     lengths = {s.seq_len for s in summaries}
@@ -305,6 +302,16 @@ def summarize(
         for s in summaries:
             total.loss.merge(s.loss)
     return total
+
+
+def shard_files(path: str | os.PathLike) -> list[Path]:
+    """The file itself, or a folder's *.h5 / *.hdf5 files; a folder without any is an error."""
+    files = find_shards([path])
+    if not files:
+        raise ShardError(
+            f"{path}: folder holds no *.h5 or *.hdf5 files; pass a shard or a folder of shards"
+        )
+    return files
 
 
 def dataset_info(dataset: h5py.Dataset) -> dict[str, object]:
