@@ -374,8 +374,6 @@ def parse_rule_spec(spec: str, where: str, tokenizer: LoadedTokenizer | None) ->
             end=tuple(resolve_token(w, tokenizer, where) for w, _ in end_words),
             text=text,
         )
-    if not words:
-        raise RuleError(f"{where}: empty pattern; give at least one token")
     tokens = tuple(resolve_token(w, tokenizer, where) for w, _ in words)
     return Rule(kind, token_type, where, tokens=tokens, text=text)
 
