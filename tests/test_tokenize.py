@@ -528,3 +528,20 @@ def test_without_a_pad_token_padding_follows_the_eos_override(tmp_path):
     assert read(out) == ([[1, 2, 0, 0, 0]], [[0, 1, 3, 2, 2]])
     assert invoke(*args, "--eos-token", "|").exit_code == 0
     assert read(out) == ([[1, 2, 3, 3, 3]], [[0, 1, 3, 2, 2]])
+
+
+def test_ledger_records_all_have_the_same_keys(tmp_path):
+    prompt_only = {"prompt": "GAA", "completion": ""}
+    source = jsonl(tmp_path / "in.jsonl", CODON_PAIR, "{broken", prompt_only)
+    ledger = tmp_path / "ledger.jsonl"
+    result = invoke(
+        source, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 7,
+        "--skip-bad-lines", tmp_path / "rejects.jsonl", "--ledger", ledger, "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [r["status"] for r in records] == ["packed", "rejected", "dropped"]
+    assert [r["reason"] for r in records][::2] == [None, "prompt_only"]
+    assert len({tuple(r) for r in records}) == 1
+    help_text = invoke("--help").stdout
+    assert all(key in help_text for key in records[0])

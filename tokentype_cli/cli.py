@@ -639,7 +639,8 @@ from tokentype_cli.tokenize_read import BOUNDARIES, INPUT_FORMATS  # noqa: E402
     "--ledger",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write one JSON line per input line: rows/offsets/tokens it went to, or why not.",
+    help="Write one JSON line per input line: the rows, offsets and token counts it went to, or"
+    " why not (its keys are listed above).",
 )
 @click.option(
     "--skip-bad-lines",
@@ -681,6 +682,21 @@ def tokenize_command(
     JSONL lines are {"prompt": ..., "completion": ...} or a list of such objects; TXT lines are
     completion-only articles. Prompt tokens get type 0, completion tokens 1, padding 2, and the
     eos ending each article 3. Use - to read stdin.
+
+    A summary goes to stderr; --json prints the metrics on stdout instead: lines, lines_rejected,
+    pairs, pairs_skipped_prompt_only, articles, input_tokens, rows, max_seq_length,
+    output_tokens, tokens_by_type, tokens_truncated_left, tokens_truncated_right,
+    tokens_dropped_too_long (articles longer than a row, with ::drop),
+    tokens_dropped_prompt_only_rows, rows_dropped_prompt_only and packing_efficiency (the
+    non-padding share of the rows).
+
+    --ledger writes one JSON object per input line, all with the same keys: input, line, status
+    (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
+    prompt_only, prompt_only_row or empty; for rejected: the error; else null), tokens, rows (a
+    list of [row, offset, count] pieces in the output), cut_left, cut_right, dropped_too_long,
+    dropped_prompt_only_row and pairs_skipped_prompt_only. Every token is accounted for: tokens
+    is the sum of the counts in rows, cut_left, cut_right, dropped_too_long and
+    dropped_prompt_only_row.
 
     Example:
 

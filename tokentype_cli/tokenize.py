@@ -31,7 +31,7 @@ from tokentype_cli.schema import (
     TokenType,
     atomic_path,
 )
-from tokentype_cli.tokenize_pack import PACKING_CHOICES, Packer, PackResult
+from tokentype_cli.tokenize_pack import PACKING_CHOICES, Packer, PackResult, Placement
 from tokentype_cli.tokenize_read import (
     BOUNDARIES,
     Batch,
@@ -338,7 +338,11 @@ def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: boo
 
 
 class Ledger:
-    """One JSON line per input line: where its tokens went, or why they did not."""
+    """One JSON line per input line: where its tokens went, or why they did not.
+
+    Every record has the same keys (see the tokenize command's help); a line's record waits until
+    the rows it reaches are resolved, since prompt-only rows are dropped only when they close.
+    """
 
     def __init__(self, handle, seq_len: int, full: bool) -> None:
         self.handle = handle
@@ -351,45 +355,42 @@ class Ledger:
         numbers = np.where(keep, written_before + np.cumsum(keep) - 1, -1)
         self.final_row.extend(numbers.tolist())
 
-    def add_batch(self, batch: Batch, articles: Articles | None, result: PackResult | None) -> None:
-        per_line: dict[int, list] = {}
-        if articles is not None and result is not None:
-            placement = result.placement
-            for k, line in enumerate(articles.line.tolist()):
-                per_line.setdefault(line, []).append(
-                    (
-                        int(placement.row[k]),
-                        int(placement.offset[k]),
-                        int(placement.kept[k]),
-                        int(placement.cut_left[k]),
-                        int(placement.cut_right[k]),
-                        int(placement.dropped[k]),
-                    )
-                )
-        line_tokens = articles.line_tokens.tolist() if articles is not None else []
+    def add_batch(self, batch: Batch, articles: Articles, placement: Placement) -> None:
+        per_line: dict[int, list[tuple[int, ...]]] = {}
+        columns = (
+            placement.row,
+            placement.offset,
+            placement.kept,
+            placement.cut_left,
+            placement.cut_right,
+            placement.dropped,
+        )
+        for line, *fate in zip(articles.line.tolist(), *(c.tolist() for c in columns), strict=True):
+            per_line.setdefault(line, []).append(fate)
+        line_tokens = articles.line_tokens.tolist()
         for index in range(batch.line_count):
-            record: dict[str, object] = {
-                "input": batch.source,
-                "line": batch.first_line + index,
-            }
-            if index in batch.rejected:
-                record.update(status="rejected", reason=batch.rejected[index][0])
-                self.pending.append((record, []))
-                continue
-            record["tokens"] = line_tokens[index] if line_tokens else 0
-            skipped = batch.skipped_pairs.get(index, 0)
-            if skipped:
-                record["pairs_skipped_prompt_only"] = skipped
             segments: list[list[int]] = []
             cut_left = cut_right = too_long = 0
-            for row, offset, kept, left, right, dropped in per_line.get(index, []):
+            for row, offset, kept, left, right, dropped in per_line.get(index, ()):
                 cut_left += left
                 cut_right += right
                 too_long += dropped
                 segments.extend(self._segments(row, offset, kept))
-            record["cut_left"] = cut_left
-            record["cut_right"] = cut_right
-            record["dropped_too_long"] = too_long
+            rejected = batch.rejected.get(index)
+            # status, reason, rows and dropped_prompt_only_row wait for the rows to resolve.
+            record: dict[str, object] = {
+                "input": batch.source,
+                "line": batch.first_line + index,
+                "status": "rejected" if rejected else None,
+                "reason": rejected[0] if rejected else None,
+                "tokens": line_tokens[index],
+                "rows": [],
+                "cut_left": cut_left,
+                "cut_right": cut_right,
+                "dropped_too_long": too_long,
+                "dropped_prompt_only_row": 0,
+                "pairs_skipped_prompt_only": batch.skipped_pairs.get(index, 0),
+            }
             self.pending.append((record, segments))
         self.flush()
 
@@ -413,8 +414,7 @@ class Ledger:
             if not final and any(seg[0] >= resolved for seg in segments):
                 break
             done += 1
-            if record.get("status") != "rejected":
-                self._finish(record, segments)
+            self._finish(record, segments)
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         del self.pending[:done]
 
@@ -429,11 +429,13 @@ class Ledger:
                 rows.append([final, offset, count])
         record["rows"] = rows
         record["dropped_prompt_only_row"] = lost
+        if record["status"] == "rejected":
+            return
         placed = sum(r[2] for r in rows)
         tokens = record["tokens"]
         if tokens == 0:
             record["status"] = "dropped"
-            record["reason"] = "prompt_only" if record.get("pairs_skipped_prompt_only") else "empty"
+            record["reason"] = "prompt_only" if record["pairs_skipped_prompt_only"] else "empty"
         elif placed == 0:
             record["status"] = "dropped"
             record["reason"] = "too_long" if record["dropped_too_long"] else "prompt_only_row"
@@ -633,7 +635,7 @@ def tokenize_files(
             metrics.tokens_dropped_too_long += int(placement.dropped.sum())
             emit(result)
             if ledger is not None:
-                ledger.add_batch(batch, articles, result)
+                ledger.add_batch(batch, articles, placement)
         emit(packer.finish())
         if ledger is not None:
             ledger.flush(final=True)
