@@ -18,7 +18,6 @@ from tokentype_cli.schema import (
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     Provenance,
-    TokenType,
     iter_row_chunks,
     open_shard,
     require_rows_dataset,
@@ -87,7 +86,7 @@ class AssignReport:
 
 
 def _by_name(counts: np.ndarray) -> dict[str, int]:
-    return {TOKEN_TYPE_NAMES[TokenType(i)]: int(counts[i]) for i in range(N_TYPES)}
+    return {name: int(counts[token_type]) for token_type, name in TOKEN_TYPE_NAMES.items()}
 
 
 def assign_types(

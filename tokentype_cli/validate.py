@@ -22,6 +22,7 @@ from tokentype_cli.schema import (
     INPUT_IDS,
     ROW_DATASETS,
     TOKEN_TYPE_IDS,
+    TOKEN_TYPE_NAMES,
     TokenType,
     find_shards,
     iter_row_chunks,
@@ -523,7 +524,7 @@ class _ContentChecker:
             h = hits[check]
             if not h.count:
                 continue
-            name = "separator" if kind == TokenType.SEPARATOR else "padding"
+            name = TOKEN_TYPE_NAMES[kind]
             expected = " or ".join(map(str, self.allowed[kind]))
             reference = self.reference[kind]
             seen = ", ".join(map(str, sorted(self.distinct[kind] | {reference} - {None})))
