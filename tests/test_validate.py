@@ -116,6 +116,15 @@ def test_folder_expands_to_h5_and_hdf5_files(tmp_path):
     assert paths == [str(tmp_path / "a.h5"), str(tmp_path / "sub" / "b.hdf5")]
 
 
+def test_a_file_named_twice_is_checked_once(tmp_path):
+    write_shard(tmp_path / "a.h5", [EXAMPLE2_IDS])  # no types: one warning
+    result = invoke(tmp_path / "a.h5", tmp_path, tmp_path / "." / "a.h5", "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert [f["path"] for f in report["files"]] == [str(tmp_path / "a.h5")]
+    assert report["warnings"] == 1
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 

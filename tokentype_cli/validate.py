@@ -143,6 +143,7 @@ def validate_paths(
     """Validate every file (folders expand to their *.h5 / *.hdf5), one report per file."""
     reports: list[FileReport] = []
     first_seq_len: tuple[Path, int] | None = None
+    seen: set[Path] = set()
     for given in paths:
         given = Path(given)
         files = find_shards([given])
@@ -152,6 +153,10 @@ def validate_paths(
             reports.append(report)
             continue
         for path in files:
+            # A file named again (itself and through its folder) would count its findings twice.
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
             report = validate_file(path, options, progress)
             if report.seq_len is not None:
                 if first_seq_len is None:
@@ -213,9 +218,9 @@ def _check_file(
         report.add("missing-input-ids", ERROR, f"{path}: no dataset '{INPUT_IDS}' (holds {have})")
         return
     usable = {name: _check_structure(shard, name, report) for name in ROW_DATASETS if name in shard}
-    ids = shard[INPUT_IDS] if usable[INPUT_IDS] else None
-    if ids is None:
+    if not usable[INPUT_IDS]:
         return
+    ids = shard[INPUT_IDS]
     rows, seq_len = ids.shape
     report.rows, report.seq_len = rows, seq_len
     types = None
