@@ -545,3 +545,29 @@ def test_ledger_records_all_have_the_same_keys(tmp_path):
     assert len({tuple(r) for r in records}) == 1
     help_text = invoke("--help").stdout
     assert all(key in help_text for key in records[0])
+
+
+def test_unreadable_input_is_one_line(tmp_path, monkeypatch):
+    from tokentype_cli import tokenize_read
+
+    def refuse(path, mode="r", *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    source = jsonl(tmp_path / "in.jsonl", CODON_PAIR)
+    monkeypatch.setattr(tokenize_read, "open", refuse, raising=False)
+    result = invoke(source, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {source}: cannot read (Permission denied); check the file and its permissions\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl"]
+
+
+def test_a_line_longer_than_any_read_block_is_one_line(tmp_path):
+    source = tmp_path / "long.txt"
+    source.write_text("ATG " * 400_000 + "\nGAA\n")
+    out = tmp_path / "out.h5"
+    result = invoke(source, "-o", out, "--tokenizer", CODON_VOCAB, "--max-seq-length", 4,
+                    "--packing", "single::truncate_left", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read(out) == ([[10, 10, 10, 2], [9, 2, 69, 69]], [[1, 1, 1, 3], [1, 3, 2, 2]])
