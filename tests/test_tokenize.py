@@ -571,3 +571,16 @@ def test_a_line_longer_than_any_read_block_is_one_line(tmp_path):
                     "--packing", "single::truncate_left", "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert read(out) == ([[10, 10, 10, 2], [9, 2, 69, 69]], [[1, 1, 1, 3], [1, 3, 2, 2]])
+
+
+@pytest.mark.parametrize("flag", ["-o", "--ledger", "--skip-bad-lines"])
+def test_writing_onto_an_input_is_refused(flag, tmp_path):
+    source = jsonl(tmp_path / "in.jsonl", CODON_PAIR)
+    before = source.read_bytes()
+    args = [source, "--tokenizer", CODON_VOCAB, "-o", tmp_path / "out.h5"]
+    result = invoke(*args, flag, tmp_path / "." / "in.jsonl")
+    assert result.exit_code == 2, result.output
+    assert "is also the input" in result.stderr
+    assert source.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["in.jsonl"]
+    clash = invoke(*args, "--ledger", tmp_path / "out.h5")
+    assert clash.exit_code == 2 and "--ledger" in clash.stderr and "is also -o" in clash.stderr

@@ -514,6 +514,28 @@ def _drain(q: queue.Queue, stop: threading.Event) -> Iterator:
         yield item
 
 
+def _check_targets(
+    inputs: list[str],
+    output: str | Path,
+    ledger_path: str | Path | None,
+    rejects_path: str | Path | None,
+) -> None:
+    """Refuse to write onto an input, or two outputs onto one file: each output is renamed into
+    place at the end, which would replace the input (or the other output) with it."""
+    taken = {Path(path).resolve(): f"the input {path}" for path in inputs if path != "-"}
+    for flag, path in (
+        ("-o", output),
+        ("--ledger", ledger_path),
+        ("--skip-bad-lines", rejects_path),
+    ):
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in taken:
+            raise OptionError(f"{flag} {path} is also {taken[key]}; write it to another file")
+        taken[key] = flag
+
+
 def tokenize_files(
     inputs: list[str],
     output: str | Path,
@@ -537,6 +559,7 @@ def tokenize_files(
     """
     options.check()
     check_inputs(inputs)
+    _check_targets(inputs, output, ledger_path, rejects_path)
     formats = [input_format(path, options.input_format) for path in inputs]
     special = special_tokens(tokenizer, eos_token, pad_token)
     skip_bad = rejects_path is not None
