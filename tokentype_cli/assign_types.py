@@ -11,7 +11,7 @@ import numpy as np
 
 from tokentype_cli.errors import DatasetExistsError, RuleError, ShardError
 from tokentype_cli.rules import PATTERN_KINDS, Rule, Structure
-from tokentype_cli.rules_engine import N_TYPES, apply_rules
+from tokentype_cli.rules_engine import N_TYPES, BlockResult, apply_rules
 from tokentype_cli.schema import (
     INPUT_IDS,
     MAX_TOKEN_TYPE,
@@ -55,6 +55,23 @@ class AssignReport:
     @property
     def tokens(self) -> int:
         return self.rows * self.seq_len
+
+    def add_block(self, result: BlockResult, first_row: int) -> None:
+        """Add one block's counts; keep each rule's first row without a match."""
+        self.articles += result.articles
+        self.before += result.before
+        self.after += result.after
+        for rule_report, matched, tokens_set, unmatched in zip(
+            self.rules,
+            result.matched,
+            result.tokens_set,
+            result.first_unmatched_row,
+            strict=True,
+        ):
+            rule_report.matched += matched
+            rule_report.tokens_set += tokens_set
+            if unmatched is not None and rule_report.first_unmatched_row is None:
+                rule_report.first_unmatched_row = first_row + unmatched
 
     def as_dict(self) -> dict[str, object]:
         structure = self.structure
@@ -177,27 +194,9 @@ def _blocks(
                 existing = block[1]
                 _check_existing(path, existing, first_row)
             result = apply_rules(block[0], structure, rules, existing)
-            report.articles += result.articles
-            report.before += result.before
-            report.after += result.after
-            for rule_report, matched, tokens_set, unmatched in zip(
-                report.rules,
-                result.matched,
-                result.tokens_set,
-                result.first_unmatched_row,
-                strict=True,
-            ):
-                rule_report.matched += matched
-                rule_report.tokens_set += tokens_set
-                if unmatched is not None and rule_report.first_unmatched_row is None:
-                    rule_report.first_unmatched_row = first_row + unmatched
-                    if require_match and rule_report.rule.kind in PATTERN_KINDS:
-                        rule = rule_report.rule
-                        raise RuleError(
-                            f"{path}: row {first_row + unmatched}: rule {rule.describe()!r}"
-                            f" ({rule.where}) finds nothing in an article; nothing was written"
-                            " (drop --require-match to allow this)"
-                        )
+            report.add_block(result, first_row)
+            if require_match:
+                _require_match(path, report)
             if shown < preview_rows:
                 take = min(preview_rows - shown, len(result.types))
                 previews.append((block[0][:take].copy(), result.types[:take].copy()))
@@ -208,6 +207,17 @@ def _blocks(
         if previews:
             report.preview_ids = np.concatenate([p[0] for p in previews])
             report.preview_types = np.concatenate([p[1] for p in previews])
+
+
+def _require_match(path: Path, report: AssignReport) -> None:
+    """--require-match: an until/through/between rule that missed an article stops the run."""
+    for rule_report in report.rules:
+        rule, row = rule_report.rule, rule_report.first_unmatched_row
+        if row is not None and rule.kind in PATTERN_KINDS:
+            raise RuleError(
+                f"{path}: row {row}: rule {rule.describe()!r} ({rule.where}) finds nothing in an"
+                " article; nothing was written (drop --require-match to allow this)"
+            )
 
 
 def _check_existing(path: Path, types: np.ndarray, first_row: int) -> None:
