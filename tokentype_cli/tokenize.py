@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tokentype_cli.errors import InputError, OptionError, TokenizerError
+from tokentype_cli.loss import type_counts
 from tokentype_cli.schema import (
     DTYPE,
     INPUT_IDS,
@@ -621,9 +622,8 @@ def tokenize_files(
                 ids, types = ids[keep], types[keep]
             if not len(ids):
                 return
-            counts = np.bincount(types.ravel(), minlength=4)
-            for t in range(4):
-                metrics.tokens_by_type[t] += int(counts[t])
+            for kind, count in enumerate(type_counts(types)[: len(TokenType)].tolist()):
+                metrics.tokens_by_type[kind] += count
             metrics.rows += len(ids)
             if options.write_types:
                 writer.append(input_ids=ids, token_type_ids=types)
