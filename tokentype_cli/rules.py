@@ -393,14 +393,14 @@ def build_structure(
     """Command-line options override the rules file; a tokenizer supplies sep and pad defaults."""
     from_existing = from_existing or bool(config.from_existing)
     if from_existing:
-        given = [
-            name for name, value in (("--pad", pad), ("--default", default)) if value is not None
+        # `is not None`: pad id 0 and type 0 (prompt) are given too.
+        options = (("--sep", sep or None), ("--pad", pad), ("--default", default))
+        given = [flag for flag, value in options if value is not None]
+        given += [
+            f"'{key}' of the rules file"
+            for key in ("sep", "pad", "default")
+            if getattr(config, key) is not None
         ]
-        if sep:
-            given.insert(0, "--sep")
-        for key in ("sep", "pad", "default"):
-            if getattr(config, key) is not None:
-                given.append(f"'{key}' of the rules file")
         if given:
             raise OptionError(
                 f"--from-existing takes separators, padding and types from the file; drop {given[0]}"
