@@ -1,9 +1,10 @@
 """Tokenize JSONL / TXT into packed HDF5 rows with token_type_ids, as SambaNova's
 generative_data_prep does, plus metrics, a per-line ledger and rejected-line handling.
 
-Three stages overlap: a reader thread parses and checks lines, an encoder thread runs the Rust
-tokenizer (which releases the GIL), and the calling thread builds articles, packs rows with numpy
-and writes them. Batches keep their order, so the output is deterministic.
+Three stages overlap: a reader thread parses and checks lines; two encoder threads each encode a
+batch with the Rust tokenizer (which releases the GIL) and turn its ids into numpy; the calling
+thread builds articles, packs rows with numpy and writes them. Batches keep their order, so the
+output is deterministic.
 """
 
 from __future__ import annotations
