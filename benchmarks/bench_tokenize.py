@@ -106,7 +106,8 @@ def markov_lines(lines: int, seed: int) -> list[str]:
 def make_input(path: Path, megabytes: float, min_lines: int) -> int:
     """Write a JSONL of at least `megabytes` MB and `min_lines` lines; return its line count."""
     if path.exists():
-        return sum(1 for _ in path.open("rb"))
+        with path.open("rb") as existing:
+            return sum(1 for _ in existing)
     target = int(megabytes * 1e6)
     written = count = 0
     seed = 0
@@ -235,18 +236,17 @@ def main() -> None:
         }  # fmt: skip
         # Round-robin, best of --repeat: on a shared machine, load comes and goes; interleaving
         # gives every run the same chances.
-        measured: dict[str, tuple[float, float]] = {}
+        walls: dict[str, list[float]] = {name: [] for name in runs}
+        rsses: dict[str, list[float]] = {name: [] for name in runs}
         tokens = None
         for _ in range(args.repeat):
             for name, argv in runs.items():
                 wall, rss, stdout = run_measured(argv)
                 if name == "tokentype":
                     tokens = json.loads(stdout)["input_tokens"]
-                best = measured.get(name)
-                if best is None or wall < best[0]:
-                    measured[name] = (wall, max(rss, best[1]) if best else rss)
-                elif rss > best[1]:
-                    measured[name] = (best[0], rss)
+                walls[name].append(wall)
+                rsses[name].append(rss)
+        measured = {name: (min(walls[name]), max(rsses[name])) for name in runs}
         for name, (wall, rss) in measured.items():
             results.append(
                 {
