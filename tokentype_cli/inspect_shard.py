@@ -16,10 +16,9 @@ import h5py
 import numpy as np
 
 from tokentype_cli.errors import OptionError, ShardError
-from tokentype_cli.loss import LossTally, target_weights, type_counts
+from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts
 from tokentype_cli.schema import (
     INPUT_IDS,
-    MAX_TOKEN_TYPE,
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
@@ -373,7 +372,7 @@ def _summarize_file(
         for first_row, (block,) in iter_row_chunks([types]):
             if not block.size:
                 continue
-            small = _as_small_types(block)
+            small = as_small_types(block)
             counts += type_counts(small)
             if summary.loss is not None:
                 summary.loss.add(small, first_row=first_row)
@@ -381,14 +380,6 @@ def _summarize_file(
                 progress(block.size)
         summary.type_counts = counts
         return summary
-
-
-def _as_small_types(block: np.ndarray) -> np.ndarray:
-    """int8 types (4x less memory traffic for every later pass); values outside 0..3 become -1."""
-    unsigned = block.view(block.dtype.str.replace("i", "u"))
-    if unsigned.size and unsigned.max() > MAX_TOKEN_TYPE:
-        return np.where(unsigned > MAX_TOKEN_TYPE, -1, block).astype(np.int8)
-    return block.astype(np.int8)
 
 
 def _plain(value: object) -> object:

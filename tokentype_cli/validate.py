@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from tokentype_cli.errors import ShardError
+from tokentype_cli.loss import as_small_types
 from tokentype_cli.schema import (
     CATEGORY_IDS,
     COMPRESSION,
@@ -433,14 +434,9 @@ class _ContentChecker:
             hits["token-id-out-of-vocab"].cells(ids >= self.vocab_size, first_row, ids)
         if types is None:
             return
-        # One unsigned comparison catches both negative and too-large types.
-        unsigned = types.view(types.dtype.str.replace("i", "u"))
-        if unsigned.max() > TokenType.SEPARATOR:
-            bad = unsigned > TokenType.SEPARATOR
-            hits["type-out-of-range"].cells(bad, first_row, types)
-            small = np.where(bad, -1, types).astype(np.int8)
-        else:
-            small = types.astype(np.int8)
+        small = as_small_types(types)
+        if small.min() < 0:
+            hits["type-out-of-range"].cells(small < 0, first_row, types)
         pad = small == TokenType.PADDING
         sep = small == TokenType.SEPARATOR
         prompt = small == TokenType.PROMPT
