@@ -326,12 +326,12 @@ def _blocks(
     """
     step = read_step_rows(datasets[0])
     per_chunk = datasets[0].chunks[0] if datasets[0].chunks else step
-    total = datasets[0].shape[0]
-    lost = {"rows": 0, "first": None, "message": ""}
+    lost_rows, first_lost, why = 0, None, ""
 
-    def chunked(
+    def readable(
         start: int, stop: int, rows_per_read: int
     ) -> Iterator[tuple[int, list[np.ndarray]]]:
+        nonlocal lost_rows, first_lost, why
         while start < stop:
             try:
                 for first_row, blocks in iter_row_chunks(datasets, rows_per_read, start, stop):
@@ -340,21 +340,21 @@ def _blocks(
             except ShardError as exc:
                 end = min(stop, (start // rows_per_read + 1) * rows_per_read)
                 if rows_per_read > per_chunk:
-                    yield from chunked(start, end, per_chunk)
+                    yield from readable(start, end, per_chunk)
                 else:
-                    if lost["first"] is None:
-                        lost.update(first=start, message=str(exc))
-                    lost["rows"] += end - start
+                    if first_lost is None:
+                        first_lost, why = start, str(exc)
+                    lost_rows += end - start
                 start = end
 
-    yield from chunked(0, total, step)
-    if lost["rows"]:
+    yield from readable(0, datasets[0].shape[0], step)
+    if lost_rows:
         report.add(
             "unreadable",
             ERROR,
-            f"{lost['message']} ({lost['rows']} rows unreadable in all)",
-            count=lost["rows"],
-            row=lost["first"],
+            f"{why} ({lost_rows} rows unreadable in all)",
+            count=lost_rows,
+            row=first_lost,
         )
 
 
