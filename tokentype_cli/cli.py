@@ -721,14 +721,10 @@ def tokenize_command(
         prompt_postfix=prompt_postfix,
         input_format=input_format,
         write_types=not no_types,
+        eos_token=eos_token,
+        pad_token=pad_token,
     )
-    record = {
-        "inputs": list(inputs),
-        "tokenizer": str(tokenizer.path),
-        "eos_token": eos_token,
-        "pad_token": pad_token,
-        **vars(options),
-    }
+    record = {"inputs": list(inputs), "tokenizer": str(tokenizer.path), **vars(options)}
     paths = list(inputs)
     with progress_bar(input_size(paths), "B", "tokenize", quiet) as advance:
         metrics = tokenize_files(
@@ -736,8 +732,6 @@ def tokenize_command(
             output,
             tokenizer,
             options,
-            eos_token=eos_token,
-            pad_token=pad_token,
             provenance=provenance(ctx, **record),
             ledger_path=ledger,
             rejects_path=rejects,

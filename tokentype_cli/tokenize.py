@@ -60,6 +60,8 @@ class TokenizeOptions:
     prompt_postfix: str | None = None
     input_format: str | None = None
     write_types: bool = True
+    eos_token: str | None = None  # text or id; None: the tokenizer's
+    pad_token: str | None = None  # text or id; None: the tokenizer's pad, else the eos in use
 
     def check(self) -> None:
         if self.seq_len < 1:
@@ -544,8 +546,6 @@ def tokenize_files(
     tokenizer: LoadedTokenizer,
     options: TokenizeOptions,
     *,
-    eos_token: str | None = None,
-    pad_token: str | None = None,
     provenance: Provenance | None = None,
     ledger_path: str | Path | None = None,
     rejects_path: str | Path | None = None,
@@ -563,7 +563,7 @@ def tokenize_files(
     check_inputs(inputs)
     _check_targets(inputs, output, ledger_path, rejects_path)
     formats = [input_format(path, options.input_format) for path in inputs]
-    special = special_tokens(tokenizer, eos_token, pad_token)
+    special = special_tokens(tokenizer, options.eos_token, options.pad_token)
     skip_bad = rejects_path is not None
     metrics = Metrics(seq_len=options.seq_len)
     packer = Packer(options.packing, options.seq_len, special.pad_id)
