@@ -149,3 +149,22 @@ def test_folder_without_shards_is_the_same_one_line_error(tmp_path, extra):
         f"Error: {tmp_path}: folder holds no *.h5 or *.hdf5 files;"
         " pass a shard or a folder of shards\n"
     )
+
+
+# --- inspect: token_type_ids shaped unlike input_ids ----------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [[], ["--rows", "0"]])
+def test_types_of_another_shape_are_the_same_error_for_summary_and_rows(tmp_path, extra):
+    # --rows used to drop such types silently and say the row had no token_type_ids.
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as shard:
+        shard["input_ids"] = np.ones((2, 7), np.int32)
+        shard["token_type_ids"] = np.ones((2, 6), np.int32)
+    result = invoke("inspect", path, *extra)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"Error: {path}: 'token_type_ids' has shape (2, 6) but 'input_ids' has (2, 7);"
+        " fix it with `tokentype add-types FILE TYPES --overwrite`\n"
+    )

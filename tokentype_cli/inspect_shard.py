@@ -353,14 +353,7 @@ def _summarize_file(
             for name in sorted(shard.keys())
             if isinstance(shard[name], h5py.Dataset)
         }
-        types = None
-        if TOKEN_TYPE_IDS in shard:
-            types = require_rows_dataset(shard, TOKEN_TYPE_IDS)
-            if types.shape != ids.shape:
-                raise ShardError(
-                    f"{path}: '{TOKEN_TYPE_IDS}' has shape {types.shape} but '{INPUT_IDS}' has"
-                    f" {ids.shape}; fix it with `tokentype add-types FILE TYPES --overwrite`"
-                )
+        types = _types_dataset(shard, ids)
         if prompt_loss_weight is not None:
             summary.loss = LossTally(prompt_loss_weight)
         if types is None:
@@ -380,6 +373,19 @@ def _summarize_file(
                 progress(block.size)
         summary.type_counts = counts
         return summary
+
+
+def _types_dataset(shard: h5py.File, ids: h5py.Dataset) -> h5py.Dataset | None:
+    """The shard's token_type_ids (None without one); a shape unlike input_ids' is an error."""
+    if TOKEN_TYPE_IDS not in shard:
+        return None
+    types = require_rows_dataset(shard, TOKEN_TYPE_IDS)
+    if types.shape != ids.shape:
+        raise ShardError(
+            f"{shard.filename}: '{TOKEN_TYPE_IDS}' has shape {types.shape} but '{INPUT_IDS}' has"
+            f" {ids.shape}; fix it with `tokentype add-types FILE TYPES --overwrite`"
+        )
+    return types
 
 
 def _plain(value: object) -> object:
@@ -438,11 +444,7 @@ def read_rows(
     """Yield (row, input_ids, token_type_ids or None) for the rows SPEC names, reading only those."""
     with _readable(Path(path)), open_shard(path) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
-        types = None
-        if TOKEN_TYPE_IDS in shard:
-            types = require_rows_dataset(shard, TOKEN_TYPE_IDS)
-            if types.shape != ids.shape:
-                types = None
+        types = _types_dataset(shard, ids)
         datasets = [ids] if types is None else [ids, types]
         rows = parse_rows(spec, ids.shape[0])
         # Consecutive rows are read as one slice; a long range streams in bounded blocks.
