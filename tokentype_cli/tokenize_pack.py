@@ -153,11 +153,11 @@ class Packer:
                 kept[too_long] = length
         row = np.full(count, -1, np.int64)
         offset = np.zeros(count, np.int64)
-        fill = len(self.open_ids)
+        open_fill = fill = len(self.open_ids)
         if self.style == "single":
             placed = kept > 0
-            row[placed] = np.arange(int(placed.sum()))
             rows_closed = int(placed.sum())
+            row[placed] = np.arange(rows_closed)
             last_open = False
         else:
             # Next-fit: inherently sequential, but only integers move here.
@@ -184,7 +184,6 @@ class Packer:
             last_open = True
         total_rows = rows_closed + (1 if last_open else 0)
         out_ids, out_types = self._blank(total_rows)
-        open_fill = len(self.open_ids)
         if open_fill:
             out_ids[0, :open_fill] = self.open_ids
             out_types[0, :open_fill] = self.open_types
