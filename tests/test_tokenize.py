@@ -584,3 +584,16 @@ def test_writing_onto_an_input_is_refused(flag, tmp_path):
     assert source.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["in.jsonl"]
     clash = invoke(*args, "--ledger", tmp_path / "out.h5")
     assert clash.exit_code == 2 and "--ledger" in clash.stderr and "is also -o" in clash.stderr
+
+
+def test_a_bad_pad_or_eos_token_names_its_option(tmp_path):
+    source = jsonl(tmp_path / "in.jsonl", CODON_PAIR)
+    base = [source, "-o", tmp_path / "o.h5", "--tokenizer", CODON_VOCAB]
+    pad = invoke(*base, "--pad-token", "9999")
+    assert pad.exit_code == 1
+    assert (
+        pad.stderr.startswith("Error: --pad-token '9999': ")
+        and "outside the vocabulary" in pad.stderr
+    )
+    eos = invoke(*base, "--eos-token", "NOPE")
+    assert eos.exit_code == 1 and eos.stderr.startswith("Error: --eos-token 'NOPE': ")

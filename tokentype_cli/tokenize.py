@@ -93,17 +93,20 @@ def special_tokens(
     Without a pad token the pad is the eos in use, so --eos-token moves the padding with it.
     """
 
-    def resolve(value: str) -> int:
+    def resolve(value: str, flag: str) -> int:
         text = value.strip()
-        return tokenizer.token_id(int(text) if text.isdigit() else value)
+        try:
+            return tokenizer.token_id(int(text) if text.isdigit() else value)
+        except TokenizerError as exc:  # say which option named the token
+            raise TokenizerError(f"{flag} {value!r}: {exc}") from exc
 
-    eos_id = resolve(eos) if eos is not None else tokenizer.eos_id
+    eos_id = resolve(eos, "--eos-token") if eos is not None else tokenizer.eos_id
     if eos_id is None:
         raise TokenizerError(
             f"{tokenizer.path}: the tokenizer names no end-of-sequence token; pass --eos-token"
         )
     if pad is not None:
-        pad_id = resolve(pad)
+        pad_id = resolve(pad, "--pad-token")
     elif tokenizer.pad_id is not None:
         pad_id = tokenizer.pad_id
     else:  # the eos in use: rows pad with the token that ends their articles
