@@ -5,6 +5,9 @@ As the trainer computes it: the targets of a row are `input_ids[1:]` with types
 completion and separator; weights are normalised by their sum, so every row carrying loss counts
 alike however many targets it learns (and a row carrying none divides by 0). Without types (or
 without `--use_token_type_ids`) every target weighs 1.
+
+Every reader of token_type_ids blocks (inspect, validate, the rule engine, tokenize's metrics)
+counts and narrows them with `type_counts` and `as_small_types` from here.
 """
 
 from __future__ import annotations
