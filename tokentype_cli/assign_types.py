@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from tokentype_cli.errors import DatasetExistsError, RuleError, ShardError
+from tokentype_cli.loss import as_small_types
 from tokentype_cli.rules import PATTERN_KINDS, Rule, Structure
 from tokentype_cli.rules_engine import N_TYPES, BlockResult, apply_rules
 from tokentype_cli.schema import (
     INPUT_IDS,
-    MAX_TOKEN_TYPE,
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     Provenance,
@@ -191,8 +191,7 @@ def _blocks(
         for first_row, block in iter_row_chunks(datasets):
             existing = None
             if structure.from_existing:
-                existing = block[1]
-                _check_existing(path, existing, first_row)
+                existing = _check_existing(path, block[1], first_row)
             result = apply_rules(block[0], structure, rules, existing)
             report.add_block(result, first_row)
             if require_match:
@@ -220,11 +219,13 @@ def _require_match(path: Path, report: AssignReport) -> None:
             )
 
 
-def _check_existing(path: Path, types: np.ndarray, first_row: int) -> None:
-    bad = (types < 0) | (types > MAX_TOKEN_TYPE)
-    if bad.any():
-        row, column = np.argwhere(bad)[0]
+def _check_existing(path: Path, types: np.ndarray, first_row: int) -> np.ndarray:
+    """A block of the file's types as int8; a value outside 0..3 is an error naming its cell."""
+    small = as_small_types(types)
+    if small.size and small.min() < 0:
+        row, column = divmod(int(np.argmax(small.reshape(-1) < 0)), small.shape[1])
         raise ShardError(
             f"{path}: '{TOKEN_TYPE_IDS}' row {first_row + row} column {column} holds"
             f" {types[row, column]}, not a type 0..3; fix it or assign types without --from-existing"
         )
+    return small
