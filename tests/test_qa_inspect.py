@@ -1,4 +1,4 @@
-"""inspect regressions from QA: empty row selections and per-row normalised loss shares."""
+"""inspect regressions from QA: row selections, loss shares, damaged or odd files, empty folders."""
 
 from __future__ import annotations
 
