@@ -156,6 +156,7 @@ def assign_types(
                 f"{path}: dataset '{TOKEN_TYPE_IDS}' already exists; pass --overwrite to replace it"
                 " or --from-existing to start from it"
             )
+    # The report fills in as the blocks are computed, so a dry run still has to go through them.
     blocks = _blocks(path, structure, rules, report, require_match, preview_rows, progress)
     if dry_run:
         for _ in blocks:
@@ -166,7 +167,7 @@ def assign_types(
         TOKEN_TYPE_IDS,
         blocks,
         output=output,
-        overwrite=True,
+        overwrite=True,  # refused above unless allowed, with a message naming --from-existing too
         provenance=provenance,
     )
     report.written = True
