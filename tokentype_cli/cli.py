@@ -724,8 +724,8 @@ def tokenize_command(
         eos_token=eos_token,
         pad_token=pad_token,
     )
-    record = {"inputs": list(inputs), "tokenizer": str(tokenizer.path), **vars(options)}
     paths = list(inputs)
+    record = {"inputs": paths, "tokenizer": str(tokenizer.path), **vars(options)}
     with progress_bar(input_size(paths), "B", "tokenize", quiet) as advance:
         metrics = tokenize_files(
             paths,
