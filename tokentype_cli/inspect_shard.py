@@ -23,6 +23,7 @@ from tokentype_cli.schema import (
     TOKEN_TYPE_NAMES,
     TokenType,
     find_shards,
+    first_line,
     iter_row_chunks,
     open_shard,
     require_rows_dataset,
@@ -336,9 +337,9 @@ def _readable(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError, KeyError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ShardError(
-            f"{path}: cannot be read ({text}); the file is damaged, rebuild it or restore a copy"
+            f"{path}: cannot be read ({first_line(exc)}); the file is damaged, rebuild it or"
+            " restore a copy"
         ) from exc
 
 

@@ -112,7 +112,7 @@ def open_shard(path: str | os.PathLike, mode: str = "r") -> h5py.File:
             raise ShardError(f"{path}: not an HDF5 file; pass a shard written by tokentype or h5py")
         return h5py.File(path, mode)
     except OSError as exc:
-        raise ShardError(f"{path}: cannot open as HDF5 ({_first_line(exc)})") from exc
+        raise ShardError(f"{path}: cannot open as HDF5 ({first_line(exc)})") from exc
 
 
 def require_rows_dataset(shard: h5py.File, name: str = INPUT_IDS) -> h5py.Dataset:
@@ -168,13 +168,14 @@ def iter_row_chunks(
             except (OSError, RuntimeError) as exc:
                 raise ShardError(
                     f"{dataset.file.filename}: dataset '{dataset.name.lstrip('/')}' rows {row}..{end - 1}"
-                    f" cannot be read ({_first_line(exc)}); the file is damaged, rebuild it"
+                    f" cannot be read ({first_line(exc)}); the file is damaged, rebuild it"
                 ) from exc
         yield row, blocks
         row = end
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (h5py's run to several), for one-line errors."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 
@@ -195,9 +196,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise ShardError(
-            f"{target}: cannot create a file in {folder} ({_first_line(exc)})"
-        ) from exc
+        raise ShardError(f"{target}: cannot create a file in {folder} ({first_line(exc)})") from exc
     os.close(handle)
     temporary = Path(name)
     try:
@@ -449,7 +448,7 @@ def _copy_object(source: h5py.File, key: str, result: h5py.File) -> None:
         source.copy(source[key], result, name=key)
     except (OSError, RuntimeError, KeyError) as exc:
         raise ShardError(
-            f"{source.filename}: '{key}' cannot be copied ({_first_line(exc)}); the file is"
+            f"{source.filename}: '{key}' cannot be copied ({first_line(exc)}); the file is"
             " damaged: remove that object or rebuild the file"
         ) from exc
 

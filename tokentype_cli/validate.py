@@ -26,6 +26,7 @@ from tokentype_cli.schema import (
     TOKEN_TYPE_NAMES,
     TokenType,
     find_shards,
+    first_line,
     iter_row_chunks,
     open_shard,
     read_step_rows,
@@ -191,7 +192,7 @@ def validate_file(
             _check_file(shard, report, options, progress)
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         # h5py surfaces damaged metadata as any of these, from any attribute access.
-        report.add("unreadable", ERROR, f"{path}: cannot be read ({_first_line(exc)})")
+        report.add("unreadable", ERROR, f"{path}: cannot be read ({first_line(exc)})")
     _sort(report, options.strict)
     return report
 
@@ -546,11 +547,6 @@ class _ContentChecker:
                     f" first, {reference} (first: {h.at()})"
                 )
             report.add(check, WARNING, f"{path}: {text}", h.count, h.row, h.column)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def totals(reports: list[FileReport]) -> tuple[int, int]:
