@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from tokentype_cli.errors import DatasetExistsError, SourceError
+from tokentype_cli.loss import type_counts
 from tokentype_cli.schema import (
     INPUT_IDS,
     MAX_TOKEN_TYPE,
@@ -96,7 +97,7 @@ def _check_blocks(blocks: Iterator[tuple[int, np.ndarray]], source: str) -> dict
         if bad.any():
             row, column = np.argwhere(bad)[0]
             raise _bad_type(source, first_row + row, column, block[row, column])
-        counts += np.bincount(block.ravel(), minlength=MAX_TOKEN_TYPE + 1)
+        counts += type_counts(block)[: MAX_TOKEN_TYPE + 1]
     return {kind: int(count) for kind, count in enumerate(counts)}
 
 

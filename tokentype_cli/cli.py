@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from tokentype_cli import __version__
 from tokentype_cli.errors import OptionError, TokentypeError
-from tokentype_cli.schema import Provenance, TokenType, parse_token_type
+from tokentype_cli.schema import TOKEN_TYPE_NAMES, Provenance, TokenType, parse_token_type
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -313,7 +313,7 @@ def add_types_command(
         stdin=stdin,
     )
     shares = ", ".join(
-        f"{TokenType(kind).name.lower()} {count}" for kind, count in result.counts.items()
+        f"{TOKEN_TYPE_NAMES[TokenType(kind)]} {count:,}" for kind, count in result.counts.items()
     )
     message(
         f"{result.path}: wrote token_type_ids {result.rows} x {result.seq_len} ({shares})", quiet
@@ -971,7 +971,6 @@ def assign_types_command(
 
 def _assign_types_summary(report) -> str:
     """Structure, what each rule did, tokens per type before and after."""
-    from tokentype_cli.schema import TOKEN_TYPE_NAMES
 
     if not report.written:
         outcome = "dry run, nothing written"
