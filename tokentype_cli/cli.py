@@ -23,6 +23,8 @@ from tqdm import tqdm
 from tokentype_cli import __version__
 from tokentype_cli.errors import OptionError, TokentypeError
 from tokentype_cli.schema import TOKEN_TYPE_NAMES, Provenance, TokenType, parse_token_type
+from tokentype_cli.tokenize_pack import PACKING_CHOICES
+from tokentype_cli.tokenize_read import BOUNDARIES, INPUT_FORMATS
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -273,7 +275,8 @@ def progress_bar(
 
 
 # Each command imports its library module when it runs, so `--help` and every other command
-# start without loading what they do not use (the tokenizer stack, the rule engine).
+# start without loading what they do not use (the tokenizer stack, the rule engine). The option
+# choices imported at the top come from light modules, which stay the one place spelling them.
 
 # === add-types ===================================================================================
 
@@ -321,7 +324,6 @@ def add_types_command(
 
 
 # === validate ====================================================================================
-# (owner: validate/inspect)
 
 
 @cli.command("validate")
@@ -426,7 +428,6 @@ def _validate_report(reports: list) -> str:
 
 
 # === inspect =====================================================================================
-# (owner: validate/inspect)
 
 
 @cli.command("inspect")
@@ -521,13 +522,6 @@ def inspect_command(
 
 
 # === tokenize ====================================================================================
-# (owner: tokenize)
-
-
-# The choices come from the library, which stays the one place that spells them. Both modules
-# are light (numpy is loaded by schema already); the tokenizer stack loads only when tokenize runs.
-from tokentype_cli.tokenize_pack import PACKING_CHOICES  # noqa: E402
-from tokentype_cli.tokenize_read import BOUNDARIES, INPUT_FORMATS  # noqa: E402
 
 
 @cli.command("tokenize")
@@ -776,7 +770,6 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
 
 
 # === assign-types ================================================================================
-# (owner: assign-types)
 
 
 @cli.command("assign-types")
