@@ -8,7 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from tokentype_cli.cli import cli
 from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +25,24 @@ EXAMPLE1_TYPES = [0, 0, 0, 1, 1, 1, 3]
 EXAMPLE1_ALT_TYPES = [1, 1, 0, 0, 1, 1, 3]
 EXAMPLE2_IDS = [9, 5, 6, 10, 7, 8, 2, 69, 69, 69, 69]
 EXAMPLE2_TYPES = [0, 0, 0, 1, 1, 1, 3, 2, 2, 2, 2]
+
+
+def invoke(*args, input=None):
+    """Run `tokentype ARGS...` in-process; stdout and stderr stay apart on the result."""
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def assert_one_line_error(result, code: int, *needles: str) -> None:
+    """Exit `code`, nothing on stdout, and (for data errors) one `Error: ...` line holding needles."""
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ")
+    for needle in needles:
+        assert needle in last
+    if code == 1:
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def digest(path: Path) -> str:

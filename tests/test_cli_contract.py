@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
 from tokentype_cli.cli import cli
+
+from .conftest import invoke
 
 COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect"]
 # The HDF5 argument comes first for these; the rest are filled with harmless values.
@@ -15,10 +16,6 @@ HDF5_COMMANDS = {
     "validate": [],
     "inspect": [],
 }
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
 
 
 def test_every_subcommand_is_there():

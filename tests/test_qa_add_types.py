@@ -7,28 +7,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from tokentype_cli.cli import cli
-
-from .conftest import EXAMPLE1_IDS, EXAMPLE1_TYPES, digest
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
-
-
-def assert_one_line_error(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: ")
-    for needle in needles:
-        assert needle in last
-    if code == 1:
-        assert len(result.stderr.strip().splitlines()) == 1
-
+from .conftest import EXAMPLE1_IDS, EXAMPLE1_TYPES, assert_one_line_error, digest, invoke
 
 # --- add-types: sources that cannot be read or are not integers ---------------------------------
 

@@ -9,17 +9,10 @@ import sys
 
 import h5py
 import pytest
-from click.testing import CliRunner
 
-from tokentype_cli.cli import cli
 from tokentype_cli.schema import TOKEN_TYPE_IDS
 
-from .conftest import ROOT
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
-
+from .conftest import ROOT, invoke
 
 # --- assign-types: span bounds beyond any row ---------------------------------------------------
 
