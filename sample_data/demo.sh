@@ -73,3 +73,5 @@ if tokentype assign-types "$out/assign2.h5" --tokenizer "$vocab" --overwrite \
 else
     echo "  (exit $?: no article holds ATC GAA, so --require-match wrote nothing)"
 fi
+
+printf '\n== Done: shards and ledgers are in %s\n' "$out"
