@@ -470,3 +470,11 @@ def test_same_command_same_bytes(example1_shard, tmp_path):
         (tmp_path / "typed.h5").rename(out)
         outputs.append(digest(out))
     assert outputs[0] == outputs[1]
+
+
+def test_show_without_dry_run_is_a_usage_error(example2_shard):
+    before = digest(example2_shard)
+    result = run(example2_shard, "--tokenizer", CODON_VOCAB, "--show", "5")
+    assert result.exit_code == 2
+    assert "--show only applies with --dry-run" in result.stderr
+    assert digest(example2_shard) == before

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
 from tokentype_cli import __version__
@@ -901,6 +902,8 @@ def assign_types_command(
         parse_token_word,
     )
 
+    if not dry_run and ctx.get_parameter_source("show_rows") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--show only applies with --dry-run; add --dry-run", ctx)
     config = RulesConfig() if rules_file is None else load_rules_file(rules_file, tokenizer)
     try:
         rules = list(config.rules)
