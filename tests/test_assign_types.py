@@ -478,3 +478,25 @@ def test_show_without_dry_run_is_a_usage_error(example2_shard):
     assert result.exit_code == 2
     assert "--show only applies with --dry-run" in result.stderr
     assert digest(example2_shard) == before
+
+
+def test_no_sep_and_no_pad_switch_off_the_tokenizer_defaults(example2_shard):
+    result = run(
+        example2_shard, "--tokenizer", CODON_VOCAB, "--no-sep", "--no-pad", "--rule", "span:0:3=0"
+    )
+    assert result.exit_code == 0, result.output
+    # One article per row, nothing is padding: SEP and PAD keep the default type.
+    assert types_of(example2_shard) == [[0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1]]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--no-sep", "--sep", "SEP"], "--no-sep and --sep contradict each other"),
+        (["--no-pad", "--pad", "PAD"], "--no-pad and --pad contradict each other"),
+    ],
+)
+def test_no_sep_or_no_pad_with_a_token_is_a_usage_error(example2_shard, flags, message):
+    result = run(example2_shard, "--tokenizer", CODON_VOCAB, *flags)
+    assert result.exit_code == 2
+    assert message in result.stderr

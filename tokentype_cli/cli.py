@@ -808,6 +808,16 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
     " else the --tokenizer's pad token, else its eos, else none.",
 )
 @click.option(
+    "--no-sep",
+    is_flag=True,
+    help="No separators, not even the --tokenizer's eos: each row is one article.",
+)
+@click.option(
+    "--no-pad",
+    is_flag=True,
+    help="No padding, not even the --tokenizer's pad or eos: trailing runs keep their types.",
+)
+@click.option(
     "--default",
     "default_type",
     type=TOKEN_TYPE,
@@ -853,6 +863,8 @@ def assign_types_command(
     rule_specs: tuple[str, ...],
     seps: tuple[str, ...],
     pad: str | None,
+    no_sep: bool,
+    no_pad: bool,
     default_type: TokenType | None,
     from_existing: bool,
     tokenizer: LoadedTokenizer | None,
@@ -920,6 +932,8 @@ def assign_types_command(
         default=default_type,
         from_existing=from_existing,
         tokenizer=tokenizer,
+        no_sep=no_sep,
+        no_pad=no_pad,
     )
     record = {
         "rules_file": rules_file,

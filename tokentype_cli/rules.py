@@ -389,12 +389,31 @@ def build_structure(
     default: TokenType | None,
     from_existing: bool,
     tokenizer: LoadedTokenizer | None,
+    no_sep: bool = False,
+    no_pad: bool = False,
 ) -> Structure:
-    """Command-line options override the rules file; a tokenizer supplies sep and pad defaults."""
+    """Command-line options override the rules file; a tokenizer supplies sep and pad defaults.
+
+    `no_sep` / `no_pad` switch those defaults off (a rules file says the same with `sep = []`).
+    """
+    for flag, off, given in (
+        ("--no-sep", no_sep, bool(sep)),
+        ("--no-pad", no_pad, pad is not None),
+    ):
+        if off and given:
+            raise OptionError(
+                f"{flag} and {flag.replace('no-', '')} contradict each other; drop one"
+            )
     from_existing = from_existing or bool(config.from_existing)
     if from_existing:
         # `is not None`: pad id 0 and type 0 (prompt) are given too.
-        options = (("--sep", sep or None), ("--pad", pad), ("--default", default))
+        options = (
+            ("--sep", sep or None),
+            ("--pad", pad),
+            ("--default", default),
+            ("--no-sep", no_sep or None),
+            ("--no-pad", no_pad or None),
+        )
         given = [flag for flag, value in options if value is not None]
         given += [
             f"'{key}' of the rules file"
@@ -406,11 +425,11 @@ def build_structure(
                 f"--from-existing takes separators, padding and types from the file; drop {given[0]}"
             )
         return Structure(from_existing=True)
-    seps: tuple[int, ...] | None = tuple(sep) if sep else config.sep
+    seps: tuple[int, ...] | None = () if no_sep else tuple(sep) if sep else config.sep
     if seps is None:
         seps = () if tokenizer is None or tokenizer.eos_id is None else (tokenizer.eos_id,)
-    pad_id = pad if pad is not None else config.pad
-    if pad_id is None and tokenizer is not None:
+    pad_id = None if no_pad else pad if pad is not None else config.pad
+    if pad_id is None and tokenizer is not None and not no_pad:
         pad_id = tokenizer.pad_or_eos_id
     token_type = default if default is not None else config.default
     return Structure(
