@@ -355,7 +355,10 @@ class Ledger:
         self.handle = handle
         self.seq_len = seq_len
         self.full = full
-        self.final_row: list[int] = []  # candidate row -> written row, -1 when dropped
+        # Candidate row (from final_base on) -> written row, -1 when dropped. Rows that no
+        # pending line refers to are forgotten, so memory does not grow with the input.
+        self.final_row: list[int] = []
+        self.final_base = 0
         self.pending: list[tuple[dict, list[list[int]]]] = []
 
     def rows_resolved(self, keep: np.ndarray, written_before: int) -> None:
@@ -415,7 +418,7 @@ class Ledger:
         return out
 
     def flush(self, final: bool = False) -> None:
-        resolved = len(self.final_row)
+        resolved = self.final_base + len(self.final_row)
         done = 0
         for record, segments in self.pending:
             if not final and any(seg[0] >= resolved for seg in segments):
@@ -424,12 +427,18 @@ class Ledger:
             self._finish(record, segments)
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         del self.pending[:done]
+        needed = min(
+            (seg[0] for _, segments in self.pending for seg in segments[:1]), default=resolved
+        )
+        if needed > self.final_base:
+            del self.final_row[: needed - self.final_base]
+            self.final_base = needed
 
     def _finish(self, record: dict, segments: list[list[int]]) -> None:
         rows = []
         lost = 0
         for row, offset, count in segments:
-            final = self.final_row[row]
+            final = self.final_row[row - self.final_base]
             if final < 0:
                 lost += count
             else:
