@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash sample_data/demo.sh $(DEMO)
+	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHON="$(CURDIR)/$(BIN)/python" bash sample_data/demo.sh $(DEMO)
 
 # Not tests: each prints a table of throughput and peak RSS next to plain h5py / a floor.
 bench: $(STAMP)

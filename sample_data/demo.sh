@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The sample pipeline on the source document's genetic-code examples (`make demo`).
-# Usage: sample_data/demo.sh OUTPUT_FOLDER   (tokentype and python on PATH)
+# Usage: sample_data/demo.sh OUTPUT_FOLDER   (tokentype on PATH; $PYTHON, else python3, has h5py)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-demo_out}"
 rm -rf "$out"
 mkdir -p "$out"
 vocab="$here/codon_vocab.json"
+py="${PYTHON:-python3}"  # never a bare `python`: a fresh machine may have only python3
 
 show() {  # print a shard's arrays the way the document's h5py snippet reads them
-    python - "$1" <<'PY'
+    "$py" - "$1" <<'PY'
 import sys, h5py
 with h5py.File(sys.argv[1], "r") as f:
     for row in range(f["input_ids"].shape[0]):
@@ -34,7 +35,7 @@ show "$out/tokenized2.h5"
 echo "  ledger: $(cat "$out/tokenized2.ledger.jsonl")"
 
 step "Example 1: input_ids from another tool, types added with add-types"
-python "$here/make_shard.py" "$here/example1_ids.jsonl" "$out/example1.h5"
+"$py" "$here/make_shard.py" "$here/example1_ids.jsonl" "$out/example1.h5"
 tokentype add-types "$out/example1.h5" "$here/example1_types.jsonl"
 tokentype validate "$out/example1.h5" --tokenizer "$vocab" --require-types --prompt-loss-weight 0
 show "$out/example1.h5"
@@ -46,14 +47,14 @@ tokentype add-types "$out/example1.h5" - -o "$out/example1_alt.h5" --overwrite \
 show "$out/example1_alt.h5"
 
 step "Example 2: a padded row; PAD is never learned"
-python "$here/make_shard.py" "$here/example2_ids.jsonl" "$out/example2.h5"
+"$py" "$here/make_shard.py" "$here/example2_ids.jsonl" "$out/example2.h5"
 tokentype add-types "$out/example2.h5" "$here/example2_types.jsonl"
 tokentype validate "$out/example2.h5" --tokenizer "$vocab" --require-types
 show "$out/example2.h5"
 tokentype inspect "$out/example2.h5" --tokenizer "$vocab" --rows 0 --ids
 
 step "assign-types: example 1 by rule; 'until ATG -> prompt' gives [0, 0, 0, 1, 1, 1, 3]"
-python "$here/make_shard.py" "$here/example1_ids.jsonl" "$out/assign1.h5"
+"$py" "$here/make_shard.py" "$here/example1_ids.jsonl" "$out/assign1.h5"
 tokentype assign-types "$out/assign1.h5" --tokenizer "$vocab" --rule 'until:ATG=prompt'
 show "$out/assign1.h5"
 
@@ -64,7 +65,7 @@ tokentype assign-types "$out/assign1.h5" --tokenizer "$vocab" --overwrite --rule
 show "$out/assign1_alt.h5"
 
 step "assign-types: example 2 from a rules file; the four PAD get type 2"
-python "$here/make_shard.py" "$here/example2_ids.jsonl" "$out/assign2.h5"
+"$py" "$here/make_shard.py" "$here/example2_ids.jsonl" "$out/assign2.h5"
 tokentype assign-types "$out/assign2.h5" --tokenizer "$vocab" --rules "$here/example2_rules.toml" --require-match
 show "$out/assign2.h5"
 if tokentype assign-types "$out/assign2.h5" --tokenizer "$vocab" --overwrite \

@@ -6,7 +6,7 @@ import pytest
 
 from tokentype_cli.cli import cli
 
-from .conftest import invoke
+from .conftest import CODON_VOCAB, invoke
 
 COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect"]
 # The HDF5 argument comes first for these; the rest are filled with harmless values.
@@ -89,3 +89,55 @@ def test_tokenize_missing_input_is_exit_1(tmp_path):
     assert "missing.jsonl" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out.h5").exists()
+
+
+# A harmless value for every required option, so each can be left out alone.
+REQUIRED_OPTION_VALUES = {
+    "--output": "out.h5",
+    "--tokenizer": str(CODON_VOCAB),
+}
+REQUIRED_ARGUMENTS = {"tokenize": ["in.jsonl"]}
+
+
+def _required_options(command: str) -> list[str]:
+    return [
+        param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
+        for param in cli.commands[command].params
+        if param.param_type_name == "option" and param.required
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "missing"),
+    [(command, option) for command in COMMANDS for option in _required_options(command)],
+)
+def test_each_required_option_left_out_is_a_usage_error(command, missing, tmp_path):
+    given = [
+        arg
+        for option in _required_options(command)
+        if option != missing
+        for arg in (option, str(tmp_path / REQUIRED_OPTION_VALUES[option]))  # absolute stays
+    ]
+    result = invoke(command, *REQUIRED_ARGUMENTS.get(command, []), *given)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert "Error: Missing option" in result.stderr and f"'{missing}'" in result.stderr
+
+
+def test_the_required_options_are_known():
+    found = {option for command in COMMANDS for option in _required_options(command)}
+    assert found == set(REQUIRED_OPTION_VALUES)
+
+
+@pytest.mark.parametrize("command", ["tokenize", "add-types", "assign-types"])
+def test_output_to_stdout_is_refused(command, tmp_path, example1_shard):
+    args = {
+        "tokenize": ["in.jsonl", "--tokenizer", str(CODON_VOCAB)],
+        "add-types": [str(example1_shard), "types.npy"],
+        "assign-types": [str(example1_shard), "--rule", "span:0:1=prompt"],
+    }[command]
+    result = invoke(command, *args, "-o", "-")
+    assert result.exit_code == 2, result.output
+    assert "seekable" in result.stderr
+    assert not (tmp_path / "-").exists()

@@ -13,7 +13,8 @@ PYTHON = sys.executable
 
 
 def shell(script: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TT": f"{PYTHON} -m tokentype_cli"}
+    # No bare `python`: a fresh machine may have only python3, so scripts say "$PY".
+    env = {**os.environ, "TT": f"{PYTHON} -m tokentype_cli", "PY": PYTHON}
     return subprocess.run(
         ["bash", "-o", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True
     )
@@ -24,7 +25,7 @@ def test_types_piped_in_then_validated_as_json(tmp_path):
     (tmp_path / "types.jsonl").write_text(json.dumps(EXAMPLE1_TYPES) + "\n")
     result = shell(
         "cat types.jsonl | $TT add-types s.h5 - && $TT validate s.h5 --require-types --json"
-        " | python -c 'import json, sys; print(json.load(sys.stdin)[\"errors\"])'",
+        """ | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["errors"])'""",
         tmp_path,
     )
     assert result.returncode == 0, result.stderr

@@ -137,12 +137,12 @@ def tokenizer_option(required: bool = False, help_extra: str = "") -> Callable:
     )
 
     def decorate(command: Callable) -> Callable:
+        # No explicit default: click 8.5 skips its required check when one is given, even None.
         return click.option(
             "--tokenizer",
             "tokenizer",
             type=click.Path(exists=False, path_type=Path),
             required=required,
-            default=None,
             help=text,
             callback=_load_tokenizer_callback,
         )(command)
@@ -211,8 +211,18 @@ def output_options(command: Callable) -> Callable:
         "--output",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
+        callback=_hdf5_output,
         help="Write a new file with FILE's datasets plus the types; FILE is left untouched.",
     )(command)
+
+
+def _hdf5_output(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    # click.Path would happily take "-" and the rename at the end would create a file named "-".
+    if value is not None and str(value) == "-":
+        raise click.BadParameter(
+            "an HDF5 file cannot go to stdout (it needs a seekable file); name a file", ctx, param
+        )
+    return value
 
 
 def provenance(ctx: click.Context, **options) -> Provenance:
@@ -532,6 +542,7 @@ def inspect_command(
     "--output",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=_hdf5_output,
     help="HDF5 shard to write (written under a temporary name, renamed when complete).",
 )
 @tokenizer_option(required=True)
