@@ -548,7 +548,7 @@ def test_ledger_records_all_have_the_same_keys(tmp_path):
 
 
 def test_unreadable_input_is_one_line(tmp_path, monkeypatch):
-    from tokentype_cli import tokenize_read
+    from tokentype_cli.tokenize import read as tokenize_read
 
     def refuse(path, mode="r", *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))

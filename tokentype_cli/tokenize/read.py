@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from tokentype_cli.errors import InputError, OptionError
 
 if TYPE_CHECKING:  # tokenize imports this module
-    from tokentype_cli.tokenize import TokenizeOptions
+    from tokentype_cli.tokenize.pipeline import TokenizeOptions
 
 INPUT_FORMATS = ("jsonl", "txt")
 BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attention-boundary

@@ -33,8 +33,8 @@ from tokentype_cli.schema import (
     TokenType,
     atomic_path,
 )
-from tokentype_cli.tokenize_pack import PACKING_CHOICES, Packer, PackResult, Placement
-from tokentype_cli.tokenize_read import (
+from tokentype_cli.tokenize.pack import PACKING_CHOICES, Packer, PackResult, Placement
+from tokentype_cli.tokenize.read import (
     BOUNDARIES,
     Batch,
     batches,
