@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokentype_cli.errors import InputError
-from tokentype_cli.tokenize.pipeline import TokenizeOptions, tokenize_files
-from tokentype_cli.tokenize.pack import PACKING_CHOICES
+from tokentype_cli.tokenize.options import PACKING_CHOICES, TokenizeOptions
+from tokentype_cli.tokenize.pipeline import tokenize_files
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
 VOCAB = {"<s>": 0, "</s>": 1, "a": 3, "b": 4, "c": 5, "<pad>": 6}

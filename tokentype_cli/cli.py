@@ -24,8 +24,7 @@ from tqdm import tqdm
 from tokentype_cli import __version__
 from tokentype_cli.errors import OptionError, TokentypeError
 from tokentype_cli.schema import TOKEN_TYPE_NAMES, Provenance, TokenType, parse_token_type
-from tokentype_cli.tokenize.pack import PACKING_CHOICES
-from tokentype_cli.tokenize.read import BOUNDARIES, INPUT_FORMATS
+from tokentype_cli.tokenize.options import BOUNDARIES, INPUT_FORMATS, PACKING_CHOICES
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -711,7 +710,8 @@ def tokenize_command(
         tokentype tokenize chat.jsonl -o sft.h5 --tokenizer gpt2/ --packing single::drop
         cat a.jsonl b.jsonl | tokentype tokenize - -o out.h5 --tokenizer gpt2/ --json | jq .rows
     """
-    from tokentype_cli.tokenize.pipeline import TokenizeOptions, tokenize_files
+    from tokentype_cli.tokenize.options import TokenizeOptions
+    from tokentype_cli.tokenize.pipeline import tokenize_files
     from tokentype_cli.tokenize.read import input_size
 
     options = TokenizeOptions(

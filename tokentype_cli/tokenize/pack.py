@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokentype_cli.schema import DTYPE, TokenType
-
-OVERFLOWS = ("drop", "truncate_left", "truncate_right")
-PACKING_CHOICES = ("full", *(f"{s}::{o}" for s in ("greedy", "single") for o in OVERFLOWS))
+from tokentype_cli.tokenize.options import PACKING_CHOICES
 
 
 @dataclass

@@ -13,15 +13,10 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tokentype_cli.errors import InputError, OptionError
+from tokentype_cli.tokenize.options import TokenizeOptions
 
-if TYPE_CHECKING:  # tokenize imports this module
-    from tokentype_cli.tokenize.pipeline import TokenizeOptions
-
-INPUT_FORMATS = ("jsonl", "txt")
-BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attention-boundary
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}
 
 
