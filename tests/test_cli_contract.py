@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from tokentype_cli.cli import cli
@@ -141,3 +144,14 @@ def test_output_to_stdout_is_refused(command, tmp_path, example1_shard):
     assert result.exit_code == 2, result.output
     assert "seekable" in result.stderr
     assert not (tmp_path / "-").exists()
+
+
+def test_only_the_cli_package_imports_click():
+    package = Path(__file__).resolve().parent.parent / "tokentype_cli"
+    importers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.parent.name != "cli"
+        and re.search(r"^\s*(import|from) click\b", path.read_text(), re.M)
+    )
+    assert importers == []

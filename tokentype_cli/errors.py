@@ -2,7 +2,7 @@
 
 
 class TokentypeError(Exception):
-    """Base for every error the library reports to a user; cli.py turns it into exit status 1."""
+    """Base for every error the library reports to a user; the CLI turns it into exit status 1."""
 
 
 class ShardError(TokentypeError):

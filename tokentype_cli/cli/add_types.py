@@ -1,0 +1,59 @@
+"""`tokentype add-types`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tokentype_cli.cli.base import (
+    cli,
+    message,
+    output_options,
+    provenance,
+    quiet_option,
+)
+from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+
+
+@cli.command("add-types")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", type=str)
+@output_options
+@quiet_option
+@click.pass_context
+def add_types_command(
+    ctx: click.Context, file: Path, source: str, output: Path | None, overwrite: bool, quiet: bool
+) -> None:
+    """Append a token_type_ids dataset to FILE from SOURCE.
+
+    SOURCE is a .npy array, a .jsonl file (one JSON list of ints per row), an HDF5 file (its
+    token_type_ids, or PATH:DATASET), or - for JSONL on stdin. The whole source is checked (same
+    shape as input_ids, integers in 0..3) before anything is written, and FILE is replaced
+    atomically: an error or interruption leaves it exactly as it was.
+
+    Example:
+
+    \b
+        tokentype add-types shard.h5 types.npy
+        tokentype add-types shard.h5 other.h5:token_type_ids --overwrite
+        python make_types.py | tokentype add-types shard.h5 - -o typed.h5
+    """
+    from tokentype_cli.add_types import add_types
+
+    stdin = sys.stdin if source == "-" else None
+    result = add_types(
+        file,
+        source,
+        output=output,
+        overwrite=overwrite,
+        provenance=provenance(ctx, source=source, overwrite=overwrite),
+        stdin=stdin,
+    )
+    shares = ", ".join(
+        f"{TOKEN_TYPE_NAMES[TokenType(kind)]} {count:,}" for kind, count in result.counts.items()
+    )
+    message(
+        f"{result.path}: wrote token_type_ids {result.rows} x {result.seq_len} ({shares})", quiet
+    )

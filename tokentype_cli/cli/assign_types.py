@@ -1,0 +1,277 @@
+"""`tokentype assign-types`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from tokentype_cli.cli.base import (
+    TOKEN_TYPE,
+    cli,
+    emit_json,
+    json_option,
+    message,
+    output_options,
+    plural,
+    progress_bar,
+    provenance,
+    quiet_option,
+    tokenizer_option,
+    use_color,
+)
+from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+
+@cli.command("assign-types")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default=None,
+    help="TOML or JSON rules file (- for stdin) with sep, pad, default, from_existing and a"
+    " list of rules; applied before any --rule.",
+)
+@click.option(
+    "--rule",
+    "rule_specs",
+    multiple=True,
+    metavar="KIND:ARGS=TYPE",
+    help="A rule, repeatable, applied in order after the file's: span:A:B, token:T..., until:P...,"
+    " through:P..., between:S... .. E...; TYPE is prompt, completion, padding, separator or 0..3."
+    ' Bare integers are ids; quote a token ("..", "5", "a b") to mean the vocabulary string.',
+)
+@click.option(
+    "--sep",
+    "seps",
+    multiple=True,
+    metavar="TOKEN",
+    help="Separator token (type 3, ends an article), repeatable. Default: the rules file's sep,"
+    " else the --tokenizer's eos, else none.",
+)
+@click.option(
+    "--pad",
+    metavar="TOKEN",
+    default=None,
+    help="Padding token: its run at the end of a row is type 2. Default: the rules file's pad,"
+    " else the --tokenizer's pad token, else its eos, else none.",
+)
+@click.option(
+    "--no-sep",
+    is_flag=True,
+    help="No separators, not even the --tokenizer's eos: each row is one article.",
+)
+@click.option(
+    "--no-pad",
+    is_flag=True,
+    help="No padding, not even the --tokenizer's pad or eos: trailing runs keep their types.",
+)
+@click.option(
+    "--default",
+    "default_type",
+    type=TOKEN_TYPE,
+    default=None,
+    help="Type of every token no rule sets (other than separators and padding)."
+    "  [default: completion]",
+)
+@click.option(
+    "--from-existing",
+    is_flag=True,
+    help="Start from FILE's token_type_ids (their separators and padding stay) instead of"
+    " --sep/--pad/--default; replaces them.",
+)
+@tokenizer_option(
+    help_extra="Lets tokens be written as text; --sep defaults to its eos, --pad to its pad."
+)
+@output_options
+@click.option(
+    "--require-match",
+    is_flag=True,
+    help="Fail (exit 1, nothing written) if an until/through/between rule finds nothing in an"
+    " article; the message names the first such row.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Compute and report, print the first rows by type on stdout, write nothing.",
+)
+@click.option(
+    "--show",
+    "show_rows",
+    type=click.IntRange(min=0),
+    default=3,
+    help="Rows --dry-run prints.",
+)
+@json_option
+@quiet_option
+@click.pass_context
+def assign_types_command(
+    ctx: click.Context,
+    file: Path,
+    rules_file: str | None,
+    rule_specs: tuple[str, ...],
+    seps: tuple[str, ...],
+    pad: str | None,
+    no_sep: bool,
+    no_pad: bool,
+    default_type: TokenType | None,
+    from_existing: bool,
+    tokenizer: LoadedTokenizer | None,
+    output: Path | None,
+    overwrite: bool,
+    require_match: bool,
+    dry_run: bool,
+    show_rows: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Set token_type_ids of an already-tokenized shard by rules.
+
+    Separators (--sep) and end-of-row padding (--pad) come first; every other token starts as
+    --default. A row splits into articles at separators; each article's body (without its
+    separator and padding) then goes through the rules in order, a later rule overriding an
+    earlier one. Separators and padding are never changed. Rules (KIND:ARGS=TYPE):
+
+    \b
+      span:A:B          body positions A..B-1, a Python slice (span::-1, span:3:)
+      token:T...        every occurrence of these tokens
+      until:P...        the tokens before the first occurrence of pattern P
+      through:P...      the same, including the occurrence
+      between:S .. E    from each S through the next E (or the end of the body)
+
+    FILE is replaced atomically (an error or interruption leaves it as it was), or -o writes a
+    new file. What every rule matched, and the tokens per type before and after, go to stderr
+    (stdout with --json).
+
+    Example:
+
+    \b
+        tokentype assign-types shard.h5 --tokenizer codons.json --rule 'until:ATG=prompt'
+        tokentype assign-types shard.h5 --rules rules.toml -o typed.h5 --require-match
+        tokentype assign-types chat.h5 --tokenizer tok/ --overwrite \\
+            --rule 'between:<|user|> .. <|assistant|>=prompt' --dry-run | less -R
+        tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
+    """
+    from tokentype_cli import inspect_shard
+    from tokentype_cli.assign_types import assign_types
+    from tokentype_cli.errors import RuleError
+    from tokentype_cli.rules import (
+        RulesConfig,
+        build_structure,
+        load_rules_file,
+        parse_rule_spec,
+        parse_token_word,
+    )
+
+    if not dry_run and ctx.get_parameter_source("show_rows") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--show only applies with --dry-run; add --dry-run", ctx)
+    config = RulesConfig() if rules_file is None else load_rules_file(rules_file, tokenizer)
+    try:
+        rules = list(config.rules)
+        for number, spec in enumerate(rule_specs, 1):
+            rules.append(parse_rule_spec(spec, f"--rule {number}", tokenizer))
+        sep_ids = [parse_token_word(s, tokenizer, f"--sep {s!r}") for s in seps]
+        pad_id = None if pad is None else parse_token_word(pad, tokenizer, f"--pad {pad!r}")
+    except RuleError as exc:
+        raise click.UsageError(str(exc), ctx) from exc
+    structure = build_structure(
+        config,
+        sep=sep_ids or None,
+        pad=pad_id,
+        default=default_type,
+        from_existing=from_existing,
+        tokenizer=tokenizer,
+        no_sep=no_sep,
+        no_pad=no_pad,
+    )
+    record = {
+        "rules_file": rules_file,
+        "rules": [rule.describe() for rule in rules],
+        "sep": list(structure.sep),
+        "pad": structure.pad,
+        "default": int(structure.default),
+        "from_existing": structure.from_existing,
+        "tokenizer": None if tokenizer is None else str(tokenizer.path),
+    }
+    with progress_bar(None, "rows", "assign-types", quiet) as advance:
+        report = assign_types(
+            file,
+            structure,
+            rules,
+            output=output,
+            overwrite=overwrite,
+            require_match=require_match,
+            dry_run=dry_run,
+            preview_rows=show_rows if dry_run else 0,
+            provenance=provenance(ctx, **record),
+            progress=advance,
+        )
+    preview = []
+    if report.preview_ids is not None:
+        preview = list(enumerate(zip(report.preview_ids, report.preview_types, strict=True)))
+    if as_json:
+        data = report.as_dict()
+        if dry_run:
+            data["preview"] = [
+                inspect_shard.row_as_dict(row, ids, types, tokenizer)
+                for row, (ids, types) in preview
+            ]
+        emit_json(data)
+        return
+    color = use_color()
+    for row, (ids, types) in preview:
+        click.echo(inspect_shard.format_row_header(row, report.rows, types))
+        click.echo(
+            inspect_shard.format_row(ids, types, tokenizer=tokenizer, color=color),
+            color=color or None,
+        )
+    message(_assign_types_summary(report), quiet)
+
+
+def _assign_types_summary(report) -> str:
+    """Structure, what each rule did, tokens per type before and after."""
+
+    if not report.written:
+        outcome = "dry run, nothing written"
+    elif report.output is None or report.output == report.path:
+        outcome = f"written to {report.path} in place"
+    else:
+        outcome = f"written to {report.output}"
+    structure = report.structure
+    if structure.from_existing:
+        start = "structure: separators and padding of the existing token_type_ids"
+    else:
+        sep = " ".join(str(t) for t in structure.sep) or "none"
+        pad = "none" if structure.pad is None else str(structure.pad)
+        start = f"structure: sep {sep}, pad {pad}, default {TOKEN_TYPE_NAMES[structure.default]}"
+    lines = [
+        f"{report.path}: {plural(report.rows, 'row')} x {plural(report.seq_len, 'token')},"
+        f" {plural(report.articles, 'article')} ({outcome})",
+        f"  {start}",
+    ]
+    if not report.rules:
+        lines.append("  no rules: types come from the structure alone")
+    width = max((len(r.rule.describe()) for r in report.rules), default=0)
+    for number, rule_report in enumerate(report.rules, 1):
+        not_matched = report.articles - rule_report.matched
+        line = (
+            f"  rule {number}  {rule_report.rule.describe():<{width}}  matched"
+            f" {rule_report.matched:,} of {plural(report.articles, 'article')}, {not_matched:,} not;"
+            f" set {plural(rule_report.tokens_set, 'token')}"
+        )
+        if not_matched and rule_report.first_unmatched_row is not None:
+            line += f" (first unmatched row {rule_report.first_unmatched_row})"
+        lines.append(line)
+    names = list(TOKEN_TYPE_NAMES.values())
+    columns = [
+        max(len(name), len(str(report.before[i])), len(str(report.after[i])))
+        for i, name in enumerate(names)
+    ]
+    lines.append("  tokens  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True)))
+    for label, counts in (("before", report.before), ("after ", report.after)):
+        values = "  ".join(f"{int(c):>{w}}" for c, w in zip(counts, columns, strict=True))
+        lines.append(f"  {label}  {values}")
+    return "\n".join(lines)
