@@ -301,7 +301,6 @@ BAD_LINES = {
     "null": ('{"prompt": null, "completion": "ATG"}', "not a string"),
     "scalar": ("42", "not an object"),
     "unknown word": ('{"prompt": "GAA", "completion": "XYZ"}', "'XYZ' is not in the vocabulary"),
-    "blank": ("", "blank line"),
 }
 
 

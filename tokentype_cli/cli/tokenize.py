@@ -174,9 +174,13 @@ def tokenize_command(
 
     JSONL lines are {"prompt": ..., "completion": ...} or a list of such objects; TXT lines are
     completion-only articles. Prompt tokens get type 0, completion tokens 1, padding 2, and the
-    eos ending each article 3. Use - to read stdin.
+    eos ending each article 3. INPUT is a file (.gz and .zst are read compressed), a folder (its
+    *.jsonl or *.txt files, sorted by name), a FIFO, or - for stdin. Lines end at \\n, \\r\\n or a
+    lone \\r, as in the reference; a UTF-8 byte order mark is skipped; blank JSONL lines are skipped
+    and counted (lines_blank).
 
-    A summary goes to stderr; --json prints the metrics on stdout instead: lines, lines_rejected,
+    A summary goes to stderr; --json prints the metrics on stdout instead: lines, lines_blank,
+    lines_rejected,
     pairs, pairs_skipped_prompt_only, articles, input_tokens, rows, max_seq_length,
     output_tokens, tokens_by_type, tokens_truncated_left, tokens_truncated_right,
     tokens_dropped_too_long (articles longer than a row, with ::drop),
@@ -185,7 +189,7 @@ def tokenize_command(
 
     --ledger writes one JSON object per input line, all with the same keys: input, line, status
     (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
-    prompt_only, prompt_only_row or empty; for rejected: the error; else null), tokens, rows (a
+    prompt_only, prompt_only_row, empty or blank; for rejected: the error; else null), tokens, rows (a
     list of [row, offset, count] pieces in the output), cut_left, cut_right, dropped_too_long,
     dropped_prompt_only_row and pairs_skipped_prompt_only. Every token is accounted for: tokens
     is the sum of the counts in rows, cut_left, cut_right, dropped_too_long and

@@ -61,8 +61,8 @@ class Encoder:
                 bad.setdefault(line, self._why(text, exc))
         if not bad:  # the failure did not repeat text by text; report it as it came
             raise TokenizerError(
-                f"{batch.source}:{batch.first_line}-{batch.first_line + batch.line_count - 1}:"
-                " the tokenizer failed on this block of lines"
+                f"{batch.where(0)}..{batch.where(batch.line_count - 1)}: the tokenizer failed on"
+                " this block of lines but on none of them alone; retry, and report it if it repeats"
             )
         for line, why in sorted(bad.items()):
             batch.rejected[line] = (why, batch.raw[line] if batch.raw else b"")

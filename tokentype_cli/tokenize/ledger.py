@@ -55,11 +55,16 @@ class Ledger:
                 segments.extend(self._segments(row, offset, kept))
             rejected = batch.rejected.get(index)
             # status, reason, rows and dropped_prompt_only_row wait for the rows to resolve.
+            status = reason = None
+            if rejected:
+                status, reason = "rejected", rejected[0]
+            elif index in batch.blank:
+                status, reason = "dropped", "blank"
             record: dict[str, object] = {
-                "input": batch.source,
-                "line": batch.first_line + index,
-                "status": "rejected" if rejected else None,
-                "reason": rejected[0] if rejected else None,
+                "input": batch.line_source[index],
+                "line": batch.line_number[index],
+                "status": status,
+                "reason": reason,
                 "tokens": line_tokens[index],
                 "rows": [],
                 "cut_left": cut_left,
@@ -112,7 +117,7 @@ class Ledger:
                 rows.append([final, offset, count])
         record["rows"] = rows
         record["dropped_prompt_only_row"] = lost
-        if record["status"] == "rejected":
+        if record["status"] is not None:  # rejected or blank: known when the line was read
             return
         placed = sum(r[2] for r in rows)
         tokens = record["tokens"]

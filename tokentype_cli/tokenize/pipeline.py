@@ -35,7 +35,14 @@ from tokentype_cli.tokenize.encode import Encoder
 from tokentype_cli.tokenize.ledger import Ledger
 from tokentype_cli.tokenize.options import TokenizeOptions
 from tokentype_cli.tokenize.pack import Packer, PackResult
-from tokentype_cli.tokenize.read import batches, check_inputs, input_format
+from tokentype_cli.tokenize.read import (
+    Batch,
+    check_inputs,
+    display_name,
+    expand_inputs,
+    file_batches,
+    input_format,
+)
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
@@ -45,6 +52,7 @@ class Metrics:
 
     seq_len: int = 0
     lines: int = 0
+    lines_blank: int = 0
     lines_rejected: int = 0
     pairs: int = 0
     pairs_skipped_prompt_only: int = 0
@@ -66,6 +74,7 @@ class Metrics:
     def as_dict(self) -> dict[str, object]:
         return {
             "lines": self.lines,
+            "lines_blank": self.lines_blank,
             "lines_rejected": self.lines_rejected,
             "pairs": self.pairs,
             "pairs_skipped_prompt_only": self.pairs_skipped_prompt_only,
@@ -189,15 +198,56 @@ def tokenize_files(
     batch_bytes: int = 1 << 19,
     encoders: int = 2,
 ) -> Metrics:
-    """Tokenize `inputs` into the shard `output`; return the metrics.
+    """Tokenize `inputs` (files, folders or -) into the shard `output`; return the metrics.
 
     Nothing is left at `output` (or the ledger / rejects paths) unless the whole run succeeds.
     Bad lines raise InputError unless `rejects_path` is given, where they are written instead.
     """
     options.check()
+    inputs = expand_inputs(inputs)
     check_inputs(inputs)
     _check_targets(inputs, output, ledger_path, rejects_path)
     formats = [input_format(path, options.input_format) for path in inputs]
+    source = file_batches(
+        inputs,
+        formats,
+        options,
+        batch_lines=batch_lines,
+        batch_bytes=batch_bytes,
+        advance=advance,
+        keep_raw=rejects_path is not None,
+    )
+    names = ", ".join(display_name(path) for path in inputs)
+    return tokenize_batches(
+        source,
+        output,
+        tokenizer,
+        options,
+        describe=names,
+        provenance=provenance,
+        ledger_path=ledger_path,
+        rejects_path=rejects_path,
+        encoders=encoders,
+    )
+
+
+def tokenize_batches(
+    source: Iterator[Batch],
+    output: str | Path,
+    tokenizer: LoadedTokenizer,
+    options: TokenizeOptions,
+    *,
+    describe: str,
+    provenance: Provenance | None = None,
+    ledger_path: str | Path | None = None,
+    rejects_path: str | Path | None = None,
+    encoders: int = 2,
+) -> Metrics:
+    """Encode, pack and write the batches of `source` (from read.batches) into `output`.
+
+    `describe` names the input in the message when no row results. Batches carry rows'
+    `raw` bytes when `rejects_path` is given.
+    """
     special = special_tokens(tokenizer, options.eos_token, options.pad_token)
     skip_bad = rejects_path is not None
     metrics = Metrics(seq_len=options.seq_len)
@@ -209,15 +259,6 @@ def tokenize_files(
     stop = threading.Event()
     parsed: queue.Queue = queue.Queue(maxsize=4)
     encoded_q: queue.Queue = queue.Queue(maxsize=4)
-    source = batches(
-        inputs,
-        formats,
-        options,
-        batch_lines=batch_lines,
-        batch_bytes=batch_bytes,
-        advance=advance,
-        keep_raw=skip_bad,
-    )
     with contextlib.ExitStack() as stack:
         threads = [_stage(source, parsed, stop)]
         encoded = _ordered_map(encoder, _drain(parsed, stop), encoders)
@@ -269,6 +310,7 @@ def tokenize_files(
         for encoded in _drain(encoded_q, stop):
             batch = encoded.batch
             metrics.lines += batch.line_count
+            metrics.lines_blank += len(batch.blank)
             if batch.rejected:
                 if not skip_bad:
                     index = min(batch.rejected)
@@ -276,7 +318,7 @@ def tokenize_files(
                     # The hint is added here, not to the reason: the ledger records reasons
                     # of lines that --skip-bad-lines did set aside.
                     raise InputError(
-                        f"{batch.source}:{batch.first_line + index}: {why}"
+                        f"{batch.where(index)}: {why}"
                         " (or pass --skip-bad-lines REJECTS to set bad lines aside)"
                     )
                 metrics.lines_rejected += len(batch.rejected)
@@ -299,9 +341,8 @@ def tokenize_files(
         if ledger is not None:
             ledger.flush(final=True)
         if metrics.rows == 0:
-            sources = ", ".join("<stdin>" if path == "-" else path for path in inputs)
             raise InputError(
-                f"{sources}: no rows to write (lines: {metrics.lines}, rejected:"
+                f"{describe}: no rows to write (lines: {metrics.lines}, rejected:"
                 f" {metrics.lines_rejected}, prompt-only pairs skipped:"
                 f" {metrics.pairs_skipped_prompt_only}); check the input, --completion-key, or"
                 " pass --keep-prompt-only-sequences"

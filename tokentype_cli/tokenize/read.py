@@ -1,32 +1,56 @@
 """Read JSONL / TXT inputs into batches of texts to encode, checking every line.
 
-A batch holds the texts of consecutive lines of one input, and for each prompt/completion pair
-which texts are its prompt and completion. Lines that cannot be used become rejections (with
+Inputs are files (plain, .gz or .zst), folders of them, streams (FIFOs, /dev/stdin) or - for
+stdin. Lines end where Python's universal newlines end them (\n, \r\n or a lone \r), as in the
+reference's text-mode reading, and a UTF-8 byte order mark at the start of an input is skipped.
+
+A batch holds the texts of up to a few thousand lines, and for each prompt/completion pair which
+texts are its prompt and completion. Lines that cannot be used become rejections (with
 --skip-bad-lines) or an InputError naming file and line.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
+import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from tokentype_cli.errors import InputError, OptionError
-from tokentype_cli.tokenize.options import TokenizeOptions
+from tokentype_cli.tokenize.options import INPUT_FORMATS, TokenizeOptions
 
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}
+_COMPRESSED = (".gz", ".zst")
+_BOM = b"\xef\xbb\xbf"
+# Formats people try that are not text lines: the first bytes of the file, and what to say.
+_NOT_TEXT = {
+    b"PAR1": "a Parquet file, which tokenize does not read; convert it to JSONL first"
+    " (e.g. duckdb -c \"COPY (SELECT * FROM 'FILE') TO 'FILE.jsonl'\")",
+    b"\x89HDF": "an HDF5 file (already tokenized?); tokenize reads JSONL or TXT",
+    b"PK\x03\x04": "a zip archive; unpack it and pass the JSONL or TXT inside",
+}
+
+
+class InputLine(NamedTuple):
+    """One line of an input: where it came from (for messages and the ledger) and its bytes."""
+
+    source: str  # the input's display name (<stdin> for -)
+    number: int  # 1-based line number in that input
+    raw: bytes  # the line with its newline normalised to \n (none on a last line without one)
 
 
 @dataclass
 class Batch:
-    """Consecutive lines of one input and the texts they need encoded."""
+    """Up to a few thousand input lines and the texts they need encoded."""
 
-    source: str
-    first_line: int  # 1-based number of lines[0]
-    line_count: int = 0
+    line_source: list[str] = field(default_factory=list)  # per line: its input
+    line_number: list[int] = field(default_factory=list)  # per line: 1-based number there
     texts: list[str] = field(default_factory=list)
     # Per pair: line index in the batch, prompt text index (-1 none), completion text index,
     # and whether an article ends after it because of --packing-boundary prompt_completion_pair.
@@ -35,9 +59,30 @@ class Batch:
     pair_completion: list[int] = field(default_factory=list)
     pair_split: list[int] = field(default_factory=list)
     skipped_pairs: dict[int, int] = field(default_factory=dict)  # line index -> prompt-only pairs
+    blank: set[int] = field(default_factory=set)  # line indices of blank JSONL lines (skipped)
     rejected: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # line -> (why, raw)
     raw: list[bytes] = field(default_factory=list)  # the lines as read, kept for --skip-bad-lines
     nbytes: int = 0
+
+    @property
+    def line_count(self) -> int:
+        return len(self.line_number)
+
+    def where(self, index: int) -> str:
+        """`file:line` of the batch's line `index`, for messages."""
+        return f"{self.line_source[index]}:{self.line_number[index]}"
+
+
+def display_name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+def _base_suffix(path: str) -> str:
+    """The extension that names the format: `.jsonl` for data.jsonl and data.jsonl.gz."""
+    name = Path(path)
+    if name.suffix.lower() in _COMPRESSED:
+        name = name.with_suffix("")
+    return name.suffix.lower()
 
 
 def input_format(path: str, given: str | None) -> str:
@@ -46,50 +91,157 @@ def input_format(path: str, given: str | None) -> str:
         return given
     if path == "-":
         return "jsonl"
-    found = _EXTENSIONS.get(Path(path).suffix.lower())
+    suffix = _base_suffix(path)
+    found = _EXTENSIONS.get(suffix)
     if found is None:
+        if suffix == ".parquet":
+            raise InputError(f"{path}: {_NOT_TEXT[b'PAR1']}")
         raise OptionError(
             f"{path}: cannot tell the format from the extension; pass --input-format jsonl or txt"
         )
     return found
 
 
+def expand_inputs(paths: Iterable[str]) -> list[str]:
+    """Files as given; a folder becomes its *.jsonl or *.txt files (also .gz/.zst), sorted by name.
+
+    A folder holding both JSONL and TXT files is an error naming one of each, since a folder is
+    read as one dataset in one format.
+    """
+    found: list[str] = []
+    for path in paths:
+        if path == "-" or not Path(path).is_dir():
+            found.append(path)
+            continue
+        by_format: dict[str, list[str]] = {}
+        for child in sorted(Path(path).iterdir(), key=lambda p: p.name):
+            fmt = _EXTENSIONS.get(_base_suffix(str(child)))
+            if fmt is not None and child.suffix.lower() != ".json" and _is_readable_file(child):
+                by_format.setdefault(fmt, []).append(str(child))
+        if len(by_format) > 1:
+            raise InputError(
+                f"{path}: the folder mixes JSONL ({by_format['jsonl'][0]}) and TXT"
+                f" ({by_format['txt'][0]}) files; keep one format per folder or name the files"
+            )
+        if not by_format:
+            raise InputError(f"{path}: the folder holds no *.jsonl or *.txt files")
+        found.extend(next(iter(by_format.values())))
+    return found
+
+
+def _is_readable_file(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
 def check_inputs(paths: list[str]) -> None:
-    """Fail before any work when an input file is missing."""
+    """Fail before any work when an input is missing, a folder, or not text lines."""
     if paths.count("-") > 1:
         raise OptionError("'-' (stdin) can be given only once")
     for path in paths:
-        if path != "-" and not Path(path).is_file():
+        if path == "-":
+            continue
+        if not _is_readable_file(Path(path)):
             what = "is a folder" if Path(path).is_dir() else "no such file"
             raise InputError(f"{path}: {what}; pass a JSONL or TXT file, or - for stdin")
+        if not stat.S_ISREG(Path(path).stat().st_mode):
+            continue  # a stream: its first bytes must not be consumed here
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4)
+        except OSError as exc:
+            raise InputError(
+                f"{path}: cannot read ({exc.strerror or exc}); check the file and its permissions"
+            ) from exc
+        for magic, what in _NOT_TEXT.items():
+            if head.startswith(magic):
+                raise InputError(f"{path}: {what}")
 
 
 def input_size(paths: list[str]) -> int | None:
-    """Total bytes to read, for the progress bar (None when reading stdin).
+    """Total bytes to read, for the progress bar (None for stdin, streams and compressed inputs).
 
     Missing inputs count as empty: check_inputs reports them, once the run starts.
     """
-    if "-" in paths:
+    if any(p == "-" or Path(p).suffix.lower() in _COMPRESSED for p in paths):
         return None
-    return sum(os.path.getsize(p) for p in paths if Path(p).is_file())
+    sizes = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        sizes.append(info.st_size)
+    return sum(sizes)
 
 
-def _raw_lines(path: str) -> Iterator[bytes]:
-    """Lines of a file (or stdin) as bytes, each with its newline if it had one."""
-    # Iterating the binary stream splits on b"\n" only, in C, and stays linear on huge lines.
-    if path == "-" and sys.stdin is None:  # closed (`<&-`), not just empty
-        raise InputError("<stdin>: standard input is closed; pipe the input in or name a file")
+def open_binary(path: str) -> io.BufferedIOBase:
+    """A binary stream of the input's bytes, decompressed for .gz and .zst."""
+    if path == "-":
+        if sys.stdin is None:  # closed (`<&-`), not just empty
+            raise InputError("<stdin>: standard input is closed; pipe the input in or name a file")
+        return sys.stdin.buffer
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    handle = open(path, "rb")  # noqa: SIM115 (returned to the caller, who closes it)
+    if suffix == ".zst":
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(handle, closefd=True)
+        return io.BufferedReader(reader, 1 << 20)
+    return handle
+
+
+def input_lines(path: str) -> Iterator[InputLine]:
+    """The lines of one input, numbered from 1 (see the module docstring for line ends)."""
+    source = display_name(path)
+    number = 0
     try:
-        if path == "-":
-            yield from sys.stdin.buffer
-            return
-        with open(path, "rb") as stream:
-            yield from stream
-    except OSError as exc:
-        name = "<stdin>" if path == "-" else path
+        stream = open_binary(path)
+        try:
+            first = True
+            # Iterating the binary stream splits on b"\n" only, in C, and stays linear on huge
+            # lines; the rare \r is handled per line after.
+            for raw in stream:
+                if first:
+                    first = False
+                    if raw.startswith(_BOM):
+                        raw = raw[len(_BOM) :]
+                if b"\r" in raw:
+                    for piece in _universal(raw):
+                        number += 1
+                        yield InputLine(source, number, piece)
+                    continue
+                number += 1
+                yield InputLine(source, number, raw)
+        finally:
+            if path != "-":
+                stream.close()
+    except (OSError, EOFError) as exc:  # also a damaged .gz / .zst stream
         raise InputError(
-            f"{name}: cannot read ({exc.strerror or exc}); check the file and its permissions"
+            f"{source}: cannot read ({getattr(exc, 'strerror', None) or exc}); check the file"
+            " (a compressed input may be truncated or damaged)"
         ) from exc
+    except ImportError as exc:
+        raise InputError(f"{source}: reading .zst needs the zstandard package ({exc})") from exc
+    if number == 0:
+        raise InputError(f"{source}: empty input (no lines); check the file or leave it out")
+
+
+def _universal(raw: bytes) -> list[bytes]:
+    """Split a line holding \r the way text mode does: \r\n and a lone \r end lines, as \n."""
+    text = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    pieces = text.split(b"\n")
+    out = [piece + b"\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        out.append(pieces[-1])
+    return out
 
 
 class LineError(Exception):
@@ -115,8 +267,8 @@ def _text_field(item: dict, key: str, where: str, required: bool) -> str:
 
 
 def batches(
-    paths: list[str],
-    formats: list[str],
+    lines: Iterable[InputLine],
+    fmt: str,
     options: TokenizeOptions,
     *,
     batch_lines: int = 2048,
@@ -124,43 +276,58 @@ def batches(
     advance: Callable[[int], None] = lambda n: None,
     keep_raw: bool = False,
 ) -> Iterator[Batch]:
-    """Yield batches of checked lines from every input in order."""
+    """Yield batches of checked lines, in the order given."""
+    if fmt not in INPUT_FORMATS:
+        raise OptionError(f"unknown input format {fmt!r}; use {' or '.join(INPUT_FORMATS)}")
     split_pairs = options.packing_boundary == "prompt_completion_pair"
-    for path, fmt in zip(paths, formats, strict=True):
-        source = "<stdin>" if path == "-" else path
-        batch = Batch(source, 1)
-        number = 0
-        for number, raw in enumerate(_raw_lines(path), start=1):
-            index = batch.line_count
-            marks = (len(batch.texts), len(batch.pair_line))
-            batch.line_count += 1
-            batch.nbytes += len(raw)
-            if keep_raw:
-                batch.raw.append(raw)
+    batch = Batch()
+    for source, number, raw in lines:
+        index = batch.line_count
+        marks = (len(batch.texts), len(batch.pair_line))
+        batch.line_source.append(source)
+        batch.line_number.append(number)
+        batch.nbytes += len(raw)
+        if keep_raw:
+            batch.raw.append(raw)
+        text = ""
+        try:
             try:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise LineError(
-                        f"invalid UTF-8 at byte {exc.start}; convert the file to UTF-8"
-                        " (e.g. iconv -f latin1 -t utf-8)"
-                    ) from None
-                if fmt == "txt":
-                    _add_txt(batch, index, text)
-                else:
-                    _add_jsonl(batch, index, text, options, split_pairs)
-            except LineError as exc:
-                batch.rejected[index] = (str(exc), raw)
-                _drop_line(batch, index, marks)
-            if batch.line_count >= batch_lines or batch.nbytes >= batch_bytes:
-                advance(batch.nbytes)
-                yield batch
-                batch = Batch(source, number + 1)
-        if number == 0:
-            raise InputError(f"{source}: empty input (no lines); check the file or leave it out")
-        if batch.line_count:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise LineError(
+                    f"invalid UTF-8 at byte {exc.start}; convert the file to UTF-8"
+                    " (e.g. iconv -f latin1 -t utf-8)"
+                ) from None
+            if fmt == "txt":
+                _add_txt(batch, index, text)
+            elif not text.strip():
+                batch.blank.add(index)
+            else:
+                _add_jsonl(batch, index, text, options, split_pairs)
+        except LineError as exc:
+            message = str(exc)
+            if number == 1 and fmt == "jsonl" and text.lstrip().startswith("["):
+                message += (
+                    f"; if {source} is one JSON array, not JSON Lines, convert it:"
+                    f" jq -c '.[]' {source} > lines.jsonl"
+                )
+            batch.rejected[index] = (message, raw)
+            _drop_line(batch, index, marks)
+        if batch.line_count >= batch_lines or batch.nbytes >= batch_bytes:
             advance(batch.nbytes)
             yield batch
+            batch = Batch()
+    if batch.line_count:
+        advance(batch.nbytes)
+        yield batch
+
+
+def file_batches(
+    paths: list[str], formats: list[str], options: TokenizeOptions, **kwargs
+) -> Iterator[Batch]:
+    """Batches of every input in order; a batch never spans two inputs."""
+    for path, fmt in zip(paths, formats, strict=True):
+        yield from batches(input_lines(path), fmt, options, **kwargs)
 
 
 def _drop_line(batch: Batch, index: int, marks: tuple[int, int]) -> None:
@@ -173,9 +340,7 @@ def _drop_line(batch: Batch, index: int, marks: tuple[int, int]) -> None:
 
 
 def _add_txt(batch: Batch, index: int, text: str) -> None:
-    # The reference reads text files in universal-newline mode: CRLF counts as LF.
-    if text.endswith("\r\n"):
-        text = text[:-2] + "\n"
+    # A blank TXT line is an article ("\n"), as in the reference.
     batch.texts.append(text)
     batch.pair_line.append(index)
     batch.pair_prompt.append(-1)
@@ -186,8 +351,6 @@ def _add_txt(batch: Batch, index: int, text: str) -> None:
 def _add_jsonl(
     batch: Batch, index: int, text: str, options: TokenizeOptions, split_pairs: bool
 ) -> None:
-    if not text.strip():
-        raise LineError("blank line; remove it (every JSONL line must be a JSON object or list)")
     try:
         loaded = json.loads(text)
     except json.JSONDecodeError as exc:
