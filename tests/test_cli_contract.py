@@ -96,7 +96,6 @@ def test_tokenize_missing_input_is_exit_1(tmp_path):
 
 # A harmless value for every required option, so each can be left out alone.
 REQUIRED_OPTION_VALUES = {
-    "--output": "out.h5",
     "--tokenizer": str(CODON_VOCAB),
 }
 REQUIRED_ARGUMENTS = {"tokenize": ["in.jsonl"]}
@@ -126,6 +125,17 @@ def test_each_required_option_left_out_is_a_usage_error(command, missing, tmp_pa
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
     assert "Error: Missing option" in result.stderr and f"'{missing}'" in result.stderr
+
+
+def test_tokenize_without_an_output_asks_for_one_or_a_dataset(tmp_path):
+    result = invoke("tokenize", "in.jsonl", "--tokenizer", CODON_VOCAB)
+    assert result.exit_code == 2, result.output
+    assert "Missing option '-o' / '--output' (or '--dataset DIR'" in result.stderr
+    both = invoke(
+        "tokenize", "in.jsonl", "--tokenizer", CODON_VOCAB, "-o", tmp_path / "x.h5",
+        "--dataset", tmp_path / "ds",
+    )  # fmt: skip
+    assert both.exit_code == 2 and "exclude each other" in both.stderr
 
 
 def test_the_required_options_are_known():

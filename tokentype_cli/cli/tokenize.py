@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
 
 from tokentype_cli.cli.base import (
+    TokentypeCommand,
     cli,
     emit_json,
     hdf5_output,
@@ -21,14 +24,184 @@ from tokentype_cli.cli.base import (
 from tokentype_cli.tokenize.options import BOUNDARIES, INPUT_FORMATS, PACKING_CHOICES
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
+# The reference spells the shuffle `--shuffle on_RAM|large_file|False`; here it is a bare flag.
+_SHUFFLE_VALUES = {"on_ram": "--shuffle", "large_file": "--shuffle", "false": "--no-shuffle"}
 
-@cli.command("tokenize")
+
+class TokenizeCommand(TokentypeCommand):
+    """tokenize, which also takes the reference's valued `--shuffle` spellings."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rewritten: list[str] = []
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg.startswith("--shuffle="):
+                value = arg.partition("=")[2]
+                if value.lower() not in _SHUFFLE_VALUES:
+                    raise click.UsageError(
+                        f"--shuffle={value}: use --shuffle (or on_RAM, large_file, False)", ctx
+                    )
+                rewritten.append(_SHUFFLE_VALUES[value.lower()])
+            elif (
+                arg == "--shuffle"
+                and index + 1 < len(args)
+                and args[index + 1].lower() in _SHUFFLE_VALUES
+            ):
+                rewritten.append(_SHUFFLE_VALUES[args[index + 1].lower()])
+                index += 1
+            else:
+                rewritten.append(arg)
+            index += 1
+        return super().parse_args(ctx, rewritten)
+
+
+def _task(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    index, slash, count = value.partition("/")
+    if not slash or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise click.BadParameter(
+            f"{value!r}: write K/N with 0 <= K < N, e.g. --task $SLURM_ARRAY_TASK_ID/8", ctx, param
+        )
+    return int(index), int(count)
+
+
+def dataset_options(command):
+    """The options of `--dataset DIR` builds (reference spellings accepted as aliases)."""
+    options = [
+        click.option(
+            "--dataset",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Write a training-ready dataset folder DIR (train/dev/test splits, metadata.yaml,"
+            " tokenizer/, sha256 manifest) instead of one -o shard.",
+        ),
+        click.option(
+            "--train-files",
+            "--num_training_splits",
+            "train_files",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Train files. Default as the reference: 32 under 10 GiB of input, 128 under 100"
+            " GiB, else 256.",
+        ),
+        click.option(
+            "--dev-ratio",
+            "--dev_ratio",
+            "dev_ratio",
+            type=click.FloatRange(0, 1, max_open=True),
+            default=None,
+            help="Share of the splits that are dev files (the reference's arithmetic).",
+        ),
+        click.option(
+            "--dev-files",
+            "--num_dev_splits",
+            "dev_files",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Dev files (instead of --dev-ratio).  [default: 0]",
+        ),
+        click.option(
+            "--test-ratio",
+            "--test_ratio",
+            "test_ratio",
+            type=click.FloatRange(0, 1, max_open=True),
+            default=None,
+            help="Share of the splits kept as text test files under test_files/.",
+        ),
+        click.option(
+            "--test-files",
+            "--num_test_splits",
+            "test_files",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Test files (instead of --test-ratio).  [default: 0]",
+        ),
+        click.option(
+            "--shuffle/--no-shuffle",
+            default=False,
+            help="Shuffle lines across the splits, seeded by --seed (the reference's on_RAM,"
+            " large_file and False are accepted); without it line i goes to split i mod N.",
+        ),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=0,
+            help="Seed of --shuffle: the same inputs, seed and splits give the same folder.",
+        ),
+        click.option(
+            "--no-balance",
+            "--do_not_balance_hdf5",
+            "no_balance",
+            is_flag=True,
+            help="Keep each file's rows as tokenized instead of balancing train (and dev) files to"
+            " within one row.",
+        ),
+        click.option(
+            "--keep-splits",
+            "--keep_split_jsonls",
+            "keep_splits",
+            is_flag=True,
+            help="Keep each split's lines, in split order, under DIR/splits/.",
+        ),
+        click.option(
+            "--workers",
+            "--num_workers",
+            "workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Processes tokenizing splits at once; the folder is byte-identical for any"
+            " number.  [default: the cores]",
+        ),
+        click.option(
+            "--task",
+            metavar="K/N",
+            default=None,
+            callback=_task,
+            help="Build only share K of N (K from 0) into a folder beside DIR, for N machines on"
+            " a shared filesystem; then run once with --finish.",
+        ),
+        click.option(
+            "--finish",
+            is_flag=True,
+            help="Check the --task shares, balance, write metadata and hashes, and move DIR"
+            " into place.",
+        ),
+        click.option(
+            "--model-config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="The model's config.json (its model_type goes to metadata.yaml). Default: the"
+            " one beside the tokenizer.",
+        ),
+        click.option(
+            "--tokenizer-model-type",
+            "model_type",
+            default=None,
+            metavar="TEXT",
+            help="metadata.yaml's tokenizer_model_type verbatim, for a model_type tokentype does"
+            " not know, e.g. \"<class 'transformers.models.llama.configuration_llama.LlamaConfig'>\".",
+        ),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace an existing --dataset folder (it is swapped out only once the new one"
+            " is complete).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command("tokenize", cls=TokenizeCommand)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option(
     "-o",
     "--output",
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     callback=hdf5_output,
     help="HDF5 shard to write (written under a temporary name, renamed when complete).",
 )
@@ -143,6 +316,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=None,
     help="Write unusable lines to REJECTS and go on, instead of failing on the first one.",
 )
+@dataset_options
 @json_option
 @quiet_option
 @click.pass_context
@@ -167,6 +341,22 @@ def tokenize_command(
     no_types: bool,
     ledger: Path | None,
     rejects: Path | None,
+    dataset: Path | None,
+    train_files: int | None,
+    dev_ratio: float | None,
+    dev_files: int | None,
+    test_ratio: float | None,
+    test_files: int | None,
+    shuffle: bool,
+    seed: int,
+    no_balance: bool,
+    keep_splits: bool,
+    workers: int | None,
+    task: tuple[int, int] | None,
+    finish: bool,
+    model_config: Path | None,
+    model_type: str | None,
+    overwrite: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -223,6 +413,63 @@ def tokenize_command(
         pad_token=pad_token,
     )
     paths = list(inputs)
+    if dataset is None:
+        dataset_flags = [
+            name for name, value in (
+                ("--train-files", train_files), ("--dev-ratio", dev_ratio),
+                ("--dev-files", dev_files), ("--test-ratio", test_ratio),
+                ("--test-files", test_files), ("--shuffle", shuffle or None),
+                ("--no-balance", no_balance or None), ("--keep-splits", keep_splits or None),
+                ("--workers", workers), ("--task", task), ("--finish", finish or None),
+                ("--model-config", model_config), ("--tokenizer-model-type", model_type),
+                ("--overwrite", overwrite or None),
+            ) if value is not None
+        ]  # fmt: skip
+        if output is None:
+            raise click.UsageError(
+                "Missing option '-o' / '--output' (or '--dataset DIR' for a dataset folder).", ctx
+            )
+        if dataset_flags:
+            raise click.UsageError(f"{dataset_flags[0]} needs --dataset DIR", ctx)
+    elif output is not None:
+        raise click.UsageError(
+            "-o and --dataset exclude each other: write a shard or a folder", ctx
+        )
+    if dataset is not None:
+        from tokentype_cli.dataset.build import Build, DatasetOptions
+
+        build = Build(
+            inputs=paths,
+            folder=dataset,
+            tokenizer=tokenizer,
+            options=options,
+            dataset=DatasetOptions(
+                train_files=train_files,
+                dev_files=dev_files,
+                test_files=test_files,
+                dev_ratio=dev_ratio,
+                test_ratio=test_ratio,
+                shuffle=shuffle,
+                seed=seed,
+                balance=not no_balance,
+                keep_splits=keep_splits,
+                model_config=model_config,
+                model_type=model_type,
+            ),
+            workers=workers or _cores(),
+            task=task,
+            finish=finish,
+            overwrite=overwrite,
+            ledger_path=ledger,
+            rejects_path=rejects,
+            progress=(lambda text: None) if quiet or not sys.stderr.isatty() else message,
+        )
+        report = build.run()
+        if as_json:
+            emit_json(_dataset_json(report))
+        elif not quiet:
+            message(_dataset_summary(report))
+        return
     record = {"inputs": paths, "tokenizer": str(tokenizer.path), **vars(options)}
     with progress_bar(input_size(paths), "B", "tokenize", quiet) as advance:
         metrics = tokenize_files(
@@ -240,6 +487,54 @@ def tokenize_command(
         emit_json(summary)
     elif not quiet:
         message(_tokenize_summary(summary, output, rejects))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _dataset_json(report) -> dict:
+    return {
+        "path": str(report.folder),
+        "task": None if report.task is None else list(report.task),
+        "finished": report.finished,
+        "lines": report.lines,
+        "splits": {
+            "train": report.plan.train,
+            "dev": report.plan.dev,
+            "test": report.plan.test,
+        },
+        "files": report.files,
+        "metrics": {kind: metrics.as_dict() for kind, metrics in report.metrics.items()},
+        "metadata": report.metadata,
+    }
+
+
+def _dataset_summary(report) -> str:
+    plan = report.plan
+    if not report.finished:
+        index, count = report.task
+        return (
+            f"{report.folder}: task {index}/{count} built {plural(len(report.files), 'file')}"
+            f" of {plan.train + plan.dev} ({', '.join(report.files) or 'test splits only'});"
+            " run --finish once every task is done"
+        )
+    lines = [
+        f"{report.folder}: {plural(report.lines, 'line')} into {plan.train} train,"
+        f" {plan.dev} dev and {plan.test} test files"
+    ]
+    for kind, metrics in report.metrics.items():
+        sizes = [rows for name, rows in report.files.items() if name.startswith(kind + "_")]
+        data = metrics.as_dict()
+        types = ", ".join(f"{name} {count:,}" for name, count in data["tokens_by_type"].items())
+        lines.append(
+            f"  {kind}: {plural(metrics.rows, 'row')} ({min(sizes):,}-{max(sizes):,} per file),"
+            f" {plural(metrics.articles, 'article')}; tokens: {types}"
+        )
+    return "\n".join(lines)
 
 
 def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:

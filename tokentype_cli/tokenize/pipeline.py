@@ -242,11 +242,13 @@ def tokenize_batches(
     ledger_path: str | Path | None = None,
     rejects_path: str | Path | None = None,
     encoders: int = 2,
+    allow_empty: bool = False,
 ) -> Metrics:
     """Encode, pack and write the batches of `source` (from read.batches) into `output`.
 
-    `describe` names the input in the message when no row results. Batches carry rows'
-    `raw` bytes when `rejects_path` is given.
+    `describe` names the input in the message when no row results (an error unless
+    `allow_empty`: a dataset split may be filled by balancing). Batches carry the lines' `raw`
+    bytes when `rejects_path` is given.
     """
     special = special_tokens(tokenizer, options.eos_token, options.pad_token)
     skip_bad = rejects_path is not None
@@ -340,7 +342,7 @@ def tokenize_batches(
         emit(packer.finish())
         if ledger is not None:
             ledger.flush(final=True)
-        if metrics.rows == 0:
+        if metrics.rows == 0 and not allow_empty:
             raise InputError(
                 f"{describe}: no rows to write (lines: {metrics.lines}, rejected:"
                 f" {metrics.lines_rejected}, prompt-only pairs skipped:"

@@ -1,0 +1,681 @@
+"""Build a training-ready dataset folder: plan the splits, route and shuffle the lines, tokenize
+each split (in worker processes, or in tasks on many machines), then finish: balance, metadata,
+tokenizer, ledger and manifest, and rename the folder into place.
+
+A one-process build is a single task followed by the finish, so every way of building runs the
+same code and gives the same bytes. Each split's shard depends only on its lines and the options;
+the finish does the same row moves in the same order however the shards were made.
+
+Where things live while building (beside DIR, so the final rename stays on one filesystem):
+
+    .DIR.tokentype-build-HOST-PID/   a one-process build; removed on failure, and by the next
+                                     build on this host once its process is gone
+    .DIR.tokentype-tasks/            shared by the tasks of a multi-machine build until --finish
+        tasks/task_K_of_N.json       what task K built, from which inputs, with which options
+        parts/NAME.*                 per-split metrics, ledger and rejected lines
+        buckets/                     routed lines, removed as each split is tokenized
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokentype_cli import __version__
+from tokentype_cli.dataset import balance as balancing
+from tokentype_cli.dataset.layout import SPLITS_DIR, TEST_DIR, TOKENIZER_DIR, split_file_name
+from tokentype_cli.dataset.metadata import (
+    base_metadata,
+    base_vocab_size,
+    model_config_path,
+    model_type_string,
+    write_manifest,
+    write_metadata,
+    write_tokenizer_folder,
+)
+from tokentype_cli.dataset.plan import Split, SplitPlan, check_enough_lines, plan_splits
+from tokentype_cli.dataset.route import (
+    Bucket,
+    InputSet,
+    resolve_inputs,
+    route,
+    scan_inputs,
+    spool_stdin,
+)
+from tokentype_cli.errors import InputError, OptionError, ShardError
+from tokentype_cli.schema import Provenance, atomic_path, first_line
+from tokentype_cli.tokenize.options import TokenizeOptions
+from tokentype_cli.tokenize.pipeline import Metrics, tokenize_batches
+from tokentype_cli.tokenize.read import batches, display_name
+from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
+
+TASKS_SUFFIX = ".tokentype-tasks"
+BUILD_INFIX = ".tokentype-build-"
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """What decides a dataset beyond the arrays of each split."""
+
+    train_files: int | None = None
+    dev_files: int | None = None
+    test_files: int | None = None
+    dev_ratio: float | None = None
+    test_ratio: float | None = None
+    shuffle: bool = False
+    seed: int = 0
+    balance: bool = True
+    keep_splits: bool = False
+    model_config: Path | None = None
+    model_type: str | None = None  # the exact tokenizer_model_type string, overriding the table
+
+
+@dataclass
+class DatasetReport:
+    """What a build (or one task of it) did, for the summary and --json."""
+
+    folder: Path
+    task: tuple[int, int] | None
+    finished: bool
+    plan: SplitPlan
+    lines: int
+    files: dict[str, int] = field(default_factory=dict)  # file name -> rows (after balancing)
+    metrics: dict[str, Metrics] = field(default_factory=dict)  # "train", "dev"
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+# --- the staging folder ---------------------------------------------------------------------
+
+
+def _host() -> str:
+    return socket.gethostname().replace(os.sep, "_") or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_builds(folder: Path) -> None:
+    """Remove one-process build folders beside `folder` whose process (on this host) is gone."""
+    prefix = f".{folder.name}{BUILD_INFIX}{_host()}-"
+    parent = folder.parent
+    if not parent.is_dir():
+        return
+    for candidate in parent.iterdir():
+        if not candidate.name.startswith(prefix):
+            continue
+        pid = candidate.name[len(prefix) :]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def tasks_folder(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}{TASKS_SUFFIX}"
+
+
+def _check_target(folder: Path, overwrite: bool) -> None:
+    if not folder.parent.is_dir():
+        raise OptionError(f"--dataset {folder}: folder {folder.parent} does not exist; create it")
+    if folder.exists() and not overwrite:
+        raise OptionError(
+            f"--dataset {folder} already exists; pass --overwrite to replace it or name another"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"--dataset {folder} is a file; name a folder")
+
+
+# --- inputs and fingerprints -----------------------------------------------------------------
+
+
+def _tokenizer_digest(tokenizer: LoadedTokenizer) -> str:
+    digest = hashlib.sha256(tokenizer.tokenizer.to_str().encode("utf-8"))
+    digest.update(json.dumps([tokenizer.eos_id, tokenizer.pad_id, tokenizer.bos_id]).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(
+    inputs: InputSet,
+    plan: SplitPlan,
+    tokenizer: LoadedTokenizer,
+    options: TokenizeOptions,
+    dataset: DatasetOptions,
+) -> dict[str, object]:
+    """Everything a task's output depends on; the finish refuses shares that disagree."""
+    return {
+        "tokentype_version": __version__,
+        "inputs": {
+            "sha256": inputs.digest,
+            "lines": inputs.total_lines,
+            "bytes": inputs.bytes_read,
+            "format": inputs.fmt,
+        },
+        "splits": [plan.train, plan.dev, plan.test],
+        "shuffle": dataset.shuffle,
+        "seed": dataset.seed,
+        "tokenizer": _tokenizer_digest(tokenizer),
+        "options": {key: value for key, value in sorted(vars(options).items())},
+    }
+
+
+def _describe_difference(mine: dict, theirs: dict) -> str:
+    for key in mine:
+        if mine[key] != theirs.get(key):
+            what = {
+                "inputs": "other inputs",
+                "tokenizer": "another tokenizer",
+                "options": "other tokenize options",
+                "splits": "other split counts",
+                "tokentype_version": "another tokentype version",
+            }.get(key, f"another --{key}")
+            return what
+    return "different settings"
+
+
+# --- one split -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitJob:
+    """Everything a worker process needs to tokenize one split (all picklable)."""
+
+    split: Split
+    stage: Path
+    bucket: Bucket
+    inputs: InputSet
+    plan: SplitPlan
+    tokenizer_path: Path
+    options: TokenizeOptions
+    dataset: DatasetOptions
+    ledger: bool
+    rejects: bool
+    provenance: Provenance
+
+
+def _parts(stage: Path) -> Path:
+    return stage / "parts"
+
+
+def _split_lines(job: SplitJob) -> Iterator:
+    lines = job.bucket.lines(job.inputs, job.plan, job.dataset.shuffle, job.dataset.seed)
+    if not job.dataset.keep_splits:
+        yield from lines
+        return
+    ext = "txt" if job.inputs.fmt == "txt" else "jsonl"
+    target = job.stage / SPLITS_DIR / job.split.file_name(ext)
+    with atomic_path(target) as temporary, open(temporary, "wb") as handle:
+        for line in lines:
+            handle.write(line.raw if line.raw.endswith(b"\n") else line.raw + b"\n")
+            yield line
+
+
+def tokenize_split(job: SplitJob, tokenizer: LoadedTokenizer | None = None) -> dict:
+    """Tokenize one train or dev split into STAGE/NAME.hdf5; return its metrics as a dict."""
+    tokenizer = tokenizer or load_tokenizer(job.tokenizer_path)
+    parts = _parts(job.stage)
+    name = job.split.file_name()
+    source = batches(
+        _split_lines(job), job.inputs.fmt, job.options, keep_raw=job.rejects, batch_bytes=1 << 19
+    )
+    metrics = tokenize_batches(
+        source,
+        job.stage / name,
+        tokenizer,
+        job.options,
+        describe=f"{name} (lines of {', '.join(job.inputs.names)})",
+        provenance=job.provenance,
+        ledger_path=parts / f"{name}.ledger.jsonl" if job.ledger else None,
+        rejects_path=parts / f"{name}.rejects" if job.rejects else None,
+        allow_empty=True,
+    )
+    record = dataclasses.asdict(metrics)
+    with atomic_path(parts / f"{name}.metrics.json") as temporary:
+        temporary.write_text(json.dumps(record, sort_keys=True), encoding="utf-8")
+    job.bucket.remove()
+    return record
+
+
+def _write_test_split(
+    split: Split, bucket: Bucket, inputs: InputSet, plan: SplitPlan, dataset: DatasetOptions,
+    stage: Path, ledger: bool,
+) -> None:  # fmt: skip
+    """Test splits stay text: write the split's lines in its order to STAGE/test_files/."""
+    name = split.file_name("txt" if inputs.fmt == "txt" else "jsonl")
+    with contextlib.ExitStack() as stack:
+        temporary = stack.enter_context(atomic_path(stage / TEST_DIR / name))
+        handle = stack.enter_context(open(temporary, "wb"))
+        records = None
+        if ledger:
+            part = stack.enter_context(atomic_path(_parts(stage) / f"{name}.ledger.jsonl"))
+            records = stack.enter_context(open(part, "w", encoding="utf-8"))
+        lines = bucket.lines(inputs, plan, dataset.shuffle, dataset.seed)
+        for number, line in enumerate(lines, 1):
+            handle.write(line.raw if line.raw.endswith(b"\n") else line.raw + b"\n")
+            if records is not None:
+                record = {"input": line.source, "line": line.number, "test_line": number}
+                records.write(json.dumps(record, ensure_ascii=False) + "\n")
+    bucket.remove()
+
+
+# --- a task ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Build:
+    """One invocation: a whole build, one task of one, or the finish."""
+
+    inputs: list[str]
+    folder: Path
+    tokenizer: LoadedTokenizer
+    options: TokenizeOptions
+    dataset: DatasetOptions
+    workers: int = 1
+    task: tuple[int, int] | None = None
+    finish: bool = False
+    overwrite: bool = False
+    ledger_path: Path | None = None
+    rejects_path: Path | None = None
+    progress: Callable[[str], None] = lambda message: None
+
+    def run(self) -> DatasetReport:
+        self.options.check()
+        if self.task is not None and self.finish:
+            raise OptionError(
+                "--task and --finish exclude each other: run the tasks, then --finish"
+            )
+        if self.workers < 1:
+            raise OptionError(f"--workers must be at least 1, got {self.workers}")
+        folder = self.folder
+        _check_target(folder, self.overwrite)
+        # Before any work: the finish needs the model type, and a long build should not fail then.
+        self._model_config = model_config_path(self.tokenizer, self.dataset.model_config)
+        self._model_type = model_type_string(self._model_config, self.dataset.model_type)
+        if self.task is None and not self.finish:
+            remove_stale_builds(folder)
+            stage = folder.parent / f".{folder.name}{BUILD_INFIX}{_host()}-{os.getpid()}"
+            shutil.rmtree(stage, ignore_errors=True)
+            stage.mkdir()
+            try:
+                inputs, plan = self._prepare(stage)
+                self._run_task(stage, inputs, plan, 0, 1)
+                return self._finish(stage, inputs, plan)
+            except BaseException:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
+        stage = tasks_folder(folder)
+        if self.finish:
+            if not stage.is_dir():
+                raise OptionError(
+                    f"--finish: no task results at {stage}; run the --task K/N builds first"
+                )
+            inputs, plan = self._prepare(stage)
+            return self._finish(stage, inputs, plan)
+        index, count = self.task
+        if not 0 <= index < count:
+            raise OptionError(f"--task {index}/{count}: K must be 0..{count - 1}")
+        stage.mkdir(exist_ok=True)
+        inputs, plan = self._prepare(stage)
+        return self._run_task(stage, inputs, plan, index, count)
+
+    # -- planning
+
+    def _prepare(self, stage: Path) -> tuple[InputSet, SplitPlan]:
+        paths, fmt = resolve_inputs(self.inputs, self.options.input_format)
+        names = [display_name(path) for path in paths]
+        if "-" in paths:
+            if self.task is not None or self.finish:
+                raise OptionError(
+                    "--task and --finish read the inputs again on every machine: name files, not -"
+                )
+            paths[paths.index("-")] = str(spool_stdin(stage))
+        self.progress("reading the inputs")
+        inputs = scan_inputs(paths, names, fmt)
+        d = self.dataset
+        plan = plan_splits(
+            inputs.bytes_read, d.train_files, d.dev_files, d.test_files, d.dev_ratio, d.test_ratio
+        )
+        check_enough_lines(plan, inputs.total_lines, ", ".join(names))
+        return inputs, plan
+
+    def _fingerprint(self, inputs: InputSet, plan: SplitPlan) -> dict[str, object]:
+        return fingerprint(inputs, plan, self.tokenizer, self.options, self.dataset)
+
+    def _run_task(
+        self, stage: Path, inputs: InputSet, plan: SplitPlan, index: int, count: int
+    ) -> DatasetReport:
+        mine = [split for split in plan.splits if split.index % count == index]
+        for sub in ("parts", "buckets", "tasks"):
+            (stage / sub).mkdir(exist_ok=True)
+        if any(split.kind == "test" for split in mine):
+            (stage / TEST_DIR).mkdir(exist_ok=True)
+        if self.dataset.keep_splits:
+            (stage / SPLITS_DIR).mkdir(exist_ok=True)
+        self.progress(f"routing {inputs.total_lines:,} lines to {len(mine)} of {plan.total} splits")
+        buckets = route(
+            inputs,
+            plan,
+            self.dataset.shuffle,
+            self.dataset.seed,
+            {split.index for split in mine},
+            stage / "buckets",
+        )
+        record = {
+            "task": [index, count],
+            "fingerprint": self._fingerprint(inputs, plan),
+            "splits": [split.file_name() for split in mine],
+            "ledger": self.ledger_path is not None,
+            "rejects": self.rejects_path is not None,
+        }
+        for split in mine:
+            if split.kind == "test":
+                _write_test_split(
+                    split, buckets[split.index], inputs, plan, self.dataset, stage,
+                    self.ledger_path is not None,
+                )  # fmt: skip
+        jobs = [
+            SplitJob(
+                split=split,
+                stage=stage,
+                bucket=buckets[split.index],
+                inputs=inputs,
+                plan=plan,
+                tokenizer_path=self.tokenizer.path,
+                options=self.options,
+                dataset=self.dataset,
+                ledger=self.ledger_path is not None,
+                rejects=self.rejects_path is not None,
+                provenance=self._provenance(inputs, plan, split),
+            )
+            for split in mine
+            if split.kind != "test"
+        ]
+        self._tokenize(jobs)
+        target = stage / "tasks" / f"task_{index}_of_{count}.json"
+        with atomic_path(target) as temporary:
+            temporary.write_text(json.dumps(record, sort_keys=True, indent=1), encoding="utf-8")
+        report = DatasetReport(self.folder, (index, count), False, plan, inputs.total_lines)
+        for job in jobs:
+            report.files[job.split.file_name()] = self._metrics(stage, job.split).rows
+        return report
+
+    def _provenance(self, inputs: InputSet, plan: SplitPlan, split: Split) -> Provenance:
+        # No paths, no worker or task numbers: the same data gives the same bytes however built.
+        return Provenance(
+            command="tokentype tokenize --dataset",
+            options={
+                **vars(self.options),
+                "split": split.file_name(),
+                "inputs_sha256": inputs.digest,
+                "splits": [plan.train, plan.dev, plan.test],
+                "shuffle": self.dataset.shuffle,
+                "seed": self.dataset.seed,
+                "tokenizer_sha256": _tokenizer_digest(self.tokenizer),
+            },
+        )
+
+    def _tokenize(self, jobs: list[SplitJob]) -> None:
+        if not jobs:
+            return
+        workers = min(self.workers, len(jobs))
+        if workers == 1:
+            for done, job in enumerate(jobs, 1):
+                tokenize_split(job, self.tokenizer)
+                self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
+            return
+        # Spawned, not forked: the parent runs threads (and the Rust tokenizer's pool), which a
+        # fork would copy in whatever state they were in.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(tokenize_split, job): job for job in jobs}
+            try:
+                for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                    future.result()
+                    job = futures[future]
+                    self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    @staticmethod
+    def _metrics(stage: Path, split: Split) -> Metrics:
+        path = _parts(stage) / f"{split.file_name()}.metrics.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ShardError(f"{path}: the split's metrics are missing or damaged ({exc})") from exc
+        return Metrics(**data)
+
+    # -- the finish
+
+    def _check_tasks(self, stage: Path, inputs: InputSet, plan: SplitPlan) -> None:
+        mine = self._fingerprint(inputs, plan)
+        records = {}
+        for path in sorted((stage / "tasks").glob("task_*_of_*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                index, count = record["task"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise InputError(
+                    f"{path}: damaged task record ({exc}); run that task again"
+                ) from exc
+            records[(index, count)] = (path, record)
+        if not records:
+            raise InputError(f"{stage}: no task has finished; run the --task K/N builds first")
+        counts = {count for _, count in records}
+        if len(counts) > 1:
+            raise InputError(
+                f"{stage}: task records from builds split {sorted(counts)} ways; remove {stage}"
+                " and run the tasks again with one N"
+            )
+        count = counts.pop()
+        for index in range(count):
+            if (index, count) not in records:
+                raise InputError(
+                    f"{self.folder}: task {index}/{count} has not finished (no record in"
+                    f" {stage / 'tasks'}); run it: --task {index}/{count}"
+                )
+            path, record = records[(index, count)]
+            if record.get("fingerprint") != mine:
+                why = _describe_difference(mine, record.get("fingerprint") or {})
+                raise InputError(
+                    f"{self.folder}: task {index}/{count} was built from {why} than this --finish"
+                    f" ({path.name}); run it again with the same inputs and options"
+                )
+            for flag, key, wanted in (
+                ("--ledger", "ledger", self.ledger_path),
+                ("--skip-bad-lines", "rejects", self.rejects_path),
+            ):
+                if wanted is not None and not record.get(key):
+                    raise InputError(
+                        f"{self.folder}: task {index}/{count} ran without {flag}; run the tasks"
+                        f" with {flag} to have it at --finish"
+                    )
+
+    def _finish(self, stage: Path, inputs: InputSet, plan: SplitPlan) -> DatasetReport:
+        self._check_tasks(stage, inputs, plan)
+        config_path, model_type = self._model_config, self._model_type
+        report = DatasetReport(self.folder, None, True, plan, inputs.total_lines)
+        moves: dict[str, list[balancing.Move]] = {}
+        max_batch: dict[str, int | None] = {"train": None, "dev": None}
+        for kind in ("train", "dev"):
+            splits = plan.of_kind(kind)
+            if not splits:
+                continue
+            paths = [stage / split.file_name() for split in splits]
+            for path in paths:
+                if not path.is_file():
+                    raise InputError(f"{path}: missing from the task results; run its task again")
+            parts = [self._metrics(stage, split) for split in splits]
+            rows = [part.rows for part in parts]
+            total = sum(rows)
+            if total < len(splits):
+                raise InputError(
+                    f"{self.folder}: {total:,} {kind} rows for {len(splits)} {kind} files; every"
+                    f" file needs a row: lower --{kind}-files"
+                )
+            if self.dataset.balance:
+                self.progress(f"balancing {len(splits)} {kind} files")
+                targets, moves[kind] = balancing.plan_balance(rows)
+                balancing.apply_balance(paths, rows)
+                rows = targets
+            elif min(rows) == 0:
+                empty = splits[rows.index(0)].file_name()
+                raise InputError(
+                    f"{self.folder}: {empty} has no rows; drop --no-balance or lower --{kind}-files"
+                )
+            for split, count in zip(splits, rows, strict=True):
+                report.files[split.file_name()] = count
+            max_batch[kind] = min(rows)
+            report.metrics[kind] = _sum_metrics(parts)
+        for path in (stage / "buckets").glob("*"):
+            path.unlink()
+        self._write_ledger(stage, plan, moves, inputs.fmt)
+        self._write_rejects(stage, plan)
+        write_tokenizer_folder(self.tokenizer, config_path, stage / TOKENIZER_DIR)
+        metadata = base_metadata(
+            seq_len=self.options.seq_len,
+            vocab_size=base_vocab_size(self.tokenizer),
+            model_type=model_type,
+            train=plan.train,
+            dev=plan.dev,
+            test=plan.test,
+            max_batch_size_train=max_batch["train"],
+            max_batch_size_dev=max_batch["dev"],
+            seed=self.dataset.seed,
+            shuffle=self.dataset.shuffle,
+        )
+        for kind, metrics in report.metrics.items():
+            metadata.update(_prefixed(kind, metrics))
+        write_metadata(stage, metadata)
+        report.metadata = metadata
+        for sub in ("parts", "buckets", "tasks"):
+            shutil.rmtree(stage / sub, ignore_errors=True)
+        for spool in stage.glob("*.spool"):
+            spool.unlink()
+        write_manifest(stage)
+        _rename_into_place(stage, self.folder, self.overwrite)
+        return report
+
+    def _write_ledger(self, stage: Path, plan: SplitPlan, moves: dict[str, list], fmt: str) -> None:
+        """One record per input line, split by split in file order (see the --ledger help)."""
+        if self.ledger_path is None:
+            return
+        text_ext = "txt" if fmt == "txt" else "jsonl"
+        with (
+            atomic_path(self.ledger_path) as temporary,
+            open(temporary, "w", encoding="utf-8") as out,
+        ):
+            for split in plan.splits:
+                name = split.file_name(text_ext if split.kind == "test" else "hdf5")
+                with open(_parts(stage) / f"{name}.ledger.jsonl", encoding="utf-8") as part:
+                    for text in part:
+                        record = _ledger_record(json.loads(text), split, name, moves)
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def _write_rejects(self, stage: Path, plan: SplitPlan) -> None:
+        if self.rejects_path is None:
+            return
+        with atomic_path(self.rejects_path) as temporary, open(temporary, "wb") as out:
+            for split in plan.splits:
+                part = _parts(stage) / f"{split.file_name()}.rejects"
+                if part.is_file():
+                    with open(part, "rb") as lines:
+                        shutil.copyfileobj(lines, out)
+
+
+def _ledger_record(record: dict, split: Split, name: str, moves: dict[str, list]) -> dict:
+    """A split's ledger record with its split, the file it was routed to, and each row piece as
+    [file, row, offset, count] where the piece is after balancing."""
+    if split.kind == "test":
+        return {
+            "input": record["input"],
+            "line": record["line"],
+            "status": "test",
+            "split": "test",
+            "file": f"{TEST_DIR}/{name}",
+            "test_line": record["test_line"],
+        }
+    source = split.number - 1
+    rows = []
+    for row, offset, count in record["rows"]:
+        target, moved = balancing.moved_row(moves.get(split.kind, []), source, row)
+        rows.append([split_file_name(split.kind, target + 1, split.of), moved, offset, count])
+    out = {key: value for key, value in record.items() if key != "rows"}
+    out.update(split=split.kind, file=name, rows=rows)
+    return out
+
+
+def _sum_metrics(parts: list[Metrics]) -> Metrics:
+    total = Metrics(seq_len=parts[0].seq_len)
+    for part in parts:
+        for item in dataclasses.fields(Metrics):
+            if item.name == "seq_len":
+                continue
+            value = getattr(part, item.name)
+            if isinstance(value, list):
+                current = getattr(total, item.name)
+                setattr(total, item.name, [a + b for a, b in zip(current, value, strict=True)])
+            else:
+                setattr(total, item.name, getattr(total, item.name) + value)
+    return total
+
+
+def _prefixed(kind: str, metrics: Metrics) -> dict[str, object]:
+    """The split's metrics as `train_<name>`: the reference's names, then tokentype's."""
+    data = metrics.as_dict()
+    by_type = data.pop("tokens_by_type")
+    out = {
+        "sequences": metrics.rows,
+        "articles": metrics.articles,
+        "input_tokens": metrics.input_tokens,
+        "output_tokens": metrics.rows * metrics.seq_len,
+        "prompt_tokens": by_type["prompt"],
+        "completion_tokens": by_type["completion"],
+        "padding_tokens": by_type["padding"],
+        "separator_tokens": by_type["separator"],
+        "tokens_dropped_from_packing": metrics.tokens_truncated_left
+        + metrics.tokens_truncated_right
+        + metrics.tokens_dropped_too_long,
+        "tokens_dropped_from_all_prompt": metrics.tokens_dropped_prompt_only_rows,
+    }
+    for key, value in data.items():
+        if key not in ("max_seq_length",):
+            out.setdefault(key, value)
+    return {f"{kind}_{key}": value for key, value in out.items()}
+
+
+def _rename_into_place(stage: Path, folder: Path, overwrite: bool) -> None:
+    """Make the finished folder appear at once; an existing one (with --overwrite) goes after."""
+    old = None
+    if folder.exists():
+        if not overwrite:
+            raise OptionError(f"--dataset {folder} appeared while building; pass --overwrite")
+        old = folder.parent / f".{folder.name}.tokentype-old-{os.getpid()}"
+        os.replace(folder, old)
+    try:
+        os.replace(stage, folder)
+    except OSError as exc:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.replace(old, folder)
+        raise ShardError(
+            f"{folder}: cannot move the built folder into place ({first_line(exc)})"
+        ) from exc
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

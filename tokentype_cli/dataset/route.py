@@ -1,0 +1,190 @@
+"""Scan the inputs once (count lines, fingerprint their content), then route every line to its
+split's bucket: a text file of the split's lines in input order, and beside it the input line
+number of each, from which the split's order is recomputed when it is read.
+
+Memory stays bounded by the block of line numbers being routed; reading a split in its shuffled
+order holds two integers per line of that one split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tokentype_cli.dataset.plan import SplitPlan, destinations
+from tokentype_cli.errors import InputError
+from tokentype_cli.tokenize.read import (
+    InputLine,
+    check_inputs,
+    expand_inputs,
+    input_format,
+    input_lines,
+)
+
+_ROUTE_BLOCK = 1 << 16  # lines per numpy routing step
+
+
+@dataclass(frozen=True)
+class InputSet:
+    """The inputs of a build, in order, with what the plan needs to know about them."""
+
+    paths: tuple[str, ...]  # readable paths (stdin spooled to a file)
+    names: tuple[str, ...]  # what messages and the ledger call them
+    fmt: str
+    line_counts: tuple[int, ...]
+    bytes_read: int
+    digest: str  # sha256 over every line's bytes, in order: the content, not the paths
+
+    @property
+    def total_lines(self) -> int:
+        return sum(self.line_counts)
+
+    def where(self, line_number: int) -> tuple[int, int]:
+        """(input index, 1-based line in it) of a 0-based global line number."""
+        starts = np.cumsum((0, *self.line_counts))
+        index = int(np.searchsorted(starts, line_number, side="right")) - 1
+        return index, line_number - int(starts[index]) + 1
+
+
+def resolve_inputs(paths: list[str], given_format: str | None) -> tuple[list[str], str]:
+    """Expand folders, check every input exists, and agree on one format."""
+    expanded = expand_inputs(paths)
+    check_inputs(expanded)
+    formats = {path: input_format(path, given_format) for path in expanded}
+    if len(set(formats.values())) > 1:
+        first = {fmt: path for path, fmt in reversed(formats.items())}
+        raise InputError(
+            f"the inputs mix formats ({first.get('jsonl')} is JSONL, {first.get('txt')} is TXT);"
+            " a dataset is built from one format: pass --input-format or split the build"
+        )
+    return expanded, next(iter(formats.values()))
+
+
+def spool_stdin(folder: Path) -> Path:
+    """Copy stdin to a file: the build reads its input twice (count, then route)."""
+    if sys.stdin is None:
+        raise InputError("<stdin>: standard input is closed; pipe the input in or name a file")
+    target = folder / "stdin.spool"
+    with open(target, "wb") as handle:
+        shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
+    return target
+
+
+def scan_inputs(paths: list[str], names: list[str], fmt: str) -> InputSet:
+    """Count each input's lines (as the tokenizer will see them) and fingerprint the content."""
+    digest = hashlib.sha256()
+    counts = []
+    total_bytes = 0
+    for path, name in zip(paths, names, strict=True):
+        count = 0
+        for line in _named_lines(path, name):
+            digest.update(line.raw)
+            total_bytes += len(line.raw)
+            count += 1
+        counts.append(count)
+    return InputSet(tuple(paths), tuple(names), fmt, tuple(counts), total_bytes, digest.hexdigest())
+
+
+def _named_lines(path: str, name: str) -> Iterator[InputLine]:
+    """input_lines, but messages name the input as the user gave it (stdin, not its spool)."""
+    for line in input_lines(path):
+        yield line if line.source == name else InputLine(name, line.number, line.raw)
+
+
+class Bucket:
+    """One split's lines: `NAME.lines`, their bytes in input order; `NAME.index`, for each line its
+    0-based input line number and byte length (int64 pairs)."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.text_path = folder / f"{name}.lines"
+        self.index_path = folder / f"{name}.index"
+
+    def open_for_writing(self):
+        return open(self.text_path, "wb"), open(self.index_path, "wb")
+
+    def lines(
+        self, inputs: InputSet, plan: SplitPlan, shuffle: bool, seed: int
+    ) -> Iterator[InputLine]:
+        """The split's lines in their split order, each named by its input and line."""
+        index = np.fromfile(self.index_path, dtype=np.int64).reshape(-1, 2)
+        if not len(index):
+            return
+        numbers, lengths = index[:, 0], index[:, 1]
+        offsets = np.cumsum(lengths) - lengths
+        _, positions = destinations(numbers, inputs.total_lines, plan.total, shuffle, seed)
+        order = np.argsort(positions, kind="stable")
+        starts = np.cumsum((0, *inputs.line_counts))
+        which = np.searchsorted(starts, numbers, side="right") - 1
+        line_in_input = numbers - starts[which] + 1
+        names = inputs.names
+        with open(self.text_path, "rb") as handle:
+            descriptor = handle.fileno()
+            for k in order.tolist():
+                # Unshuffled splits read front to back; shuffled ones jump about a file that is
+                # one split's share of the input, which the page cache holds.
+                raw = os.pread(descriptor, int(lengths[k]), int(offsets[k]))
+                yield InputLine(names[which[k]], int(line_in_input[k]), raw)
+
+    def remove(self) -> None:
+        self.text_path.unlink(missing_ok=True)
+        self.index_path.unlink(missing_ok=True)
+
+
+def route(
+    inputs: InputSet,
+    plan: SplitPlan,
+    shuffle: bool,
+    seed: int,
+    wanted: set[int],
+    folder: Path,
+) -> dict[int, Bucket]:
+    """Write the buckets of the `wanted` split indices; lines of other splits are skipped."""
+    buckets = {split.index: Bucket(folder, split.file_name("bucket")) for split in plan.splits}
+    handles = {index: buckets[index].open_for_writing() for index in sorted(wanted)}
+    try:
+        number = 0
+        block: list[bytes] = []
+
+        def flush() -> None:
+            first = number - len(block)
+            where, _ = destinations(
+                np.arange(first, number, dtype=np.int64),
+                inputs.total_lines,
+                plan.total,
+                shuffle,
+                seed,
+            )
+            lengths = np.fromiter((len(raw) for raw in block), np.int64, len(block))
+            for split, (text, index) in handles.items():
+                mine = np.flatnonzero(where == split)
+                if not len(mine):
+                    continue
+                text.write(b"".join([block[k] for k in mine.tolist()]))
+                index.write(np.stack([mine + first, lengths[mine]], axis=1).tobytes())
+            block.clear()
+
+        for path, name in zip(inputs.paths, inputs.names, strict=True):
+            for line in _named_lines(path, name):
+                block.append(line.raw)
+                number += 1
+                if len(block) >= _ROUTE_BLOCK:
+                    flush()
+        if block:
+            flush()
+        if number != inputs.total_lines:
+            raise InputError(
+                f"{', '.join(inputs.names)}: the input changed while the build read it"
+                f" ({inputs.total_lines:,} lines, then {number:,}); rebuild from a stable copy"
+            )
+    finally:
+        for text, index in handles.values():
+            text.close()
+            index.close()
+    return {index: buckets[index] for index in wanted}
