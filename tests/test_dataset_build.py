@@ -452,3 +452,77 @@ def test_environment_has_no_stray_build_folders(tmp_path):
     result = build([source], tmp_path / "ds", "--train-files", 2)
     assert result.exit_code == 0, result.output
     assert not stale.exists()
+
+
+# --- categories ------------------------------------------------------------------------------
+
+
+def test_categories_give_each_pairs_tokens_its_index(tmp_path):
+    names = tmp_path / "categories.json"
+    names.write_text(json.dumps(["math", "code"]))
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        json.dumps([
+            {"prompt": "GAA", "completion": "ATG", "category": "code"},
+            {"prompt": "GGC", "completion": "ATC GAC"},
+        ]) + "\n" + json.dumps({"prompt": "GCC", "completion": "GAC", "category": "math"}) + "\n"
+    )  # fmt: skip
+    shard = tmp_path / "out.h5"
+    result = invoke(
+        "tokenize", source, "-o", shard, "--tokenizer", CODON_VOCAB, "--max-seq-length", 10,
+        "--packing", "single::drop", "--categories", names,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with h5py.File(shard, "r") as f:
+        assert f["category_ids"].shape == f["input_ids"].shape
+        assert f["category_ids"].dtype == np.int32
+        categories = f["category_ids"][:].tolist()
+        types = f["token_type_ids"][:].tolist()
+    # Pair 1 (code): GAA ATG eos; pair 2 (none): GGC ATC GAC eos; then padding.
+    assert categories[0] == [1, 1, 1, -1, -1, -1, -1, -1, -1, -1]
+    assert types[0] == [0, 1, 1, 0, 1, 1, 3, 2, 2, 2]
+    assert categories[1] == [0, 0, 0, -1, -1, -1, -1, -1, -1, -1]
+    assert types[1] == [0, 1, 3, 2, 2, 2, 2, 2, 2, 2]
+
+
+def test_unknown_category_names_file_and_line(tmp_path):
+    names = tmp_path / "categories.json"
+    names.write_text(json.dumps(["math"]))
+    source = jsonl_lines(
+        tmp_path / "in.jsonl", {"prompt": "GAA", "completion": "ATG", "category": "art"}
+    )
+    result = invoke(
+        "tokenize", source, "-o", tmp_path / "o.h5", "--tokenizer", CODON_VOCAB,
+        "--categories", names,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"{source}:1: category 'art'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dataset_writes_category_to_id_and_balances_categories(tmp_path):
+    names = tmp_path / "categories.json"
+    names.write_text(json.dumps(["a", "b"]))
+    rng = np.random.default_rng(2)
+    lines = [
+        {"prompt": "GAA", "completion": " ".join(rng.choice(CODONS, rng.integers(1, 5))),
+         "category": ["a", "b"][k % 2]}
+        for k in range(60)
+    ]  # fmt: skip
+    source = jsonl_lines(tmp_path / "in.jsonl", *lines)
+    folder = tmp_path / "ds"
+    result = build(
+        [source], folder, "--train-files", 3, "--categories", names, packing="greedy::drop"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "category_to_id.json").read_text()) == {"a": 0, "b": 1}
+    for path in hdf5_files(folder, "train"):
+        with h5py.File(path, "r") as f:
+            categories, types = f["category_ids"][:], f["token_type_ids"][:]
+        assert categories.shape == types.shape
+        assert ((categories == -1) == (types == 2)).all()
+
+
+def jsonl_lines(path: Path, *records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path

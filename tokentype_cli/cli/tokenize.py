@@ -56,6 +56,26 @@ class TokenizeCommand(TokentypeCommand):
         return super().parse_args(ctx, rewritten)
 
 
+def _categories(ctx: click.Context, param: click.Parameter, value: Path | None):
+    if value is None:
+        return None
+    import json
+
+    try:
+        names = json.loads(value.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"{value}: not a readable JSON list ({exc})", ctx, param) from exc
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(name, str) for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise click.BadParameter(
+            f'{value}: write a JSON list of distinct names, e.g. ["math", "code"]', ctx, param
+        )
+    return tuple(names)
+
+
 def _task(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
@@ -302,6 +322,16 @@ def dataset_options(command):
     help="Write input_ids only (type them later with assign-types or add-types).",
 )
 @click.option(
+    "--categories",
+    "--categories_path",
+    "categories",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    callback=_categories,
+    help='A JSON list of category names: each pair\'s "category" gives its tokens that index in'
+    " a category_ids dataset (-1 for padding and pairs without one).",
+)
+@click.option(
     "--ledger",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -339,6 +369,7 @@ def tokenize_command(
     eos_token: str | None,
     pad_token: str | None,
     no_types: bool,
+    categories: tuple[str, ...] | None,
     ledger: Path | None,
     rejects: Path | None,
     dataset: Path | None,
@@ -411,6 +442,7 @@ def tokenize_command(
         write_types=not no_types,
         eos_token=eos_token,
         pad_token=pad_token,
+        categories=categories,
     )
     paths = list(inputs)
     if dataset is None:

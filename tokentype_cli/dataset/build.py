@@ -33,7 +33,13 @@ from pathlib import Path
 
 from tokentype_cli import __version__
 from tokentype_cli.dataset import balance as balancing
-from tokentype_cli.dataset.layout import SPLITS_DIR, TEST_DIR, TOKENIZER_DIR, split_file_name
+from tokentype_cli.dataset.layout import (
+    CATEGORIES,
+    SPLITS_DIR,
+    TEST_DIR,
+    TOKENIZER_DIR,
+    split_file_name,
+)
 from tokentype_cli.dataset.metadata import (
     base_metadata,
     base_vocab_size,
@@ -156,8 +162,11 @@ def fingerprint(
     options: TokenizeOptions,
     dataset: DatasetOptions,
 ) -> dict[str, object]:
-    """Everything a task's output depends on; the finish refuses shares that disagree."""
-    return {
+    """Everything a task's output depends on; the finish refuses shares that disagree.
+
+    As it reads back from a task record (JSON: tuples become lists), so the two compare equal.
+    """
+    record = {
         "tokentype_version": __version__,
         "inputs": {
             "sha256": inputs.digest,
@@ -171,6 +180,7 @@ def fingerprint(
         "tokenizer": _tokenizer_digest(tokenizer),
         "options": {key: value for key, value in sorted(vars(options).items())},
     }
+    return json.loads(json.dumps(record, default=str))
 
 
 def _describe_difference(mine: dict, theirs: dict) -> str:
@@ -548,6 +558,9 @@ class Build:
         self._write_ledger(stage, plan, moves, inputs.fmt)
         self._write_rejects(stage, plan)
         write_tokenizer_folder(self.tokenizer, config_path, stage / TOKENIZER_DIR)
+        if self.options.categories is not None:
+            mapping = {name: index for index, name in enumerate(self.options.categories)}
+            (stage / CATEGORIES).write_text(json.dumps(mapping, indent=1) + "\n", encoding="utf-8")
         metadata = base_metadata(
             seq_len=self.options.seq_len,
             vocab_size=base_vocab_size(self.tokenizer),

@@ -9,6 +9,7 @@ import numpy as np
 from tokentype_cli.errors import TokenizerError
 from tokentype_cli.schema import DTYPE, TokenType
 from tokentype_cli.tokenize.encode import Encoded
+from tokentype_cli.tokenize.options import CATEGORY_SHIFT, TYPE_MASK
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
@@ -108,6 +109,9 @@ def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: boo
     piece_start = np.stack([p_start, c_start, np.full(count, len(flat), np.int64)], axis=1).ravel()
     piece_len = np.stack([p_len, c_len, e_len], axis=1).ravel()
     piece_type = np.tile(np.asarray([0, 1, 1], DTYPE), count)
+    if batch.pair_category:  # --categories: the label carries the category too (see options)
+        category = np.asarray(batch.pair_category, DTYPE) + 1
+        piece_type += np.repeat(category << CATEGORY_SHIFT, 3)
     total = int(piece_len.sum())
     out_start = np.cumsum(piece_len) - piece_len
     gather = np.repeat(piece_start - out_start, piece_len) + np.arange(total, dtype=np.int64)
@@ -117,7 +121,7 @@ def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: boo
     pair_len = p_len + c_len + e_len
     pair_end = np.cumsum(pair_len)
     if attention_pair:
-        types[pair_end[pair_len > 0] - 1] = TokenType.SEPARATOR
+        _mark_separators(types, pair_end[pair_len > 0] - 1)
     # An article ends after a pair split off by --packing-boundary and after a line's last pair.
     split = np.asarray(batch.pair_split, bool)
     ends = split.copy()
@@ -131,7 +135,7 @@ def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: boo
     # As in the reference, only a line's last article gets a separator; articles split off by
     # --packing-boundary end in a separator only with --attention-boundary prompt_completion_pair.
     line_final = ~split[ends] & nonempty
-    types[article_end[line_final] - 1] = TokenType.SEPARATOR
+    _mark_separators(types, article_end[line_final] - 1)
     np.add.at(lines, pair_line, pair_len)
     return Articles(
         ids,
@@ -142,3 +146,8 @@ def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: boo
         lines,
         count,
     )
+
+
+def _mark_separators(types: np.ndarray, at: np.ndarray) -> None:
+    """Type 3 at `at`, keeping any category carried in the label's upper bits."""
+    types[at] = (types[at] & ~TYPE_MASK) | TokenType.SEPARATOR

@@ -67,9 +67,10 @@ class Encoder:
         for line, why in sorted(bad.items()):
             batch.rejected[line] = (why, batch.raw[line] if batch.raw else b"")
         keep = [i for i, line in enumerate(batch.pair_line) if line not in bad]
-        for name in ("pair_line", "pair_prompt", "pair_completion", "pair_split"):
+        for name in ("pair_line", "pair_prompt", "pair_completion", "pair_split", "pair_category"):
             column = getattr(batch, name)
-            setattr(batch, name, [column[i] for i in keep])
+            if column:  # pair_category stays empty without --categories
+                setattr(batch, name, [column[i] for i in keep])
         for line in bad:
             batch.skipped_pairs.pop(line, None)
         texts = ["" if text_line.get(i) in bad else t for i, t in enumerate(batch.texts)]

@@ -15,6 +15,13 @@ OVERFLOWS = ("drop", "truncate_left", "truncate_right")
 PACKING_CHOICES = ("full", *(f"{s}::{o}" for s in ("greedy", "single") for o in OVERFLOWS))
 
 
+# With --categories, a token's type and its pair's category travel through packing as one int32
+# label, type + 4 * (category + 1), so the packer moves one array as before; padding (2) comes out
+# as category -1. The pipeline splits the label again before it writes.
+CATEGORY_SHIFT = 2
+TYPE_MASK = (1 << CATEGORY_SHIFT) - 1
+
+
 @dataclass(frozen=True)
 class TokenizeOptions:
     """Everything that decides the output arrays."""
@@ -33,6 +40,8 @@ class TokenizeOptions:
     write_types: bool = True
     eos_token: str | None = None  # text or id; None: the tokenizer's
     pad_token: str | None = None  # text or id; None: the tokenizer's pad, else the eos in use
+    # --categories: the names a pair's "category" may take; its index goes to category_ids.
+    categories: tuple[str, ...] | None = None
 
     def check(self) -> None:
         if self.seq_len < 1:

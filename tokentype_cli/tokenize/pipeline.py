@@ -23,6 +23,7 @@ import numpy as np
 from tokentype_cli.errors import InputError, OptionError
 from tokentype_cli.loss import type_counts
 from tokentype_cli.schema import (
+    CATEGORY_IDS,
     INPUT_IDS,
     TOKEN_TYPE_IDS,
     Provenance,
@@ -33,7 +34,7 @@ from tokentype_cli.schema import (
 from tokentype_cli.tokenize.articles import build_articles, special_tokens
 from tokentype_cli.tokenize.encode import Encoder
 from tokentype_cli.tokenize.ledger import Ledger
-from tokentype_cli.tokenize.options import TokenizeOptions
+from tokentype_cli.tokenize.options import CATEGORY_SHIFT, TYPE_MASK, TokenizeOptions
 from tokentype_cli.tokenize.pack import Packer, PackResult
 from tokentype_cli.tokenize.read import (
     Batch,
@@ -256,6 +257,8 @@ def tokenize_batches(
     packer = Packer(options.packing, options.seq_len, special.pad_id)
     encoder = Encoder(tokenizer)
     names = (INPUT_IDS, TOKEN_TYPE_IDS) if options.write_types else (INPUT_IDS,)
+    if options.categories is not None:
+        names = (*names, CATEGORY_IDS)
     attention_pair = options.attention_boundary == "prompt_completion_pair"
 
     stop = threading.Event()
@@ -288,6 +291,10 @@ def tokenize_batches(
             ids, types = result.ids, result.types
             if not len(ids):
                 return
+            categories = None
+            if options.categories is not None:
+                categories = (types >> CATEGORY_SHIFT) - 1
+                types = types & TYPE_MASK
             if options.keep_prompt_only:
                 keep = np.ones(len(ids), bool)
             else:
@@ -299,15 +306,19 @@ def tokenize_batches(
                 metrics.rows_dropped_prompt_only += len(gone)
                 metrics.tokens_dropped_prompt_only_rows += int((gone != TokenType.PADDING).sum())
                 ids, types = ids[keep], types[keep]
+                if categories is not None:
+                    categories = categories[keep]
             if not len(ids):
                 return
             for kind, count in enumerate(type_counts(types)[: len(TokenType)].tolist()):
                 metrics.tokens_by_type[kind] += count
             metrics.rows += len(ids)
+            blocks = {INPUT_IDS: ids}
             if options.write_types:
-                writer.append(input_ids=ids, token_type_ids=types)
-            else:
-                writer.append(input_ids=ids)
+                blocks[TOKEN_TYPE_IDS] = types
+            if categories is not None:
+                blocks[CATEGORY_IDS] = categories
+            writer.append(**blocks)
 
         for encoded in _drain(encoded_q, stop):
             batch = encoded.batch

@@ -58,6 +58,7 @@ class Batch:
     pair_prompt: list[int] = field(default_factory=list)
     pair_completion: list[int] = field(default_factory=list)
     pair_split: list[int] = field(default_factory=list)
+    pair_category: list[int] = field(default_factory=list)  # with --categories; -1 for none
     skipped_pairs: dict[int, int] = field(default_factory=dict)  # line index -> prompt-only pairs
     blank: set[int] = field(default_factory=set)  # line indices of blank JSONL lines (skipped)
     rejected: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # line -> (why, raw)
@@ -334,7 +335,13 @@ def _drop_line(batch: Batch, index: int, marks: tuple[int, int]) -> None:
     """Forget the texts and pairs a rejected line had added."""
     texts, pairs = marks
     del batch.texts[texts:]
-    for column in (batch.pair_line, batch.pair_prompt, batch.pair_completion, batch.pair_split):
+    for column in (
+        batch.pair_line,
+        batch.pair_prompt,
+        batch.pair_completion,
+        batch.pair_split,
+        batch.pair_category,
+    ):
         del column[pairs:]
     batch.skipped_pairs.pop(index, None)
 
@@ -346,6 +353,18 @@ def _add_txt(batch: Batch, index: int, text: str) -> None:
     batch.pair_prompt.append(-1)
     batch.pair_completion.append(len(batch.texts) - 1)
     batch.pair_split.append(0)
+
+
+def _category(item: dict, names: tuple[str, ...], where: str) -> int:
+    name = item.get("category")
+    if name is None:
+        return -1
+    if not isinstance(name, str) or name not in names:
+        raise LineError(
+            f"category {name!r}{where} is not one of the --categories names; add it to that file"
+            " or fix the line"
+        )
+    return names.index(name)
 
 
 def _add_jsonl(
@@ -399,3 +418,5 @@ def _add_jsonl(
         batch.pair_prompt.append(prompt_index)
         batch.pair_completion.append(completion_index)
         batch.pair_split.append(int(split_pairs and position != last))
+        if options.categories is not None:
+            batch.pair_category.append(_category(item, options.categories, where))
