@@ -75,4 +75,13 @@ else
     echo "  (exit $?: no article holds ATC GAA, so --require-match wrote nothing)"
 fi
 
-printf '\n== Done: shards and ledgers are in %s\n' "$out"
+step "dataset: the folder a trainer takes (2 train files, 1 dev file, shuffled with seed 0, balanced)"
+tokentype tokenize "$here/codon_pairs.jsonl" --dataset "$out/dataset" --tokenizer "$vocab" \
+    --model-config "$here/codon_model_config.json" --max-seq-length 16 --packing greedy::drop \
+    --train-files 2 --dev-files 1 --shuffle --seed 0 --ledger "$out/dataset.ledger.jsonl"
+tokentype validate "$out/dataset"
+(cd "$out/dataset" && find . -type f | sort | sed 's/^/  /')
+grep -E '^(max_seq_length|number_of_training_files|number_of_dev_files|max_batch_size_train|max_batch_size_dev|tokenizer_model_type):' \
+    "$out/dataset/metadata.yaml" | sed 's/^/  /'
+
+printf '\n== Done: shards, ledgers and the dataset folder are in %s\n' "$out"

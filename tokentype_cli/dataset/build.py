@@ -311,7 +311,8 @@ class Build:
         if self.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {self.workers}")
         folder = self.folder
-        _check_target(folder, self.overwrite)
+        # A task does not write DIR, so an existing one (a rebuild) is the finish's to replace.
+        _check_target(folder, self.overwrite or self.task is not None)
         # Before any work: the finish needs the model type, and a long build should not fail then.
         self._model_config = model_config_path(self.tokenizer, self.dataset.model_config)
         self._model_type = model_type_string(self._model_config, self.dataset.model_type)
