@@ -22,7 +22,14 @@ from tokentype_cli.dataset.layout import (
 )
 from tokentype_cli.validate import FIXES, ValidateOptions
 
-from .conftest import CODON_VOCAB, EXAMPLE2_IDS, EXAMPLE2_TYPES, invoke, write_shard
+from .conftest import (
+    CODON_VOCAB,
+    EXAMPLE2_IDS,
+    EXAMPLE2_TYPES,
+    assert_one_line_error,
+    invoke,
+    write_shard,
+)
 
 SEQ_LEN = len(EXAMPLE2_IDS)
 VOCAB = 70  # the codon vocabulary: ids 2..69
@@ -408,3 +415,113 @@ def test_a_plain_folder_of_shards_is_validated_as_before(tmp_path):
 def test_a_shard_named_again_beside_its_folder_is_checked_once(dataset):
     _, _, data = run(dataset, dataset / "train_1_of_3.hdf5")
     assert len(data["files"]) == 5
+
+
+# --- inspect DIR ---------------------------------------------------------------------------------
+
+
+def test_inspect_shows_the_dataset_before_the_files(dataset):
+    result = invoke("inspect", dataset)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[:6] == [
+        f"{dataset}  (dataset: 3 train, 1 dev, 1 test files)",
+        "  train  3 files  8 rows  88 tokens  rows per file 3, 3, 2",
+        "    prompt 24 (27.27%)  completion 24 (27.27%)  padding 32 (36.36%)  separator 8 (9.09%)",
+        "  dev    1 file  2 rows  22 tokens  rows per file 2",
+        "    prompt 6 (27.27%)  completion 6 (27.27%)  padding 8 (36.36%)  separator 2 (9.09%)",
+        "  test   1 file  2 lines  lines per file 2",
+    ]
+    assert lines[6:10] == [
+        "  metadata.yaml",
+        f"    max_seq_length            {SEQ_LEN}",
+        "    token_type_ids            true",
+        f"    vocab_size                {VOCAB}",
+    ]
+    assert "    max_batch_size_dev        2" in lines
+    # Then the folder's totals and each file, as for any folder of shards.
+    folder = lines.index(f"{dataset}  (4 files)")
+    assert lines[folder - 1] == ""
+    headers = [line for line in lines[folder:] if line.startswith(f"{dataset}/")]
+    assert headers == [
+        str(dataset / name)
+        for name in (
+            "train_1_of_3.hdf5",
+            "train_2_of_3.hdf5",
+            "train_3_of_3.hdf5",
+            "dev_1_of_1.hdf5",
+        )
+    ]
+
+
+def test_inspect_json_adds_the_dataset_to_the_folder_summary(dataset):
+    result = invoke("inspect", dataset, "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    data = json.loads(result.stdout)
+    assert list(data)[:2] == ["path", "dataset"]
+    assert data["path"] == str(dataset)
+    splits = data["dataset"]["splits"]
+    assert [f["rows"] for f in splits["train"]["files"]] == [3, 3, 2]
+    assert splits["train"]["files"][0]["path"] == str(dataset / "train_1_of_3.hdf5")
+    assert (splits["train"]["rows"], splits["train"]["seq_len"], splits["train"]["tokens"]) == (
+        8,
+        SEQ_LEN,
+        88,
+    )
+    assert splits["train"]["token_types"]["separator"] == {"count": 8, "share": 8 / 88}
+    assert splits["dev"]["rows"] == 2 and splits["dev"]["token_types"]["padding"]["count"] == 8
+    assert splits["test"] == {
+        "files": [{"path": str(dataset / "test_files" / "test_1_of_1.jsonl"), "lines": 2}],
+        "lines": 2,
+    }
+    metadata = data["dataset"]["metadata"]
+    assert metadata["number_of_training_files"] == 3 and metadata["max_batch_size_dev"] == 2
+    # The folder summary's own keys stay as for any folder: totals, then each file.
+    assert data["rows"] == 10 and data["token_types"]["separator"]["count"] == 10
+    assert [Path(f["path"]).name for f in data["files"]] == [
+        "train_1_of_3.hdf5",
+        "train_2_of_3.hdf5",
+        "train_3_of_3.hdf5",
+        "dev_1_of_1.hdf5",
+    ]
+
+
+def test_inspect_orders_files_by_number_and_summarises_many_as_a_range(tmp_path):
+    counts = (2,) * 7 + (1,) * 6
+    folder = build_dataset(tmp_path / "ds", train=counts, dev=(), test_lines=())
+    data = json.loads(invoke("inspect", folder, "--json").stdout)
+    names = [Path(f["path"]).name for f in data["files"]]
+    assert names == [f"train_{k}_of_13.hdf5" for k in range(1, 14)]
+    assert data["dataset"]["splits"]["dev"] == {
+        "files": [],
+        "rows": 0,
+        "seq_len": None,
+        "tokens": 0,
+        "token_types": None,
+    }
+    text = invoke("inspect", folder).stdout.splitlines()
+    assert text[0] == f"{folder}  (dataset: 13 train files)"
+    assert text[1] == "  train  13 files  20 rows  220 tokens  rows per file 1..2"
+    assert text[3:5] == ["  dev    0 files", "  test   0 files"]
+
+
+def test_inspect_a_split_without_types_says_so(dataset):
+    without_types(dataset)
+    result = invoke("inspect", dataset)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[4] == "    token types: none in some file (run tokentype validate)"
+    assert (
+        json.loads(invoke("inspect", dataset, "--json").stdout)["dataset"]["splits"]["dev"][
+            "token_types"
+        ]
+        is None
+    )
+
+
+def test_inspect_refuses_metadata_that_is_not_yaml_in_one_line(dataset):
+    not_yaml(dataset)
+    result = invoke("inspect", dataset)
+    assert_one_line_error(result, 1, f"{dataset / METADATA}:2: not valid YAML")
