@@ -525,3 +525,14 @@ def test_inspect_refuses_metadata_that_is_not_yaml_in_one_line(dataset):
     not_yaml(dataset)
     result = invoke("inspect", dataset)
     assert_one_line_error(result, 1, f"{dataset / METADATA}:2: not valid YAML")
+
+
+def test_a_huge_file_count_is_counted_not_listed(dataset):
+    edit_metadata(dataset, number_of_training_files=10**9)
+    _, found, _ = run(dataset)
+    missing = found["missing-file"]
+    assert missing["count"] == 10**9
+    assert missing["message"].startswith(
+        f"{dataset}: missing train_1_of_1000000000.hdf5, train_2_of_1000000000.hdf5,"
+    )
+    assert "and 999,999,995 more" in missing["message"]

@@ -8,6 +8,7 @@ as a limit on the ids. Only shapes are read for the folder checks; the per-shard
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -229,7 +230,8 @@ def _check_names(
     folder: Path, files: dict[str, list[SplitFile]], metadata: dict[str, object], report: FileReport
 ) -> None:
     """Files 1..N of each split, N as metadata.yaml says, and no other shard or test file."""
-    missing: list[str] = []
+    missing: list[str] = []  # the first few names; `absent` counts them all
+    absent = 0
     extra: dict[Path, None] = {}  # ordered and without repeats
     for split, key in COUNT_KEYS.items():
         present = files[split]
@@ -257,11 +259,14 @@ def _check_names(
         if split == "test" and present:
             extension = Counter(f.path.suffix[1:] for f in present).most_common(1)[0][0]
         prefix = f"{TEST_DIR}/" if split == "test" else ""
-        missing.extend(
+        # Lazily: an edited count of 10**9 must not build a list of a billion names.
+        names = (
             prefix + split_file_name(split, k, expected, extension)
             for k in range(1, expected + 1)
             if k not in seen
         )
+        missing.extend(itertools.islice(names, _LISTED + 1 - len(missing)))
+        absent += expected - len(seen)
     known = {f.path for split in files.values() for f in split}
     for path in find_shards([folder]):
         if path not in known:
@@ -271,13 +276,13 @@ def _check_names(
         for path in sorted(tests.rglob("*")):
             if path.is_file() and path not in known:
                 extra[path] = None
-    if missing:
+    if absent:
         report.add(
             "missing-file",
             ERROR,
-            f"{folder}: missing {_listed(missing)} (each split is numbered 1..N, N from"
-            f" {METADATA})",
-            count=len(missing),
+            f"{folder}: missing {_listed(missing, absent)} (a split's files are numbered 1..N"
+            " with none skipped)",
+            count=absent,
         )
     if extra:
         names = [path.relative_to(folder).as_posix() for path in extra]
@@ -567,6 +572,8 @@ def _check_training(
         )
 
 
-def _listed(names: list[str]) -> str:
+def _listed(names: list[str], total: int | None = None) -> str:
+    """The first few names, then how many more (of `total`, when only the first are at hand)."""
+    total = len(names) if total is None else total
     shown = ", ".join(names[:_LISTED])
-    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+    return shown + (f" and {total - _LISTED:,} more" if total > _LISTED else "")
