@@ -267,6 +267,11 @@ def unbalanced(folder: Path) -> None:
     edit_metadata(folder, max_batch_size_train=3)
 
 
+def model_config(folder: Path, model_type: str) -> None:
+    (folder / "tokenizer" / "config.json").write_text(json.dumps({"model_type": model_type}))
+    write_manifest(folder)
+
+
 def not_yaml(folder: Path) -> None:
     (folder / METADATA).write_text("max_seq_length: [11\n")
     write_manifest(folder)
@@ -290,6 +295,7 @@ DAMAGES = [
     ("not YAML", not_yaml, (), "metadata-invalid", 1),
     ("negative count", lambda d: edit_metadata(d, number_of_test_files=-1), (), "metadata-value", 1),
     ("model type not a class", lambda d: edit_metadata(d, tokenizer_model_type="llama"), (), "metadata-model-type", 1),
+    ("model type not tokenizer/config.json's", lambda d: model_config(d, "gpt2"), (), "metadata-model-type", 0),
     ("token types false", lambda d: edit_metadata(d, token_type_ids=False), (), "metadata-token-types", 0),
     ("token types false, required", lambda d: edit_metadata(d, token_type_ids=False), ("--require-types",), "metadata-token-types", 1),
     ("token types promised, file lacks them", without_types, (), "metadata-token-types", 1),
@@ -536,3 +542,18 @@ def test_a_huge_file_count_is_counted_not_listed(dataset):
         f"{dataset}: missing train_1_of_1000000000.hdf5, train_2_of_1000000000.hdf5,"
     )
     assert "and 999,999,995 more" in missing["message"]
+
+
+@pytest.mark.parametrize(
+    ("model_type", "config_class"),
+    [
+        ("llama", LLAMA),
+        ("gpt_neox", "<class 'transformers.models.gpt_neox.configuration_gpt_neox.GPTNeoXConfig'>"),
+        ("openai-gpt", "<class 'transformers.models.openai.configuration_openai.OpenAIGPTConfig'>"),
+        ("my_model", "<class 'transformers_modules.org.configuration_my.MyConfig'>"),
+    ],
+)
+def test_model_type_matching_tokenizer_config_passes(tmp_path, model_type, config_class):
+    folder = build_dataset(tmp_path / "ds", tokenizer_model_type=config_class)
+    model_config(folder, model_type)
+    assert run(folder, "--strict")[:2] == (0, {})

@@ -26,6 +26,7 @@ from tokentype_cli.dataset.layout import (
     SPLIT_FILE,
     SPLITS,
     TEST_DIR,
+    TOKENIZER_DIR,
     manifest_files,
     manifest_key,
     sha256_of,
@@ -62,6 +63,7 @@ MINIMUM = {
 }
 # What str(type(config)) prints; the trainer compares the two strings exactly.
 MODEL_TYPE = re.compile(r"^<class '[A-Za-z_][\w.]*'>$")
+TRANSFORMERS_MODULE = re.compile(r"^<class 'transformers\.models\.(?P<module>\w+)\.")
 _LISTED = 5  # names a message shows before "and N more"
 
 
@@ -204,6 +206,8 @@ def _check_metadata(
             f"{where}: tokenizer_model_type {model_type!r} is not what str(type(config)) prints;"
             " the trainer compares the two exactly",
         )
+    elif model_type is not None:
+        _check_model_type(folder, model_type, report)
     if usable.get("token_type_ids") is False:
         report.add(
             "metadata-token-types",
@@ -212,6 +216,29 @@ def _check_metadata(
             " this folder",
         )
     return usable
+
+
+def _check_model_type(folder: Path, model_type: str, report: FileReport) -> None:
+    """tokenizer_model_type names the model of tokenizer/config.json (a warning: a few models
+    live in a module named otherwise, such as openai-gpt in `openai`)."""
+    module = TRANSFORMERS_MODULE.match(model_type)
+    config = folder / TOKENIZER_DIR / "config.json"
+    if module is None or not config.is_file():
+        return
+    try:
+        declared = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return  # not ours to judge: the trainer reads the model's own config
+    if not isinstance(declared, str):
+        return
+    name = declared.replace("-", "_")
+    if name != module["module"] and not name.startswith(module["module"] + "_"):
+        report.add(
+            "metadata-model-type",
+            WARNING,
+            f"{folder}: {METADATA}: tokenizer_model_type names transformers.models."
+            f"{module['module']} but {TOKENIZER_DIR}/config.json has model_type {declared!r}",
+        )
 
 
 def _type_name(value: object) -> str:
