@@ -557,3 +557,13 @@ def test_model_type_matching_tokenizer_config_passes(tmp_path, model_type, confi
     folder = build_dataset(tmp_path / "ds", tokenizer_model_type=config_class)
     model_config(folder, model_type)
     assert run(folder, "--strict")[:2] == (0, {})
+
+
+def test_a_damaged_shard_is_its_own_finding_and_the_folder_checks_go_on(dataset):
+    (dataset / "train_2_of_3.hdf5").write_bytes(b"not hdf5")
+    code, _, data = run(dataset)
+    by_file = {Path(f["path"]).name: [x["check"] for x in f["findings"]] for f in data["files"]}
+    assert code == 1
+    assert by_file["train_2_of_3.hdf5"] == ["cannot-open"]
+    # Its rows are unknown, so max_batch_size_train is not judged; its bytes are.
+    assert by_file["ds"] == ["hash-mismatch"]
