@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tokentype_cli.dataset.findings import is_dataset_folder
 from tokentype_cli.errors import OptionError, ShardError
 from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts
 from tokentype_cli.schema import (
@@ -301,6 +302,10 @@ def summarize(
         total.loss = LossTally(prompt_loss_weight)
         for s in summaries:
             total.loss.merge(s.loss)
+    if is_dataset_folder(path):
+        from tokentype_cli.dataset.summary import dataset_summary  # it imports this module
+
+        return dataset_summary(total)
     return total
 
 
@@ -478,7 +483,9 @@ def _runs(rows: list[int]) -> Iterator[tuple[int, int]]:
 
 def format_summary(summary: ShardSummary) -> str:
     """The human-readable summary of a file, or of a folder followed by each of its files."""
-    lines = _summary_lines(summary)
+    from tokentype_cli.dataset.summary import dataset_lines  # it imports this module
+
+    lines = [*dataset_lines(summary), *_summary_lines(summary)]
     for file in summary.files or []:
         lines.append("")
         lines.extend(_summary_lines(file))

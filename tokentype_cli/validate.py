@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tokentype_cli.dataset.findings import DATASET_FIXES, TrainingOptions, is_dataset_folder
 from tokentype_cli.errors import ShardError
 from tokentype_cli.loss import as_small_types
 from tokentype_cli.schema import (
@@ -65,6 +66,7 @@ FIXES = {
     "padding-id": "padding should be one id, the tokenizer's pad (or EOS) id: check the tokenizer",
     "padding-only-row": "drop rows holding only padding; they carry no loss",
     "no-learned-token-row": "mark each row's answer as completion, or end it with a separator",
+    **DATASET_FIXES,
 }
 _ORDER = {name: i for i, name in enumerate(FIXES)}
 
@@ -129,6 +131,7 @@ class ValidateOptions:
     require_types: bool = False
     prompt_loss_weight: float | None = None
     strict: bool = False
+    training: TrainingOptions = field(default_factory=TrainingOptions)  # dataset folders only
 
     @property
     def effective_vocab_size(self) -> int | None:
@@ -142,12 +145,19 @@ def validate_paths(
     options: ValidateOptions = ValidateOptions(),
     progress: Callable[[int], None] | None = None,
 ) -> list[FileReport]:
-    """Validate every file (folders expand to their *.h5 / *.hdf5), one report per file."""
+    """Validate every file (folders expand to their *.h5 / *.hdf5), one report per file; a
+    dataset folder (one with metadata.yaml) gets its own report first (`dataset.check`)."""
     reports: list[FileReport] = []
     first_seq_len: tuple[Path, int] | None = None
     seen: set[Path] = set()
     for given in paths:
         given = Path(given)
+        if is_dataset_folder(given):
+            from tokentype_cli.dataset.check import check_dataset  # it imports this module
+
+            reports.extend(check_dataset(given, options, progress))
+            seen.update(report.path.resolve() for report in reports)
+            continue
         files = find_shards([given])
         if given.is_dir() and not files:
             report = FileReport(given)

@@ -56,11 +56,13 @@ def inspect_command(
     The summary gives each dataset's shape, dtype, storage and attributes, the count and share of
     each token type, articles (separators), the padding share and, with --prompt-loss-weight, each
     type's share of the loss. --rows prints tokens coloured by type on a terminal (NO_COLOR turns
-    colour off), with [type] markers otherwise.
+    colour off), with [type] markers otherwise. A dataset folder (one with metadata.yaml) shows
+    its splits, rows per file, tokens by type per split and metadata before the files.
 
     Example:
 
     \b
+        tokentype inspect dataset/ --json | jq '.dataset.splits.train.rows'
         tokentype inspect shard.h5 --prompt-loss-weight 0
         tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ --ids | less
         tokentype inspect shards/ --json | jq '.token_types.padding.share'

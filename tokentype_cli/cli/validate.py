@@ -16,6 +16,7 @@ from tokentype_cli.cli.base import (
     quiet_option,
     tokenizer_option,
 )
+from tokentype_cli.dataset.findings import TrainingOptions, is_dataset_folder
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
@@ -44,6 +45,30 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 )
 @prompt_loss_weight_option(help_extra="A row in which no target carries loss is an error.")
 @click.option("--strict", is_flag=True, help="Count warnings as errors (exit 1 on any finding).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Dataset folders: the run's batch size must be at most max_batch_size_train.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Dataset folders: the run's workers must be at most number_of_training_files.",
+)
+@click.option(
+    "--eval",
+    "evaluate",
+    is_flag=True,
+    help="Dataset folders: the run evaluates, so dev files must exist.",
+)
+@click.option(
+    "--model-vocab-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Dataset folders: the model's vocabulary size must be at least vocab_size.",
+)
 @json_option
 @quiet_option
 @click.pass_context
@@ -56,6 +81,10 @@ def validate_command(
     require_types: bool,
     prompt_loss_weight: float | None,
     strict: bool,
+    batch_size: int | None,
+    workers: int | None,
+    evaluate: bool,
+    model_vocab_size: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -65,10 +94,16 @@ def validate_command(
     severity, an exact count, the first offending row and column, and a fix. Exit 0 with no
     errors, 1 with errors (or any warning with --strict), 2 for a bad invocation.
 
+    A dataset folder (one with metadata.yaml, as `tokenize --dataset` writes it) is checked as
+    the trainer will check it: metadata keys and types against the files, file names and counts,
+    batch sizes, balance and the sha256 manifest; --batch-size, --workers, --eval and
+    --model-vocab-size check it against a training run.
+
     Example:
 
     \b
         tokentype validate shard.h5
+        tokentype validate dataset/ --batch-size 16 --workers 8 --eval --max-seq-length 2048
         tokentype validate shards/ --tokenizer gpt2/ --max-seq-length 2048 --require-types
         tokentype validate shards/ --prompt-loss-weight 0 --json | jq '.files[].findings[].check'
     """
@@ -82,7 +117,14 @@ def validate_command(
         require_types=require_types,
         prompt_loss_weight=prompt_loss_weight,
         strict=strict,
+        training=TrainingOptions(batch_size, workers, evaluate, model_vocab_size),
     )
+    if options.training.given and not any(is_dataset_folder(path) for path in paths):
+        raise click.UsageError(
+            "--batch-size, --workers, --eval and --model-vocab-size check a dataset folder"
+            " (one with metadata.yaml); none of PATHS is one",
+            ctx,
+        )
     with progress_bar(None, "tok", "validate", quiet) as advance:
         reports = validate_paths(paths, options, progress=advance)
     if as_json:
