@@ -526,3 +526,20 @@ def test_dataset_writes_category_to_id_and_balances_categories(tmp_path):
 def jsonl_lines(path: Path, *records) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+def test_added_tokens_in_the_data_validate(conformance_dir, tmp_path):
+    # metadata's vocab_size is the base vocabulary, as Hugging Face counts it; ChatML's added
+    # <|im_start|> and <|im_end|> lie beyond it and are still the folder's own tokens.
+    source = tmp_path / "chat.jsonl"
+    line = {"prompt": "<|im_start|>user hi<|im_end|>", "completion": "hello"}
+    source.write_text((json.dumps(line) + "\n") * 10)
+    folder = tmp_path / "ds"
+    result = invoke(
+        "tokenize", source, "--dataset", folder, "--tokenizer", conformance_dir / "tokenizer-chatml",
+        "--max-seq-length", 32, "--train-files", 2,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((folder / "metadata.yaml").read_text())["vocab_size"] == 50257
+    checked = invoke("validate", folder)
+    assert checked.exit_code == 0, checked.output

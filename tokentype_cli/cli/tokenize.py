@@ -21,7 +21,12 @@ from tokentype_cli.cli.base import (
     quiet_option,
     tokenizer_option,
 )
-from tokentype_cli.tokenize.options import BOUNDARIES, INPUT_FORMATS, PACKING_CHOICES
+from tokentype_cli.tokenize.options import (
+    BOUNDARIES,
+    DEFAULT_MAX_LINE_BYTES,
+    INPUT_FORMATS,
+    PACKING_CHOICES,
+)
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # The reference spells the shuffle `--shuffle on_RAM|large_file|False`; here it is a bare flag.
@@ -322,6 +327,19 @@ def dataset_options(command):
     help="Write input_ids only (type them later with assign-types or add-types).",
 )
 @click.option(
+    "--split-special-tokens",
+    is_flag=True,
+    help="Encode special tokens written in the text (a literal <|endoftext|>) as plain text,"
+    " not as the special token (the tokenizer's encode_special_tokens).",
+)
+@click.option(
+    "--max-line-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_LINE_BYTES,
+    help="A longer input line is a bad line (encoding one text costs about 130 bytes of memory"
+    " per byte).",
+)
+@click.option(
     "--categories",
     "--categories_path",
     "categories",
@@ -369,6 +387,8 @@ def tokenize_command(
     eos_token: str | None,
     pad_token: str | None,
     no_types: bool,
+    split_special_tokens: bool,
+    max_line_bytes: int,
     categories: tuple[str, ...] | None,
     ledger: Path | None,
     rejects: Path | None,
@@ -405,8 +425,11 @@ def tokenize_command(
     pairs, pairs_skipped_prompt_only, articles, input_tokens, rows, max_seq_length,
     output_tokens, tokens_by_type, tokens_truncated_left, tokens_truncated_right,
     tokens_dropped_too_long (articles longer than a row, with ::drop),
-    tokens_dropped_prompt_only_rows, rows_dropped_prompt_only and packing_efficiency (the
-    non-padding share of the rows).
+    tokens_dropped_prompt_only_rows, rows_dropped_prompt_only, articles_dropped ({too_long,
+    prompt_only_row}), articles_prompt_cut_away (every prompt token removed by truncate_left),
+    special_tokens_in_text (lines whose text holds a special token such as <|endoftext|>),
+    special_tokens_first (file:line of the first) and packing_efficiency (the non-padding share
+    of the rows).
 
     --ledger writes one JSON object per input line, all with the same keys: input, line, status
     (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
@@ -443,6 +466,8 @@ def tokenize_command(
         eos_token=eos_token,
         pad_token=pad_token,
         categories=categories,
+        split_special_tokens=split_special_tokens,
+        max_line_bytes=max_line_bytes,
     )
     paths = list(inputs)
     if dataset is None:
@@ -590,6 +615,25 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
     for what, count in losses:
         if count:
             lines.append(f"  {plural(count, 'token')} {what}")
+    dropped = m["articles_dropped"]
+    if dropped["too_long"] or dropped["prompt_only_row"]:
+        lines.append(
+            f"  {plural(dropped['too_long'] + dropped['prompt_only_row'], 'article')} dropped:"
+            f" {dropped['too_long']:,} longer than a row, {dropped['prompt_only_row']:,} in rows"
+            " without completion tokens"
+        )
+    if m["articles_prompt_cut_away"]:
+        lines.append(
+            f"  warning: {plural(m['articles_prompt_cut_away'], 'article')} lost their whole"
+            " prompt to truncate_left (answers without their question); raise"
+            " --max-seq-length or use truncate_right"
+        )
+    if m["special_tokens_in_text"]:
+        lines.append(
+            f"  warning: {plural(m['special_tokens_in_text'], 'line')} write a special token in"
+            f" their text (first: {m['special_tokens_first']}), which became that token;"
+            " --split-special-tokens encodes it as plain text"
+        )
     if m["pairs_skipped_prompt_only"]:
         lines.append(
             f"  {plural(m['pairs_skipped_prompt_only'], 'pair')} with an empty completion skipped"

@@ -638,15 +638,7 @@ def _ledger_record(record: dict, split: Split, name: str, moves: dict[str, list]
 def _sum_metrics(parts: list[Metrics]) -> Metrics:
     total = Metrics(seq_len=parts[0].seq_len)
     for part in parts:
-        for item in dataclasses.fields(Metrics):
-            if item.name == "seq_len":
-                continue
-            value = getattr(part, item.name)
-            if isinstance(value, list):
-                current = getattr(total, item.name)
-                setattr(total, item.name, [a + b for a, b in zip(current, value, strict=True)])
-            else:
-                setattr(total, item.name, getattr(total, item.name) + value)
+        total.absorb(part)
     return total
 
 
@@ -669,7 +661,10 @@ def _prefixed(kind: str, metrics: Metrics) -> dict[str, object]:
         "tokens_dropped_from_all_prompt": metrics.tokens_dropped_prompt_only_rows,
     }
     for key, value in data.items():
-        if key not in ("max_seq_length",):
+        if isinstance(value, dict):  # articles_dropped: {too_long: ...} -> articles_dropped_too_long
+            for sub, count in value.items():
+                out.setdefault(f"{key}_{sub}", count)
+        elif key != "max_seq_length":
             out.setdefault(key, value)
     return {f"{kind}_{key}": value for key, value in out.items()}
 

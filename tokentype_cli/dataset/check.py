@@ -332,7 +332,7 @@ def _check_shards(
 ) -> list[FileReport]:
     """`validate`'s checks on each train and dev file, ids limited by metadata's vocab_size too."""
     given = options.effective_vocab_size
-    declared = metadata.get("vocab_size")
+    declared = _id_bound(folder, metadata.get("vocab_size"))
     limits = [v for v in (given, declared, options.training.model_vocab_size) if v is not None]
     limit = min(limits) if limits else None
     shard_options = replace(options, vocab_size=limit)
@@ -345,6 +345,23 @@ def _check_shards(
             _as_metadata_vocab(shard, folder, declared, options.strict)
         reports.append(shard)
     return reports
+
+
+def _id_bound(folder: Path, vocab_size: object) -> int | None:
+    """The ids a folder may hold: below metadata's vocab_size, which (as Hugging Face counts it)
+    leaves out added tokens, and the tokenizer/ folder's added tokens that follow it (ChatML's
+    <|im_start|> and <|im_end|> after GPT-2's 50257)."""
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        return None
+    try:
+        data = json.loads((folder / TOKENIZER_DIR / "tokenizer.json").read_text(encoding="utf-8"))
+        added = {token["id"] for token in data.get("added_tokens") or ()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return vocab_size  # no or a damaged tokenizer folder: metadata alone decides
+    bound = vocab_size
+    while bound in added:
+        bound += 1
+    return bound
 
 
 def _as_metadata_vocab(report: FileReport, folder: Path, vocab_size: int, strict: bool) -> None:

@@ -24,12 +24,18 @@ class Encoded:
 class Encoder:
     """Encode a batch's texts at once; find the line when the tokenizer refuses a text."""
 
-    def __init__(self, tokenizer: LoadedTokenizer) -> None:
+    def __init__(self, tokenizer: LoadedTokenizer, split_special_tokens: bool = False) -> None:
         self.loaded = tokenizer
         self.tokenizer = tokenizer.tokenizer
         # The reference encodes without the tokenizer file's truncation or padding settings.
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
+        if hasattr(self.tokenizer, "encode_special_tokens"):
+            self.tokenizer.encode_special_tokens = split_special_tokens
+        elif split_special_tokens:
+            raise TokenizerError(
+                f"{tokenizer.path}: --split-special-tokens needs tokenizers 0.19 or newer"
+            )
         self.encode_many = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
 
     def __call__(self, batch: Batch) -> Encoded:

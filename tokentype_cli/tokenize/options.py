@@ -15,6 +15,8 @@ OVERFLOWS = ("drop", "truncate_left", "truncate_right")
 PACKING_CHOICES = ("full", *(f"{s}::{o}" for s in ("greedy", "single") for o in OVERFLOWS))
 
 
+DEFAULT_MAX_LINE_BYTES = 8 << 20
+
 # With --categories, a token's type and its pair's category travel through packing as one int32
 # label, type + 4 * (category + 1), so the packer moves one array as before; padding (2) comes out
 # as category -1. The pipeline splits the label again before it writes.
@@ -42,8 +44,14 @@ class TokenizeOptions:
     pad_token: str | None = None  # text or id; None: the tokenizer's pad, else the eos in use
     # --categories: the names a pair's "category" may take; its index goes to category_ids.
     categories: tuple[str, ...] | None = None
+    # --split-special-tokens: `<|endoftext|>` written in the text is encoded as plain text.
+    split_special_tokens: bool = False
+    # A longer line is a bad line: the tokenizer needs about 130 bytes per byte of one text.
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
     def check(self) -> None:
+        if self.max_line_bytes < 1:
+            raise OptionError(f"--max-line-bytes must be at least 1, got {self.max_line_bytes}")
         if self.seq_len < 1:
             raise OptionError(f"--max-seq-length must be at least 1, got {self.seq_len}")
         if self.packing not in PACKING_CHOICES:

@@ -15,7 +15,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,12 @@ from tokentype_cli.schema import (
     ShardWriter,
     TokenType,
     atomic_path,
+)
+from tokentype_cli.tokenize.accounting import (
+    DroppedArticles,
+    lines_with_special_tokens,
+    prompts_cut_away,
+    special_token_ids,
 )
 from tokentype_cli.tokenize.articles import build_articles, special_tokens
 from tokentype_cli.tokenize.encode import Encoder
@@ -66,6 +72,24 @@ class Metrics:
     tokens_truncated_right: int = 0
     tokens_dropped_too_long: int = 0
     tokens_dropped_prompt_only_rows: int = 0
+    articles_dropped_too_long: int = 0
+    articles_dropped_prompt_only_row: int = 0
+    articles_prompt_cut_away: int = 0  # every prompt token removed by truncate_left
+    special_tokens_in_text: int = 0  # lines with a special token written in their text
+    special_tokens_first: str | None = None  # file:line of the first
+
+    def absorb(self, other: Metrics) -> None:
+        """Add another run's counts to these (a dataset's split files into their split)."""
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            if item.name == "seq_len":
+                continue
+            if isinstance(mine, list):
+                setattr(self, item.name, [a + b for a, b in zip(mine, theirs, strict=True)])
+            elif item.name == "special_tokens_first":
+                setattr(self, item.name, mine or theirs)
+            else:
+                setattr(self, item.name, mine + theirs)
 
     @property
     def packing_efficiency(self) -> float:
@@ -92,6 +116,13 @@ class Metrics:
             "tokens_dropped_too_long": self.tokens_dropped_too_long,
             "tokens_dropped_prompt_only_rows": self.tokens_dropped_prompt_only_rows,
             "rows_dropped_prompt_only": self.rows_dropped_prompt_only,
+            "articles_dropped": {
+                "too_long": self.articles_dropped_too_long,
+                "prompt_only_row": self.articles_dropped_prompt_only_row,
+            },
+            "articles_prompt_cut_away": self.articles_prompt_cut_away,
+            "special_tokens_in_text": self.special_tokens_in_text,
+            "special_tokens_first": self.special_tokens_first,
             "packing_efficiency": round(self.packing_efficiency, 6),
         }
 
@@ -255,7 +286,9 @@ def tokenize_batches(
     skip_bad = rejects_path is not None
     metrics = Metrics(seq_len=options.seq_len)
     packer = Packer(options.packing, options.seq_len, special.pad_id)
-    encoder = Encoder(tokenizer)
+    encoder = Encoder(tokenizer, options.split_special_tokens)
+    special_ids = special_token_ids(tokenizer)
+    dropped = DroppedArticles(options.seq_len, packer.style == "full")
     names = (INPUT_IDS, TOKEN_TYPE_IDS) if options.write_types else (INPUT_IDS,)
     if options.categories is not None:
         names = (*names, CATEGORY_IDS)
@@ -272,7 +305,9 @@ def tokenize_batches(
         def shutdown() -> None:
             stop.set()
             for thread in threads:
-                thread.join()
+                # A reader blocked on an open stdin pipe never returns: after an error or a
+                # signal it is left behind (a daemon thread) instead of holding the exit.
+                thread.join(timeout=1.0)
 
         stack.callback(shutdown)
         ledger = rejects = None
@@ -301,6 +336,7 @@ def tokenize_batches(
                 keep = (types == TokenType.COMPLETION).any(axis=1)
             if ledger is not None:
                 ledger.rows_resolved(keep, metrics.rows)
+            dropped.resolve(keep)
             if not keep.all():
                 gone = types[~keep]
                 metrics.rows_dropped_prompt_only += len(gone)
@@ -338,6 +374,11 @@ def tokenize_batches(
                 for _, (_, raw) in sorted(batch.rejected.items()):
                     rejects.write(raw if raw.endswith(b"\n") else raw + b"\n")
             metrics.pairs_skipped_prompt_only += sum(batch.skipped_pairs.values())
+            found = lines_with_special_tokens(encoded, special_ids)
+            if len(found):
+                metrics.special_tokens_in_text += len(found)
+                if metrics.special_tokens_first is None:
+                    metrics.special_tokens_first = batch.where(int(found[0]))
             articles = build_articles(encoded, special, attention_pair)
             metrics.pairs += articles.pairs
             metrics.articles += len(articles.start)
@@ -347,10 +388,14 @@ def tokenize_batches(
             metrics.tokens_truncated_left += int(placement.cut_left.sum())
             metrics.tokens_truncated_right += int(placement.cut_right.sum())
             metrics.tokens_dropped_too_long += int(placement.dropped.sum())
+            metrics.articles_dropped_too_long += int((placement.dropped > 0).sum())
+            metrics.articles_prompt_cut_away += prompts_cut_away(articles, placement)
+            dropped.add(placement)
             emit(result)
             if ledger is not None:
                 ledger.add_batch(batch, articles, placement)
         emit(packer.finish())
+        metrics.articles_dropped_prompt_only_row = dropped.dropped
         if ledger is not None:
             ledger.flush(final=True)
         if metrics.rows == 0 and not allow_empty:

@@ -186,7 +186,14 @@ def open_binary(path: str) -> io.BufferedIOBase:
     if path == "-":
         if sys.stdin is None:  # closed (`<&-`), not just empty
             raise InputError("<stdin>: standard input is closed; pipe the input in or name a file")
-        return sys.stdin.buffer
+        # A reader of our own on a copy of the descriptor, not sys.stdin.buffer: a signal may
+        # end the run while a reader thread waits on an open pipe, and the interpreter's exit
+        # would then block on (and abort over) the lock of sys.stdin's buffer that it holds.
+        try:
+            descriptor = sys.stdin.fileno()
+        except (OSError, ValueError):  # an in-memory stdin (tests, embedding): no descriptor
+            return sys.stdin.buffer
+        return open(os.dup(descriptor), "rb")
     suffix = Path(path).suffix.lower()
     if suffix == ".gz":
         return gzip.open(path, "rb")
@@ -222,7 +229,7 @@ def input_lines(path: str) -> Iterator[InputLine]:
                 number += 1
                 yield InputLine(source, number, raw)
         finally:
-            if path != "-":
+            if stream is not getattr(sys.stdin, "buffer", None):
                 stream.close()
     except (OSError, EOFError) as exc:  # also a damaged .gz / .zst stream
         raise InputError(
@@ -292,6 +299,12 @@ def batches(
             batch.raw.append(raw)
         text = ""
         try:
+            if len(raw) > options.max_line_bytes:
+                raise LineError(
+                    f"the line is {len(raw) / (1 << 20):.1f} MiB, over the limit of"
+                    f" {options.max_line_bytes / (1 << 20):.1f} MiB (encoding it would take about"
+                    " 130 times that in memory); split it, or raise --max-line-bytes"
+                )
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:

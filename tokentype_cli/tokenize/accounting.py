@@ -1,0 +1,95 @@
+"""What the metrics say beyond token counts: literal special tokens in the text, articles lost to
+packing (and why), and articles whose whole prompt truncation removed. Vectorised per batch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tokentype_cli.tokenize.articles import Articles
+from tokentype_cli.tokenize.encode import Encoded
+from tokentype_cli.tokenize.options import TYPE_MASK
+from tokentype_cli.tokenize.pack import Placement
+from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+
+def special_token_ids(tokenizer: LoadedTokenizer) -> np.ndarray:
+    """Ids of the tokenizer's special added tokens (`<|endoftext|>`, `<|im_start|>`, ...)."""
+    decoder = getattr(tokenizer.tokenizer, "get_added_tokens_decoder", None)
+    if decoder is None:  # an old tokenizers: the special tokens the loader knows
+        found = [tokenizer.eos_id, tokenizer.pad_id, tokenizer.bos_id]
+        return np.asarray(sorted({t for t in found if t is not None}), np.int64)
+    return np.asarray(sorted(i for i, token in decoder().items() if token.special), np.int64)
+
+
+def lines_with_special_tokens(encoded: Encoded, special_ids: np.ndarray) -> np.ndarray:
+    """Batch line indices whose text the tokenizer read a special token out of, sorted."""
+    if not len(special_ids) or not len(encoded.flat):
+        return np.empty(0, np.int64)
+    hits = np.flatnonzero(np.isin(encoded.flat, special_ids))
+    if not len(hits):
+        return np.empty(0, np.int64)
+    batch = encoded.batch
+    text_line = np.full(len(batch.texts), -1, np.int64)
+    pair_line = np.asarray(batch.pair_line, np.int64)
+    for column in (batch.pair_prompt, batch.pair_completion):
+        index = np.asarray(column, np.int64)
+        present = index >= 0
+        text_line[index[present]] = pair_line[present]
+    text = np.searchsorted(encoded.text_start, hits, side="right") - 1
+    lines = text_line[text]
+    return np.unique(lines[lines >= 0])
+
+
+def prompts_cut_away(articles: Articles, placement: Placement) -> int:
+    """Articles that had prompt tokens, all of which truncation from the left removed."""
+    cut = placement.cut_left
+    if not len(cut) or not cut.any():
+        return 0
+    is_prompt = (articles.types & TYPE_MASK) == 0
+    prefix = np.concatenate([[0], np.cumsum(is_prompt, dtype=np.int64)])
+    start = articles.start.astype(np.int64)
+    total = prefix[start + articles.length] - prefix[start]
+    in_cut = prefix[start + cut] - prefix[start]
+    return int(((cut > 0) & (total > 0) & (in_cut == total) & (placement.kept > 0)).sum())
+
+
+class DroppedArticles:
+    """Counts articles whose every row was dropped for carrying no completion token.
+
+    An article's candidate rows are known when it is packed, whether those rows are kept only
+    when they close; articles wait here (two integers each) until all their rows are resolved.
+    """
+
+    def __init__(self, seq_len: int, full: bool) -> None:
+        self.seq_len = seq_len
+        self.full = full
+        self.first = np.empty(0, np.int64)
+        self.last = np.empty(0, np.int64)
+        self.kept = np.empty(0, bool)  # resolved candidate rows from `base` on: kept or not
+        self.base = 0
+        self.dropped = 0
+
+    def add(self, placement: Placement) -> None:
+        placed = (placement.row >= 0) & (placement.kept > 0)
+        first = placement.row[placed]
+        last = first
+        if self.full:  # an article may run over several rows
+            last = first + (placement.offset[placed] + placement.kept[placed] - 1) // self.seq_len
+        self.first = np.concatenate([self.first, first])
+        self.last = np.concatenate([self.last, last])
+
+    def resolve(self, keep: np.ndarray) -> None:
+        """The next candidate rows closed: `keep` says which were written."""
+        self.kept = np.concatenate([self.kept, keep.astype(bool)])
+        resolved = self.base + len(self.kept)
+        done = self.last < resolved
+        if done.any():
+            prefix = np.concatenate([[0], np.cumsum(self.kept, dtype=np.int64)])
+            first = self.first[done] - self.base
+            last = self.last[done] - self.base
+            self.dropped += int(((prefix[last + 1] - prefix[first]) == 0).sum())
+            self.first, self.last = self.first[~done], self.last[~done]
+        needed = int(self.first.min()) if len(self.first) else resolved
+        if needed > self.base:
+            self.kept = self.kept[needed - self.base :]
+            self.base = needed
