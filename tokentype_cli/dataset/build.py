@@ -661,7 +661,9 @@ def _prefixed(kind: str, metrics: Metrics) -> dict[str, object]:
         "tokens_dropped_from_all_prompt": metrics.tokens_dropped_prompt_only_rows,
     }
     for key, value in data.items():
-        if isinstance(value, dict):  # articles_dropped: {too_long: ...} -> articles_dropped_too_long
+        if isinstance(
+            value, dict
+        ):  # articles_dropped: {too_long: ...} -> articles_dropped_too_long
             for sub, count in value.items():
                 out.setdefault(f"{key}_{sub}", count)
         elif key != "max_seq_length":
