@@ -49,7 +49,7 @@ class TokentypeGroup(click.Group):
 
 
 @click.group(cls=TokentypeGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, prog_name="tokentype")
+@click.version_option(__version__, "-V", "--version", prog_name="tokentype")
 def cli() -> None:
     """Prepare, check and inspect token_type_ids in HDF5 training shards.
 

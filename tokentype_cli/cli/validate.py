@@ -13,7 +13,6 @@ from tokentype_cli.cli.base import (
     plural,
     progress_bar,
     prompt_loss_weight_option,
-    quiet_option,
     tokenizer_option,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
@@ -45,7 +44,13 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 @prompt_loss_weight_option(help_extra="A row in which no target carries loss is an error.")
 @click.option("--strict", is_flag=True, help="Count warnings as errors (exit 1 on any finding).")
 @json_option
-@quiet_option
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print nothing, not even the report or --json: only the exit code tells (0 no errors,"
+    " 1 errors, or warnings with --strict).",
+)
 @click.pass_context
 def validate_command(
     ctx: click.Context,
@@ -85,7 +90,9 @@ def validate_command(
     )
     with progress_bar(None, "tok", "validate", quiet) as advance:
         reports = validate_paths(paths, options, progress=advance)
-    if as_json:
+    if quiet:
+        pass
+    elif as_json:
         emit_json(report_json(reports))
     else:
         click.echo(_validate_report(reports), nl=False)
