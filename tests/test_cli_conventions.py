@@ -80,3 +80,88 @@ def test_readme_shows_how_to_enable_completion():
 
     readme = (ROOT / "README.md").read_text()
     assert 'eval "$(_TOKENTYPE_COMPLETE=bash_source tokentype)"' in readme
+
+
+# --- --color -------------------------------------------------------------------------------------
+
+COLOURED = "\x1b[34m"  # prompt tokens
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """Make CliRunner's stdout claim to be a terminal."""
+    monkeypatch.setattr(
+        click.testing._NamedTextIOWrapper, "isatty", lambda self: True, raising=False
+    )
+
+
+def _rows(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env or {})
+
+
+def _no_env(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("choice", "env", "coloured"),
+    [
+        ("always", {}, True),  # | less -R
+        ("always", {"NO_COLOR": "1"}, True),  # the flag is more specific than the environment
+        ("never", {}, False),
+        ("never", {"FORCE_COLOR": "1"}, False),
+        ("auto", {}, False),  # CliRunner's stdout is no terminal
+        ("auto", {"FORCE_COLOR": "1"}, True),
+        ("auto", {"FORCE_COLOR": "1", "NO_COLOR": "1"}, False),
+        ("auto", {"FORCE_COLOR": "0"}, False),
+        (None, {"FORCE_COLOR": "1"}, True),
+    ],
+)
+def test_inspect_rows_color_choice_and_environment(good, monkeypatch, choice, env, coloured):
+    _no_env(monkeypatch)
+    flag = [] if choice is None else ["--color", choice]
+    result = _rows("inspect", good, "--rows", 0, *flag, env=env)
+    assert result.exit_code == 0, result.output
+    assert (COLOURED in result.stdout) is coloured
+    assert ("[prompt]" in result.stdout) is not coloured
+    assert result.stderr == ""
+
+
+def test_auto_colours_a_terminal_unless_no_color(good, terminal, monkeypatch):
+    _no_env(monkeypatch)
+    assert COLOURED in _rows("inspect", good, "--rows", 0).stdout
+    assert COLOURED not in _rows("inspect", good, "--rows", 0, env={"NO_COLOR": "1"}).stdout
+    assert COLOURED not in _rows("inspect", good, "--rows", 0, "--color", "never").stdout
+
+
+def test_json_is_never_coloured(good, monkeypatch):
+    _no_env(monkeypatch)
+    result = _rows("inspect", good, "--rows", 0, "--json", "--color", "always")
+    assert "\x1b[" not in result.stdout
+    json.loads(result.stdout)
+
+
+def test_assign_types_dry_run_preview_takes_color(tmp_path, monkeypatch):
+    _no_env(monkeypatch)
+    shard = write_shard(tmp_path / "s.h5", [EXAMPLE2_IDS])
+    args = ["assign-types", shard, "--tokenizer", CODON_VOCAB, "--rule", "span:0:3=prompt"]
+    coloured = _rows(*args, "--dry-run", "--color", "always")
+    assert coloured.exit_code == 0, coloured.output
+    assert COLOURED in coloured.stdout
+    plain = _rows(*args, "--dry-run", "--color", "never", env={"FORCE_COLOR": "1"})
+    assert "\x1b[" not in plain.stdout and "[prompt]" in plain.stdout
+
+
+def test_a_bad_color_choice_is_exit_2(good):
+    result = invoke("inspect", good, "--color", "sometimes")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "'sometimes' is not one of 'auto', 'always', 'never'" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["inspect", "assign-types"])
+def test_every_colouring_command_has_the_same_color_option(command):
+    (param,) = [p for p in cli.commands[command].params if p.name == "color"]
+    assert param.opts == ["--color"]
+    assert list(param.type.choices) == ["auto", "always", "never"]

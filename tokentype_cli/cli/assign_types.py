@@ -10,6 +10,7 @@ from click.core import ParameterSource
 from tokentype_cli.cli.base import (
     TOKEN_TYPE,
     cli,
+    color_option,
     emit_json,
     json_option,
     message,
@@ -19,7 +20,6 @@ from tokentype_cli.cli.base import (
     provenance,
     quiet_option,
     tokenizer_option,
-    use_color,
 )
 from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
@@ -105,6 +105,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=3,
     help="Rows --dry-run prints.",
 )
+@color_option
 @json_option
 @quiet_option
 @click.pass_context
@@ -125,6 +126,7 @@ def assign_types_command(
     require_match: bool,
     dry_run: bool,
     show_rows: int,
+    color: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -152,7 +154,7 @@ def assign_types_command(
         tokentype assign-types shard.h5 --tokenizer codons.json --rule 'until:ATG=prompt'
         tokentype assign-types shard.h5 --rules rules.toml -o typed.h5 --require-match
         tokentype assign-types chat.h5 --tokenizer tok/ --overwrite \\
-            --rule 'between:<|user|> .. <|assistant|>=prompt' --dry-run | less -R
+            --rule 'between:<|user|> .. <|assistant|>=prompt' --dry-run --color always | less -R
         tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
     """
     from tokentype_cli import inspect_shard
@@ -221,7 +223,6 @@ def assign_types_command(
             ]
         emit_json(data)
         return
-    color = use_color()
     for row, (ids, types) in preview:
         click.echo(inspect_shard.format_row_header(row, report.rows, types))
         click.echo(

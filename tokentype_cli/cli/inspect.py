@@ -8,13 +8,13 @@ import click
 
 from tokentype_cli.cli.base import (
     cli,
+    color_option,
     emit_json,
     json_option,
     progress_bar,
     prompt_loss_weight_option,
     quiet_option,
     tokenizer_option,
-    use_color,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -39,6 +39,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=8,
     help="Show runs of at least this many padding tokens as one '… N × pad'.",
 )
+@color_option
 @json_option
 @quiet_option
 def inspect_command(
@@ -48,6 +49,7 @@ def inspect_command(
     show_ids: bool,
     prompt_loss_weight: float | None,
     collapse: int,
+    color: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -55,14 +57,14 @@ def inspect_command(
 
     The summary gives each dataset's shape, dtype, storage and attributes, the count and share of
     each token type, articles (separators), the padding share and, with --prompt-loss-weight, each
-    type's share of the loss. --rows prints tokens coloured by type on a terminal (NO_COLOR turns
-    colour off), with [type] markers otherwise.
+    type's share of the loss. --rows prints tokens coloured by type (see --color), with [type]
+    markers otherwise.
 
     Example:
 
     \b
         tokentype inspect shard.h5 --prompt-loss-weight 0
-        tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ --ids | less
+        tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ --ids --color always | less -R
         tokentype inspect shards/ --json | jq '.token_types.padding.share'
     """
     from tokentype_cli import inspect_shard
@@ -76,7 +78,7 @@ def inspect_command(
             click.echo(inspect_shard.format_summary(summary), nl=False)
         return
     files = inspect_shard.shard_files(path)
-    color = use_color() and not as_json
+    color = color and not as_json
     results = []
     if color:
         # color=True: click would strip the codes again when it thinks stdout is no terminal.
