@@ -267,6 +267,7 @@ class ShardSummary:
             typed = self.type_counts is not None
             data["loss"] = {
                 "prompt_loss_weight": self.loss.prompt_loss_weight,
+                "normalization": self.loss.normalization,
                 # Without types the trainer learns every target alike; a share by type is moot.
                 "share": self.loss.share() if typed else None,
                 "rows_without_loss": self.loss.rows_without_loss,
@@ -280,12 +281,18 @@ def summarize(
     path: str | os.PathLike,
     prompt_loss_weight: float | None = None,
     progress: Callable[[int], None] | None = None,
+    normalization: str = "token",
 ) -> ShardSummary:
-    """Summarise a shard, or a folder of shards (totals plus each file), streaming the types."""
+    """Summarise a shard, or a folder of shards (totals plus each file), streaming the types.
+
+    Loss shares (with a `prompt_loss_weight`) average as `normalization` says: "token" over
+    every target, "row" per row first (see `loss`).
+    """
     path = Path(path)
+    loss = None if prompt_loss_weight is None else (prompt_loss_weight, normalization)
     if not path.is_dir():
-        return _summarize_file(path, prompt_loss_weight, progress)
-    summaries = [_summarize_file(file, prompt_loss_weight, progress) for file in shard_files(path)]
+        return _summarize_file(path, loss, progress)
+    summaries = [_summarize_file(file, loss, progress) for file in shard_files(path)]
     total = ShardSummary(path, files=summaries)
     total.rows = sum(s.rows for s in summaries)
     lengths = {s.seq_len for s in summaries}
@@ -297,8 +304,8 @@ def summarize(
             entry["rows"] += info["shape"][0] if info["shape"] else 0
     if all(s.type_counts is not None for s in summaries):
         total.type_counts = sum(s.type_counts for s in summaries)
-    if prompt_loss_weight is not None:
-        total.loss = LossTally(prompt_loss_weight)
+    if loss is not None:
+        total.loss = LossTally(*loss)
         for s in summaries:
             total.loss.merge(s.loss)
     return total
@@ -344,7 +351,7 @@ def _readable(path: Path) -> Iterator[None]:
 
 
 def _summarize_file(
-    path: Path, prompt_loss_weight: float | None, progress: Callable[[int], None] | None
+    path: Path, loss: tuple[float, str] | None, progress: Callable[[int], None] | None
 ) -> ShardSummary:
     with _readable(path), open_shard(path) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
@@ -355,8 +362,8 @@ def _summarize_file(
             if isinstance(shard[name], h5py.Dataset)
         }
         types = _types_dataset(shard, ids)
-        if prompt_loss_weight is not None:
-            summary.loss = LossTally(prompt_loss_weight)
+        if loss is not None:
+            summary.loss = LossTally(*loss)
         if types is None:
             if summary.loss is not None:
                 summary.loss.add(None, shape=ids.shape)
@@ -544,7 +551,10 @@ def _summary_lines(s: ShardSummary) -> list[str]:
         lines.append(f"  articles (separators) {s.articles:,}")
         lines.append(f"  padding share {s.share(TokenType.PADDING):.2%}")
     if s.loss is not None:
-        lines.append(f"  loss at prompt_loss_weight {s.loss.prompt_loss_weight:g}")
+        lines.append(
+            f"  loss at prompt_loss_weight {s.loss.prompt_loss_weight:g},"
+            f" {_NORMALIZATION_TEXT[s.loss.normalization]}"
+        )
         if s.type_counts is not None:
             share = s.loss.share()
             lines.append(
@@ -554,6 +564,12 @@ def _summary_lines(s: ShardSummary) -> list[str]:
             lines.append("    every target weighs 1 (no token_type_ids)")
         lines.append(f"    rows without loss {s.loss.rows_without_loss:,}")
     return lines
+
+
+_NORMALIZATION_TEXT = {
+    "token": "token level (every target alike)",
+    "row": "row level (each row's weights sum to 1)",
+}
 
 
 def _shape(value: object) -> str:

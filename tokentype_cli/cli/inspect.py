@@ -16,6 +16,7 @@ from tokentype_cli.cli.base import (
     quiet_option,
     tokenizer_option,
 )
+from tokentype_cli.loss import NORMALIZATIONS
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
@@ -39,6 +40,15 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=8,
     help="Show runs of at least this many padding tokens as one '… N × pad'.",
 )
+@click.option(
+    "--loss-normalization",
+    type=click.Choice(NORMALIZATIONS),
+    default="token",
+    help="How --prompt-loss-weight shares average. token: one mean over every target of the"
+    " batch, as Megatron-LM's loss_mask and Hugging Face's mean over unmasked labels do (long"
+    " answers weigh more); row: each row's weights sum to 1 first, for trainers that average"
+    " per sequence.",
+)
 @color_option
 @json_option
 @quiet_option
@@ -48,6 +58,7 @@ def inspect_command(
     tokenizer: LoadedTokenizer | None,
     show_ids: bool,
     prompt_loss_weight: float | None,
+    loss_normalization: str,
     collapse: int,
     color: bool,
     as_json: bool,
@@ -71,7 +82,9 @@ def inspect_command(
 
     if rows_spec is None:
         with progress_bar(None, "tok", "inspect", quiet) as advance:
-            summary = inspect_shard.summarize(path, prompt_loss_weight, progress=advance)
+            summary = inspect_shard.summarize(
+                path, prompt_loss_weight, progress=advance, normalization=loss_normalization
+            )
         if as_json:
             emit_json(summary.as_dict())
         else:
