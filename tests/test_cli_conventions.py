@@ -165,3 +165,75 @@ def test_every_colouring_command_has_the_same_color_option(command):
     (param,) = [p for p in cli.commands[command].params if p.name == "color"]
     assert param.opts == ["--color"]
     assert list(param.type.choices) == ["auto", "always", "never"]
+
+
+# --- inspect takes several paths, like validate --------------------------------------------------
+
+
+@pytest.fixture
+def three(tmp_path):
+    """a.h5 alone, and a folder d/ holding b.h5 (2 rows)."""
+    a = write_shard(tmp_path / "a.h5", [EXAMPLE2_IDS], [EXAMPLE2_TYPES])
+    (tmp_path / "d").mkdir()
+    b = write_shard(tmp_path / "d" / "b.h5", [EXAMPLE2_IDS] * 2, [EXAMPLE2_TYPES] * 2)
+    return a, tmp_path / "d", b
+
+
+def test_inspect_several_paths_totals_them_and_lists_each_file(three):
+    a, folder, b = three
+    result = invoke("inspect", a, folder, "--json", "--prompt-loss-weight", 0)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    data = json.loads(result.stdout)
+    assert "path" not in data
+    assert data["inputs"] == [str(a), str(folder)]
+    assert (data["rows"], data["seq_len"]) == (3, 11)
+    assert data["token_types"]["separator"] == {"count": 3, "share": 3 / 33}
+    assert [f["path"] for f in data["files"]] == [str(a), str(b)]
+    text = invoke("inspect", a, folder)
+    assert text.stdout.startswith(f"{a}, {folder}  (2 files)\n  rows 3  seq_len 11")
+    assert f"\n{b}\n" in text.stdout
+
+
+def test_inspect_a_file_named_twice_counts_once(three):
+    a, folder, b = three
+    data = json.loads(invoke("inspect", a, b, folder, "--json").stdout)
+    assert [f["path"] for f in data["files"]] == [str(a), str(b)]
+    assert data["rows"] == 3
+
+
+def test_inspect_rows_of_several_paths(three):
+    a, folder, b = three
+    result = invoke("inspect", a, folder, "--rows", "0")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"== {a} =="
+    assert lines[1].startswith("row 0 of 1:")
+    assert lines[3] == f"== {b} =="
+    assert lines[4].startswith("row 0 of 2:")
+    data = json.loads(invoke("inspect", a, folder, "--rows", "0", "--json").stdout)
+    assert data["inputs"] == [str(a), str(folder)]
+    assert [(f["path"], f["rows"], len(f["selected"])) for f in data["files"]] == [
+        (str(a), 1, 1),
+        (str(b), 2, 1),
+    ]
+
+
+def test_inspect_one_file_keeps_its_plain_shape(three):
+    a, _, _ = three
+    data = json.loads(invoke("inspect", a, "--json").stdout)
+    assert data["path"] == str(a) and "inputs" not in data and "files" not in data
+
+
+def test_inspect_needs_a_path():
+    result = invoke("inspect")
+    assert result.exit_code == 2
+    assert "Missing argument 'PATHS...'" in result.stderr
+
+
+def test_inspect_a_missing_one_among_several_is_one_line_exit_1(three, tmp_path):
+    a, _, _ = three
+    result = invoke("inspect", a, tmp_path / "nope.h5")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == f"Error: {tmp_path / 'nope.h5'}: no such file; check the path\n"

@@ -205,9 +205,12 @@ def _token_texts(ids: np.ndarray, tokenizer: LoadedTokenizer | None, show_ids: b
 
 @dataclass
 class ShardSummary:
-    """What `inspect` reports for one file, or for a folder (totals plus `files`)."""
+    """What `inspect` reports for one file, or for several (totals plus `files`).
 
-    path: Path
+    Totals carry the paths as given in `inputs`, and `path` only when that was one folder.
+    """
+
+    path: Path | None
     rows: int = 0
     seq_len: int | None = None
     datasets: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -215,6 +218,7 @@ class ShardSummary:
     type_counts: np.ndarray | None = None
     loss: LossTally | None = None
     files: list[ShardSummary] | None = None
+    inputs: list[Path] | None = None
 
     @property
     def tokens(self) -> int:
@@ -246,8 +250,12 @@ class ShardSummary:
 
     def as_dict(self) -> dict[str, object]:
         """The `--json` shape: path, rows, seq_len, datasets, token_types (and loss, files)."""
-        data: dict[str, object] = {
-            "path": str(self.path),
+        data: dict[str, object] = {}
+        if self.path is not None:
+            data["path"] = str(self.path)
+        if self.inputs is not None:
+            data["inputs"] = [str(p) for p in self.inputs]
+        data |= {
             "rows": self.rows,
             "seq_len": self.seq_len,
             "tokens": self.tokens,
@@ -278,22 +286,22 @@ class ShardSummary:
 
 
 def summarize(
-    path: str | os.PathLike,
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
     prompt_loss_weight: float | None = None,
     progress: Callable[[int], None] | None = None,
     normalization: str = "token",
 ) -> ShardSummary:
-    """Summarise a shard, or a folder of shards (totals plus each file), streaming the types.
+    """Summarise a shard, or a folder or several paths (totals plus each file), streaming the types.
 
     Loss shares (with a `prompt_loss_weight`) average as `normalization` says: "token" over
     every target, "row" per row first (see `loss`).
     """
-    path = Path(path)
+    given = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     loss = None if prompt_loss_weight is None else (prompt_loss_weight, normalization)
-    if not path.is_dir():
-        return _summarize_file(path, loss, progress)
-    summaries = [_summarize_file(file, loss, progress) for file in shard_files(path)]
-    total = ShardSummary(path, files=summaries)
+    if len(given) == 1 and not given[0].is_dir():
+        return _summarize_file(given[0], loss, progress)
+    summaries = [_summarize_file(file, loss, progress) for file in shard_files(*given)]
+    total = ShardSummary(given[0] if len(given) == 1 else None, files=summaries, inputs=given)
     total.rows = sum(s.rows for s in summaries)
     lengths = {s.seq_len for s in summaries}
     total.seq_len = lengths.pop() if len(lengths) == 1 else None
@@ -311,13 +319,22 @@ def summarize(
     return total
 
 
-def shard_files(path: str | os.PathLike) -> list[Path]:
-    """The file itself, or a folder's *.h5 / *.hdf5 files; a folder without any is an error."""
-    files = find_shards([path])
-    if not files:
-        raise ShardError(
-            f"{path}: folder holds no *.h5 or *.hdf5 files; pass a shard or a folder of shards"
-        )
+def shard_files(*paths: str | os.PathLike) -> list[Path]:
+    """Files as given and folders' *.h5 / *.hdf5 files, each once; a folder without any is an
+    error."""
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        found = find_shards([path])
+        if not found:
+            raise ShardError(
+                f"{path}: folder holds no *.h5 or *.hdf5 files; pass a shard or a folder of shards"
+            )
+        for file in found:
+            # Named again (itself and through its folder), a file would be counted twice.
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                files.append(file)
     return files
 
 
@@ -519,7 +536,8 @@ def format_row_header(
 def _summary_lines(s: ShardSummary) -> list[str]:
     folder = s.files is not None
     seq_len = "mixed" if s.seq_len is None else f"{s.seq_len:,}"
-    head = f"{s.path}" + (f"  ({len(s.files)} files)" if folder else "")
+    named = s.path if s.inputs is None else ", ".join(map(str, s.inputs))
+    head = f"{named}" + (f"  ({len(s.files)} files)" if folder else "")
     lines = [head, f"  rows {s.rows:,}  seq_len {seq_len}  tokens {s.tokens:,}"]
     lines.append("  datasets")
     width = max((len(name) for name in s.datasets), default=0)

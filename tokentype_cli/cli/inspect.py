@@ -21,7 +21,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--rows",
     "rows_spec",
@@ -53,7 +53,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 @json_option
 @quiet_option
 def inspect_command(
-    path: Path,
+    paths: tuple[Path, ...],
     rows_spec: str | None,
     tokenizer: LoadedTokenizer | None,
     show_ids: bool,
@@ -64,9 +64,10 @@ def inspect_command(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Summarise a shard (or a folder of shards), or show its rows by token type.
+    """Summarise shards, or show their rows by token type.
 
-    The summary gives each dataset's shape, dtype, storage and attributes, the count and share of
+    PATHS are HDF5 files or folders (searched for *.h5 / *.hdf5); several are summed up in one
+    total followed by each file. The summary gives each dataset's shape, dtype, storage and attributes, the count and share of
     each token type, articles (separators), the padding share and, with --prompt-loss-weight, each
     type's share of the loss. --rows prints tokens coloured by type (see --color), with [type]
     markers otherwise.
@@ -77,20 +78,21 @@ def inspect_command(
         tokentype inspect shard.h5 --prompt-loss-weight 0
         tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ --ids --color always | less -R
         tokentype inspect shards/ --json | jq '.token_types.padding.share'
+        tokentype inspect a.h5 b.h5 --prompt-loss-weight 0.1 --loss-normalization row
     """
     from tokentype_cli import inspect_shard
 
     if rows_spec is None:
         with progress_bar(None, "tok", "inspect", quiet) as advance:
             summary = inspect_shard.summarize(
-                path, prompt_loss_weight, progress=advance, normalization=loss_normalization
+                paths, prompt_loss_weight, progress=advance, normalization=loss_normalization
             )
         if as_json:
             emit_json(summary.as_dict())
         else:
             click.echo(inspect_shard.format_summary(summary), nl=False)
         return
-    files = inspect_shard.shard_files(path)
+    files = inspect_shard.shard_files(*paths)
     color = color and not as_json
     results = []
     if color:
@@ -119,7 +121,8 @@ def inspect_command(
             )
         results.append({"path": str(file), "rows": total, "selected": shown})
     if as_json:
-        if path.is_dir():
-            emit_json({"path": str(path), "files": results})
-        else:
+        if len(paths) == 1 and not paths[0].is_dir():
             emit_json(results[0])
+        else:
+            many = {"path": str(paths[0])} if len(paths) == 1 else {}
+            emit_json(many | {"inputs": [str(p) for p in paths], "files": results})
