@@ -43,6 +43,14 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 )
 @prompt_loss_weight_option(help_extra="A row in which no target carries loss is an error.")
 @click.option("--strict", is_flag=True, help="Count warnings as errors (exit 1 on any finding).")
+@click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    metavar="CHECK,...",
+    help="Drop the findings of these checks (names as in the report, comma-separated,"
+    " repeatable): for what you accept, e.g. --ignore missing-types,not-gzip.",
+)
 @json_option
 @click.option(
     "-q",
@@ -61,6 +69,7 @@ def validate_command(
     require_types: bool,
     prompt_loss_weight: float | None,
     strict: bool,
+    ignore: tuple[str, ...],
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -77,7 +86,7 @@ def validate_command(
         tokentype validate shards/ --tokenizer gpt2/ --max-seq-length 2048 --require-types
         tokentype validate shards/ --prompt-loss-weight 0 --json | jq '.files[].findings[].check'
     """
-    from tokentype_cli.validate import ValidateOptions, totals, validate_paths
+    from tokentype_cli.validate import ValidateOptions, check_names, totals, validate_paths
     from tokentype_cli.validate import as_json as report_json
 
     options = ValidateOptions(
@@ -87,6 +96,7 @@ def validate_command(
         require_types=require_types,
         prompt_loss_weight=prompt_loss_weight,
         strict=strict,
+        ignore=check_names(ignore),
     )
     with progress_bar(None, "tok", "validate", quiet) as advance:
         reports = validate_paths(paths, options, progress=advance)
