@@ -18,6 +18,7 @@ counts and narrows them with `type_counts` and `as_small_types` from here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,6 +106,23 @@ def type_counts(token_type_ids: np.ndarray) -> np.ndarray:
         counts[token_type] = np.count_nonzero(types == token_type)
     counts[N_TYPES] = types.size - counts[:N_TYPES].sum()
     return counts
+
+
+def type_shares(counts: np.ndarray | Sequence[int]) -> dict[str, dict[str, int | float]]:
+    """`{name: {"count", "share"}}` for types 0..3, the shape every --json output uses.
+
+    Shares are of all the counted tokens (a fifth count, of values outside 0..3, is in the
+    whole but has no name).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    return {
+        TOKEN_TYPE_NAMES[t]: {
+            "count": int(counts[t]),
+            "share": int(counts[t]) / total if total else 0.0,
+        }
+        for t in TokenType
+    }
 
 
 @dataclass

@@ -145,8 +145,9 @@ def assign_types_command(
       between:S .. E    from each S through the next E (or the end of the body)
 
     FILE is replaced atomically (an error or interruption leaves it as it was), or -o writes a
-    new file. What every rule matched, and the tokens per type before and after, go to stderr
-    (stdout with --json).
+    new file. What every rule matched and the tokens per type go to stderr (stdout with --json):
+    existing (the file's own types, when it has them), structure (where the rules start) and
+    after.
 
     Example:
 
@@ -233,7 +234,7 @@ def assign_types_command(
 
 
 def _assign_types_summary(report) -> str:
-    """Structure, what each rule did, tokens per type before and after."""
+    """Structure, what each rule did, tokens per type: existing, structure, after."""
 
     if not report.written:
         outcome = "dry run, nothing written"
@@ -267,12 +268,22 @@ def _assign_types_summary(report) -> str:
             line += f" (first unmatched row {rule_report.first_unmatched_row})"
         lines.append(line)
     names = list(TOKEN_TYPE_NAMES.values())
+    counted = [report.before, report.after] + ([] if report.existing is None else [report.existing])
     columns = [
-        max(len(name), len(str(report.before[i])), len(str(report.after[i])))
-        for i, name in enumerate(names)
+        max(len(name), *(len(str(int(c[i]))) for c in counted)) for i, name in enumerate(names)
     ]
-    lines.append("  tokens  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True)))
-    for label, counts in (("before", report.before), ("after ", report.after)):
+    # Each row says what it counts: the file's own types, the structure the rules start from
+    # (with --from-existing that is the existing types), the result.
+    table = [] if report.existing is None else [("existing", report.existing)]
+    if not structure.from_existing:
+        table.append(("structure", report.before))
+    table.append(("after", report.after))
+    label_width = max(len("tokens"), *(len(label) for label, _ in table))
+    lines.append(
+        f"  {'tokens':<{label_width}}  "
+        + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True))
+    )
+    for label, counts in table:
         values = "  ".join(f"{int(c):>{w}}" for c, w in zip(counts, columns, strict=True))
-        lines.append(f"  {label}  {values}")
+        lines.append(f"  {label:<{label_width}}  {values}")
     return "\n".join(lines)
