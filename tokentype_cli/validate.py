@@ -58,9 +58,9 @@ FIXES = {
     "token-id-out-of-vocab": "tokenize with the model's tokenizer, or pass the right"
     " --tokenizer/--vocab-size",
     "no-loss-row": "drop those rows or mark their answers as completion (tokentype assign-types)",
-    "dtype-not-int32": "rewrite the dataset as int32 ('i4'), as the trainer expects",
-    "not-gzip": "rewrite the dataset with gzip compression (tokentype writes gzip)",
-    "maxshape": "recreate the dataset with maxshape=(None, max_seq_length)",
+    "dtype-not-int32": "rewrite it as int32 ('i4'), as the trainer expects: `tokentype repack FILE`",
+    "not-gzip": "rewrite it with gzip compression, as tokentype writes: `tokentype repack FILE`",
+    "maxshape": "rewrite it with maxshape=(None, max_seq_length): `tokentype repack FILE`",
     "padding-then-content": "pad only at the end of a row: re-pack the rows (tokentype tokenize)",
     "truncated-eos": "end each article with an EOS separator before padding (raise"
     " --max-seq-length or keep the EOS when truncating)",
