@@ -87,7 +87,8 @@ def test_json_shape_is_exact(tmp_path):
     result = invoke(shard, "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert list(data) == ["files", "errors", "warnings"]
+    assert list(data) == ["inputs", "files", "errors", "warnings"]
+    assert data["inputs"] == [str(shard)]
     assert data["errors"] == 0 and data["warnings"] == 1
     (file,) = data["files"]
     assert list(file) == ["path", "rows", "seq_len", "errors", "warnings", "findings"]

@@ -7,6 +7,7 @@ The row formatter (`format_row`, `row_segments`, `render_segments`) is a library
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ import h5py
 import numpy as np
 
 from tokentype_cli.errors import OptionError, ShardError
-from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts
+from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts, type_shares
 from tokentype_cli.schema import (
     INPUT_IDS,
+    PROVENANCE_OPTIONS_ATTR,
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
@@ -260,12 +262,7 @@ class ShardSummary:
             "seq_len": self.seq_len,
             "tokens": self.tokens,
             "datasets": self.datasets,
-            "token_types": None
-            if self.type_counts is None
-            else {
-                TOKEN_TYPE_NAMES[t]: {"count": self.count(t), "share": self.share(t)}
-                for t in TokenType
-            },
+            "token_types": None if self.type_counts is None else type_shares(self.type_counts),
             "articles": self.articles,
             "padding_share": self.share(TokenType.PADDING),
         }
@@ -348,8 +345,20 @@ def dataset_info(dataset: h5py.Dataset) -> dict[str, object]:
         "shuffle": bool(dataset.shuffle),
         "chunks": None if dataset.chunks is None else list(dataset.chunks),
         "maxshape": None if dataset.maxshape is None else list(dataset.maxshape),
-        "attrs": {key: _plain(value) for key, value in sorted(dataset.attrs.items())},
+        "attrs": {key: _attribute(key, value) for key, value in sorted(dataset.attrs.items())},
     }
+
+
+def _attribute(key: str, value: object) -> object:
+    """An attribute JSON-ready; the provenance options (stored as JSON text) as an object, so
+    --json never holds JSON inside a string."""
+    plain = _plain(value)
+    if key == PROVENANCE_OPTIONS_ATTR and isinstance(plain, str):
+        try:
+            return json.loads(plain)
+        except ValueError:
+            return plain
+    return plain
 
 
 @contextlib.contextmanager
@@ -555,6 +564,8 @@ def _summary_lines(s: ShardSummary) -> list[str]:
             f"  chunks {_shape(info['chunks'])}  maxshape {_shape(info['maxshape'])}"
         )
         for key, value in info["attrs"].items():
+            if isinstance(value, dict):  # the provenance options, as stored
+                value = json.dumps(value, sort_keys=True)
             lines.append(f"    {'':<{width}}  {key} = {value}")
     if s.type_counts is None:
         lines.append("  token types: none (no token_type_ids: the trainer learns every token)")

@@ -181,7 +181,8 @@ def tokenize_command(
     output_tokens, tokens_by_type, tokens_truncated_left, tokens_truncated_right,
     tokens_dropped_too_long (articles longer than a row, with ::drop),
     tokens_dropped_prompt_only_rows, rows_dropped_prompt_only and packing_efficiency (the
-    non-padding share of the rows).
+    non-padding share of the rows); and, as every writing command, inputs, output, seq_len and
+    token_types (docs/json.md).
 
     --ledger writes one JSON object per input line, all with the same keys: input, line, status
     (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
@@ -198,6 +199,7 @@ def tokenize_command(
         tokentype tokenize chat.jsonl -o sft.h5 --tokenizer gpt2/ --packing single::drop
         cat a.jsonl b.jsonl | tokentype tokenize - -o out.h5 --tokenizer gpt2/ --json | jq .rows
     """
+    from tokentype_cli.loss import type_shares
     from tokentype_cli.tokenize.options import TokenizeOptions
     from tokentype_cli.tokenize.pipeline import tokenize_files
     from tokentype_cli.tokenize.read import input_size
@@ -232,6 +234,13 @@ def tokenize_command(
             advance=advance,
         )
     summary = metrics.as_dict()
+    # The fields every writing command's --json shares (docs/json.md), beside the metrics.
+    summary |= {
+        "inputs": paths,
+        "output": str(output),
+        "seq_len": max_seq_length,
+        "token_types": None if no_types else type_shares(metrics.tokens_by_type),
+    }
     if as_json:
         emit_json(summary)
     elif not quiet:

@@ -103,7 +103,7 @@ def validate_command(
     if quiet:
         pass
     elif as_json:
-        emit_json(report_json(reports))
+        emit_json({"inputs": [str(p) for p in paths]} | report_json(reports))
     else:
         click.echo(_validate_report(reports), nl=False)
     errors, _ = totals(reports)
