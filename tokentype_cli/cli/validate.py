@@ -48,8 +48,8 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     "ignore",
     multiple=True,
     metavar="CHECK,...",
-    help="Drop the findings of these checks (names as in the report, comma-separated,"
-    " repeatable): for what you accept, e.g. --ignore missing-types,not-gzip.",
+    help="Drop the findings of checks you accept: names as in the report, comma-separated,"
+    " repeatable (e.g. --ignore not-gzip,maxshape).",
 )
 @json_option
 @click.option(
