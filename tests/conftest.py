@@ -16,6 +16,7 @@ from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = ROOT / "sample_data"
 CODON_VOCAB = SAMPLE_DATA / "codon_vocab.json"
+CODON_MODEL_CONFIG = SAMPLE_DATA / "codon_model_config.json"
 SHARED = ROOT.parent / "shared"
 CONFORMANCE = SHARED / "conformance"
 

@@ -129,7 +129,7 @@ def test_report_on_stderr(example2_shard):
     assert "matched 1 of 1 article, 0 not; set 3 tokens" in lines[2]
     assert "matched 0 of 1 article, 1 not; set 0 tokens (first unmatched row 0)" in lines[3]
     assert lines[4].split() == ["tokens", "prompt", "completion", "padding", "separator"]
-    assert lines[5].split() == ["before", "0", "6", "4", "1"]
+    assert lines[5].split() == ["structure", "0", "6", "4", "1"]
     assert lines[6].split() == ["after", "3", "3", "4", "1"]
 
 
@@ -151,8 +151,10 @@ def test_json_report_on_stdout(example2_shard):
             "first_unmatched_row": None,
         }
     ]
-    assert report["types_before"] == {"prompt": 0, "completion": 6, "padding": 4, "separator": 1}
-    assert report["types_after"] == {"prompt": 3, "completion": 3, "padding": 4, "separator": 1}
+    structure = {k: v["count"] for k, v in report["token_types_structure"].items()}
+    assert structure == {"prompt": 0, "completion": 6, "padding": 4, "separator": 1}
+    after = {k: v["count"] for k, v in report["token_types"].items()}
+    assert after == {"prompt": 3, "completion": 3, "padding": 4, "separator": 1}
 
 
 def test_quiet(example1_shard):
@@ -421,7 +423,7 @@ def test_subprocess_pipe(example2_shard):
         [
             sys.executable,
             "-c",
-            "import json,sys; print(json.load(sys.stdin)['types_after']['prompt'])",
+            "import json,sys; print(json.load(sys.stdin)['token_types']['prompt']['count'])",
         ],
         input=produced.stdout,
         capture_output=True,

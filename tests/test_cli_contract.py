@@ -11,13 +11,14 @@ from tokentype_cli.cli import cli
 
 from .conftest import CODON_VOCAB, invoke
 
-COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect"]
+COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect", "repack"]
 # The HDF5 argument comes first for these; the rest are filled with harmless values.
 HDF5_COMMANDS = {
     "assign-types": [],
     "add-types": ["types.npy"],
     "validate": [],
     "inspect": [],
+    "repack": [],
 }
 
 
@@ -143,12 +144,13 @@ def test_the_required_options_are_known():
     assert found == set(REQUIRED_OPTION_VALUES)
 
 
-@pytest.mark.parametrize("command", ["tokenize", "add-types", "assign-types"])
+@pytest.mark.parametrize("command", ["tokenize", "add-types", "assign-types", "repack"])
 def test_output_to_stdout_is_refused(command, tmp_path, example1_shard):
     args = {
         "tokenize": ["in.jsonl", "--tokenizer", str(CODON_VOCAB)],
         "add-types": [str(example1_shard), "types.npy"],
         "assign-types": [str(example1_shard), "--rule", "span:0:1=prompt"],
+        "repack": [str(example1_shard)],
     }[command]
     result = invoke(command, *args, "-o", "-")
     assert result.exit_code == 2, result.output

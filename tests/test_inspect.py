@@ -130,13 +130,14 @@ def test_summary_loss_with_prompt_loss_weight(tmp_path):
     data = json.loads(invoke(path, "--json", "--prompt-loss-weight", 0).stdout)
     assert data["loss"] == {
         "prompt_loss_weight": 0.0,
+        "normalization": "token",
         "share": {"prompt": 0.0, "completion": 0.75, "padding": 0.0, "separator": 0.25},
         "rows_without_loss": 1,
     }
     data = json.loads(invoke(path, "--json", "--prompt-loss-weight", 1).stdout)
     assert data["loss"]["share"]["prompt"] == pytest.approx(2 / 6)
     text = invoke(path, "--prompt-loss-weight", 0).stdout
-    assert "loss at prompt_loss_weight 0" in text
+    assert "loss at prompt_loss_weight 0, token level" in text
     assert "share prompt 0.00%  completion 75.00%  padding 0.00%  separator 25.00%" in text
     assert "rows without loss 1" in text
 

@@ -19,7 +19,7 @@ def test_usage_errors_point_at_the_subcommand(example1_shard):
         cli, ["inspect", str(example1_shard), "--rows", "5"], prog_name="tokentype"
     )
     assert result.exit_code == 2
-    assert result.stderr.startswith("Usage: tokentype inspect [OPTIONS] PATH\n")
+    assert result.stderr.startswith("Usage: tokentype inspect [OPTIONS] PATHS...\n")
     assert "'tokentype inspect --help'" in result.stderr
     assert result.stderr.rstrip().endswith("row 5 is outside the 1 rows (0..0)")
 

@@ -21,7 +21,7 @@ def test_rows_range_selecting_nothing_is_a_bad_invocation(example1_shard, spec):
     assert_one_line_error(result, 2, f"--rows {spec}", "selects no rows")
 
 
-# --- inspect: loss shares follow the trainer's per-row normalisation -----------------------------
+# --- inspect: loss shares per row with --loss-normalization row (token level: test_loss_...) ----
 
 
 def test_loss_share_normalises_each_rows_weights_by_their_sum(tmp_path):
@@ -32,7 +32,9 @@ def test_loss_share_normalises_each_rows_weights_by_their_sum(tmp_path):
         [0, 1, 1, 1, 1, 1, 1, 1, 1, 3],
     ]
     path = write_shard(tmp_path / "s.h5", np.ones((2, 10)), types)
-    result = invoke("inspect", path, "--json", "--prompt-loss-weight", 0)
+    result = invoke(
+        "inspect", path, "--json", "--prompt-loss-weight", 0, "--loss-normalization", "row"
+    )
     assert result.exit_code == 0, result.output
     share = json.loads(result.stdout)["loss"]["share"]
     assert share["completion"] == pytest.approx((1 / 2 + 8 / 9) / 2)
@@ -43,14 +45,14 @@ def test_loss_share_normalises_each_rows_weights_by_their_sum(tmp_path):
 def test_loss_share_with_a_prompt_weight_by_hand():
     # Targets [0 0 0 1 3] at weight 0.5: row sum 0.5*3 + 1 + 1 = 3.5.
     # Targets [1 1 1 1 1]: all completion.
-    tally = LossTally(0.5)
+    tally = LossTally(0.5, normalization="row")
     tally.add(np.array([[1, 0, 0, 0, 1, 3], [0, 1, 1, 1, 1, 1]]))
     share = tally.share()
     assert share["prompt"] == pytest.approx((1.5 / 3.5) / 2)
     assert share["completion"] == pytest.approx((1 / 3.5 + 1) / 2)
     assert share["separator"] == pytest.approx((1 / 3.5) / 2)
     # A row carrying no loss adds nothing, and the shares of two tallies merge by rows.
-    other = LossTally(0.5)
+    other = LossTally(0.5, normalization="row")
     other.add(np.array([[1, 2, 2, 2, 2, 2]]))
     other.merge(tally)
     assert other.share() == pytest.approx(share)

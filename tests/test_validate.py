@@ -87,13 +87,23 @@ def test_json_shape_is_exact(tmp_path):
     result = invoke(shard, "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert list(data) == ["files", "errors", "warnings"]
+    assert list(data) == ["inputs", "files", "errors", "warnings"]
+    assert data["inputs"] == [str(shard)]
     assert data["errors"] == 0 and data["warnings"] == 1
     (file,) = data["files"]
-    assert list(file) == ["path", "findings"]
+    assert list(file) == ["path", "rows", "seq_len", "errors", "warnings", "findings"]
     assert file["path"] == str(shard)
     (finding,) = file["findings"]
-    assert set(finding) == {"check", "severity", "message", "count", "row", "column", "fix"}
+    assert set(finding) == {
+        "check",
+        "severity",
+        "dataset",
+        "message",
+        "count",
+        "row",
+        "column",
+        "fix",
+    }
     assert finding["check"] == "truncated-eos"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tokentype_cli.errors import DatasetExistsError, RuleError, ShardError
-from tokentype_cli.loss import as_small_types
+from tokentype_cli.loss import as_small_types, type_counts, type_shares
 from tokentype_cli.rules import PATTERN_KINDS, Rule, Structure
 from tokentype_cli.rules_engine import N_TYPES, BlockResult, apply_rules
 from tokentype_cli.schema import (
@@ -49,6 +49,9 @@ class AssignReport:
     rules: list[RuleReport] = field(default_factory=list)
     before: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
     after: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
+    # The file's own token_type_ids by type (None when it has none): with --from-existing the
+    # same as `before`, else what --overwrite replaces.
+    existing: np.ndarray | None = None
     preview_ids: np.ndarray | None = None
     preview_types: np.ndarray | None = None  # the first rows, from row 0
 
@@ -76,10 +79,11 @@ class AssignReport:
     def as_dict(self) -> dict[str, object]:
         structure = self.structure
         return {
-            "file": str(self.path),
+            "path": str(self.path),
             "output": str(self.output or self.path),
             "written": self.written,
             "rows": self.rows,
+            "seq_len": self.seq_len,
             "tokens": self.tokens,
             "articles": self.articles,
             "from_existing": structure.from_existing,
@@ -97,13 +101,11 @@ class AssignReport:
                 }
                 for report in self.rules
             ],
-            "types_before": _by_name(self.before),
-            "types_after": _by_name(self.after),
+            "token_types": type_shares(self.after),
+            "token_types_existing": None if self.existing is None else type_shares(self.existing),
+            # With --from-existing the rules start from the existing types, not a structure.
+            "token_types_structure": None if structure.from_existing else type_shares(self.before),
         }
-
-
-def _by_name(counts: np.ndarray) -> dict[str, int]:
-    return {name: int(counts[token_type]) for token_type, name in TOKEN_TYPE_NAMES.items()}
 
 
 def assign_types(
@@ -140,6 +142,7 @@ def assign_types(
                 f"{path}: '{INPUT_IDS}' has rows of length 0; there is nothing to type"
             )
         has_types = TOKEN_TYPE_IDS in shard
+        count_existing = False
         if structure.from_existing:
             if not has_types:
                 raise ShardError(
@@ -156,8 +159,17 @@ def assign_types(
                 f"{path}: dataset '{TOKEN_TYPE_IDS}' already exists; pass --overwrite to replace it"
                 " or --from-existing to start from it"
             )
+        elif has_types:
+            # The report shows what is replaced; types unlike input_ids cannot be counted by row
+            # and are replaced all the same.
+            existing = shard[TOKEN_TYPE_IDS]
+            count_existing = (
+                getattr(existing, "shape", None) == input_ids.shape and existing.dtype.kind in "iu"
+            )
     # The report fills in as the blocks are computed, so a dry run still has to go through them.
-    blocks = _blocks(path, structure, rules, report, require_match, preview_rows, progress)
+    blocks = _blocks(
+        path, structure, rules, report, require_match, preview_rows, progress, count_existing
+    )
     if dry_run:
         for _ in blocks:
             pass
@@ -182,19 +194,25 @@ def _blocks(
     require_match: bool,
     preview_rows: int,
     progress: Callable[[int], None] | None,
+    count_existing: bool = False,
 ) -> Iterator[np.ndarray]:
     with open_shard(path) as shard:
         datasets = [shard[INPUT_IDS]]
-        if structure.from_existing:
+        if structure.from_existing or count_existing:
             datasets.append(shard[TOKEN_TYPE_IDS])
+            report.existing = np.zeros(N_TYPES, dtype=np.int64)
         previews: list[tuple[np.ndarray, np.ndarray]] = []
         shown = 0
         for first_row, block in iter_row_chunks(datasets):
             existing = None
             if structure.from_existing:
                 existing = _check_existing(path, block[1], first_row)
+            elif count_existing:
+                report.existing += type_counts(block[1])[:N_TYPES]
             result = apply_rules(block[0], structure, rules, existing)
             report.add_block(result, first_row)
+            if structure.from_existing:
+                report.existing += result.before
             if require_match:
                 _require_match(path, report)
             if shown < preview_rows:

@@ -7,6 +7,7 @@ The row formatter (`format_row`, `row_segments`, `render_segments`) is a library
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ import numpy as np
 
 from tokentype_cli.dataset.findings import is_dataset_folder
 from tokentype_cli.errors import OptionError, ShardError
-from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts
+from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts, type_shares
 from tokentype_cli.schema import (
     INPUT_IDS,
+    PROVENANCE_OPTIONS_ATTR,
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
@@ -206,9 +208,12 @@ def _token_texts(ids: np.ndarray, tokenizer: LoadedTokenizer | None, show_ids: b
 
 @dataclass
 class ShardSummary:
-    """What `inspect` reports for one file, or for a folder (totals plus `files`)."""
+    """What `inspect` reports for one file, or for several (totals plus `files`).
 
-    path: Path
+    Totals carry the paths as given in `inputs`, and `path` only when that was one folder.
+    """
+
+    path: Path | None
     rows: int = 0
     seq_len: int | None = None
     datasets: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -216,6 +221,7 @@ class ShardSummary:
     type_counts: np.ndarray | None = None
     loss: LossTally | None = None
     files: list[ShardSummary] | None = None
+    inputs: list[Path] | None = None
 
     @property
     def tokens(self) -> int:
@@ -247,18 +253,17 @@ class ShardSummary:
 
     def as_dict(self) -> dict[str, object]:
         """The `--json` shape: path, rows, seq_len, datasets, token_types (and loss, files)."""
-        data: dict[str, object] = {
-            "path": str(self.path),
+        data: dict[str, object] = {}
+        if self.path is not None:
+            data["path"] = str(self.path)
+        if self.inputs is not None:
+            data["inputs"] = [str(p) for p in self.inputs]
+        data |= {
             "rows": self.rows,
             "seq_len": self.seq_len,
             "tokens": self.tokens,
             "datasets": self.datasets,
-            "token_types": None
-            if self.type_counts is None
-            else {
-                TOKEN_TYPE_NAMES[t]: {"count": self.count(t), "share": self.share(t)}
-                for t in TokenType
-            },
+            "token_types": None if self.type_counts is None else type_shares(self.type_counts),
             "articles": self.articles,
             "padding_share": self.share(TokenType.PADDING),
         }
@@ -268,6 +273,7 @@ class ShardSummary:
             typed = self.type_counts is not None
             data["loss"] = {
                 "prompt_loss_weight": self.loss.prompt_loss_weight,
+                "normalization": self.loss.normalization,
                 # Without types the trainer learns every target alike; a share by type is moot.
                 "share": self.loss.share() if typed else None,
                 "rows_without_loss": self.loss.rows_without_loss,
@@ -278,16 +284,22 @@ class ShardSummary:
 
 
 def summarize(
-    path: str | os.PathLike,
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
     prompt_loss_weight: float | None = None,
     progress: Callable[[int], None] | None = None,
+    normalization: str = "token",
 ) -> ShardSummary:
-    """Summarise a shard, or a folder of shards (totals plus each file), streaming the types."""
-    path = Path(path)
-    if not path.is_dir():
-        return _summarize_file(path, prompt_loss_weight, progress)
-    summaries = [_summarize_file(file, prompt_loss_weight, progress) for file in shard_files(path)]
-    total = ShardSummary(path, files=summaries)
+    """Summarise a shard, or a folder or several paths (totals plus each file), streaming the types.
+
+    Loss shares (with a `prompt_loss_weight`) average as `normalization` says: "token" over
+    every target, "row" per row first (see `loss`).
+    """
+    given = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    loss = None if prompt_loss_weight is None else (prompt_loss_weight, normalization)
+    if len(given) == 1 and not given[0].is_dir():
+        return _summarize_file(given[0], loss, progress)
+    summaries = [_summarize_file(file, loss, progress) for file in shard_files(*given)]
+    total = ShardSummary(given[0] if len(given) == 1 else None, files=summaries, inputs=given)
     total.rows = sum(s.rows for s in summaries)
     lengths = {s.seq_len for s in summaries}
     total.seq_len = lengths.pop() if len(lengths) == 1 else None
@@ -298,24 +310,33 @@ def summarize(
             entry["rows"] += info["shape"][0] if info["shape"] else 0
     if all(s.type_counts is not None for s in summaries):
         total.type_counts = sum(s.type_counts for s in summaries)
-    if prompt_loss_weight is not None:
-        total.loss = LossTally(prompt_loss_weight)
+    if loss is not None:
+        total.loss = LossTally(*loss)
         for s in summaries:
             total.loss.merge(s.loss)
-    if is_dataset_folder(path):
+    if len(given) == 1 and is_dataset_folder(given[0]):
         from tokentype_cli.dataset.summary import dataset_summary  # it imports this module
 
         return dataset_summary(total)
     return total
 
 
-def shard_files(path: str | os.PathLike) -> list[Path]:
-    """The file itself, or a folder's *.h5 / *.hdf5 files; a folder without any is an error."""
-    files = find_shards([path])
-    if not files:
-        raise ShardError(
-            f"{path}: folder holds no *.h5 or *.hdf5 files; pass a shard or a folder of shards"
-        )
+def shard_files(*paths: str | os.PathLike) -> list[Path]:
+    """Files as given and folders' *.h5 / *.hdf5 files, each once; a folder without any is an
+    error."""
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        found = find_shards([path])
+        if not found:
+            raise ShardError(
+                f"{path}: folder holds no *.h5 or *.hdf5 files; pass a shard or a folder of shards"
+            )
+        for file in found:
+            # Named again (itself and through its folder), a file would be counted twice.
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                files.append(file)
     return files
 
 
@@ -329,8 +350,20 @@ def dataset_info(dataset: h5py.Dataset) -> dict[str, object]:
         "shuffle": bool(dataset.shuffle),
         "chunks": None if dataset.chunks is None else list(dataset.chunks),
         "maxshape": None if dataset.maxshape is None else list(dataset.maxshape),
-        "attrs": {key: _plain(value) for key, value in sorted(dataset.attrs.items())},
+        "attrs": {key: _attribute(key, value) for key, value in sorted(dataset.attrs.items())},
     }
+
+
+def _attribute(key: str, value: object) -> object:
+    """An attribute JSON-ready; the provenance options (stored as JSON text) as an object, so
+    --json never holds JSON inside a string."""
+    plain = _plain(value)
+    if key == PROVENANCE_OPTIONS_ATTR and isinstance(plain, str):
+        try:
+            return json.loads(plain)
+        except ValueError:
+            return plain
+    return plain
 
 
 @contextlib.contextmanager
@@ -349,7 +382,7 @@ def _readable(path: Path) -> Iterator[None]:
 
 
 def _summarize_file(
-    path: Path, prompt_loss_weight: float | None, progress: Callable[[int], None] | None
+    path: Path, loss: tuple[float, str] | None, progress: Callable[[int], None] | None
 ) -> ShardSummary:
     with _readable(path), open_shard(path) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
@@ -360,8 +393,8 @@ def _summarize_file(
             if isinstance(shard[name], h5py.Dataset)
         }
         types = _types_dataset(shard, ids)
-        if prompt_loss_weight is not None:
-            summary.loss = LossTally(prompt_loss_weight)
+        if loss is not None:
+            summary.loss = LossTally(*loss)
         if types is None:
             if summary.loss is not None:
                 summary.loss.add(None, shape=ids.shape)
@@ -519,7 +552,8 @@ def format_row_header(
 def _summary_lines(s: ShardSummary) -> list[str]:
     folder = s.files is not None
     seq_len = "mixed" if s.seq_len is None else f"{s.seq_len:,}"
-    head = f"{s.path}" + (f"  ({len(s.files)} files)" if folder else "")
+    named = s.path if s.inputs is None else ", ".join(map(str, s.inputs))
+    head = f"{named}" + (f"  ({len(s.files)} files)" if folder else "")
     lines = [head, f"  rows {s.rows:,}  seq_len {seq_len}  tokens {s.tokens:,}"]
     lines.append("  datasets")
     width = max((len(name) for name in s.datasets), default=0)
@@ -537,6 +571,8 @@ def _summary_lines(s: ShardSummary) -> list[str]:
             f"  chunks {_shape(info['chunks'])}  maxshape {_shape(info['maxshape'])}"
         )
         for key, value in info["attrs"].items():
+            if isinstance(value, dict):  # the provenance options, as stored
+                value = json.dumps(value, sort_keys=True)
             lines.append(f"    {'':<{width}}  {key} = {value}")
     if s.type_counts is None:
         lines.append("  token types: none (no token_type_ids: the trainer learns every token)")
@@ -551,7 +587,10 @@ def _summary_lines(s: ShardSummary) -> list[str]:
         lines.append(f"  articles (separators) {s.articles:,}")
         lines.append(f"  padding share {s.share(TokenType.PADDING):.2%}")
     if s.loss is not None:
-        lines.append(f"  loss at prompt_loss_weight {s.loss.prompt_loss_weight:g}")
+        lines.append(
+            f"  loss at prompt_loss_weight {s.loss.prompt_loss_weight:g},"
+            f" {_NORMALIZATION_TEXT[s.loss.normalization]}"
+        )
         if s.type_counts is not None:
             share = s.loss.share()
             lines.append(
@@ -561,6 +600,12 @@ def _summary_lines(s: ShardSummary) -> list[str]:
             lines.append("    every target weighs 1 (no token_type_ids)")
         lines.append(f"    rows without loss {s.loss.rows_without_loss:,}")
     return lines
+
+
+_NORMALIZATION_TEXT = {
+    "token": "token level (every target alike)",
+    "row": "row level (each row's weights sum to 1)",
+}
 
 
 def _shape(value: object) -> str:

@@ -1,10 +1,16 @@
 """The trainer's loss weighting, vectorised over blocks of rows.
 
-As the trainer computes it: the targets of a row are `input_ids[1:]` with types
-`token_type_ids[1:]`; a target weighs 0 for padding, `prompt_loss_weight` for prompt and 1 for
-completion and separator; weights are normalised by their sum, so every row carrying loss counts
-alike however many targets it learns (and a row carrying none divides by 0). Without types (or
-without `--use_token_type_ids`) every target weighs 1.
+The targets of a row are `input_ids[1:]` with types `token_type_ids[1:]`; a target weighs 0 for
+padding, `prompt_loss_weight` for prompt and 1 for completion and separator. Without types (or
+without `--use_token_type_ids`) every target weighs 1. How the weighted losses are averaged
+decides how much each type counts (`NORMALIZATIONS`):
+
+- token (the default): one mean over every target of the batch, `sum(loss * w) / sum(w)`. This
+  is Megatron-LM's `loss_mask` mean and a Hugging Face mean over the unmasked labels: a row
+  with a long answer weighs more than a row with a short one.
+- row: each row's weights are divided by their sum first, so every row carrying loss counts
+  alike however many targets it learns (and a row carrying none divides by 0), for trainers
+  that average per sequence.
 
 Every reader of token_type_ids blocks (inspect, validate, the rule engine, tokenize's metrics)
 counts and narrows them with `type_counts` and `as_small_types` from here.
@@ -12,6 +18,7 @@ counts and narrows them with `type_counts` and `as_small_types` from here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +26,8 @@ import numpy as np
 from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
 
 N_TYPES = len(TokenType)
+# How LossTally averages: over all targets (Megatron-LM, Hugging Face) or per row first.
+NORMALIZATIONS = ("token", "row")
 
 
 def weight_table(prompt_loss_weight: float) -> np.ndarray:
@@ -99,15 +108,35 @@ def type_counts(token_type_ids: np.ndarray) -> np.ndarray:
     return counts
 
 
+def type_shares(counts: np.ndarray | Sequence[int]) -> dict[str, dict[str, int | float]]:
+    """`{name: {"count", "share"}}` for types 0..3, the shape every --json output uses.
+
+    Shares are of all the counted tokens (a fifth count, of values outside 0..3, is in the
+    whole but has no name).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    return {
+        TOKEN_TYPE_NAMES[t]: {
+            "count": int(counts[t]),
+            "share": int(counts[t]) / total if total else 0.0,
+        }
+        for t in TokenType
+    }
+
+
 @dataclass
 class LossTally:
     """Accumulates loss weight per target type and rows without loss over blocks of rows.
 
     `add(types_block)` per block (or `add(None, shape=...)` without types), then read `share()`
-    and `rows_without_loss`.
+    (by `normalization`, see the module docstring) and `rows_without_loss`.
     """
 
     prompt_loss_weight: float
+    normalization: str = "token"
+    # Targets of each type over all rows: token-level shares are these times the weight table.
+    targets: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES, dtype=np.int64))
     # Per type, the sum over rows of its targets' weights divided by the row's weight sum.
     normalised_weight: np.ndarray = field(
         default_factory=lambda: np.zeros(N_TYPES, dtype=np.float64)
@@ -115,6 +144,12 @@ class LossTally:
     rows_without_loss: int = 0
     first_row_without_loss: int | None = None
     rows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"loss normalization {self.normalization!r}: use one of {', '.join(NORMALIZATIONS)}"
+            )
 
     def add(
         self,
@@ -138,15 +173,21 @@ class LossTally:
         self.rows_without_loss += count
         self.rows += rows
 
-    def _add_normalised(self, targets: np.ndarray) -> np.ndarray:
-        """Add each row's weights divided by their sum; return the rows whose sum is 0."""
+    def _table(self) -> np.ndarray:
         table = weight_table(self.prompt_loss_weight)
-        # Normalising makes the scale irrelevant: a table with 1 at most cannot overflow.
-        table /= table.max()
-        weighted = np.zeros((len(targets), N_TYPES), dtype=np.float64)
-        for token_type in np.flatnonzero(table):
-            weighted[:, token_type] = np.count_nonzero(targets == token_type, axis=1)
-        weighted *= table
+        # Both shares are ratios, so the scale is irrelevant: a table with 1 at most cannot
+        # overflow, whatever the prompt weight.
+        return table / table.max()
+
+    def _add_normalised(self, targets: np.ndarray) -> np.ndarray:
+        """Count each row's targets by type and add its normalised weights; return the rows whose
+        weight sum is 0."""
+        table = self._table()
+        per_row = np.zeros((len(targets), N_TYPES), dtype=np.int64)
+        for token_type in range(N_TYPES):
+            per_row[:, token_type] = np.count_nonzero(targets == token_type, axis=1)
+        self.targets += per_row.sum(axis=0)
+        weighted = per_row * table
         sums = weighted.sum(axis=1)
         no_loss = sums == 0
         carrying = ~no_loss
@@ -155,6 +196,7 @@ class LossTally:
 
     def merge(self, other: LossTally) -> None:
         """Add another tally's totals (e.g. one file's into a folder's)."""
+        self.targets += other.targets
         self.normalised_weight += other.normalised_weight
         if self.first_row_without_loss is None and other.first_row_without_loss is not None:
             self.first_row_without_loss = self.rows + other.first_row_without_loss
@@ -162,10 +204,13 @@ class LossTally:
         self.rows += other.rows
 
     def share(self) -> dict[str, float]:
-        """Share of the loss carried by each type, each row's weights normalised by their sum as
-        the trainer does (all 0 when nothing is learned)."""
-        total = float(self.normalised_weight.sum())
+        """Share of the loss carried by each type under `normalization` (all 0 when nothing is
+        learned)."""
+        if self.normalization == "token":
+            weight = self.targets * self._table()
+        else:
+            weight = self.normalised_weight
+        total = float(weight.sum())
         return {
-            TOKEN_TYPE_NAMES[t]: (float(self.normalised_weight[t]) / total if total else 0.0)
-            for t in TokenType
+            TOKEN_TYPE_NAMES[t]: (float(weight[t]) / total if total else 0.0) for t in TokenType
         }

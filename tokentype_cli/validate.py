@@ -6,22 +6,25 @@ offending (row, column) in row-major order.
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from tokentype_cli.dataset.findings import DATASET_FIXES, TrainingOptions, is_dataset_folder
-from tokentype_cli.errors import ShardError
+from tokentype_cli.errors import OptionError, ShardError
 from tokentype_cli.loss import as_small_types
 from tokentype_cli.schema import (
     CATEGORY_IDS,
     COMPRESSION,
     DTYPE,
     INPUT_IDS,
+    PROVENANCE_OPTIONS_ATTR,
     ROW_DATASETS,
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
@@ -56,12 +59,14 @@ FIXES = {
     "token-id-out-of-vocab": "tokenize with the model's tokenizer, or pass the right"
     " --tokenizer/--vocab-size",
     "no-loss-row": "drop those rows or mark their answers as completion (tokentype assign-types)",
-    "dtype-not-int32": "rewrite the dataset as int32 ('i4'), as the trainer expects",
-    "not-gzip": "rewrite the dataset with gzip compression (tokentype writes gzip)",
-    "maxshape": "recreate the dataset with maxshape=(None, max_seq_length)",
+    "dtype-not-int32": "rewrite it as int32 ('i4'), as the trainer expects: `tokentype repack FILE`",
+    "not-gzip": "rewrite it with gzip compression, as tokentype writes: `tokentype repack FILE`",
+    "maxshape": "rewrite it with maxshape=(None, max_seq_length): `tokentype repack FILE`",
     "padding-then-content": "pad only at the end of a row: re-pack the rows (tokentype tokenize)",
     "truncated-eos": "end each article with an EOS separator before padding (raise"
     " --max-seq-length or keep the EOS when truncating)",
+    "eos-in-completion": "remove the literal end-of-sequence token from the text, or re-tokenize"
+    " with --split-special-tokens so such text is encoded as plain text",
     "separator-id": "separators should all be the tokenizer's EOS id: check the tokenizer used",
     "padding-id": "padding should be one id, the tokenizer's pad (or EOS) id: check the tokenizer",
     "padding-only-row": "drop rows holding only padding; they carry no loss",
@@ -69,6 +74,42 @@ FIXES = {
     **DATASET_FIXES,
 }
 _ORDER = {name: i for i, name in enumerate(FIXES)}
+# The dataset a check is about when the finding does not name one itself (None: the file).
+_DATASETS = {
+    "missing-input-ids": INPUT_IDS,
+    "zero-rows": INPUT_IDS,
+    "seq-length": INPUT_IDS,
+    "seq-length-mixed": INPUT_IDS,
+    "negative-token-id": INPUT_IDS,
+    "token-id-out-of-vocab": INPUT_IDS,
+    "separator-id": INPUT_IDS,
+    "padding-id": INPUT_IDS,
+    "eos-in-completion": INPUT_IDS,
+    "missing-types": TOKEN_TYPE_IDS,
+    "type-out-of-range": TOKEN_TYPE_IDS,
+    "no-loss-row": TOKEN_TYPE_IDS,
+    "padding-then-content": TOKEN_TYPE_IDS,
+    "truncated-eos": TOKEN_TYPE_IDS,
+    "padding-only-row": TOKEN_TYPE_IDS,
+    "no-learned-token-row": TOKEN_TYPE_IDS,
+}
+# Packings whose rows hold whole articles: a row must end in its last article's separator or in
+# padding, so an article running to the end of the row lost its EOS.
+_WHOLE_ARTICLE_PACKINGS = ("greedy::", "single::")
+# Plain ints for the hot paths: comparing a block with an IntEnum member makes numpy look up
+# attributes of the member, which is slower and a place where a signal can get lost.
+_PROMPT, _COMPLETION = int(TokenType.PROMPT), int(TokenType.COMPLETION)
+
+
+def check_names(names: Iterable[str]) -> frozenset[str]:
+    """The check names of `--ignore a,b --ignore c`; an unknown one is an OptionError (exit 2)."""
+    wanted = {name.strip() for given in names for name in given.split(",") if name.strip()}
+    for name in sorted(wanted):
+        if name not in FIXES:
+            raise OptionError(
+                f"--ignore: unknown check {name!r}; the checks are {', '.join(FIXES)}"
+            )
+    return frozenset(wanted)
 
 
 @dataclass(frozen=True)
@@ -82,9 +123,19 @@ class Finding:
     row: int | None = None
     column: int | None = None
     fix: str = ""
+    dataset: str | None = None  # the dataset the finding is about; None for the whole file
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {
+            "check": self.check,
+            "severity": self.severity,
+            "dataset": self.dataset,
+            "message": self.message,
+            "count": self.count,
+            "row": self.row,
+            "column": self.column,
+            "fix": self.fix,
+        }
 
 
 @dataclass
@@ -112,13 +163,31 @@ class FileReport:
         count: int = 1,
         row: int | None = None,
         column: int | None = None,
+        dataset: str | None = None,
     ) -> None:
+        """Add a finding; `dataset` defaults to the one the check is about (see _DATASETS)."""
         self.findings.append(
-            Finding(check, severity, message, int(count), row, column, FIXES.get(check, ""))
+            Finding(
+                check,
+                severity,
+                message,
+                int(count),
+                row,
+                column,
+                FIXES.get(check, ""),
+                dataset or _DATASETS.get(check),
+            )
         )
 
     def as_dict(self) -> dict[str, object]:
-        return {"path": str(self.path), "findings": [f.as_dict() for f in self.findings]}
+        return {
+            "path": str(self.path),
+            "rows": self.rows,
+            "seq_len": self.seq_len,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "findings": [f.as_dict() for f in self.findings],
+        }
 
 
 @dataclass(frozen=True)
@@ -132,6 +201,7 @@ class ValidateOptions:
     prompt_loss_weight: float | None = None
     strict: bool = False
     training: TrainingOptions = field(default_factory=TrainingOptions)  # dataset folders only
+    ignore: frozenset[str] = frozenset()  # check names whose findings are dropped
 
     @property
     def effective_vocab_size(self) -> int | None:
@@ -148,7 +218,6 @@ def validate_paths(
     """Validate every file (folders expand to their *.h5 / *.hdf5), one report per file; a
     dataset folder (one with metadata.yaml) gets its own report first (`dataset.check`)."""
     reports: list[FileReport] = []
-    first_seq_len: tuple[Path, int] | None = None
     seen: set[Path] = set()
     for given in paths:
         given = Path(given)
@@ -169,20 +238,46 @@ def validate_paths(
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            report = validate_file(path, options, progress)
-            if report.seq_len is not None:
-                if first_seq_len is None:
-                    first_seq_len = (path, report.seq_len)
-                elif report.seq_len != first_seq_len[1]:
-                    report.add(
-                        "seq-length-mixed",
-                        ERROR,
-                        f"{path}: sequence length {report.seq_len} differs from"
-                        f" {first_seq_len[1]} of {first_seq_len[0]}",
-                    )
-                    _sort(report, options.strict)
-            reports.append(report)
+            reports.append(validate_file(path, options, progress))
+    _mixed_lengths(reports, options)
     return reports
+
+
+def _mixed_lengths(reports: list[FileReport], options: ValidateOptions) -> None:
+    """One finding, on the first odd file, naming every length seen and the odd files.
+
+    The odd files are those unlike --max-seq-length, else unlike the most common length (the
+    first file's among equally common ones): blaming every file unlike the first would blame
+    the majority whenever the first file is the odd one.
+    """
+    sized = [r for r in reports if r.seq_len is not None]
+    counts = Counter(r.seq_len for r in sized)
+    if len(counts) < 2:
+        return
+    expected = options.max_seq_length
+    if expected is None:
+        expected = max(counts, key=lambda length: counts[length])  # first seen among ties
+    odd = [r for r in sized if r.seq_len != expected]
+    if not odd:
+        return
+    tied = sum(count == counts[expected] for count in counts.values()) > 1
+    seen = []
+    for length, count in sorted(counts.items(), key=lambda i: (i[0] != expected, -i[1])):
+        text = f"{length} ({count} file{'' if count == 1 else 's'}"
+        # The majority's files go unnamed (there may be thousands) unless no length has one.
+        if length != expected or tied:
+            names = [str(r.path) for r in sized if r.seq_len == length]
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            text += f": {shown}"
+        seen.append(text + ")")
+    first = odd[0]
+    first.add(
+        "seq-length-mixed",
+        ERROR,
+        f"{first.path}: sequence lengths differ between files; lengths seen: {', '.join(seen)}",
+        count=len(odd),
+    )
+    _sort(first, options.strict, options.ignore)
 
 
 def validate_file(
@@ -203,16 +298,15 @@ def validate_file(
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         # h5py surfaces damaged metadata as any of these, from any attribute access.
         report.add("unreadable", ERROR, f"{path}: cannot be read ({first_line(exc)})")
-    _sort(report, options.strict)
+    _sort(report, options.strict, options.ignore)
     return report
 
 
-def _sort(report: FileReport, strict: bool) -> None:
-    findings = report.findings
+def _sort(report: FileReport, strict: bool, ignore: frozenset[str] = frozenset()) -> None:
+    """Drop the ignored checks, make warnings errors with --strict, order by severity and check."""
+    findings = [f for f in report.findings if f.check not in ignore]
     if strict:
-        findings = [
-            Finding(f.check, ERROR, f.message, f.count, f.row, f.column, f.fix) for f in findings
-        ]
+        findings = [replace(f, severity=ERROR) for f in findings]
     report.findings = sorted(
         findings, key=lambda f: (f.severity != ERROR, _ORDER.get(f.check, len(_ORDER)))
     )
@@ -258,6 +352,7 @@ def _check_file(
                 "shape-mismatch",
                 ERROR,
                 f"{path}: '{name}' has shape {shard[name].shape} but '{INPUT_IDS}' has {ids.shape}",
+                dataset=name,
             )
             if name == TOKEN_TYPE_IDS:
                 types = None
@@ -274,7 +369,9 @@ def _check_file(
     if seq_len == 0:
         report.add("seq-length", ERROR, f"{path}: '{INPUT_IDS}' rows have length 0")
         return
-    checker = _ContentChecker(path, seq_len, options, has_types=types is not None)
+    checker = _ContentChecker(
+        path, seq_len, options, has_types=types is not None, recorded=_recorded_options(ids)
+    )
     datasets = [ids] if types is None else [ids, types]
     for first_row, blocks in _blocks(datasets, report):
         checker.check(first_row, blocks[0], blocks[1] if types is not None else None)
@@ -283,18 +380,34 @@ def _check_file(
     checker.report(report)
 
 
+def _recorded_options(dataset: h5py.Dataset) -> dict[str, object]:
+    """The options tokenize recorded in a dataset's provenance ({} when absent or unreadable)."""
+    text = dataset.attrs.get(PROVENANCE_OPTIONS_ATTR)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    # Provenance is a few hundred bytes; anything far larger is not tokentype's own.
+    if not isinstance(text, str) or len(text) > 1 << 16:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError:
+        return {}
+    return options if isinstance(options, dict) else {}
+
+
 def _check_structure(shard: h5py.File, name: str, report: FileReport) -> bool:
     """Report structural problems of one row dataset; True when its content can be checked."""
     path = report.path
     dataset = shard[name]
     if not isinstance(dataset, h5py.Dataset):
-        report.add("not-2d", ERROR, f"{path}: '{name}' is a group, not a dataset")
+        report.add("not-2d", ERROR, f"{path}: '{name}' is a group, not a dataset", dataset=name)
         return False
     if dataset.ndim != 2:
         report.add(
             "not-2d",
             ERROR,
             f"{path}: dataset '{name}' has shape {dataset.shape}; expected 2-D (rows, max_seq_length)",
+            dataset=name,
         )
         return False
     usable = True
@@ -303,6 +416,7 @@ def _check_structure(shard: h5py.File, name: str, report: FileReport) -> bool:
             "non-integer-dtype",
             ERROR,
             f"{path}: dataset '{name}' has dtype {dataset.dtype}; expected integers (int32)",
+            dataset=name,
         )
         usable = False
     elif dataset.dtype != DTYPE:
@@ -310,12 +424,14 @@ def _check_structure(shard: h5py.File, name: str, report: FileReport) -> bool:
             "dtype-not-int32",
             WARNING,
             f"{path}: dataset '{name}' has dtype {dataset.dtype.str}; the schema is int32 ('<i4')",
+            dataset=name,
         )
     if dataset.compression != COMPRESSION:
         report.add(
             "not-gzip",
             WARNING,
             f"{path}: dataset '{name}' is {dataset.compression or 'uncompressed'}, not gzip",
+            dataset=name,
         )
     seq_len = dataset.shape[1]
     if dataset.maxshape != (None, seq_len):
@@ -323,6 +439,7 @@ def _check_structure(shard: h5py.File, name: str, report: FileReport) -> bool:
             "maxshape",
             WARNING,
             f"{path}: dataset '{name}' has maxshape {dataset.maxshape}; expected (None, {seq_len})",
+            dataset=name,
         )
     return usable
 
@@ -413,7 +530,14 @@ class _Hits:
 class _ContentChecker:
     """The value checks, accumulated block by block."""
 
-    def __init__(self, path: Path, seq_len: int, options: ValidateOptions, has_types: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        seq_len: int,
+        options: ValidateOptions,
+        has_types: bool,
+        recorded: dict[str, object] | None = None,
+    ) -> None:
         self.path = path
         self.seq_len = seq_len
         self.options = options
@@ -422,6 +546,23 @@ class _ContentChecker:
         tokenizer = options.tokenizer
         eos = None if tokenizer is None else tokenizer.eos_id
         pad = None if tokenizer is None else tokenizer.pad_id
+        self.eos = eos
+        recorded = recorded or {}
+        packing = recorded.get("packing")
+        # With whole articles per row, a row ending in prompt or completion lost its EOS. Pairs
+        # split off by --packing-boundary without --attention-boundary prompt_completion_pair
+        # end in an EOS typed completion, which only the tokenizer's EOS id tells apart.
+        self.packing = (
+            packing
+            if isinstance(packing, str)
+            and packing.startswith(_WHOLE_ARTICLE_PACKINGS)
+            and (
+                eos is not None
+                or recorded.get("packing_boundary") != "prompt_completion_pair"
+                or recorded.get("attention_boundary") == "prompt_completion_pair"
+            )
+            else None
+        )
         self.allowed = {
             TokenType.SEPARATOR: [i for i in (eos,) if i is not None],
             TokenType.PADDING: [i for i in (pad, eos) if i is not None],
@@ -455,7 +596,12 @@ class _ContentChecker:
         content = prompt | (small == TokenType.COMPLETION)
         # Booleans: a > b is a & ~b.
         hits["padding-then-content"].cells(pad[:, :-1] > pad[:, 1:], first_row, shift=1)
-        hits["truncated-eos"].cells(content[:, :-1] & pad[:, 1:], first_row)
+        self._truncated(ids, small, content, pad, first_row)
+        if self.eos is not None:
+            completion = small == _COMPLETION
+            hits["eos-in-completion"].cells(
+                completion[:, :-1] & completion[:, 1:] & (ids[:, :-1] == self.eos), first_row
+            )
         hits["padding-only-row"].rows(pad.all(axis=1), first_row)
         hits["no-learned-token-row"].rows(~learned.any(axis=1), first_row)
         weight = self.options.prompt_loss_weight
@@ -464,6 +610,29 @@ class _ContentChecker:
             hits["no-loss-row"].rows(~carries.any(axis=1), first_row)
         self._special_ids(TokenType.PADDING, pad, ids, first_row)
         self._special_ids(TokenType.SEPARATOR, sep, ids, first_row)
+
+    def _truncated(
+        self,
+        ids: np.ndarray,
+        small: np.ndarray,
+        content: np.ndarray,
+        pad: np.ndarray,
+        first_row: int,
+    ) -> None:
+        """Articles whose last token is prompt or completion where padding (or, with whole
+        articles per row, the row's end) follows: their EOS separator was cut off."""
+        cut = content[:, :-1] & pad[:, 1:]
+        if self.eos is not None:
+            # An EOS typed completion ends a pair split off by --packing-boundary: not a cut.
+            cut &= ids[:, :-1] != self.eos
+        if self.packing is not None:
+            last = small[:, -1:]
+            at_end = (last == _PROMPT) | (last == _COMPLETION)
+            if self.eos is not None:
+                at_end &= ids[:, -1:] != self.eos
+            # One mask in row-major order, so the first hit is the first cell either way.
+            cut = np.concatenate([cut, at_end], axis=1)
+        self.hits["truncated-eos"].cells(cut, first_row)
 
     def _special_ids(
         self, kind: TokenType, mask: np.ndarray, ids: np.ndarray, first_row: int
@@ -507,8 +676,19 @@ class _ContentChecker:
             "padding-then-content": (WARNING, "padding tokens followed by a non-padding token"),
             "truncated-eos": (
                 WARNING,
-                "prompt/completion tokens directly followed by padding (the article's EOS was"
-                " cut off, so the model never learns to stop there)",
+                "prompt/completion tokens directly followed by padding"
+                + (
+                    ""
+                    if self.packing is None
+                    else f" or ending a row, which --packing {self.packing} fills with whole"
+                    " articles"
+                )
+                + " (the article's EOS was cut off, so the model never learns to stop there)",
+            ),
+            "eos-in-completion": (
+                WARNING,
+                f"end-of-sequence id {self.eos} typed completion with more completion after it (a"
+                " literal EOS in the answer text teaches the model to stop mid-answer)",
             ),
             "padding-only-row": (WARNING, "rows of only padding"),
             "no-learned-token-row": (

@@ -9,6 +9,8 @@ import click
 
 from tokentype_cli.cli.base import (
     cli,
+    emit_json,
+    json_option,
     message,
     output_options,
     provenance,
@@ -21,10 +23,17 @@ from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("source", type=str)
 @output_options
+@json_option
 @quiet_option
 @click.pass_context
 def add_types_command(
-    ctx: click.Context, file: Path, source: str, output: Path | None, overwrite: bool, quiet: bool
+    ctx: click.Context,
+    file: Path,
+    source: str,
+    output: Path | None,
+    overwrite: bool,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Append a token_type_ids dataset to FILE from SOURCE.
 
@@ -39,6 +48,7 @@ def add_types_command(
         tokentype add-types shard.h5 types.npy
         tokentype add-types shard.h5 other.h5:token_type_ids --overwrite
         python make_types.py | tokentype add-types shard.h5 - -o typed.h5
+        tokentype add-types shard.h5 types.npy --json | jq '.token_types.prompt.share'
     """
     from tokentype_cli.add_types import add_types
 
@@ -51,6 +61,20 @@ def add_types_command(
         provenance=provenance(ctx, source=source, overwrite=overwrite),
         stdin=stdin,
     )
+    if as_json:
+        from tokentype_cli.loss import type_shares
+
+        emit_json(
+            {
+                "path": str(file),
+                "output": str(result.path),
+                "source": source,
+                "rows": result.rows,
+                "seq_len": result.seq_len,
+                "token_types": type_shares([result.counts[int(t)] for t in TokenType]),
+            }
+        )
+        return
     shares = ", ".join(
         f"{TOKEN_TYPE_NAMES[TokenType(kind)]} {count:,}" for kind, count in result.counts.items()
     )

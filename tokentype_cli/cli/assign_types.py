@@ -10,6 +10,7 @@ from click.core import ParameterSource
 from tokentype_cli.cli.base import (
     TOKEN_TYPE,
     cli,
+    color_option,
     emit_json,
     json_option,
     message,
@@ -19,7 +20,6 @@ from tokentype_cli.cli.base import (
     provenance,
     quiet_option,
     tokenizer_option,
-    use_color,
 )
 from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
@@ -105,6 +105,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=3,
     help="Rows --dry-run prints.",
 )
+@color_option
 @json_option
 @quiet_option
 @click.pass_context
@@ -125,6 +126,7 @@ def assign_types_command(
     require_match: bool,
     dry_run: bool,
     show_rows: int,
+    color: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -143,8 +145,9 @@ def assign_types_command(
       between:S .. E    from each S through the next E (or the end of the body)
 
     FILE is replaced atomically (an error or interruption leaves it as it was), or -o writes a
-    new file. What every rule matched, and the tokens per type before and after, go to stderr
-    (stdout with --json).
+    new file. What every rule matched and the tokens per type go to stderr (stdout with --json):
+    existing (the file's own types, when it has them), structure (where the rules start) and
+    after.
 
     Example:
 
@@ -152,7 +155,7 @@ def assign_types_command(
         tokentype assign-types shard.h5 --tokenizer codons.json --rule 'until:ATG=prompt'
         tokentype assign-types shard.h5 --rules rules.toml -o typed.h5 --require-match
         tokentype assign-types chat.h5 --tokenizer tok/ --overwrite \\
-            --rule 'between:<|user|> .. <|assistant|>=prompt' --dry-run | less -R
+            --rule 'between:<|user|> .. <|assistant|>=prompt' --dry-run --color always | less -R
         tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
     """
     from tokentype_cli import inspect_shard
@@ -221,7 +224,6 @@ def assign_types_command(
             ]
         emit_json(data)
         return
-    color = use_color()
     for row, (ids, types) in preview:
         click.echo(inspect_shard.format_row_header(row, report.rows, types))
         click.echo(
@@ -232,7 +234,7 @@ def assign_types_command(
 
 
 def _assign_types_summary(report) -> str:
-    """Structure, what each rule did, tokens per type before and after."""
+    """Structure, what each rule did, tokens per type: existing, structure, after."""
 
     if not report.written:
         outcome = "dry run, nothing written"
@@ -266,12 +268,22 @@ def _assign_types_summary(report) -> str:
             line += f" (first unmatched row {rule_report.first_unmatched_row})"
         lines.append(line)
     names = list(TOKEN_TYPE_NAMES.values())
+    counted = [report.before, report.after] + ([] if report.existing is None else [report.existing])
     columns = [
-        max(len(name), len(str(report.before[i])), len(str(report.after[i])))
-        for i, name in enumerate(names)
+        max(len(name), *(len(str(int(c[i]))) for c in counted)) for i, name in enumerate(names)
     ]
-    lines.append("  tokens  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True)))
-    for label, counts in (("before", report.before), ("after ", report.after)):
+    # Each row says what it counts: the file's own types, the structure the rules start from
+    # (with --from-existing that is the existing types), the result.
+    table = [] if report.existing is None else [("existing", report.existing)]
+    if not structure.from_existing:
+        table.append(("structure", report.before))
+    table.append(("after", report.after))
+    label_width = max(len("tokens"), *(len(label) for label, _ in table))
+    lines.append(
+        f"  {'tokens':<{label_width}}  "
+        + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True))
+    )
+    for label, counts in table:
         values = "  ".join(f"{int(c):>{w}}" for c, w in zip(counts, columns, strict=True))
-        lines.append(f"  {label}  {values}")
+        lines.append(f"  {label:<{label_width}}  {values}")
     return "\n".join(lines)

@@ -49,7 +49,7 @@ class TokentypeGroup(click.Group):
 
 
 @click.group(cls=TokentypeGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, prog_name="tokentype")
+@click.version_option(__version__, "-V", "--version", prog_name="tokentype")
 def cli() -> None:
     """Prepare, check and inspect token_type_ids in HDF5 training shards.
 
@@ -250,10 +250,37 @@ def message(text: str, quiet: bool = False) -> None:
         click.echo(text, err=True)
 
 
-def use_color(stream=None) -> bool:
-    """Colour only on a terminal and when NO_COLOR is unset (https://no-color.org)."""
+COLOR_CHOICES = ("auto", "always", "never")
+
+
+def color_option(command: Callable) -> Callable:
+    """`--color auto|always|never`, resolved to a bool: the same for every command that colours."""
+    return click.option(
+        "--color",
+        "color",
+        type=click.Choice(COLOR_CHOICES),
+        default="auto",
+        callback=lambda ctx, param, value: use_color(choice=value),
+        help="Colour tokens by type: auto colours a terminal unless NO_COLOR is set (FORCE_COLOR"
+        " colours a pipe); always suits `| less -R`; --json is never coloured.",
+    )(command)
+
+
+def use_color(stream=None, choice: str = "auto") -> bool:
+    """Whether to colour `stream` (stdout by default).
+
+    The flag is the most specific choice, so it wins; then NO_COLOR (https://no-color.org), then
+    FORCE_COLOR (https://force-color.org; "0" and "false" are read as unset, as Node does), then
+    whether the stream is a terminal.
+    """
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR", "").strip().lower() not in ("", "0", "false"):
+        return True
     stream = stream or sys.stdout
-    return stream.isatty() and not os.environ.get("NO_COLOR")
+    return stream.isatty()
 
 
 @contextmanager

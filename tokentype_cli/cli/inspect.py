@@ -8,19 +8,20 @@ import click
 
 from tokentype_cli.cli.base import (
     cli,
+    color_option,
     emit_json,
     json_option,
     progress_bar,
     prompt_loss_weight_option,
     quiet_option,
     tokenizer_option,
-    use_color,
 )
+from tokentype_cli.loss import NORMALIZATIONS
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--rows",
     "rows_spec",
@@ -39,46 +40,62 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=8,
     help="Show runs of at least this many padding tokens as one '… N × pad'.",
 )
+@click.option(
+    "--loss-normalization",
+    type=click.Choice(NORMALIZATIONS),
+    default="token",
+    help="How --prompt-loss-weight shares average. token: one mean over every target of the"
+    " batch, as Megatron-LM's loss_mask and Hugging Face's mean over unmasked labels do (long"
+    " answers weigh more); row: each row's weights sum to 1 first, for trainers that average"
+    " per sequence.",
+)
+@color_option
 @json_option
 @quiet_option
 def inspect_command(
-    path: Path,
+    paths: tuple[Path, ...],
     rows_spec: str | None,
     tokenizer: LoadedTokenizer | None,
     show_ids: bool,
     prompt_loss_weight: float | None,
+    loss_normalization: str,
     collapse: int,
+    color: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Summarise a shard (or a folder of shards), or show its rows by token type.
+    """Summarise shards, or show their rows by token type.
 
-    The summary gives each dataset's shape, dtype, storage and attributes, the count and share of
+    PATHS are HDF5 files or folders (searched for *.h5 / *.hdf5); several are summed up in one
+    total followed by each file. The summary gives each dataset's shape, dtype, storage and attributes, the count and share of
     each token type, articles (separators), the padding share and, with --prompt-loss-weight, each
-    type's share of the loss. --rows prints tokens coloured by type on a terminal (NO_COLOR turns
-    colour off), with [type] markers otherwise. A dataset folder (one with metadata.yaml) shows
-    its splits, rows per file, tokens by type per split and metadata before the files.
+    type's share of the loss. --rows prints tokens coloured by type (see --color), with [type]
+    markers otherwise. A dataset folder (one with metadata.yaml) shows its splits, rows per file,
+    tokens by type per split and metadata before the files.
 
     Example:
 
     \b
         tokentype inspect dataset/ --json | jq '.dataset.splits.train.rows'
         tokentype inspect shard.h5 --prompt-loss-weight 0
-        tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ --ids | less
+        tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ --ids --color always | less -R
         tokentype inspect shards/ --json | jq '.token_types.padding.share'
+        tokentype inspect a.h5 b.h5 --prompt-loss-weight 0.1 --loss-normalization row
     """
     from tokentype_cli import inspect_shard
 
     if rows_spec is None:
         with progress_bar(None, "tok", "inspect", quiet) as advance:
-            summary = inspect_shard.summarize(path, prompt_loss_weight, progress=advance)
+            summary = inspect_shard.summarize(
+                paths, prompt_loss_weight, progress=advance, normalization=loss_normalization
+            )
         if as_json:
             emit_json(summary.as_dict())
         else:
             click.echo(inspect_shard.format_summary(summary), nl=False)
         return
-    files = inspect_shard.shard_files(path)
-    color = use_color() and not as_json
+    files = inspect_shard.shard_files(*paths)
+    color = color and not as_json
     results = []
     if color:
         # color=True: click would strip the codes again when it thinks stdout is no terminal.
@@ -106,7 +123,8 @@ def inspect_command(
             )
         results.append({"path": str(file), "rows": total, "selected": shown})
     if as_json:
-        if path.is_dir():
-            emit_json({"path": str(path), "files": results})
-        else:
+        if len(paths) == 1 and not paths[0].is_dir():
             emit_json(results[0])
+        else:
+            many = {"path": str(paths[0])} if len(paths) == 1 else {}
+            emit_json(many | {"inputs": [str(p) for p in paths], "files": results})

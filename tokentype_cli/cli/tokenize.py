@@ -429,7 +429,8 @@ def tokenize_command(
     prompt_only_row}), articles_prompt_cut_away (every prompt token removed by truncate_left),
     special_tokens_in_text (lines whose text holds a special token such as <|endoftext|>),
     special_tokens_first (file:line of the first) and packing_efficiency (the non-padding share
-    of the rows).
+    of the rows); and, as every writing command, inputs, output, seq_len and token_types
+    (docs/json.md).
 
     --ledger writes one JSON object per input line, all with the same keys: input, line, status
     (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
@@ -446,6 +447,7 @@ def tokenize_command(
         tokentype tokenize chat.jsonl -o sft.h5 --tokenizer gpt2/ --packing single::drop
         cat a.jsonl b.jsonl | tokentype tokenize - -o out.h5 --tokenizer gpt2/ --json | jq .rows
     """
+    from tokentype_cli.loss import type_shares
     from tokentype_cli.tokenize.options import TokenizeOptions
     from tokentype_cli.tokenize.pipeline import tokenize_files
     from tokentype_cli.tokenize.read import input_size
@@ -523,7 +525,7 @@ def tokenize_command(
         )
         report = build.run()
         if as_json:
-            emit_json(_dataset_json(report))
+            emit_json(_dataset_json(report, paths))
         elif not quiet:
             message(_dataset_summary(report))
         return
@@ -540,6 +542,13 @@ def tokenize_command(
             advance=advance,
         )
     summary = metrics.as_dict()
+    # The fields every writing command's --json shares (docs/json.md), beside the metrics.
+    summary |= {
+        "inputs": paths,
+        "output": str(output),
+        "seq_len": max_seq_length,
+        "token_types": None if no_types else type_shares(metrics.tokens_by_type),
+    }
     if as_json:
         emit_json(summary)
     elif not quiet:
@@ -553,9 +562,12 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _dataset_json(report) -> dict:
+def _dataset_json(report, inputs: list[str]) -> dict:
+    """The build's report in the vocabulary every writing command's --json shares."""
     return {
-        "path": str(report.folder),
+        "inputs": inputs,
+        "output": str(report.folder),
+        "seq_len": report.metadata.get("max_seq_length") if report.metadata else None,
         "task": None if report.task is None else list(report.task),
         "finished": report.finished,
         "lines": report.lines,
@@ -566,7 +578,7 @@ def _dataset_json(report) -> dict:
         },
         "files": report.files,
         "metrics": {kind: metrics.as_dict() for kind, metrics in report.metrics.items()},
-        "metadata": report.metadata,
+        "metadata": report.metadata or None,
     }
 
 

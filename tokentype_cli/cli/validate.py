@@ -13,7 +13,6 @@ from tokentype_cli.cli.base import (
     plural,
     progress_bar,
     prompt_loss_weight_option,
-    quiet_option,
     tokenizer_option,
 )
 from tokentype_cli.dataset.findings import TrainingOptions, is_dataset_folder
@@ -69,8 +68,22 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=None,
     help="Dataset folders: the model's vocabulary size must be at least vocab_size.",
 )
+@click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    metavar="CHECK,...",
+    help="Drop the findings of checks you accept: names as in the report, comma-separated,"
+    " repeatable (e.g. --ignore not-gzip,maxshape).",
+)
 @json_option
-@quiet_option
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print nothing, not even the report or --json: only the exit code tells (0 no errors,"
+    " 1 errors, or warnings with --strict).",
+)
 @click.pass_context
 def validate_command(
     ctx: click.Context,
@@ -85,6 +98,7 @@ def validate_command(
     workers: int | None,
     evaluate: bool,
     model_vocab_size: int | None,
+    ignore: tuple[str, ...],
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -107,7 +121,7 @@ def validate_command(
         tokentype validate shards/ --tokenizer gpt2/ --max-seq-length 2048 --require-types
         tokentype validate shards/ --prompt-loss-weight 0 --json | jq '.files[].findings[].check'
     """
-    from tokentype_cli.validate import ValidateOptions, totals, validate_paths
+    from tokentype_cli.validate import ValidateOptions, check_names, totals, validate_paths
     from tokentype_cli.validate import as_json as report_json
 
     options = ValidateOptions(
@@ -118,6 +132,7 @@ def validate_command(
         prompt_loss_weight=prompt_loss_weight,
         strict=strict,
         training=TrainingOptions(batch_size, workers, evaluate, model_vocab_size),
+        ignore=check_names(ignore),
     )
     if options.training.given and not any(is_dataset_folder(path) for path in paths):
         raise click.UsageError(
@@ -127,8 +142,10 @@ def validate_command(
         )
     with progress_bar(None, "tok", "validate", quiet) as advance:
         reports = validate_paths(paths, options, progress=advance)
-    if as_json:
-        emit_json(report_json(reports))
+    if quiet:
+        pass
+    elif as_json:
+        emit_json({"inputs": [str(p) for p in paths]} | report_json(reports))
     else:
         click.echo(_validate_report(reports), nl=False)
     errors, _ = totals(reports)
