@@ -543,3 +543,28 @@ def test_added_tokens_in_the_data_validate(conformance_dir, tmp_path):
     assert yaml.safe_load((folder / "metadata.yaml").read_text())["vocab_size"] == 50257
     checked = invoke("validate", folder)
     assert checked.exit_code == 0, checked.output
+
+
+def test_sigterm_stops_a_build_with_worker_processes_and_leaves_nothing(tmp_path):
+    source = write_pairs(tmp_path / "in.jsonl", 60000)
+    folder = tmp_path / "ds"
+    command = [
+        sys.executable, "-m", "tokentype_cli", "tokenize", str(source), "--dataset", str(folder),
+        "--tokenizer", str(CODON_VOCAB), "--model-config", str(MODEL_CONFIG),
+        "--max-seq-length", "8", "--packing", "single::drop", "--train-files", "4",
+        "--workers", "2",
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as process:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(tmp_path.glob(".ds.*/parts")):
+            time.sleep(0.05)
+        time.sleep(1.0)  # the workers are tokenizing
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        process.wait(timeout=60)
+        stopped = time.monotonic() - started
+        stderr = process.stderr.read().decode()
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert stopped < 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

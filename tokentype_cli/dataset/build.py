@@ -459,8 +459,12 @@ class Build:
                     job = futures[future]
                     self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
             except BaseException:
+                # An error, Ctrl-C or SIGTERM: stop the other splits now rather than letting the
+                # pool's exit wait for each running one to finish (the build is discarded).
                 for future in futures:
                     future.cancel()
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
                 raise
 
     @staticmethod
