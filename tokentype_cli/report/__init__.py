@@ -1,0 +1,1 @@
+"""Reports: the row view and palette they share (`rows`)."""
