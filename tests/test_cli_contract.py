@@ -11,13 +11,14 @@ from tokentype_cli.cli import cli
 
 from .conftest import CODON_VOCAB, invoke
 
-COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect"]
+COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect", "diff"]
 # The HDF5 argument comes first for these; the rest are filled with harmless values.
 HDF5_COMMANDS = {
     "assign-types": [],
     "add-types": ["types.npy"],
     "validate": [],
     "inspect": [],
+    "diff": ["other.h5"],
 }
 
 

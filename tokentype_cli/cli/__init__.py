@@ -9,7 +9,14 @@ without loading what they do not use (the tokenizer stack, the rule engine). Opt
 from light modules, which stay the one place spelling them.
 """
 
-from tokentype_cli.cli import add_types, assign_types, inspect, tokenize, validate  # noqa: F401
+from tokentype_cli.cli import (  # noqa: F401
+    add_types,
+    assign_types,
+    diff,
+    inspect,
+    tokenize,
+    validate,
+)
 from tokentype_cli.cli.base import cli, exit_on_signals, main, use_color
 
 __all__ = ["cli", "exit_on_signals", "main", "use_color"]

@@ -19,7 +19,6 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 COLLAPSE_PADDING = 8
 
 
-
 @dataclass(frozen=True)
 class TypeStyle:
     """How one token type looks in every report.
@@ -165,6 +164,7 @@ def format_row(
     show_ids: bool = False,
     color: bool = False,
     collapse_padding: int | None = COLLAPSE_PADDING,
+    changed: Sequence[bool] | np.ndarray | None = None,
 ) -> str:
     """One row as a line of text: tokens by type, coloured or with `[type]` markers.
 
@@ -174,7 +174,7 @@ def format_row(
         '[prompt] GAA GGC GCC [completion] ATG ATC GAC [separator] SEP'
 
     Sub-word tokenizers join pieces without spaces (the pieces carry their own); ids, word-level
-    vocabularies and `show_ids` join with a space.
+    vocabularies and `show_ids` join with a space. `changed` marks tokens (see render_segments).
     """
     segments = row_segments(
         input_ids,
@@ -182,6 +182,7 @@ def format_row(
         tokenizer=tokenizer,
         show_ids=show_ids,
         collapse_padding=collapse_padding,
+        changed=changed,
     )
     spaced = tokenizer is None or tokenizer.word_level or show_ids
     return render_segments(segments, color=color, joiner=" " if spaced else "")
