@@ -44,6 +44,42 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 )
 @prompt_loss_weight_option(help_extra="A row in which no target carries loss is an error.")
 @click.option("--strict", is_flag=True, help="Count warnings as errors (exit 1 on any finding).")
+@click.option(
+    "--min-learned-per-row",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Error when a row learns fewer than N targets (at --prompt-loss-weight, else 0).",
+)
+@click.option(
+    "--max-padding-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    metavar="F",
+    help="Error when padding is more than this share (0..1) of a file's tokens.",
+)
+@click.option(
+    "--max-truncated-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    metavar="F",
+    help="Error when more than this share (0..1) of the input lines were cut or dropped for"
+    " length, as the tokenize ledger beside the shard (SHARD.ledger.jsonl) or --ledger says.",
+)
+@click.option(
+    "--max-rows-without-loss",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Error when more than N rows of a file carry no loss (at --prompt-loss-weight, else"
+    " 0); up to N are a warning.",
+)
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The `tokenize --ledger` file for --max-truncated-share (default: beside each shard).",
+)
 @json_option
 @quiet_option
 @click.pass_context
@@ -56,6 +92,11 @@ def validate_command(
     require_types: bool,
     prompt_loss_weight: float | None,
     strict: bool,
+    min_learned_per_row: int | None,
+    max_padding_share: float | None,
+    max_truncated_share: float | None,
+    max_rows_without_loss: int | None,
+    ledger: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -65,12 +106,18 @@ def validate_command(
     severity, an exact count, the first offending row and column, and a fix. Exit 0 with no
     errors, 1 with errors (or any warning with --strict), 2 for a bad invocation.
 
+    The --min-/--max- thresholds let a Makefile or CI job stop a build before training: each
+    one crossed is an error finding of its own (learned-per-row, padding-share,
+    truncated-share, no-loss-row).
+
     Example:
 
     \b
         tokentype validate shard.h5
         tokentype validate shards/ --tokenizer gpt2/ --max-seq-length 2048 --require-types
         tokentype validate shards/ --prompt-loss-weight 0 --json | jq '.files[].findings[].check'
+        tokentype validate out.h5 --min-learned-per-row 16 --max-padding-share 0.3 \\
+            --max-truncated-share 0.01 --max-rows-without-loss 0
     """
     from tokentype_cli.validate import ValidateOptions, totals, validate_paths
     from tokentype_cli.validate import as_json as report_json
@@ -82,6 +129,11 @@ def validate_command(
         require_types=require_types,
         prompt_loss_weight=prompt_loss_weight,
         strict=strict,
+        min_learned_per_row=min_learned_per_row,
+        max_padding_share=max_padding_share,
+        max_truncated_share=max_truncated_share,
+        max_rows_without_loss=max_rows_without_loss,
+        ledger=ledger,
     )
     with progress_bar(None, "tok", "validate", quiet) as advance:
         reports = validate_paths(paths, options, progress=advance)
