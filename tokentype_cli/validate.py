@@ -161,10 +161,16 @@ class ValidateOptions:
         return None if self.tokenizer is None else self.tokenizer.vocab_size
 
 
+# Called with (path, first_row, input_ids block, token_type_ids block or None) for each block
+# validate reads, so a report can gather its statistics in the same streamed pass.
+BlockObserver = Callable[[Path, int, np.ndarray, "np.ndarray | None"], None]
+
+
 def validate_paths(
     paths: Iterable[str | os.PathLike],
     options: ValidateOptions = ValidateOptions(),
     progress: Callable[[int], None] | None = None,
+    on_block: BlockObserver | None = None,
 ) -> list[FileReport]:
     """Validate every file (folders expand to their *.h5 / *.hdf5), one report per file."""
     reports: list[FileReport] = []
@@ -183,7 +189,7 @@ def validate_paths(
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            report = validate_file(path, options, progress)
+            report = validate_file(path, options, progress, on_block)
             if report.seq_len is not None:
                 if first_seq_len is None:
                     first_seq_len = (path, report.seq_len)
@@ -203,6 +209,7 @@ def validate_file(
     path: str | os.PathLike,
     options: ValidateOptions = ValidateOptions(),
     progress: Callable[[int], None] | None = None,
+    on_block: BlockObserver | None = None,
 ) -> FileReport:
     """All checks on one file; never raises for a problem in the file, it becomes a finding."""
     report = FileReport(Path(path))
@@ -213,7 +220,7 @@ def validate_file(
         return report
     try:
         with shard:
-            _check_file(shard, report, options, progress)
+            _check_file(shard, report, options, progress, on_block)
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         # h5py surfaces damaged metadata as any of these, from any attribute access.
         report.add("unreadable", ERROR, f"{path}: cannot be read ({first_line(exc)})")
@@ -271,6 +278,7 @@ def _check_file(
     report: FileReport,
     options: ValidateOptions,
     progress: Callable[[int], None] | None,
+    on_block: BlockObserver | None = None,
 ) -> None:
     path = report.path
     if INPUT_IDS not in shard:
@@ -326,6 +334,8 @@ def _check_file(
     datasets = [ids] if types is None else [ids, types]
     for first_row, blocks in _blocks(datasets, report):
         checker.check(first_row, blocks[0], blocks[1] if types is not None else None)
+        if on_block is not None:
+            on_block(path, first_row, blocks[0], blocks[1] if types is not None else None)
         if progress is not None:
             progress(blocks[0].size)
     checker.report(report)
