@@ -1,11 +1,13 @@
 """`diff`: what two builds teach differently, with rows matched by content.
 
 One streamed pass over each build hashes every row (64 bits of its `input_ids`, 64 of its types),
-so memory grows with the row-hash index, not with the rows. Rows are matched as multisets of their
-id hashes: a reshuffled or rebalanced build still compares, and duplicate rows pair up one to one.
-Within matched rows the types are compared token by token; rows that sit at the same position of
-same-named files are compared during the first pass, the few others in a second pass that reads
-only the chunks holding them.
+so memory grows with the row-hash index, not with the rows: 17 bytes a row on each side (the two
+hashes and a flag), and for a moment up to about 60 more a row while rows that moved are matched
+(sorting their hashes). Rows are matched as multisets of their id hashes: a reshuffled or
+rebalanced build still compares, and duplicate rows pair up one to one. Within matched rows the
+types are compared token by token; rows at the same position of same-named, same-shaped files are
+compared during the first pass, the others in a second pass that reads only the chunks holding
+them (their B types wait in memory, or in a temporary file when large).
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _SHIFT1 = np.uint64(30)
 _SHIFT2 = np.uint64(31)
-# Hashing this many rows at a time keeps the 64-bit temporaries in the CPU cache.
-_HASH_ROWS = 64
+# Hashing about this many words at a time keeps the 64-bit temporaries in the CPU cache.
+_HASH_WORDS = 1 << 15
 
 
 @lru_cache(maxsize=32)
@@ -75,10 +77,11 @@ def hash_words(words: np.ndarray, seed: int) -> np.ndarray:
     rows, width = words.shape
     keys = _column_keys(width, seed)
     out = np.empty(rows, dtype=np.uint64)
-    mixed = np.empty((min(rows, _HASH_ROWS), width), dtype=np.uint64)
+    step = max(1, _HASH_WORDS // max(1, width))
+    mixed = np.empty((min(rows, step), width), dtype=np.uint64)
     shifted = np.empty_like(mixed)
-    for start in range(0, rows, _HASH_ROWS):
-        part = words[start : start + _HASH_ROWS]
+    for start in range(0, rows, step):
+        part = words[start : start + step]
         x, t = mixed[: len(part)], shifted[: len(part)]
         np.bitwise_xor(part, keys, out=x)
         np.right_shift(x, _SHIFT1, out=t)
@@ -507,34 +510,25 @@ def _add_changes(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
 # --- matching ------------------------------------------------------------------------------------
 
 
-def _pair(keys_a: list[np.ndarray], keys_b: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Pair equal keys one to one, as multisets: positions into the A and B key arrays.
+def _pair(keys_a: np.ndarray, keys_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pair equal keys one to one, as multisets: positions into `keys_a` and `keys_b`.
 
-    A key held k times in A and m times in B gives min(k, m) pairs, the first of each side's
-    copies (in their given order) first.
+    A key held k times in A and m times in B gives min(k, m) pairs, each side's copies taken in
+    their given order. Sorting each side and searching the other keeps the memory at a few
+    8-byte arrays per key, with no Python loop per key.
     """
-    n_a = len(keys_a[0])
-    if n_a == 0 or len(keys_b[0]) == 0:
+    if not len(keys_a) or not len(keys_b):
         return np.empty(0, np.intp), np.empty(0, np.intp)
-    columns = [np.concatenate([ka, kb]) for ka, kb in zip(keys_a, keys_b, strict=True)]
-    side = np.zeros(len(columns[0]), np.int8)
-    side[n_a:] = 1
-    # np.lexsort sorts by its last key first, and is stable: A before B, each in given order.
-    order = np.lexsort([side, *reversed(columns)])
-    sorted_keys = [column[order] for column in columns]
-    new_key = np.ones(len(order), bool)
-    new_key[1:] = np.logical_or.reduce([k[1:] != k[:-1] for k in sorted_keys])
-    group = np.cumsum(new_key) - 1
-    start = np.flatnonzero(new_key)
-    is_a = side[order] == 0
-    count_a = np.bincount(group[is_a], minlength=len(start))
-    count_b = np.bincount(group[~is_a], minlength=len(start))
-    positions_a = np.flatnonzero(is_a)
-    rank = positions_a - start[group[positions_a]]
-    has_partner = rank < count_b[group[positions_a]]
-    positions_a = positions_a[has_partner]
-    positions_b = start[group[positions_a]] + count_a[group[positions_a]] + rank[has_partner]
-    return order[positions_a], order[positions_b] - n_a
+    order_a = np.argsort(keys_a, kind="stable")
+    sorted_a = keys_a[order_a]
+    order_b = np.argsort(keys_b, kind="stable")
+    sorted_b = keys_b[order_b]
+    # The k-th copy of a key in A pairs with the k-th copy in B, if B has that many.
+    rank = np.arange(len(sorted_a)) - np.searchsorted(sorted_a, sorted_a, side="left")
+    partner = np.searchsorted(sorted_b, sorted_a, side="left") + rank
+    del rank
+    found = partner < np.searchsorted(sorted_b, sorted_a, side="right")
+    return order_a[found], order_b[partner[found]]
 
 
 def _match(
@@ -543,24 +537,24 @@ def _match(
     partners: list[tuple[BuildFile, BuildFile]],
 ) -> None:
     a, b = result.a, result.b
-    kept_a, kept_b = ~a.left_out, ~b.left_out
     result.left_out_a = int(np.count_nonzero(a.left_out))
     result.left_out_b = int(np.count_nonzero(b.left_out))
-    free_a, free_b = kept_a.copy(), kept_b.copy()
+    free_a, free_b = ~a.left_out, ~b.left_out
     compared = same = ids_differ = types_differ = 0
     changed_aligned = 0
     for file_a, file_b in aligned:
-        rows_a = np.arange(file_a.offset, file_a.offset + file_a.rows)
-        rows_b = np.arange(file_b.offset, file_b.offset + file_b.rows)
-        equal_ids = a.ids_hash[rows_a] == b.ids_hash[rows_b]
-        equal_types = a.types_hash[rows_a] == b.types_hash[rows_b]
+        # Files of a pair with one shape are the same rows on both sides: slices, not copies.
+        at_a = slice(file_a.offset, file_a.offset + file_a.rows)
+        at_b = slice(file_b.offset, file_b.offset + file_b.rows)
+        equal_ids = a.ids_hash[at_a] == b.ids_hash[at_b]
+        equal_types = a.types_hash[at_a] == b.types_hash[at_b]
         compared += file_a.rows
         same += int(np.count_nonzero(equal_ids & equal_types))
         ids_differ += int(np.count_nonzero(~equal_ids))
         types_differ += int(np.count_nonzero(equal_ids & ~equal_types))
-        pair = equal_ids & kept_a[rows_a] & kept_b[rows_b]
-        free_a[rows_a[pair]] = False
-        free_b[rows_b[pair]] = False
+        pair = equal_ids & free_a[at_a] & free_b[at_b]
+        free_a[at_a] &= ~pair
+        free_b[at_b] &= ~pair
         changed_aligned += int(np.count_nonzero(pair & ~equal_types))
         result.matched += int(np.count_nonzero(pair))
     if aligned:
@@ -570,30 +564,40 @@ def _match(
             "ids_differ": ids_differ,
             "types_differ": types_differ,
         }
-    # The rest pair up by content: equal ids and types first, so that of two copies of a row the
-    # one with unchanged types is not paired against the changed one.
+    # The rest pair up by content: ids and types first, so that of two copies of a row the one
+    # whose types are unchanged pairs with its twin, then by ids alone.
     index_a, index_b = np.flatnonzero(free_a), np.flatnonzero(free_b)
+    del free_a, free_b
     moved_a, moved_b = [], []
-    for keys in ((a.ids_hash, a.types_hash, b.ids_hash, b.types_hash), (a.ids_hash, b.ids_hash)):
-        half = len(keys) // 2
-        pos_a, pos_b = _pair([k[index_a] for k in keys[:half]], [k[index_b] for k in keys[half:]])
+    for with_types in (True, False):
+        keys_a, keys_b = a.ids_hash[index_a], b.ids_hash[index_b]
+        if with_types:
+            keys_a ^= a.types_hash[index_a] * _MIX1
+            keys_b ^= b.types_hash[index_b] * _MIX1
+        pos_a, pos_b = _pair(keys_a, keys_b)
+        del keys_a, keys_b
         moved_a.append(index_a[pos_a])
         moved_b.append(index_b[pos_b])
         index_a = np.delete(index_a, pos_a)
         index_b = np.delete(index_b, pos_b)
     pairs_a, pairs_b = np.concatenate(moved_a), np.concatenate(moved_b)
+    del moved_a, moved_b
     result.moved = int(np.count_nonzero(~_in_place(partners, pairs_a, pairs_b)))
     result.matched += len(pairs_a)
     result.only_in_a, result.only_in_b = len(index_a), len(index_b)
     changed = a.types_hash[pairs_a] != b.types_hash[pairs_b]
     result.types_changed_rows = changed_aligned + int(np.count_nonzero(changed))
     _compare_moved(result, pairs_a[changed], pairs_b[changed])
-    result.same_order = bool(
-        np.count_nonzero(kept_a) == np.count_nonzero(kept_b)
-        and np.array_equal(a.ids_hash[kept_a], b.ids_hash[kept_b])
-    )
+    result.same_order = _same_order(a, b)
     if result.options.show_rows:
         _pick_shown(result, aligned, pairs_a[changed], pairs_b[changed], index_a, index_b)
+
+
+def _same_order(a: Build, b: Build) -> bool:
+    """Whether the rows compared (all, or those not left out) follow each other alike."""
+    if a.left_out.any() or b.left_out.any():
+        return np.array_equal(a.ids_hash[~a.left_out], b.ids_hash[~b.left_out])
+    return np.array_equal(a.ids_hash, b.ids_hash)
 
 
 def _in_place(
