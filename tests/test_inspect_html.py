@@ -323,3 +323,14 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
         "t2": "solid none",
         "t3": "double underline",
     }
+
+
+def test_collapsed_padding_and_a_shard_without_types(tmp_path):
+    path = write_shard(tmp_path / "p.h5", [[9, 10, 2] + [69] * 12], [[0, 1, 3] + [2] * 12])
+    text, _ = report(path, "--tokenizer", CODON_VOCAB)
+    assert '<span class="t2" title="id 69 · padding · columns 3–14">… 12 × PAD</span>' in text
+    untyped = write_shard(tmp_path / "u.h5", np.arange(40).reshape(4, 10))
+    text, page = report(untyped)
+    assert "missing-types" in page.checks
+    assert "No token_type_ids" in text
+    assert "4 rows · mean 9.0 · median 9 · max 9" in text  # every row learns its 9 targets

@@ -454,10 +454,10 @@ def _reason_bars(tally: LedgerTally) -> Markup:
 def _token_html(segment: Segment) -> Markup:
     css_class = "tu" if segment.token_type is None else _class_of(segment.token_type)
     text = segment.text
+    run = f"… {segment.count} × " if segment.count > 1 else ""
+    text = text.removeprefix(run)
     visible = text.strip() == "" and text != ""
-    shown = text.translate(_VISIBLE) if visible else text.translate(_CONTROL)
-    if segment.count > 1:
-        shown = shown.translate(_VISIBLE)
+    shown = run + (text.translate(_VISIBLE) if visible else text.translate(_CONTROL))
     where = f"column {segment.column}"
     if segment.count > 1:
         where = f"columns {segment.column}–{segment.column + segment.count - 1}"
@@ -534,6 +534,7 @@ svg text.on{fill:#fff;font-weight:600;paint-order:stroke;stroke:#0008;stroke-wid
 svg .tick{fill:var(--muted)}
 svg .axis{stroke:#999}
 figure{margin:0}
+figure.wide{margin-top:14px}
 .hists{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}
 .hist svg rect,.wide svg rect{fill:#0072B2}
 .reasons rect{fill:#D55E00}

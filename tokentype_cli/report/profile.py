@@ -48,8 +48,10 @@ class Profile:
         self.rows += rows
         self.tokens += ids.size
         if types is None:
+            # Without types the trainer learns every target of every row.
             self.typed = False
             self.loss.add(None, shape=ids.shape, first_row=first_row)
+            self._count("learned", np.full(rows, max(0, seq_len - 1)), seq_len)
             return
         small = as_small_types(types)
         self.counts += type_counts(small)
