@@ -289,3 +289,31 @@ def test_bad_invocations_are_exit_2(tmp_path):
     assert "two shards or two folders" in result.stderr
     result = run(a, tmp_path / "missing.h5")
     assert result.exit_code == 1 and "missing.h5: no such file" in result.stderr
+
+
+def test_changed_tokens_are_in_reverse_video_on_a_terminal(tmp_path, monkeypatch):
+    import click.testing
+
+    monkeypatch.setattr(
+        click.testing._NamedTextIOWrapper, "isatty", lambda self: True, raising=False
+    )
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    a = write_shard(tmp_path / "a.h5", [[9, 10, 2]], [[0, 1, 3]])
+    b = write_shard(tmp_path / "b.h5", [[9, 10, 2]], [[0, 0, 3]])
+    lines = run(a, b, "--rows", "1").stdout.splitlines()
+    assert lines[-2] == "  A  \x1b[34m9\x1b[0m \x1b[32;7m10\x1b[0m \x1b[1;35m2\x1b[0m"
+    assert lines[-1] == "  B  \x1b[34m9\x1b[0m \x1b[34;7m10\x1b[0m \x1b[1;35m2\x1b[0m"
+
+
+def test_exit_codes_through_a_real_process(tmp_path):
+    import subprocess
+    import sys
+
+    ids, types = build(rows=4)
+    a = write_shard(tmp_path / "a.h5", ids, types)
+    b = write_shard(tmp_path / "b.h5", ids[::-1], types[::-1])
+    command = [sys.executable, "-m", "tokentype_cli", "diff", str(a), str(b), "-q"]
+    assert subprocess.run(command, capture_output=True).returncode == 1
+    done = subprocess.run([*command, "--ignore", "order"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.endswith("same: both builds teach the same thing (ignoring order)\n")

@@ -545,7 +545,7 @@ figure.wide{margin-top:14px}
 table{border-collapse:collapse;width:100%;font-size:.92em}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-td.bar{width:34%}
+td.bar{width:24%}
 td.bar svg.bar{height:16px}
 .sev{font-weight:700;text-transform:uppercase;font-size:.8em;padding:1px 6px;border-radius:4px}
 .sev.error{background:#D55E00;color:#fff}
@@ -614,9 +614,9 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 <section id="splits">
 <h2>Splits</h2>
 <table>
-<thead><tr><th>split</th><th class="n">files</th><th class="n">rows</th><th class="n">tokens</th><th>token types</th><th class="n">padding</th><th class="n">rows without loss</th><th class="n">articles</th></tr></thead>
+<thead><tr><th>split</th><th class="n">files</th><th class="n">rows</th><th class="n">tokens</th><th>token types</th><th>loss</th><th class="n">padding</th><th class="n">rows without loss</th><th class="n">articles</th></tr></thead>
 <tbody>
-{% for name, p in report.splits.items() %}<tr data-split="{{ name }}"><td>{{ name }}</td><td class="n">{{ p.files }}</td><td class="n">{{ "{:,}".format(p.rows) }}</td><td class="n">{{ "{:,}".format(p.tokens) }}</td><td class="bar">{{ bar(type_shares(p), name ~ " token types") }}</td><td class="n">{{ "%.2f%%"|format(100 * p.share(2)) }}</td><td class="n">{{ "{:,}".format(p.loss.rows_without_loss) }}</td><td class="n">{{ "{:,}".format(p.articles) }}</td></tr>
+{% for name, p in report.splits.items() %}<tr data-split="{{ name }}"><td>{{ name }}</td><td class="n">{{ p.files }}</td><td class="n">{{ "{:,}".format(p.rows) }}</td><td class="n">{{ "{:,}".format(p.tokens) }}</td><td class="bar">{{ bar(type_shares(p), name ~ " token types") }}</td><td class="bar">{{ bar(loss_shares(p), name ~ " loss shares") }}</td><td class="n">{{ "%.2f%%"|format(100 * p.share(2)) }}</td><td class="n">{{ "{:,}".format(p.loss.rows_without_loss) }}</td><td class="n">{{ "{:,}".format(p.articles) }}</td></tr>
 {% endfor %}</tbody>
 </table>
 {{ rows_per_file }}
