@@ -6,7 +6,6 @@ by every report; it is imported here too, where `assign-types --dry-run` and old
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,15 +27,15 @@ from tokentype_cli.report.rows import (  # noqa: F401  (re-exported: the formatt
 )
 from tokentype_cli.schema import (
     INPUT_IDS,
-    TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
     find_shards,
-    first_line,
     iter_row_chunks,
     open_shard,
     require_rows_dataset,
 )
+from tokentype_cli.schema import readable as _readable
+from tokentype_cli.schema import types_dataset as _types_dataset
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # --- summary -------------------------------------------------------------------------------------
@@ -167,21 +166,6 @@ def dataset_info(dataset: h5py.Dataset) -> dict[str, object]:
     }
 
 
-@contextlib.contextmanager
-def _readable(path: Path) -> Iterator[None]:
-    """Report damaged metadata (dangling links, broken object headers) as one line.
-
-    h5py raises these as OSError, RuntimeError or KeyError from any access to the file.
-    """
-    try:
-        yield
-    except (OSError, RuntimeError, KeyError) as exc:
-        raise ShardError(
-            f"{path}: cannot be read ({first_line(exc)}); the file is damaged, rebuild it or"
-            " restore a copy"
-        ) from exc
-
-
 def _summarize_file(
     path: Path, prompt_loss_weight: float | None, progress: Callable[[int], None] | None
 ) -> ShardSummary:
@@ -213,19 +197,6 @@ def _summarize_file(
                 progress(block.size)
         summary.type_counts = counts
         return summary
-
-
-def _types_dataset(shard: h5py.File, ids: h5py.Dataset) -> h5py.Dataset | None:
-    """The shard's token_type_ids (None without one); a shape unlike input_ids' is an error."""
-    if TOKEN_TYPE_IDS not in shard:
-        return None
-    types = require_rows_dataset(shard, TOKEN_TYPE_IDS)
-    if types.shape != ids.shape:
-        raise ShardError(
-            f"{shard.filename}: '{TOKEN_TYPE_IDS}' has shape {types.shape} but '{INPUT_IDS}' has"
-            f" {ids.shape}; fix it with `tokentype add-types FILE TYPES --overwrite`"
-        )
-    return types
 
 
 def _plain(value: object) -> object:
