@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from tokentype_cli.errors import OptionError, ShardError
@@ -29,15 +28,15 @@ from tokentype_cli.report.options import IGNORABLE
 from tokentype_cli.report.rows import format_row
 from tokentype_cli.schema import (
     INPUT_IDS,
-    TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
     find_shards,
-    first_line,
     iter_row_chunks,
     open_shard,
     read_step_rows,
+    readable,
     require_rows_dataset,
+    types_dataset,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -204,9 +203,9 @@ def _open_build(path: Path, prompt_loss_weight: float) -> Build:
         raise ShardError(f"{path}: folder holds no *.h5 or *.hdf5 files; pass a shard or a build")
     offset = 0
     for shard_path in shards:
-        with _readable(shard_path), open_shard(shard_path) as shard:
+        with readable(shard_path), open_shard(shard_path) as shard:
             ids = require_rows_dataset(shard, INPUT_IDS)
-            typed = _types_dataset(shard, ids) is not None
+            typed = types_dataset(shard, ids) is not None
             rows, seq_len = ids.shape
         name = shard_path.relative_to(path).as_posix() if path.is_dir() else shard_path.name
         files.append(BuildFile(name, shard_path, rows, seq_len, typed, offset))
@@ -216,30 +215,6 @@ def _open_build(path: Path, prompt_loss_weight: float) -> Build:
     build.types_hash = np.zeros(offset, np.uint64)
     build.left_out = np.zeros(offset, bool)
     return build
-
-
-def _types_dataset(shard: h5py.File, ids: h5py.Dataset) -> h5py.Dataset | None:
-    if TOKEN_TYPE_IDS not in shard:
-        return None
-    types = require_rows_dataset(shard, TOKEN_TYPE_IDS)
-    if types.shape != ids.shape:
-        raise ShardError(
-            f"{shard.filename}: '{TOKEN_TYPE_IDS}' has shape {types.shape} but '{INPUT_IDS}' has"
-            f" {ids.shape}; fix it with `tokentype add-types FILE TYPES --overwrite`"
-        )
-    return types
-
-
-@contextlib.contextmanager
-def _readable(path: Path) -> Iterator[None]:
-    """Damaged metadata surfaces from h5py as OSError, RuntimeError or KeyError: one line."""
-    try:
-        yield
-    except (OSError, RuntimeError, KeyError) as exc:
-        raise ShardError(
-            f"{path}: cannot be read ({first_line(exc)}); the file is damaged, rebuild it or"
-            " restore a copy"
-        ) from exc
 
 
 def _scan_block(
@@ -444,9 +419,9 @@ def diff_builds(
 
 def _file_blocks(file: BuildFile, rows_per_step: int | None = None):
     """(first_row, ids, types or None) blocks of one file."""
-    with _readable(file.path), open_shard(file.path) as shard:
+    with readable(file.path), open_shard(file.path) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
-        types = _types_dataset(shard, ids)
+        types = types_dataset(shard, ids)
         datasets = [ids] if types is None else [ids, types]
         for first_row, blocks in iter_row_chunks(datasets, rows_per_step):
             yield first_row, blocks[0], None if types is None else blocks[1]
@@ -472,7 +447,7 @@ def _scan_aligned(
 ) -> None:
     """Both files of a same-shaped pair in step: rows at one position are compared right away."""
     # One step for both, so their blocks cover the same rows.
-    with _readable(file_a.path), open_shard(file_a.path) as shard:
+    with readable(file_a.path), open_shard(file_a.path) as shard:
         rows_per_step = read_step_rows(require_rows_dataset(shard, INPUT_IDS))
     blocks_b = _file_blocks(file_b, rows_per_step)
     for first_row, ids_a, types_a in _file_blocks(file_a, rows_per_step):
@@ -629,8 +604,8 @@ def _read_types_rows(file: BuildFile, rows: np.ndarray) -> Iterator[tuple[np.nda
     """(positions in `rows`, their small types) chunk by chunk, reading only chunks holding some."""
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
-    with _readable(file.path), open_shard(file.path) as shard:
-        types = _types_dataset(shard, require_rows_dataset(shard, INPUT_IDS))
+    with readable(file.path), open_shard(file.path) as shard:
+        types = types_dataset(shard, require_rows_dataset(shard, INPUT_IDS))
         per_chunk = types.chunks[0] if types.chunks else 1024
         chunk = sorted_rows // per_chunk
         bounds = np.flatnonzero(np.diff(chunk)) + 1
@@ -676,9 +651,9 @@ def _compare_moved(result: DiffResult, rows_a: np.ndarray, rows_b: np.ndarray) -
 
 def _read_row(build: Build, row: int) -> tuple[str, int, np.ndarray, np.ndarray | None]:
     (file, rows, _), *_ = _locate(build, np.array([row]))
-    with _readable(file.path), open_shard(file.path) as shard:
+    with readable(file.path), open_shard(file.path) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
-        types = _types_dataset(shard, ids)
+        types = types_dataset(shard, ids)
         local = int(rows[0])
         return (
             file.name,
