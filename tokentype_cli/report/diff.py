@@ -449,16 +449,19 @@ def _scan_aligned(
     # One step for both, so their blocks cover the same rows.
     with readable(file_a.path), open_shard(file_a.path) as shard:
         rows_per_step = read_step_rows(require_rows_dataset(shard, INPUT_IDS))
-    blocks_b = _file_blocks(file_b, rows_per_step)
-    for first_row, ids_a, types_a in _file_blocks(file_a, rows_per_step):
-        _, ids_b, types_b = next(blocks_b)
-        small_a = _scan_block(build_a, file_a, first_row, ids_a, types_a, ignore_padding)
-        small_b = _scan_block(build_b, file_b, first_row, ids_b, types_b, ignore_padding)
-        if small_a is not None and small_b is not None:
+    with contextlib.closing(_file_blocks(file_b, rows_per_step)) as blocks_b:
+        for first_row, ids_a, types_a in _file_blocks(file_a, rows_per_step):
+            _, ids_b, types_b = next(blocks_b)
+            small_a = _scan_block(build_a, file_a, first_row, ids_a, types_a, ignore_padding)
+            small_b = _scan_block(build_b, file_b, first_row, ids_b, types_b, ignore_padding)
+            if progress is not None:
+                progress(ids_a.size + ids_b.size)
+            if small_a is None or small_b is None:
+                continue
             at_a = slice(file_a.offset + first_row, file_a.offset + first_row + len(ids_a))
             at_b = slice(file_b.offset + first_row, file_b.offset + first_row + len(ids_b))
-            # Rows that will match their partner at the same position (pairs are made from equal
-            # id hashes, aligned ones first) and whose types differ.
+            # Rows that will pair with their partner at the same position (matching takes
+            # aligned equal-id rows first) and whose types differ.
             rows = np.flatnonzero(
                 (build_a.ids_hash[at_a] == build_b.ids_hash[at_b])
                 & (build_a.types_hash[at_a] != build_b.types_hash[at_b])
@@ -467,8 +470,6 @@ def _scan_aligned(
             )
             if rows.size:
                 _add_changes(result.matrix, small_a[rows], small_b[rows])
-        if progress is not None:
-            progress(ids_a.size + ids_b.size)
 
 
 def _add_changes(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
