@@ -334,3 +334,12 @@ def test_collapsed_padding_and_a_shard_without_types(tmp_path):
     assert "missing-types" in page.checks
     assert "No token_type_ids" in text
     assert "4 rows · mean 9.0 · median 9 · max 9" in text  # every row learns its 9 targets
+
+
+def test_a_broken_ledger_beside_a_shard_is_noted_and_a_named_one_fails(shard, tmp_path):
+    broken = shard.with_name("s.ledger.jsonl")
+    broken.write_text("{not json\n")
+    text, page = report(shard)
+    assert "ledger" in page.ids and "skipped: " in text and "s.ledger.jsonl:1" in text
+    result = invoke("inspect", shard, "--html", tmp_path / "r.html", "--ledger", broken)
+    assert result.exit_code == 1 and "not a tokenize ledger line" in result.stderr

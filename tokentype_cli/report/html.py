@@ -23,7 +23,7 @@ from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from tokentype_cli import __version__
-from tokentype_cli.errors import ShardError
+from tokentype_cli.errors import InputError, ShardError
 from tokentype_cli.inspect_shard import format_row_header, parse_rows, read_rows, shard_files
 from tokentype_cli.report.ledger import LedgerTally, ledger_beside, read_ledger
 from tokentype_cli.report.profile import HISTOGRAMS, Profile, empty_like
@@ -100,6 +100,7 @@ class Report:
     splits: dict[str, Profile] = field(default_factory=dict)
     ledger: LedgerTally | None = None
     ledger_files: list[Path] = field(default_factory=list)
+    ledger_errors: list[str] = field(default_factory=list)
     metadata: dict | None = None
     metadata_text: str | None = None
     metadata_error: str | None = None
@@ -181,7 +182,14 @@ def _add_ledgers(report: Report) -> None:
         else [found for e in report.files if (found := ledger_beside(e.path)) is not None]
     )
     for ledger in ledgers:
-        tally = read_ledger(ledger)
+        try:
+            tally = read_ledger(ledger)
+        except InputError as exc:
+            if report.options.ledger is not None:
+                raise  # the one the user named
+            # One found beside a shard that is not a ledger should not cost the whole page.
+            report.ledger_errors.append(str(exc))
+            continue
         if report.ledger is None:
             report.ledger = tally
         else:
@@ -630,11 +638,15 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 {% endfor %}</div>
 </section>
 
-{% if report.ledger %}
+{% if report.ledger or report.ledger_errors %}
 <section id="ledger">
 <h2>Input lines cut, dropped or rejected (tokenize ledger)</h2>
+{% for error in report.ledger_errors %}<p class="note">skipped: {{ error }}</p>
+{% endfor %}
+{% if report.ledger %}
 <p class="note">{{ "{:,}".format(report.ledger.lines) }} lines in {{ ledger_names }}: {{ "{:,}".format(report.ledger.by_status["packed"]) }} packed whole, {{ "{:,}".format(report.ledger.cut_for_length) }} cut or dropped for length ({{ "%.2f%%"|format(100 * report.ledger.cut_share) }}), {{ "{:,}".format(report.ledger.tokens_cut) }} tokens lost to length.</p>
 {{ reasons }}
+{% endif %}
 </section>
 {% endif %}
 
