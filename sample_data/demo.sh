@@ -75,4 +75,15 @@ else
     echo "  (exit $?: no article holds ATC GAA, so --require-match wrote nothing)"
 fi
 
-printf '\n== Done: shards and ledgers are in %s\n' "$out"
+step "diff: the two typings of example 1 teach differently (exit 1), A above B with the changes marked"
+if tokentype diff "$out/assign1.h5" "$out/assign1_alt.h5" --rows 1 --tokenizer "$vocab"; then
+    echo "expected diff to find the retyped tokens" >&2; exit 1
+else
+    echo "  (exit $?: the builds differ)"
+fi
+
+step "inspect --html: one self-contained page for example 2 and its ledger"
+tokentype inspect "$out/tokenized2.h5" --tokenizer "$vocab" --prompt-loss-weight 0 \
+    --html "$out/report.html"
+
+printf '\n== Done: shards, ledgers and report.html are in %s\n' "$out"

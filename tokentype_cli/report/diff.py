@@ -758,7 +758,7 @@ def format_diff(result: DiffResult) -> str:
     if result.positional is not None:
         p = result.positional
         lines.append(
-            f"by position ({p['rows']:,} rows of same-shaped files): {p['same']:,} same,"
+            f"by position ({_plural(p['rows'], 'row')} of same-shaped files): {p['same']:,} same,"
             f" {p['ids_differ']:,} ids differ, {p['types_differ']:,} types differ"
         )
     if result.files_only_in_a:
