@@ -317,3 +317,17 @@ def test_exit_codes_through_a_real_process(tmp_path):
     done = subprocess.run([*command, "--ignore", "order"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.endswith("same: both builds teach the same thing (ignoring order)\n")
+
+
+def test_rows_dropped_from_one_side_are_not_an_order_change(tmp_path):
+    ids, types = build(rows=30)
+    a = write_shard(tmp_path / "a.h5", ids, types)
+    b = write_shard(tmp_path / "b.h5", ids[3:27], types[3:27])
+    code, data = as_json(a, b)
+    assert code == 1 and data["differences"] == ["6 rows only in A"]
+    assert data["rows"]["same_order"] is True
+    swapped = write_shard(
+        tmp_path / "swapped.h5", ids[[1, 0, *range(2, 27)]], types[[1, 0, *range(2, 27)]]
+    )
+    _, data = as_json(a, swapped)
+    assert data["rows"]["same_order"] is False

@@ -543,7 +543,6 @@ def _match(
     # The rest pair up by content: ids and types first, so that of two copies of a row the one
     # whose types are unchanged pairs with its twin, then by ids alone.
     index_a, index_b = np.flatnonzero(free_a), np.flatnonzero(free_b)
-    del free_a, free_b
     moved_a, moved_b = [], []
     for with_types in (True, False):
         keys_a, keys_b = a.ids_hash[index_a], b.ids_hash[index_b]
@@ -564,16 +563,14 @@ def _match(
     changed = a.types_hash[pairs_a] != b.types_hash[pairs_b]
     result.types_changed_rows = changed_aligned + int(np.count_nonzero(changed))
     _compare_moved(result, pairs_a[changed], pairs_b[changed])
-    result.same_order = _same_order(a, b)
+    free_a[pairs_a] = False
+    free_b[pairs_b] = False
+    # Rows only on one side are differences of their own; the order asks about the rest.
+    matched_a, matched_b = ~(free_a | a.left_out), ~(free_b | b.left_out)
+    del free_a, free_b
+    result.same_order = np.array_equal(a.ids_hash[matched_a], b.ids_hash[matched_b])
     if result.options.show_rows:
         _pick_shown(result, aligned, pairs_a[changed], pairs_b[changed], index_a, index_b)
-
-
-def _same_order(a: Build, b: Build) -> bool:
-    """Whether the rows compared (all, or those not left out) follow each other alike."""
-    if a.left_out.any() or b.left_out.any():
-        return np.array_equal(a.ids_hash[~a.left_out], b.ids_hash[~b.left_out])
-    return np.array_equal(a.ids_hash, b.ids_hash)
 
 
 def _in_place(
@@ -761,10 +758,10 @@ def format_diff(result: DiffResult) -> str:
             f"by position ({_plural(p['rows'], 'row')} of same-shaped files): {p['same']:,} same,"
             f" {p['ids_differ']:,} ids differ, {p['types_differ']:,} types differ"
         )
-    if result.files_only_in_a:
-        lines.append("files only in A: " + ", ".join(result.files_only_in_a))
-    if result.files_only_in_b:
-        lines.append("files only in B: " + ", ".join(result.files_only_in_b))
+    for side, names in (("A", result.files_only_in_a), ("B", result.files_only_in_b)):
+        if names:
+            more = f" and {len(names) - _LISTED_FILES:,} more" if len(names) > _LISTED_FILES else ""
+            lines.append(f"files only in {side}: " + ", ".join(names[:_LISTED_FILES]) + more)
     differences = result.differences
     if differences:
         lines.append("differ: " + "; ".join(differences))
@@ -774,6 +771,10 @@ def format_diff(result: DiffResult) -> str:
             "same: both builds teach the same thing" + (ignored if result.options.ignore else "")
         )
     return "\n".join(lines) + "\n"
+
+
+# The text report names this many files only in A (or B); --json lists them all.
+_LISTED_FILES = 8
 
 
 def _build_line(label: str, build: Build) -> str:
