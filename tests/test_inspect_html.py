@@ -343,3 +343,11 @@ def test_a_broken_ledger_beside_a_shard_is_noted_and_a_named_one_fails(shard, tm
     assert "ledger" in page.ids and "skipped: " in text and "s.ledger.jsonl:1" in text
     result = invoke("inspect", shard, "--html", tmp_path / "r.html", "--ledger", broken)
     assert result.exit_code == 1 and "not a tokenize ledger line" in result.stderr
+
+
+def test_a_folder_without_splits_still_charts_rows_per_file(tmp_path):
+    write_shard(tmp_path / "a.h5", *synthetic(3, 16))
+    write_shard(tmp_path / "b.h5", *synthetic(5, 16, seed=1))
+    text, page = report(tmp_path)
+    assert page.splits == [] and "splits" in page.ids
+    assert 'aria-label="rows per file"' in text and "<title>b.h5: 5 rows</title>" in text

@@ -618,15 +618,17 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 {% endif %}
 </section>
 
-{% if report.splits %}
+{% if report.folder %}
 <section id="splits">
-<h2>Splits</h2>
+<h2>{{ "Splits" if report.splits else "Files" }}</h2>
+{% if report.splits %}
 <table>
 <thead><tr><th>split</th><th class="n">files</th><th class="n">rows</th><th class="n">tokens</th><th>token types</th><th>loss</th><th class="n">padding</th><th class="n">rows without loss</th><th class="n">articles</th></tr></thead>
 <tbody>
 {% for name, p in report.splits.items() %}<tr data-split="{{ name }}"><td>{{ name }}</td><td class="n">{{ p.files }}</td><td class="n">{{ "{:,}".format(p.rows) }}</td><td class="n">{{ "{:,}".format(p.tokens) }}</td><td class="bar">{{ bar(type_shares(p), name ~ " token types") }}</td><td class="bar">{{ bar(loss_shares(p), name ~ " loss shares") }}</td><td class="n">{{ "%.2f%%"|format(100 * p.share(2)) }}</td><td class="n">{{ "{:,}".format(p.loss.rows_without_loss) }}</td><td class="n">{{ "{:,}".format(p.articles) }}</td></tr>
 {% endfor %}</tbody>
 </table>
+{% endif %}
 {{ rows_per_file }}
 </section>
 {% endif %}
