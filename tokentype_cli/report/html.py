@@ -620,7 +620,7 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 
 {% if report.folder %}
 <section id="splits">
-<h2>{{ "Splits" if report.splits else "Files" }}</h2>
+<h2>{{ "Splits" if report.splits else "Rows per file" }}</h2>
 {% if report.splits %}
 <table>
 <thead><tr><th>split</th><th class="n">files</th><th class="n">rows</th><th class="n">tokens</th><th>token types</th><th>loss</th><th class="n">padding</th><th class="n">rows without loss</th><th class="n">articles</th></tr></thead>
