@@ -160,12 +160,11 @@ def test_folders_pair_files_by_name_and_a_rebalanced_build_still_compares(tmp_pa
         write_shard(new / f"train_{k}_of_3.hdf5", ids[part], types[part])
     code, data = as_json(old, new)
     assert code == 0, data["differences"]
-    assert data["files"] == {
-        "only_in_a": ["train_1_of_2.hdf5", "train_2_of_2.hdf5"],
-        "only_in_b": ["train_1_of_3.hdf5", "train_2_of_3.hdf5", "train_3_of_3.hdf5"],
-    }
+    assert data["files_only_in_a"] == ["train_1_of_2.hdf5", "train_2_of_2.hdf5"]
+    assert data["files_only_in_b"] == data["b"]["files"]
+    assert data["b"]["files"] == ["train_1_of_3.hdf5", "train_2_of_3.hdf5", "train_3_of_3.hdf5"]
     assert data["by_position"] is None
-    assert data["a"]["files"] == 2 and data["b"]["files"] == 3
+    assert data["inputs"] == [str(old), str(new)]
     # Same names and shapes: compared by position too; a dev file only in B is a difference.
     write_shard(new / "train_1_of_2.hdf5", ids[:15], types[:15])
     write_shard(old / "train_1_of_3.hdf5", ids[:10], types[:10])
@@ -174,7 +173,7 @@ def test_folders_pair_files_by_name_and_a_rebalanced_build_still_compares(tmp_pa
     # B now holds rows 10..14 twice (train_1_of_2 and train_2_of_3), A once, and 3 dev rows.
     assert code == 1 and data["rows"]["only_in_b"] == 5 + 3
     assert data["by_position"]["rows"] == 25 and data["by_position"]["same"] == 25
-    assert "dev_1_of_1.hdf5" in data["files"]["only_in_b"]
+    assert "dev_1_of_1.hdf5" in data["files_only_in_b"]
 
 
 def test_rows_shows_a_above_b_with_the_changed_tokens_marked(tmp_path):

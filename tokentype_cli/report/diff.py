@@ -176,7 +176,7 @@ class Build:
         typed_tokens = int(self.counts.sum())
         return {
             "path": str(self.path),
-            "files": len(self.files),
+            "files": [f.name for f in self.files],
             "rows": self.rows,
             "seq_len": self.seq_len,
             "tokens": self.tokens,
@@ -332,6 +332,7 @@ class DiffResult:
             for i, source in enumerate(MATRIX_NAMES)
         }
         return {
+            "inputs": [str(self.a.path), str(self.b.path)],
             "a": self.a.as_dict(),
             "b": self.b.as_dict(),
             "prompt_loss_weight": self.options.prompt_loss_weight,
@@ -352,7 +353,8 @@ class DiffResult:
             "type_changes": {name: row for name, row in matrix.items() if row},
             "tokens_changed": self.tokens_changed,
             "by_position": self.positional,
-            "files": {"only_in_a": self.files_only_in_a, "only_in_b": self.files_only_in_b},
+            "files_only_in_a": self.files_only_in_a,
+            "files_only_in_b": self.files_only_in_b,
             "shown": [
                 {
                     "kind": row.kind,

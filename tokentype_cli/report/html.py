@@ -611,7 +611,7 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 {% endfor %}</ul>
 <p class="note">Token types, share of all tokens</p>
 <div id="type-shares" data-shares="{{ type_share_data }}">{{ bar(type_shares(total), "token type shares") }}</div>
-<p class="note">Share of the loss at prompt_loss_weight {{ "%g"|format(weight) }} (each row's target weights normalised by their sum, as the trainer does)</p>
+<p class="note">Share of the loss at prompt_loss_weight {{ "%g"|format(weight) }}, as <code>inspect --prompt-loss-weight</code> reports it</p>
 <div id="loss-shares" data-shares="{{ loss_share_data }}">{{ bar(loss_shares(total), "loss shares") }}</div>
 {% else %}
 <p class="note">No token_type_ids{% if report.folder %} in some files{% endif %}: the trainer learns every token.</p>
