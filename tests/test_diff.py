@@ -53,7 +53,7 @@ def test_identical_builds_are_the_same(tmp_path):
     assert result.stdout.splitlines()[-1] == "same: both builds teach the same thing"
     code, data = as_json(a, b)
     assert code == 0 and data["same"] is True and data["differences"] == []
-    assert data["rows"]["matched"] == 40 and data["rows"]["moved"] == 0
+    assert data["matching"]["matched"] == 40 and data["matching"]["moved"] == 0
     assert data["by_position"] == {"rows": 40, "same": 40, "ids_differ": 0, "types_differ": 0}
     assert data["a"]["token_types"] == data["b"]["token_types"]
     assert set(data["a"]) >= {"path", "rows", "seq_len", "token_types"}
@@ -71,7 +71,7 @@ def test_type_changes_are_counted_from_and_to(tmp_path):
     code, data = as_json(a, b)
     assert code == 1
     assert data["type_changes"] == {"completion": {"prompt": 2}, "separator": {"padding": 1}}
-    assert data["rows"]["types_changed"] == 2 and data["tokens_changed"] == 3
+    assert data["matching"]["types_changed"] == 2 and data["tokens_changed"] == 3
     assert data["by_position"]["types_differ"] == 2
     assert data["learned_change"] == -3.0
     text = run(a, b).stdout
@@ -90,7 +90,7 @@ def test_a_reshuffled_build_matches_by_content(tmp_path):
     assert code == 1 and data["differences"] == [
         "rows in another order (--ignore order accepts that)"
     ]
-    assert data["rows"]["matched"] == 60 and data["rows"]["only_in_a"] == 0
+    assert data["matching"]["matched"] == 60 and data["matching"]["only_in_a"] == 0
     assert run(a, shuffled, "--ignore", "order").exit_code == 0
     # A type change in a row that moved is found too (the second pass).
     moved = write_shard(tmp_path / "moved.h5", ids[order], changed[order])
@@ -98,7 +98,7 @@ def test_a_reshuffled_build_matches_by_content(tmp_path):
     assert code == 1
     prompts = int(np.count_nonzero(types[10] == 0))
     assert data["type_changes"] == {"prompt": {"completion": prompts}}
-    assert data["rows"]["types_changed"] == 1
+    assert data["matching"]["types_changed"] == 1
 
 
 def test_duplicate_rows_are_matched_as_multisets(tmp_path):
@@ -107,7 +107,7 @@ def test_duplicate_rows_are_matched_as_multisets(tmp_path):
     b = write_shard(tmp_path / "b.h5", ids[[0, 0, 0, 1, 3]], types[[0, 0, 0, 1, 3]])
     code, data = as_json(a, b, "--ignore", "order")
     assert code == 1
-    assert data["rows"] | {"same_order": None} == {
+    assert data["matching"] | {"same_order": None} == {
         "matched": 3,
         "moved": 1,  # row 1 is row 2 of A and row 3 of B
         "only_in_a": 1,
@@ -127,7 +127,7 @@ def test_copies_of_a_row_pair_up_by_their_types_first(tmp_path):
     b = write_shard(tmp_path / "b.h5", ids[[1, 0, 0]], [types[1], other, types[0]])
     code, data = as_json(a, b, "--ignore", "order")
     assert code == 0, data["differences"]
-    assert data["rows"]["types_changed"] == 0
+    assert data["matching"]["types_changed"] == 0
 
 
 def test_ignore_padding_accepts_another_pad_id_and_padding_only_rows(tmp_path):
@@ -140,10 +140,10 @@ def test_ignore_padding_accepts_another_pad_id_and_padding_only_rows(tmp_path):
         np.vstack([types, np.full((2, 12), 2)]),
     )
     code, data = as_json(a, b)
-    assert code == 1 and data["rows"]["only_in_b"] == 42
+    assert code == 1 and data["matching"]["only_in_b"] == 42
     code, data = as_json(a, b, "--ignore", "padding")
     assert code == 0, data["differences"]
-    assert data["rows"]["left_out_b"] == 2 and data["rows"]["matched"] == 40
+    assert data["matching"]["left_out_b"] == 2 and data["matching"]["matched"] == 40
     text = run(a, b, "--ignore", "padding").stdout
     assert "left out (only padding): 0 in A, 2 in B" in text
     assert text.endswith("same: both builds teach the same thing (ignoring padding)\n")
@@ -171,7 +171,7 @@ def test_folders_pair_files_by_name_and_a_rebalanced_build_still_compares(tmp_pa
     write_shard(new / "dev_1_of_1.hdf5", *build(rows=3, seed=9))
     code, data = as_json(old, new, "--ignore", "order")
     # B now holds rows 10..14 twice (train_1_of_2 and train_2_of_3), A once, and 3 dev rows.
-    assert code == 1 and data["rows"]["only_in_b"] == 5 + 3
+    assert code == 1 and data["matching"]["only_in_b"] == 5 + 3
     assert data["by_position"]["rows"] == 25 and data["by_position"]["same"] == 25
     assert "dev_1_of_1.hdf5" in data["files_only_in_b"]
 
@@ -220,7 +220,7 @@ def test_a_build_without_types_differs_from_one_with(tmp_path):
     a = write_shard(tmp_path / "a.h5", ids, types)
     b = write_shard(tmp_path / "b.h5", ids)
     code, data = as_json(a, b)
-    assert code == 1 and data["rows"]["types_changed"] == 4
+    assert code == 1 and data["matching"]["types_changed"] == 4
     assert data["b"]["token_types"] is None
     assert "(no token_type_ids)" in run(a, b).stdout
 
@@ -324,9 +324,9 @@ def test_rows_dropped_from_one_side_are_not_an_order_change(tmp_path):
     b = write_shard(tmp_path / "b.h5", ids[3:27], types[3:27])
     code, data = as_json(a, b)
     assert code == 1 and data["differences"] == ["6 rows only in A"]
-    assert data["rows"]["same_order"] is True
+    assert data["matching"]["same_order"] is True
     swapped = write_shard(
         tmp_path / "swapped.h5", ids[[1, 0, *range(2, 27)]], types[[1, 0, *range(2, 27)]]
     )
     _, data = as_json(a, swapped)
-    assert data["rows"]["same_order"] is False
+    assert data["matching"]["same_order"] is False

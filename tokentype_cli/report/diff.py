@@ -340,7 +340,8 @@ class DiffResult:
             "same": not self.differences,
             "differences": self.differences,
             "learned_change": self.b.learned - self.a.learned,
-            "rows": {
+            # Not "rows": that name is a row count in every output.
+            "matching": {
                 "matched": self.matched,
                 "moved": self.moved,
                 "only_in_a": self.only_in_a,
