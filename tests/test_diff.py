@@ -115,6 +115,7 @@ def test_duplicate_rows_are_matched_as_multisets(tmp_path):
         "left_out_a": 0,
         "left_out_b": 0,
         "types_changed": 0,
+        "typed_on_one_side": 0,
         "same_order": None,
     }
 
@@ -220,9 +221,25 @@ def test_a_build_without_types_differs_from_one_with(tmp_path):
     a = write_shard(tmp_path / "a.h5", ids, types)
     b = write_shard(tmp_path / "b.h5", ids)
     code, data = as_json(a, b)
-    assert code == 1 and data["matching"]["types_changed"] == 4
+    assert code == 1 and data["matching"]["typed_on_one_side"] == 4
+    assert data["matching"]["types_changed"] == 0 and data["type_changes"] == {}
     assert data["b"]["token_types"] is None
+    assert data["differences"] == [
+        "token_type_ids in one build only for 4 matched rows (without them the trainer learns"
+        " every token)"
+    ]
     assert "(no token_type_ids)" in run(a, b).stdout
+    # Rows that also moved, between a typed and an untyped file, need no second pass.
+    c = write_shard(tmp_path / "c.h5", ids[::-1])
+    code, data = as_json(a, c, "--ignore", "order")
+    assert code == 1 and data["matching"]["typed_on_one_side"] == 4
+
+
+def test_different_row_lengths_are_named(tmp_path):
+    a = write_shard(tmp_path / "a.h5", *build(rows=2, seq_len=12))
+    b = write_shard(tmp_path / "b.h5", *build(rows=2, seq_len=16))
+    _, data = as_json(a, b)
+    assert data["differences"][0] == "seq_len 12 in A but 16 in B (no row can match)"
 
 
 @pytest.mark.parametrize("in_memory", [True, False])

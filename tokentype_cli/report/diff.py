@@ -293,7 +293,8 @@ class DiffResult:
     only_in_b: int = 0
     left_out_a: int = 0
     left_out_b: int = 0
-    types_changed_rows: int = 0
+    types_changed_rows: int = 0  # matched rows typed in both builds, their types differing
+    typed_on_one_side: int = 0  # matched rows with token_type_ids in one build only
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((N_TYPES + 1,) * 2, np.int64))
     same_order: bool = True
     positional: dict[str, int] | None = None
@@ -309,6 +310,9 @@ class DiffResult:
     def differences(self) -> list[str]:
         """Why the builds teach differently; empty when they teach the same thing."""
         found = []
+        a, b = self.a.seq_len, self.b.seq_len
+        if a is not None and b is not None and a != b:
+            found.append(f"seq_len {a} in A but {b} in B (no row can match)")
         if self.only_in_a:
             found.append(f"{_plural(self.only_in_a, 'row')} only in A")
         if self.only_in_b:
@@ -317,6 +321,12 @@ class DiffResult:
             found.append(
                 f"types changed in {_plural(self.types_changed_rows, 'matched row')}"
                 f" ({_plural(self.tokens_changed, 'token')})"
+            )
+        if self.typed_on_one_side:
+            found.append(
+                f"token_type_ids in one build only for"
+                f" {_plural(self.typed_on_one_side, 'matched row')} (without them the trainer"
+                " learns every token)"
             )
         if not self.same_order and "order" not in self.options.ignore:
             found.append("rows in another order (--ignore order accepts that)")
@@ -349,6 +359,7 @@ class DiffResult:
                 "left_out_a": self.left_out_a,
                 "left_out_b": self.left_out_b,
                 "types_changed": self.types_changed_rows,
+                "typed_on_one_side": self.typed_on_one_side,
                 "same_order": self.same_order,
             },
             "type_changes": {name: row for name, row in matrix.items() if row},
@@ -520,7 +531,7 @@ def _match(
     result.left_out_b = int(np.count_nonzero(b.left_out))
     free_a, free_b = ~a.left_out, ~b.left_out
     compared = same = ids_differ = types_differ = 0
-    changed_aligned = 0
+    changed_aligned = one_sided = 0
     for file_a, file_b in aligned:
         # Files of a pair with one shape are the same rows on both sides: slices, not copies.
         at_a = slice(file_a.offset, file_a.offset + file_a.rows)
@@ -534,7 +545,9 @@ def _match(
         pair = equal_ids & free_a[at_a] & free_b[at_b]
         free_a[at_a] &= ~pair
         free_b[at_b] &= ~pair
-        changed_aligned += int(np.count_nonzero(pair & ~equal_types))
+        untyped = (a.types_hash[at_a] == _UNTYPED) != (b.types_hash[at_b] == _UNTYPED)
+        one_sided += int(np.count_nonzero(pair & untyped))
+        changed_aligned += int(np.count_nonzero(pair & ~equal_types & ~untyped))
         result.matched += int(np.count_nonzero(pair))
     if aligned:
         result.positional = {
@@ -563,8 +576,11 @@ def _match(
     result.moved = int(np.count_nonzero(~_in_place(partners, pairs_a, pairs_b)))
     result.matched += len(pairs_a)
     result.only_in_a, result.only_in_b = len(index_a), len(index_b)
-    changed = a.types_hash[pairs_a] != b.types_hash[pairs_b]
+    untyped = (a.types_hash[pairs_a] == _UNTYPED) != (b.types_hash[pairs_b] == _UNTYPED)
+    changed = (a.types_hash[pairs_a] != b.types_hash[pairs_b]) & ~untyped
     result.types_changed_rows = changed_aligned + int(np.count_nonzero(changed))
+    result.typed_on_one_side = one_sided + int(np.count_nonzero(untyped))
+    del untyped
     _compare_moved(result, pairs_a[changed], pairs_b[changed])
     free_a[pairs_a] = False
     free_b[pairs_b] = False
@@ -753,8 +769,12 @@ def format_diff(result: DiffResult) -> str:
             f" {_plural(result.tokens_changed, 'token')} (from \\ to):"
         )
         lines.extend(_matrix_lines(result.matrix))
-    else:
+    elif not result.typed_on_one_side:
         lines.append("types: the same in every matched row")
+    if result.typed_on_one_side:
+        lines.append(
+            f"token_type_ids in one build only: {_plural(result.typed_on_one_side, 'matched row')}"
+        )
     if result.positional is not None:
         p = result.positional
         lines.append(
