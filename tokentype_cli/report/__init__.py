@@ -1,1 +1,3 @@
-"""Reports: the row view and palette they share (`rows`)."""
+"""Reports: `rows` (the row view and palette every report shares), `diff`, `html`
+(`inspect --html`) with its per-row statistics (`profile`), and `ledger` (a tokenize ledger read
+back)."""
