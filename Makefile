@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_assign_types.py
 	$(BIN)/python benchmarks/bench_tokenize.py
 	$(BIN)/python benchmarks/bench_dataset.py
+	$(BIN)/python benchmarks/bench_diff.py
 
 clean:
 	rm -rf $(DEMO) benchmarks/out .pytest_cache .ruff_cache .hypothesis

@@ -84,4 +84,15 @@ tokentype validate "$out/dataset"
 grep -E '^(max_seq_length|number_of_training_files|number_of_dev_files|max_batch_size_train|max_batch_size_dev|tokenizer_model_type):' \
     "$out/dataset/metadata.yaml" | sed 's/^/  /'
 
-printf '\n== Done: shards, ledgers and the dataset folder are in %s\n' "$out"
+step "diff: the two typings of example 1 teach differently (exit 1), A above B with the changes marked"
+if tokentype diff "$out/assign1.h5" "$out/assign1_alt.h5" --rows 1 --tokenizer "$vocab"; then
+    echo "expected diff to find the retyped tokens" >&2; exit 1
+else
+    echo "  (exit $?: the builds differ)"
+fi
+
+step "inspect --html: one self-contained page for example 2 and its ledger"
+tokentype inspect "$out/tokenized2.h5" --tokenizer "$vocab" --prompt-loss-weight 0 \
+    --html "$out/report.html"
+
+printf '\n== Done: shards, ledgers, the dataset folder and report.html are in %s\n' "$out"

@@ -11,7 +11,7 @@ from tokentype_cli.cli import cli
 
 from .conftest import CODON_VOCAB, invoke
 
-COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect", "repack"]
+COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect", "diff", "repack"]
 # The HDF5 argument comes first for these; the rest are filled with harmless values.
 HDF5_COMMANDS = {
     "assign-types": [],
@@ -19,6 +19,7 @@ HDF5_COMMANDS = {
     "validate": [],
     "inspect": [],
     "repack": [],
+    "diff": ["other.h5"],
 }
 
 

@@ -19,7 +19,8 @@ from tokentype_cli.loss import (
     normalised_weights,
     target_weights,
 )
-from tokentype_cli.schema import ShardWriter
+from tokentype_cli.report.rows import PALETTE, UNKNOWN_STYLE, render_segments, style_of
+from tokentype_cli.schema import ShardWriter, TokenType
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
 from .conftest import (
@@ -330,3 +331,19 @@ def test_damaged_file_is_one_line_exit_1(tmp_path):
     assert result.stdout == ""
     assert "'token_type_ids' rows 0..3 cannot be read" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_changed_tokens_are_marked_and_break_padding_runs():
+    ids, types = [9, 10, 2, 69, 69, 69, 69], [0, 1, 3, 2, 2, 2, 2]
+    changed = [False, True, False, False, False, True, True]
+    plain = render_segments(row_segments(ids, types, changed=changed, collapse_padding=2))
+    assert plain == "[prompt] 9 [completion] «10» [separator] 2 [padding] … 2 × 69 «… 2 × 69»"
+    coloured = render_segments(row_segments([10], [1], changed=[True]), color=True)
+    assert coloured == "\x1b[32;7m10\x1b[0m"
+
+
+def test_every_type_differs_by_more_than_colour():
+    styles = [PALETTE[t] for t in TokenType] + [UNKNOWN_STYLE]
+    assert len({s.underline for s in styles}) == len(styles)
+    assert len({s.pattern for s in PALETTE.values()}) == len(PALETTE)
+    assert style_of(7) is UNKNOWN_STYLE and style_of(1) is PALETTE[TokenType.COMPLETION]

@@ -176,6 +176,12 @@ def outputs(section: str, s: dict) -> list[dict]:
              "--tokenizer", CODON_VOCAB, "--model-config", CODON_MODEL_CONFIG,
              "--max-seq-length", 8, "--train-files", 2, "--task", "0/2", "--json"],
         ],
+        "diff": [
+            ["diff", s["tokenized"], s["tokenized"], "--json"],
+            ["diff", s["odd"], s["tokenized"], "--json", "--rows", 3],
+            ["diff", s["untyped"], s["tokenized"], "--json", "--rows", 2],
+            ["diff", s["folder"], s["folder"], "--json"],
+        ],
         "repack": [
             ["repack", s["tokenized"], "-o", tmp / "repacked.h5", "--json"],
             ["repack", s["tokenized"], "--json"],
@@ -195,7 +201,7 @@ def outputs(section: str, s: dict) -> list[dict]:
 
 
 SECTIONS = ["validate", "inspect", "inspect --rows", "assign-types", "add-types", "tokenize",
-            "tokenize --dataset", "repack"]  # fmt: skip
+            "tokenize --dataset", "diff", "repack"]  # fmt: skip
 
 
 def test_the_doc_has_a_section_for_every_json_output():

@@ -1,12 +1,11 @@
-"""`inspect`: summarise a shard (datasets, token types, loss shares) and render rows by token type.
+"""`inspect`: summarise a shard (datasets, token types, loss shares) and select rows to show.
 
-The row formatter (`format_row`, `row_segments`, `render_segments`) is a library API shared with
-`assign-types --dry-run`: it returns text and never prints.
+The row formatter (`format_row`, `row_segments`, `render_segments`) lives in `report.rows`, shared
+by every report; it is imported here too, where `assign-types --dry-run` and older code find it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -19,189 +18,28 @@ import numpy as np
 from tokentype_cli.dataset.findings import is_dataset_folder
 from tokentype_cli.errors import OptionError, ShardError
 from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts, type_shares
+from tokentype_cli.report.rows import (  # noqa: F401  (re-exported: the formatter's former home)
+    COLLAPSE_PADDING,
+    Segment,
+    color_legend,
+    format_row,
+    render_segments,
+    row_segments,
+    type_label,
+)
 from tokentype_cli.schema import (
     INPUT_IDS,
     PROVENANCE_OPTIONS_ATTR,
-    TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
     find_shards,
-    first_line,
     iter_row_chunks,
     open_shard,
     require_rows_dataset,
 )
+from tokentype_cli.schema import readable as _readable
+from tokentype_cli.schema import types_dataset as _types_dataset
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
-
-# Padding runs at least this long are shown as one "… N × pad" segment.
-COLLAPSE_PADDING = 8
-
-# ANSI styles per token type; unknown types (outside 0..3) show in red.
-_STYLES = {
-    TokenType.PROMPT: "34",  # blue: context, scaled by prompt_loss_weight
-    TokenType.COMPLETION: "32",  # green: learned
-    TokenType.PADDING: "90",  # grey: never learned
-    TokenType.SEPARATOR: "1;35",  # bold magenta: end of article, learned
-}
-_UNKNOWN_STYLE = "1;31"
-_RESET = "\x1b[0m"
-# Control characters would break the layout of a row; show them escaped.
-_ESCAPES = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t", 127: "\\x7f"}
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A run of one row to display: one token, or a collapsed run of identical padding tokens."""
-
-    text: str  # what to show: decoded token (and/or id), or "… N × pad" for a collapsed run
-    token_type: int | None  # the type of the tokens (None when the shard has no types)
-    column: int  # column of the first token covered
-    count: int = 1  # tokens covered; > 1 only for a collapsed padding run
-    token_id: int | None = None
-
-
-def type_label(token_type: int | None) -> str:
-    """`prompt`, `completion`, `padding`, `separator`, or `type N` for a value outside 0..3."""
-    if token_type is None:
-        return "untyped"
-    try:
-        return TOKEN_TYPE_NAMES[TokenType(int(token_type))]
-    except ValueError:
-        return f"type {int(token_type)}"
-
-
-def row_segments(
-    input_ids: Sequence[int] | np.ndarray,
-    token_type_ids: Sequence[int] | np.ndarray | None = None,
-    *,
-    tokenizer: LoadedTokenizer | None = None,
-    show_ids: bool = False,
-    collapse_padding: int | None = COLLAPSE_PADDING,
-) -> list[Segment]:
-    """Split one row into display segments, one per token, collapsing long padding runs.
-
-    Tokens show as decoded text with `tokenizer`, as ids without one, and as `text(id)` with
-    `show_ids`. A run of at least `collapse_padding` padding tokens with the same id becomes one
-    segment "… N × pad" (`None` never collapses).
-    """
-    ids = np.asarray(input_ids).reshape(-1)
-    types = None if token_type_ids is None else np.asarray(token_type_ids).reshape(-1)
-    if types is not None and types.shape != ids.shape:
-        raise ValueError(f"row has {ids.size} input_ids but {types.size} token_type_ids")
-    runs = _padding_runs(ids, types, collapse_padding)
-    keep = np.ones(ids.size, dtype=bool)
-    for start, length in runs:
-        keep[start + 1 : start + length] = False
-    # Decode only what is shown: a 2048-token row of mostly padding decodes a handful of tokens.
-    shown = np.flatnonzero(keep)
-    texts = _token_texts(ids[shown], tokenizer, show_ids)
-    lengths = dict(runs)
-    segments = []
-    for column, text in zip(shown.tolist(), texts, strict=True):
-        token_type = None if types is None else int(types[column])
-        count = lengths.get(column, 1)
-        if count > 1:
-            text = f"… {count} × {text}"
-        segments.append(Segment(text, token_type, column, count, int(ids[column])))
-    return segments
-
-
-def render_segments(segments: Sequence[Segment], *, color: bool = False, joiner: str = " ") -> str:
-    """Join segments into one line: ANSI-coloured by type, or with `[type]` markers at each change.
-
-    Colour is the caller's decision (a terminal and NO_COLOR unset); without colour a marker such
-    as `[completion]` opens every run of one type so the types stay visible in logs and pipes.
-    """
-    parts: list[str] = []
-    previous: object = object()
-    for segment in segments:
-        text = segment.text
-        if color and segment.token_type is not None:
-            style = _STYLES.get(_as_type(segment.token_type), _UNKNOWN_STYLE)
-            text = f"\x1b[{style}m{text}{_RESET}"
-        elif not color and segment.token_type is not None and segment.token_type != previous:
-            text = f"[{type_label(segment.token_type)}] {text}"
-        previous = segment.token_type
-        parts.append(text)
-    return joiner.join(parts)
-
-
-def format_row(
-    input_ids: Sequence[int] | np.ndarray,
-    token_type_ids: Sequence[int] | np.ndarray | None = None,
-    *,
-    tokenizer: LoadedTokenizer | None = None,
-    show_ids: bool = False,
-    color: bool = False,
-    collapse_padding: int | None = COLLAPSE_PADDING,
-) -> str:
-    """One row as a line of text: tokens by type, coloured or with `[type]` markers.
-
-    Example (codon vocabulary, no colour)::
-
-        >>> format_row([9, 5, 6, 10, 7, 8, 2], [0, 0, 0, 1, 1, 1, 3], tokenizer=codons)
-        '[prompt] GAA GGC GCC [completion] ATG ATC GAC [separator] SEP'
-
-    Sub-word tokenizers join pieces without spaces (the pieces carry their own); ids, word-level
-    vocabularies and `show_ids` join with a space.
-    """
-    segments = row_segments(
-        input_ids,
-        token_type_ids,
-        tokenizer=tokenizer,
-        show_ids=show_ids,
-        collapse_padding=collapse_padding,
-    )
-    spaced = tokenizer is None or tokenizer.word_level or show_ids
-    return render_segments(segments, color=color, joiner=" " if spaced else "")
-
-
-def color_legend(*, color: bool) -> str:
-    """The four type names, each in its colour (or plain when not coloured)."""
-    names = []
-    for token_type in TokenType:
-        label = f"{int(token_type)} {TOKEN_TYPE_NAMES[token_type]}"
-        names.append(f"\x1b[{_STYLES[token_type]}m{label}{_RESET}" if color else label)
-    return "  ".join(names)
-
-
-def _as_type(value: int) -> TokenType | None:
-    try:
-        return TokenType(int(value))
-    except ValueError:
-        return None
-
-
-def _padding_runs(
-    ids: np.ndarray, types: np.ndarray | None, minimum: int | None
-) -> list[tuple[int, int]]:
-    """(start, length) of each run of >= `minimum` padding tokens sharing one id."""
-    if types is None or minimum is None or ids.size == 0:
-        return []
-    pad = types == TokenType.PADDING
-    # A run starts where padding begins or the padding id changes.
-    boundary = np.empty(ids.size, dtype=bool)
-    boundary[0] = True
-    boundary[1:] = (~pad[:-1]) | (ids[1:] != ids[:-1])
-    starts = np.flatnonzero(pad & boundary)
-    if starts.size == 0:
-        return []
-    # A run ends before the next boundary or non-padding token.
-    stops = np.flatnonzero(~pad | boundary)
-    ends = np.append(stops, ids.size)[np.searchsorted(stops, starts, side="right")]
-    lengths = ends - starts
-    long = lengths >= max(2, minimum)
-    return list(zip(starts[long].tolist(), lengths[long].tolist(), strict=True))
-
-
-def _token_texts(ids: np.ndarray, tokenizer: LoadedTokenizer | None, show_ids: bool) -> list[str]:
-    if tokenizer is None:
-        return [str(i) for i in ids.tolist()]
-    texts = [text.translate(_ESCAPES) for text in tokenizer.decode_each(ids.tolist())]
-    if show_ids:
-        return [f"{text}({i})" for text, i in zip(texts, ids.tolist(), strict=True)]
-    return texts
-
 
 # --- summary -------------------------------------------------------------------------------------
 
@@ -366,21 +204,6 @@ def _attribute(key: str, value: object) -> object:
     return plain
 
 
-@contextlib.contextmanager
-def _readable(path: Path) -> Iterator[None]:
-    """Report damaged metadata (dangling links, broken object headers) as one line.
-
-    h5py raises these as OSError, RuntimeError or KeyError from any access to the file.
-    """
-    try:
-        yield
-    except (OSError, RuntimeError, KeyError) as exc:
-        raise ShardError(
-            f"{path}: cannot be read ({first_line(exc)}); the file is damaged, rebuild it or"
-            " restore a copy"
-        ) from exc
-
-
 def _summarize_file(
     path: Path, loss: tuple[float, str] | None, progress: Callable[[int], None] | None
 ) -> ShardSummary:
@@ -412,19 +235,6 @@ def _summarize_file(
                 progress(block.size)
         summary.type_counts = counts
         return summary
-
-
-def _types_dataset(shard: h5py.File, ids: h5py.Dataset) -> h5py.Dataset | None:
-    """The shard's token_type_ids (None without one); a shape unlike input_ids' is an error."""
-    if TOKEN_TYPE_IDS not in shard:
-        return None
-    types = require_rows_dataset(shard, TOKEN_TYPE_IDS)
-    if types.shape != ids.shape:
-        raise ShardError(
-            f"{shard.filename}: '{TOKEN_TYPE_IDS}' has shape {types.shape} but '{INPUT_IDS}' has"
-            f" {ids.shape}; fix it with `tokentype add-types FILE TYPES --overwrite`"
-        )
-    return types
 
 
 def _plain(value: object) -> object:

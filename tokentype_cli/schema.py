@@ -174,6 +174,34 @@ def iter_row_chunks(
         row = end
 
 
+@contextlib.contextmanager
+def readable(path: Path) -> Iterator[None]:
+    """Report damaged metadata (dangling links, broken object headers) as one line.
+
+    h5py raises these as OSError, RuntimeError or KeyError from any access to the file.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise ShardError(
+            f"{path}: cannot be read ({first_line(exc)}); the file is damaged, rebuild it or"
+            " restore a copy"
+        ) from exc
+
+
+def types_dataset(shard: h5py.File, ids: h5py.Dataset) -> h5py.Dataset | None:
+    """The shard's token_type_ids (None without one); a shape unlike input_ids' is an error."""
+    if TOKEN_TYPE_IDS not in shard:
+        return None
+    types = require_rows_dataset(shard, TOKEN_TYPE_IDS)
+    if types.shape != ids.shape:
+        raise ShardError(
+            f"{shard.filename}: '{TOKEN_TYPE_IDS}' has shape {types.shape} but '{INPUT_IDS}' has"
+            f" {ids.shape}; fix it with `tokentype add-types FILE TYPES --overwrite`"
+        )
+    return types
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (h5py's run to several), for one-line errors."""
     text = str(exc).strip() or type(exc).__name__

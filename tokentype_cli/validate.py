@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from tokentype_cli.dataset.findings import DATASET_FIXES, TrainingOptions, is_dataset_folder
-from tokentype_cli.errors import OptionError, ShardError
+from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.loss import as_small_types
 from tokentype_cli.schema import (
     CATEGORY_IDS,
@@ -72,6 +72,15 @@ FIXES = {
     "padding-only-row": "drop rows holding only padding; they carry no loss",
     "no-learned-token-row": "mark each row's answer as completion, or end it with a separator",
     **DATASET_FIXES,
+    # The CI thresholds (errors when crossed).
+    "learned-per-row": "mark more of each row as completion (tokentype assign-types), pack more"
+    " articles per row, or lower --min-learned-per-row",
+    "padding-share": "pack rows fuller (tokentype tokenize --packing full or greedy) or lower"
+    " --max-seq-length",
+    "truncated-share": "raise --max-seq-length or shorten the longest inputs; the ledger names"
+    " each line cut",
+    "no-ledger": "pass --ledger FILE, or keep `tokentype tokenize --ledger` output beside the shard"
+    " as SHARD.ledger.jsonl",
 }
 _ORDER = {name: i for i, name in enumerate(FIXES)}
 # The dataset a check is about when the finding does not name one itself (None: the file).
@@ -202,6 +211,21 @@ class ValidateOptions:
     strict: bool = False
     training: TrainingOptions = field(default_factory=TrainingOptions)  # dataset folders only
     ignore: frozenset[str] = frozenset()  # check names whose findings are dropped
+    # CI thresholds: crossing one is an error.
+    min_learned_per_row: int | None = None
+    max_padding_share: float | None = None
+    max_truncated_share: float | None = None
+    max_rows_without_loss: int | None = None
+    ledger: Path | None = None  # for --max-truncated-share; else the one beside each shard
+
+    @property
+    def loss_weight(self) -> float | None:
+        """The weight rows without loss are judged at: given, or 0 for the thresholds."""
+        if self.prompt_loss_weight is None and (
+            self.max_rows_without_loss is not None or self.min_learned_per_row is not None
+        ):
+            return 0.0
+        return self.prompt_loss_weight
 
     @property
     def effective_vocab_size(self) -> int | None:
@@ -210,10 +234,16 @@ class ValidateOptions:
         return None if self.tokenizer is None else self.tokenizer.vocab_size
 
 
+# Called with (path, first_row, input_ids block, token_type_ids block or None) for each block
+# validate reads, so a report can gather its statistics in the same streamed pass.
+BlockObserver = Callable[[Path, int, np.ndarray, "np.ndarray | None"], None]
+
+
 def validate_paths(
     paths: Iterable[str | os.PathLike],
     options: ValidateOptions = ValidateOptions(),
     progress: Callable[[int], None] | None = None,
+    on_block: BlockObserver | None = None,
 ) -> list[FileReport]:
     """Validate every file (folders expand to their *.h5 / *.hdf5), one report per file; a
     dataset folder (one with metadata.yaml) gets its own report first (`dataset.check`)."""
@@ -238,7 +268,7 @@ def validate_paths(
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            reports.append(validate_file(path, options, progress))
+            reports.append(validate_file(path, options, progress, on_block))
     _mixed_lengths(reports, options)
     return reports
 
@@ -284,6 +314,7 @@ def validate_file(
     path: str | os.PathLike,
     options: ValidateOptions = ValidateOptions(),
     progress: Callable[[int], None] | None = None,
+    on_block: BlockObserver | None = None,
 ) -> FileReport:
     """All checks on one file; never raises for a problem in the file, it becomes a finding."""
     report = FileReport(Path(path))
@@ -294,12 +325,46 @@ def validate_file(
         return report
     try:
         with shard:
-            _check_file(shard, report, options, progress)
+            _check_file(shard, report, options, progress, on_block)
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         # h5py surfaces damaged metadata as any of these, from any attribute access.
         report.add("unreadable", ERROR, f"{path}: cannot be read ({first_line(exc)})")
+    if options.max_truncated_share is not None:
+        _check_ledger(report, options)
     _sort(report, options.strict, options.ignore)
     return report
+
+
+def _check_ledger(report: FileReport, options: ValidateOptions) -> None:
+    """--max-truncated-share: the share of the ledger's lines cut (or dropped) for length."""
+    from tokentype_cli.report.ledger import ledger_beside, read_ledger
+
+    path = report.path
+    ledger = options.ledger or ledger_beside(path)
+    if ledger is None:
+        report.add(
+            "no-ledger",
+            ERROR,
+            f"{path}: --max-truncated-share needs the tokenize ledger; none beside the shard"
+            f" ({path.stem}.ledger.jsonl)",
+        )
+        return
+    try:
+        tally = read_ledger(ledger)
+    except InputError as exc:
+        report.add("no-ledger", ERROR, f"{path}: {exc}")
+        return
+    limit = options.max_truncated_share
+    if tally.cut_share > limit:
+        report.add(
+            "truncated-share",
+            ERROR,
+            f"{path}: {tally.cut_share:.2%} of the {tally.lines:,} input lines in {ledger} were cut"
+            f" or dropped for length ({tally.cut_for_length:,} lines, {tally.tokens_cut:,} tokens;"
+            f" first: line {tally.first_cut_line}), more than --max-truncated-share {limit:g}",
+            tally.cut_for_length,
+            tally.first_cut_row,
+        )
 
 
 def _sort(report: FileReport, strict: bool, ignore: frozenset[str] = frozenset()) -> None:
@@ -317,6 +382,7 @@ def _check_file(
     report: FileReport,
     options: ValidateOptions,
     progress: Callable[[int], None] | None,
+    on_block: BlockObserver | None = None,
 ) -> None:
     path = report.path
     if INPUT_IDS not in shard:
@@ -375,6 +441,8 @@ def _check_file(
     datasets = [ids] if types is None else [ids, types]
     for first_row, blocks in _blocks(datasets, report):
         checker.check(first_row, blocks[0], blocks[1] if types is not None else None)
+        if on_block is not None:
+            on_block(path, first_row, blocks[0], blocks[1] if types is not None else None)
         if progress is not None:
             progress(blocks[0].size)
     checker.report(report)
@@ -576,15 +644,22 @@ class _ContentChecker:
             TokenType.PADDING: set(),
         }
         self.hits = {name: _Hits() for name in FIXES}
+        self.tokens = 0
+        self.padding = 0
 
     def check(self, first_row: int, ids: np.ndarray, types: np.ndarray | None) -> None:
         hits = self.hits
+        self.tokens += ids.size
         low, high = ids.min(), ids.max()
         if low < 0:
             hits["negative-token-id"].cells(ids < 0, first_row, ids)
         if self.vocab_size is not None and high >= self.vocab_size:
             hits["token-id-out-of-vocab"].cells(ids >= self.vocab_size, first_row, ids)
         if types is None:
+            # Without types the trainer learns every target: only the row length can fall short.
+            minimum = self.options.min_learned_per_row
+            if minimum is not None and ids.shape[1] - 1 < minimum:
+                hits["learned-per-row"].rows(np.ones(len(ids), bool), first_row)
             return
         small = as_small_types(types)
         if small.min() < 0:
@@ -604,10 +679,23 @@ class _ContentChecker:
             )
         hits["padding-only-row"].rows(pad.all(axis=1), first_row)
         hits["no-learned-token-row"].rows(~learned.any(axis=1), first_row)
-        weight = self.options.prompt_loss_weight
+        weight = self.options.loss_weight
         if weight is not None:
             carries = learned[:, 1:] | prompt[:, 1:] if weight > 0 else learned[:, 1:]
-            hits["no-loss-row"].rows(~carries.any(axis=1), first_row)
+            # --min-learned-per-row alone judges at weight 0 without adding this check.
+            if self.options.prompt_loss_weight is not None or (
+                self.options.max_rows_without_loss is not None
+            ):
+                hits["no-loss-row"].rows(~carries.any(axis=1), first_row)
+            if self.options.min_learned_per_row is not None:
+                per_row = np.count_nonzero(carries, axis=1)
+                hits["learned-per-row"].rows(per_row < self.options.min_learned_per_row, first_row)
+        limit = self.options.max_padding_share
+        if limit is not None:
+            per_row = np.count_nonzero(pad, axis=1)
+            self.padding += int(per_row.sum())
+            # The row that points at the problem: the first one padded beyond the limit itself.
+            hits["padding-share"].rows(per_row > limit * pad.shape[1], first_row)
         self._special_ids(TokenType.PADDING, pad, ids, first_row)
         self._special_ids(TokenType.SEPARATOR, sep, ids, first_row)
 
@@ -660,7 +748,8 @@ class _ContentChecker:
                 self.distinct[kind].update(np.unique(ids[wrong])[:8].tolist())
 
     def report(self, report: FileReport) -> None:
-        weight = self.options.prompt_loss_weight or 0.0
+        weight = self.options.loss_weight or 0.0
+        self._thresholds(report)
         texts = {
             "negative-token-id": (ERROR, f"'{INPUT_IDS}' values below 0"),
             "token-id-out-of-vocab": (
@@ -697,6 +786,15 @@ class _ContentChecker:
                 " prompt_loss_weight 0)",
             ),
         }
+        if self.options.max_rows_without_loss is not None:
+            # Up to the threshold the rows are reported, but do not fail the run.
+            allowed = self.options.max_rows_without_loss
+            over = self.hits["no-loss-row"].count > allowed
+            texts["no-loss-row"] = (
+                ERROR if over else WARNING,
+                texts["no-loss-row"][1]
+                + f" ({'more than' if over else 'within'} --max-rows-without-loss {allowed:,})",
+            )
         for check, (severity, text) in texts.items():
             h = self.hits[check]
             if h.count:
@@ -737,6 +835,33 @@ class _ContentChecker:
                     f" first, {reference} (first: {h.at()})"
                 )
             report.add(check, WARNING, f"{path}: {text}", h.count, h.row, h.column)
+
+    def _thresholds(self, report: FileReport) -> None:
+        options, path = self.options, self.path
+        h = self.hits["learned-per-row"]
+        if h.count:
+            report.add(
+                "learned-per-row",
+                ERROR,
+                f"{path}: rows learning fewer than --min-learned-per-row"
+                f" {options.min_learned_per_row:,} targets at prompt_loss_weight"
+                f" {options.loss_weight:g}: {h.count:,} (first: {h.at()})",
+                h.count,
+                h.row,
+            )
+        limit = options.max_padding_share
+        share = self.padding / self.tokens if self.tokens else 0.0
+        if limit is not None and self.has_types and share > limit:
+            h = self.hits["padding-share"]
+            report.add(
+                "padding-share",
+                ERROR,
+                f"{path}: padding is {share:.2%} of the tokens ({self.padding:,} of"
+                f" {self.tokens:,}), more than --max-padding-share {limit:g}; {h.count:,} rows"
+                f" are over it themselves (first: {h.at()})",
+                self.padding,
+                h.row,
+            )
 
 
 def totals(reports: list[FileReport]) -> tuple[int, int]:

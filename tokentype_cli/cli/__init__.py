@@ -12,6 +12,7 @@ from light modules, which stay the one place spelling them.
 from tokentype_cli.cli import (  # noqa: F401
     add_types,
     assign_types,
+    diff,
     inspect,
     repack,
     tokenize,

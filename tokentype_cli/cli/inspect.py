@@ -11,6 +11,7 @@ from tokentype_cli.cli.base import (
     color_option,
     emit_json,
     json_option,
+    message,
     progress_bar,
     prompt_loss_weight_option,
     quiet_option,
@@ -50,6 +51,23 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     " per sequence.",
 )
 @color_option
+@click.option(
+    "--html",
+    "html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="REPORT.html",
+    help="Write a self-contained HTML report instead (- for stdout): what is learned, validate's"
+    " findings, histograms and sample rows (--rows picks them; default the first 3 and 3 at"
+    " random).",
+)
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --html: the `tokenize --ledger` file to chart (default: SHARD.ledger.jsonl beside"
+    " each shard).",
+)
 @json_option
 @quiet_option
 def inspect_command(
@@ -61,6 +79,8 @@ def inspect_command(
     loss_normalization: str,
     collapse: int,
     color: bool,
+    html: Path | None,
+    ledger: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -73,6 +93,11 @@ def inspect_command(
     markers otherwise. A dataset folder (one with metadata.yaml) shows its splits, rows per file,
     tokens by type per split and metadata before the files.
 
+    --html writes one HTML file (inline CSS and SVG, no scripts, no network) for a shard or a
+    dataset folder: type and loss shares, validate's findings, histograms per row, the ledger's
+    cut and dropped lines, and sample rows in the terminal's palette, each type also underlined
+    its own way.
+
     Example:
 
     \b
@@ -81,9 +106,21 @@ def inspect_command(
         tokentype inspect shard.h5 --rows 0:3 --tokenizer gpt2/ --ids --color always | less -R
         tokentype inspect shards/ --json | jq '.token_types.padding.share'
         tokentype inspect a.h5 b.h5 --prompt-loss-weight 0.1 --loss-normalization row
+        tokentype inspect dataset/ --html report.html --tokenizer gpt2/ --prompt-loss-weight 0
     """
     from tokentype_cli import inspect_shard
 
+    if ledger is not None and html is None:
+        raise click.UsageError("--ledger goes with --html (validate takes one for its thresholds)")
+    if html is not None:
+        if as_json:
+            raise click.UsageError("--html writes the report; leave out --json")
+        if len(paths) > 1:
+            raise click.UsageError("--html reports one shard or folder; give one PATH")
+        _write_html(
+            paths[0], html, rows_spec, tokenizer, prompt_loss_weight, collapse, ledger, quiet
+        )
+        return
     if rows_spec is None:
         with progress_bar(None, "tok", "inspect", quiet) as advance:
             summary = inspect_shard.summarize(
@@ -128,3 +165,31 @@ def inspect_command(
         else:
             many = {"path": str(paths[0])} if len(paths) == 1 else {}
             emit_json(many | {"inputs": [str(p) for p in paths], "files": results})
+
+
+def _write_html(
+    path: Path,
+    target: Path,
+    rows_spec: str | None,
+    tokenizer: LoadedTokenizer | None,
+    prompt_loss_weight: float | None,
+    collapse: int,
+    ledger: Path | None,
+    quiet: bool,
+) -> None:
+    from tokentype_cli.report.html import ReportOptions, build_report, render_html, write_report
+
+    options = ReportOptions(
+        prompt_loss_weight=prompt_loss_weight,
+        tokenizer=tokenizer,
+        rows_spec=rows_spec,
+        ledger=ledger,
+        collapse_padding=collapse,
+    )
+    with progress_bar(None, "tok", "report", quiet) as advance:
+        report = build_report(path, options, progress=advance)
+    if str(target) == "-":
+        click.echo(render_html(report), nl=False)
+        return
+    size = write_report(report, target)
+    message(f"wrote {target} ({size / 1024:,.0f} KiB)", quiet)

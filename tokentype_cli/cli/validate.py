@@ -76,6 +76,42 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     help="Drop the findings of checks you accept: names as in the report, comma-separated,"
     " repeatable (e.g. --ignore not-gzip,maxshape).",
 )
+@click.option(
+    "--min-learned-per-row",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Error when a row learns fewer than N targets (at --prompt-loss-weight, else 0).",
+)
+@click.option(
+    "--max-padding-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    metavar="F",
+    help="Error when padding is more than this share (0..1) of a file's tokens.",
+)
+@click.option(
+    "--max-truncated-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    metavar="F",
+    help="Error when more than this share (0..1) of the input lines were cut or dropped for"
+    " length, as the tokenize ledger beside the shard (SHARD.ledger.jsonl) or --ledger says.",
+)
+@click.option(
+    "--max-rows-without-loss",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Error when more than N rows of a file carry no loss (at --prompt-loss-weight, else"
+    " 0); up to N are a warning.",
+)
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The `tokenize --ledger` file for --max-truncated-share (default: beside each shard).",
+)
 @json_option
 @click.option(
     "-q",
@@ -99,6 +135,11 @@ def validate_command(
     evaluate: bool,
     model_vocab_size: int | None,
     ignore: tuple[str, ...],
+    min_learned_per_row: int | None,
+    max_padding_share: float | None,
+    max_truncated_share: float | None,
+    max_rows_without_loss: int | None,
+    ledger: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -113,6 +154,10 @@ def validate_command(
     batch sizes, balance and the sha256 manifest; --batch-size, --workers, --eval and
     --model-vocab-size check it against a training run.
 
+    The --min-/--max- thresholds let a Makefile or CI job stop a build before training: each
+    one crossed is an error finding of its own (learned-per-row, padding-share,
+    truncated-share, no-loss-row).
+
     Example:
 
     \b
@@ -120,6 +165,8 @@ def validate_command(
         tokentype validate dataset/ --batch-size 16 --workers 8 --eval --max-seq-length 2048
         tokentype validate shards/ --tokenizer gpt2/ --max-seq-length 2048 --require-types
         tokentype validate shards/ --prompt-loss-weight 0 --json | jq '.files[].findings[].check'
+        tokentype validate out.h5 --min-learned-per-row 16 --max-padding-share 0.3 \\
+            --max-truncated-share 0.01 --max-rows-without-loss 0
     """
     from tokentype_cli.validate import ValidateOptions, check_names, totals, validate_paths
     from tokentype_cli.validate import as_json as report_json
@@ -133,6 +180,11 @@ def validate_command(
         strict=strict,
         training=TrainingOptions(batch_size, workers, evaluate, model_vocab_size),
         ignore=check_names(ignore),
+        min_learned_per_row=min_learned_per_row,
+        max_padding_share=max_padding_share,
+        max_truncated_share=max_truncated_share,
+        max_rows_without_loss=max_rows_without_loss,
+        ledger=ledger,
     )
     if options.training.given and not any(is_dataset_folder(path) for path in paths):
         raise click.UsageError(

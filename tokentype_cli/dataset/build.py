@@ -460,9 +460,9 @@ class Build:
                     self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
             except BaseException:
                 # An error, Ctrl-C or SIGTERM: stop the other splits now rather than letting the
-                # pool's exit wait for each running one to finish (the build is discarded).
-                for future in futures:
-                    future.cancel()
+                # pool's exit wait for each running one to finish (the build is discarded). The
+                # pool then fails the futures left itself: cancelling them here as well makes its
+                # manager thread trip over them (InvalidStateError, printed as a traceback).
                 for process in list(getattr(pool, "_processes", {}).values()):
                     process.terminate()
                 raise
