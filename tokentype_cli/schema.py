@@ -1009,7 +1009,7 @@ def _copy_object(source: h5py.Group, key: str, result: h5py.Group, allow_externa
     try:
         link = source.get(key, getlink=True)
         if isinstance(link, h5py.SoftLink):
-            source[key]  # noqa: B018 (a dangling or looping link is damage: say so)
+            source[key]  # a dangling or looping link is damage: raises, and we say so
             result[key] = h5py.SoftLink(link.path)
             return
         obj = source[key]
