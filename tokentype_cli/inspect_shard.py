@@ -19,6 +19,8 @@ from tokentype_cli.errors import OptionError, ShardError
 from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts
 from tokentype_cli.schema import (
     INPUT_IDS,
+    MAX_ATTRIBUTE_BYTES,
+    PADDING,
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
@@ -26,6 +28,7 @@ from tokentype_cli.schema import (
     first_line,
     iter_row_chunks,
     open_shard,
+    read_errors,
     require_rows_dataset,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
@@ -175,7 +178,7 @@ def _padding_runs(
     """(start, length) of each run of >= `minimum` padding tokens sharing one id."""
     if types is None or minimum is None or ids.size == 0:
         return []
-    pad = types == TokenType.PADDING
+    pad = types == PADDING  # a plain int: see schema.PROMPT
     # A run starts where padding begins or the padding id changes.
     boundary = np.empty(ids.size, dtype=bool)
     boundary[0] = True
@@ -280,12 +283,16 @@ def summarize(
     path: str | os.PathLike,
     prompt_loss_weight: float | None = None,
     progress: Callable[[int], None] | None = None,
+    allow_external: bool = False,
 ) -> ShardSummary:
     """Summarise a shard, or a folder of shards (totals plus each file), streaming the types."""
     path = Path(path)
     if not path.is_dir():
-        return _summarize_file(path, prompt_loss_weight, progress)
-    summaries = [_summarize_file(file, prompt_loss_weight, progress) for file in shard_files(path)]
+        return _summarize_file(path, prompt_loss_weight, progress, allow_external)
+    summaries = [
+        _summarize_file(file, prompt_loss_weight, progress, allow_external)
+        for file in shard_files(path)
+    ]
     total = ShardSummary(path, files=summaries)
     total.rows = sum(s.rows for s in summaries)
     lengths = {s.seq_len for s in summaries}
@@ -324,29 +331,45 @@ def dataset_info(dataset: h5py.Dataset) -> dict[str, object]:
         "shuffle": bool(dataset.shuffle),
         "chunks": None if dataset.chunks is None else list(dataset.chunks),
         "maxshape": None if dataset.maxshape is None else list(dataset.maxshape),
-        "attrs": {key: _plain(value) for key, value in sorted(dataset.attrs.items())},
+        "attrs": {key: attribute_value(dataset.attrs, key) for key in sorted(dataset.attrs)},
     }
+
+
+def attribute_value(attrs: h5py.AttributeManager, key: str) -> object:
+    """One attribute, JSON-ready; a large one summarised without being read.
+
+    A 40 MB attribute made `inspect --json` use 1.46 GB and print 189 MB.
+    """
+    try:
+        attribute = attrs.get_id(key)
+        size = attribute.get_storage_size()
+        if size > MAX_ATTRIBUTE_BYTES:
+            return {
+                "summary": "large attribute, not shown",
+                "shape": list(attribute.shape),
+                "dtype": str(attribute.dtype),
+                "bytes": size,
+            }
+        return _plain(attrs[key])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        # An HDF5 type numpy cannot hold (bitfields, some references) is not worth a failure.
+        return f"<attribute not readable: {first_line(exc)}>"
 
 
 @contextlib.contextmanager
 def _readable(path: Path) -> Iterator[None]:
-    """Report damaged metadata (dangling links, broken object headers) as one line.
-
-    h5py raises these as OSError, RuntimeError or KeyError from any access to the file.
-    """
-    try:
+    """Report damaged metadata (dangling links, broken object headers) as one line."""
+    with read_errors(path):
         yield
-    except (OSError, RuntimeError, KeyError) as exc:
-        raise ShardError(
-            f"{path}: cannot be read ({first_line(exc)}); the file is damaged, rebuild it or"
-            " restore a copy"
-        ) from exc
 
 
 def _summarize_file(
-    path: Path, prompt_loss_weight: float | None, progress: Callable[[int], None] | None
+    path: Path,
+    prompt_loss_weight: float | None,
+    progress: Callable[[int], None] | None,
+    allow_external: bool = False,
 ) -> ShardSummary:
-    with _readable(path), open_shard(path) as shard:
+    with _readable(path), open_shard(path, allow_external=allow_external) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
         summary = ShardSummary(path, rows=ids.shape[0], seq_len=ids.shape[1])
         summary.datasets = {
@@ -391,6 +414,12 @@ def _types_dataset(shard: h5py.File, ids: h5py.Dataset) -> h5py.Dataset | None:
 
 def _plain(value: object) -> object:
     """HDF5 attribute values as JSON-ready Python values."""
+    if isinstance(value, h5py.Empty):
+        return None  # an attribute with a type but no value (HDF5's null dataspace)
+    if isinstance(value, h5py.RegionReference):
+        return "<HDF5 region reference>"
+    if isinstance(value, h5py.Reference):
+        return "<HDF5 object reference>"
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
@@ -405,11 +434,15 @@ def _plain(value: object) -> object:
 # --- row selection -------------------------------------------------------------------------------
 
 
-def parse_rows(spec: str, total: int) -> list[int]:
-    """Rows named by SPEC: `0`, `-1`, `3:6`, `:5`, `10:`, or a comma list of those."""
+def parse_rows(spec: str, total: int) -> list[range]:
+    """Rows named by SPEC: `0`, `-1`, `3:6`, `:5`, `10:`, or a comma list of those.
+
+    Ranges, clipped to the file: `0:100000000` is one range object, not a list of every row
+    (which took 2.65 GB).
+    """
     if total == 0:
         raise OptionError(f"--rows {spec}: the file has no rows to show")
-    selected: list[int] = []
+    selected: list[range] = []
     everything = range(total)
     for part in spec.split(","):
         part = part.strip()
@@ -424,14 +457,14 @@ def parse_rows(spec: str, total: int) -> list[int]:
                     raise OptionError(
                         f"--rows {spec}: {part} selects no rows of the {total} (0..{total - 1})"
                     )
-                selected.extend(chosen)
+                selected.append(chosen)
             else:
                 index = int(part)
                 if not -total <= index < total:
                     raise OptionError(
                         f"--rows {spec}: row {index} is outside the {total} rows (0..{total - 1})"
                     )
-                selected.append(everything[index])
+                selected.append(range(everything[index], everything[index] + 1))
         except ValueError as exc:
             raise OptionError(
                 f"--rows {spec!r}: use a row (0, -1), a range (3:6) or a comma list of those"
@@ -440,16 +473,16 @@ def parse_rows(spec: str, total: int) -> list[int]:
 
 
 def read_rows(
-    path: str | os.PathLike, spec: str
+    path: str | os.PathLike, spec: str, allow_external: bool = False
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """Yield (row, input_ids, token_type_ids or None) for the rows SPEC names, reading only those."""
-    with _readable(Path(path)), open_shard(path) as shard:
+    with _readable(Path(path)), open_shard(path, allow_external=allow_external) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
         types = _types_dataset(shard, ids)
         datasets = [ids] if types is None else [ids, types]
-        rows = parse_rows(spec, ids.shape[0])
-        # Consecutive rows are read as one slice; a long range streams in bounded blocks.
-        for start, stop in _runs(rows):
+        # Each range is read as slices; a long one streams in bounded blocks.
+        for part in parse_rows(spec, ids.shape[0]):
+            start, stop = part.start, part.stop
             for first_row, blocks in iter_row_chunks(datasets, start=start, stop=stop):
                 for offset in range(len(blocks[0])):
                     yield (
@@ -457,20 +490,6 @@ def read_rows(
                         blocks[0][offset],
                         None if types is None else blocks[1][offset],
                     )
-
-
-def _runs(rows: list[int]) -> Iterator[tuple[int, int]]:
-    """(start, stop) of each stretch of consecutive rows, in the given order."""
-    start = previous = None
-    for row in rows:
-        if start is not None and row == previous + 1:
-            previous = row
-            continue
-        if start is not None:
-            yield start, previous + 1
-        start = previous = row
-    if start is not None:
-        yield start, previous + 1
 
 
 # --- text output ---------------------------------------------------------------------------------
@@ -562,9 +581,9 @@ def _shape(value: object) -> str:
     return "(" + ", ".join("None" if v is None else str(v) for v in value) + ")"
 
 
-def row_count(path: str | os.PathLike) -> int:
+def row_count(path: str | os.PathLike, allow_external: bool = False) -> int:
     """Rows of a shard's input_ids."""
-    with _readable(Path(path)), open_shard(path) as shard:
+    with _readable(Path(path)), open_shard(path, allow_external=allow_external) as shard:
         return require_rows_dataset(shard, INPUT_IDS).shape[0]
 
 

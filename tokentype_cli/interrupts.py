@@ -15,16 +15,20 @@ import signal
 _received: int | None = None
 
 
-class Interrupted(KeyboardInterrupt):
-    """A run stopped by a signal; the CLI exits 128 + the signal's number (130, 143)."""
+class Interrupted(SystemExit):
+    """A run stopped by a signal: exit status 128 + its number (130 for SIGINT, 143 for SIGTERM).
+
+    A SystemExit, so `except Exception` never catches it and context managers still remove
+    temporaries on the way out.
+    """
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(128 + signum)
         self.signum = signum
 
     @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 def note(signum: int) -> None:

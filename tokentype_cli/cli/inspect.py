@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tokentype_cli.cli.base import (
+    allow_external_option,
     cli,
     emit_json,
     json_option,
@@ -20,7 +21,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(readable=False, path_type=Path))
 @click.option(
     "--rows",
     "rows_spec",
@@ -39,6 +40,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=8,
     help="Show runs of at least this many padding tokens as one '… N × pad'.",
 )
+@allow_external_option
 @json_option
 @quiet_option
 def inspect_command(
@@ -48,6 +50,7 @@ def inspect_command(
     show_ids: bool,
     prompt_loss_weight: float | None,
     collapse: int,
+    allow_external: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -69,7 +72,9 @@ def inspect_command(
 
     if rows_spec is None:
         with progress_bar(None, "tok", "inspect", quiet) as advance:
-            summary = inspect_shard.summarize(path, prompt_loss_weight, progress=advance)
+            summary = inspect_shard.summarize(
+                path, prompt_loss_weight, progress=advance, allow_external=allow_external
+            )
         if as_json:
             emit_json(summary.as_dict())
         else:
@@ -82,11 +87,11 @@ def inspect_command(
         # color=True: click would strip the codes again when it thinks stdout is no terminal.
         click.echo(inspect_shard.color_legend(color=True), color=True)
     for file in files:
-        total = inspect_shard.row_count(file)
+        total = inspect_shard.row_count(file, allow_external)
         shown = []
         if len(files) > 1 and not as_json:
             click.echo(f"== {file} ==")
-        for row, ids, types in inspect_shard.read_rows(file, rows_spec):
+        for row, ids, types in inspect_shard.read_rows(file, rows_spec, allow_external):
             if as_json:
                 shown.append(inspect_shard.row_as_dict(row, ids, types, tokenizer))
                 continue

@@ -11,6 +11,7 @@ from tokentype_cli.cli.base import (
     emit_json,
     hdf5_output,
     json_option,
+    max_seq_length_callback,
     message,
     plural,
     progress_bar,
@@ -45,6 +46,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     "max_seq_length",
     type=click.IntRange(min=1),
     default=2048,
+    callback=max_seq_length_callback,
     help="Tokens per row.",
 )
 @click.option(

@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from tokentype_cli.cli.base import (
+    allow_external_option,
     cli,
     emit_json,
     json_option,
+    max_seq_length_callback,
     plural,
     progress_bar,
     prompt_loss_weight_option,
@@ -20,7 +22,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("validate")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False, path_type=Path))
 @tokenizer_option(
     help_extra="Token ids must be below its vocabulary size; separators its EOS id, padding its"
     " pad (or EOS) id."
@@ -35,6 +37,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     "--max-seq-length",
     type=click.IntRange(min=1),
     default=None,
+    callback=max_seq_length_callback,
     help="Every file's rows must be this long (files must always agree with each other).",
 )
 @click.option(
@@ -44,6 +47,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 )
 @prompt_loss_weight_option(help_extra="A row in which no target carries loss is an error.")
 @click.option("--strict", is_flag=True, help="Count warnings as errors (exit 1 on any finding).")
+@allow_external_option
 @json_option
 @quiet_option
 @click.pass_context
@@ -56,6 +60,7 @@ def validate_command(
     require_types: bool,
     prompt_loss_weight: float | None,
     strict: bool,
+    allow_external: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -82,6 +87,7 @@ def validate_command(
         require_types=require_types,
         prompt_loss_weight=prompt_loss_weight,
         strict=strict,
+        allow_external=allow_external,
     )
     with progress_bar(None, "tok", "validate", quiet) as advance:
         reports = validate_paths(paths, options, progress=advance)

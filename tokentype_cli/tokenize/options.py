@@ -35,8 +35,12 @@ class TokenizeOptions:
     pad_token: str | None = None  # text or id; None: the tokenizer's pad, else the eos in use
 
     def check(self) -> None:
-        if self.seq_len < 1:
-            raise OptionError(f"--max-seq-length must be at least 1, got {self.seq_len}")
+        from tokentype_cli.schema import MAX_SEQ_LENGTH  # heavy (h5py): only when a run starts
+
+        if not 1 <= self.seq_len <= MAX_SEQ_LENGTH:
+            raise OptionError(
+                f"--max-seq-length must be 1..{MAX_SEQ_LENGTH:,} tokens per row, got {self.seq_len:,}"
+            )
         if self.packing not in PACKING_CHOICES:
             raise OptionError(
                 f"--packing {self.packing!r} is unknown; use one of {', '.join(PACKING_CHOICES)}"
