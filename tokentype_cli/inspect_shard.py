@@ -342,7 +342,8 @@ def attribute_value(attrs: h5py.AttributeManager, key: str) -> object:
     """
     try:
         attribute = attrs.get_id(key)
-        size = attribute.get_storage_size()
+        # HDF5 errors on the size of an attribute without a value (h5py.Empty).
+        size = attribute.get_storage_size() if attribute.shape is not None else 0
         if size > MAX_ATTRIBUTE_BYTES:
             return {
                 "summary": "large attribute, not shown",

@@ -205,22 +205,33 @@ def outside_references(shard: h5py.File, limit: int | None = None) -> list[Outsi
     non-HDF5 file costs nothing here. A soft link can leave the file only through one of these.
     """
     found: list[OutsideReference] = []
+    failed: list[BaseException] = []
 
     def visit(name: str, link: object) -> bool | None:
-        if isinstance(link, h5py.ExternalLink):
-            found.append(OutsideReference(name, f"an external link to {link.filename}:{link.path}"))
-        elif isinstance(link, h5py.HardLink):
-            obj = shard[name]
-            if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-                files = sorted({s.file_name for s in obj.virtual_sources()} - {"."})
-                if files:
-                    found.append(
-                        OutsideReference(name, f"a virtual dataset reading {', '.join(files)}")
-                    )
-        interrupts.check()
+        try:
+            if isinstance(link, h5py.ExternalLink):
+                found.append(
+                    OutsideReference(name, f"an external link to {link.filename}:{link.path}")
+                )
+            elif isinstance(link, h5py.HardLink):
+                obj = shard[name]
+                if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+                    files = sorted({s.file_name for s in obj.virtual_sources()} - {"."})
+                    if files:
+                        found.append(
+                            OutsideReference(name, f"a virtual dataset reading {', '.join(files)}")
+                        )
+            interrupts.check()
+        except BaseException as exc:
+            # Raised through HDF5's C visitor it would come out as a SystemError: stop the
+            # visit and raise it from here.
+            failed.append(exc)
+            return True
         return True if limit is not None and len(found) >= limit else None
 
     shard.visititems_links(visit)
+    if failed:
+        raise failed[0]
     return found
 
 
@@ -1031,14 +1042,21 @@ def _holds_virtual(obj: h5py.HLObject) -> bool:
     if isinstance(obj, h5py.Dataset):
         return obj.is_virtual
     found = []
+    failed: list[BaseException] = []
 
     def visit(_name: str, child: h5py.HLObject) -> bool | None:
-        if isinstance(child, h5py.Dataset) and child.is_virtual:
-            found.append(child)
+        try:
+            if isinstance(child, h5py.Dataset) and child.is_virtual:
+                found.append(child)
+                return True
+        except BaseException as exc:  # see outside_references
+            failed.append(exc)
             return True
         return None
 
     obj.visititems(visit)
+    if failed:
+        raise failed[0]
     return bool(found)
 
 
