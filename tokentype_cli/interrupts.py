@@ -13,6 +13,8 @@ from __future__ import annotations
 import signal
 
 _received: int | None = None
+# Set when the exception a handler raised was swallowed; cleared when one is raised for certain.
+_redelivery_wanted = False
 
 
 class Interrupted(SystemExit):
@@ -46,10 +48,28 @@ def received() -> int | None:
 def check() -> None:
     """Raise `Interrupted` if a signal was received; cheap enough to call once per block."""
     if _received is not None:
+        raised()
         raise Interrupted(_received)
+
+
+def want_redelivery() -> None:
+    """The handler's exception was swallowed: raise it again from outside (see cli.base)."""
+    global _redelivery_wanted
+    _redelivery_wanted = True
+
+
+def redelivery_wanted() -> bool:
+    return _redelivery_wanted
+
+
+def raised() -> None:
+    """An `Interrupted` is on its way up: a pending redelivery would only cut clean-up short."""
+    global _redelivery_wanted
+    _redelivery_wanted = False
 
 
 def reset() -> None:
     """Forget a received signal (tests running several commands in one process)."""
     global _received
     _received = None
+    raised()

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import socket
 import stat
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -518,6 +519,10 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(_LOCK_SUFFIX):
+            if _remove_unheld_lock(Path(entry.path)):
+                removed.append(Path(entry.path))
+            continue
         match = _TEMPORARY.match(entry.name)
         if match is None or match["host"] != _HOST or _alive(int(match["pid"])):
             continue
@@ -531,6 +536,29 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             continue  # another run removed it first, or it is not ours to remove
         removed.append(path)
     return removed
+
+
+def _remove_unheld_lock(path: Path) -> bool:
+    """Remove a lock file nobody holds (its owner was killed); a held one stays."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return False
+    try:
+        # Still the file at that name (not one a new holder has just made)?
+        if os.stat(path).st_ino != os.fstat(descriptor).st_ino:
+            return False
+        path.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -642,6 +670,7 @@ def write_lock(target: str | os.PathLike) -> Iterator[None]:
         return
     real = Path(key)
     lock_path = real.parent / f".{real.name[:100]}{_LOCK_SUFFIX}"
+    attempts = 0
     while True:
         try:
             descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -655,6 +684,11 @@ def write_lock(target: str | os.PathLike) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
             os.close(descriptor)
+            if not (holder.isdigit() and _alive(int(holder))) and attempts < 50:
+                # Held for a moment by a run removing a killed writer's lock file.
+                attempts += 1
+                time.sleep(0.02)
+                continue
             who = f"process {holder}" if holder.isdigit() else "another process"
             raise ShardError(
                 f"{target}: tokentype {who} is writing this file; wait for it to finish (or"

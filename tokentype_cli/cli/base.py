@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,29 +119,46 @@ def exit_on_signals() -> None:
     SystemExit of 128 + the signal's number. Python ignores exceptions raised in weakref callbacks
     and __del__, which h5py runs while closing objects, and numpy's attribute lookups: the first
     raise can be lost, so every streaming loop and every rename into place checks the flag too,
-    and a swallowed interruption is delivered again from outside the callback. Further signals
-    while the run unwinds are not raised again, so clean-up is not cut short.
+    and a swallowed raise is delivered again from outside the callback. Further signals while
+    the run unwinds are not raised again, so clean-up is not cut short.
     """
-    redelivering = threading.Event()
+    in_hook = threading.Event()
+    wake = threading.Event()
 
     def stop(signum, frame) -> None:
         first = interrupts.received() is None
         interrupts.note(signum)
-        if first or redelivering.is_set():
-            redelivering.clear()
+        if in_hook.is_set():
+            return  # raised here it would be lost too; the redelivery is already asked for
+        if first or interrupts.redelivery_wanted():
+            interrupts.raised()
             raise interrupts.Interrupted(interrupts.received())
 
     default_hook = sys.unraisablehook
 
     def redeliver(unraisable) -> None:
-        exc = unraisable.exc_value
-        if not isinstance(exc, interrupts.Interrupted):
+        if not isinstance(unraisable.exc_value, interrupts.Interrupted):
             default_hook(unraisable)
             return
-        redelivering.set()
-        # Not from here: a signal raised now would be handled inside this hook and lost too.
-        threading.Timer(0.01, _thread.interrupt_main, (exc.signum,)).start()
+        in_hook.set()
+        try:
+            interrupts.want_redelivery()
+            wake.set()
+        finally:
+            in_hook.clear()
 
+    def redeliverer() -> None:
+        # Started once, before any signal: starting a thread inside the hook waits on a lock,
+        # where the handler could run and its exception escape the hook.
+        while True:
+            wake.wait()
+            wake.clear()
+            time.sleep(0.01)
+            signum = interrupts.received()
+            if interrupts.redelivery_wanted() and signum is not None:
+                _thread.interrupt_main(signum)
+
+    threading.Thread(target=redeliverer, name="redeliver-signals", daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     sys.unraisablehook = redeliver
