@@ -385,17 +385,23 @@ def test_empty_reference_and_large_attributes_in_inspect_json(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["fortran", "3-d", "c"])
-def test_truncated_or_odd_npy_sources_are_one_line(shard, tmp_path, layout):
+def test_truncated_or_odd_npy_sources_are_one_line(tmp_path, layout):
+    path = write_shard(tmp_path / "three.h5", [EXAMPLE1_IDS] * 3)
+    rows = np.array([EXAMPLE1_TYPES] * 3, np.int32)
     source = tmp_path / "t.npy"
     if layout == "fortran":
-        np.save(source, np.asfortranarray(np.tile(TYPES, (1, 1))))
+        np.save(source, np.asfortranarray(rows))  # 3 x 7: stored column by column
     elif layout == "3-d":
-        np.save(source, TYPES.reshape(1, 1, 7))
+        np.save(source, rows.reshape(3, 7, 1))
     else:
-        np.save(source, TYPES)
+        np.save(source, rows)
+    header = np.lib.format.read_array_header_1_0
+    with open(source, "rb") as f:
+        np.lib.format.read_magic(f)
+        assert header(f)[1] == (layout == "fortran")
     source.write_bytes(source.read_bytes()[:-5])
     before = snapshot(tmp_path)
-    result = invoke("add-types", shard, source)
+    result = invoke("add-types", path, source)
     assert_one_line_error(result, 1, str(source), "truncated")
     assert snapshot(tmp_path) == before
 
