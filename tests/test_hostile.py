@@ -147,6 +147,18 @@ def test_output_that_is_not_a_regular_file_is_refused(shard, tmp_path, kind):
         check_target(os.devnull)
 
 
+@pytest.mark.parametrize("command", ["validate", "inspect", "add-types", "assign-types"])
+def test_a_shard_that_is_a_fifo_is_one_line_not_a_hang(tmp_path, command):
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer for ever
+    np.save(tmp_path / "t.npy", TYPES)
+    args = {"add-types": [tmp_path / "t.npy"], "assign-types": ["--sep", "2"]}.get(command, [])
+    result = invoke(command, fifo, *args)
+    assert result.exit_code == 1
+    assert "is a FIFO (named pipe), not a regular file" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_output_inside_a_regular_file_says_so(shard, tmp_path):
     (tmp_path / "afile").write_text("x")
     before = snapshot(tmp_path)
