@@ -181,65 +181,67 @@ def _wait_for_handlers(process: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
+def _started(args) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [*COMMAND, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    _wait_for_handlers(process)
+    return process
+
+
+def _run_time(args) -> float:
+    """Seconds from the handlers being installed to the end of an uninterrupted run."""
+    process = _started(args)
+    began = time.monotonic()
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    process.stderr.close()
+    return time.monotonic() - began
+
+
+def _interrupt(args, signum, delay) -> tuple[int, str, float]:
+    """(exit status, stderr, seconds from the signal to the exit) of a run signalled `delay`
+    seconds after its handlers were installed."""
+    process = _started(args)
+    time.sleep(delay)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    code = process.wait(timeout=60)
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    return code, stderr, time.monotonic() - sent
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_validate_with_its_exit_status(big_shard, signum):
+    # Signals were lost in 6 of 16 validate runs, which then finished with exit 0. Each signal
+    # here comes in the first third of a run, so a run that finishes was one that lost it.
+    args = ["validate", big_shard]
+    window = _run_time(args) / 3
     chooser = random.Random(signum)
-    stopped = 0
-    for _ in range(6):
-        process = subprocess.Popen(
-            [*COMMAND, "validate", str(big_shard)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=ROOT,
-        )
-        _wait_for_handlers(process)
-        time.sleep(chooser.uniform(0.0, 0.8))
-        sent = time.monotonic()
-        process.send_signal(signum)
-        code = process.wait(timeout=30)
-        stderr = process.stderr.read().decode()
-        process.stderr.close()
-        assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
-        if code == 0:
-            continue  # finished before the signal
+    for _ in range(5):
+        code, stderr, took = _interrupt(args, signum, chooser.uniform(0.0, window))
         assert code == 128 + signum, stderr
-        assert time.monotonic() - sent < 5
-        stopped += 1
-    assert stopped >= 3
+        assert stderr.strip().splitlines() == [
+            f"Aborted: {signal.Signals(signum).name} received; outputs were left as they were."
+        ]
+        assert took < 5
 
 
-def test_sigterm_during_an_in_place_rewrite_leaves_it_unchanged_or_complete(big_shard):
+def test_sigterm_during_an_in_place_rewrite_leaves_it_unchanged(big_shard):
+    # A lost SIGTERM let an in-place add-types rewrite the file and exit 0.
     path = big_shard.parent / "rewrite.h5"
     path.write_bytes(big_shard.read_bytes())
-    types = big_shard.parent / "types.npy"
+    args = ["add-types", path, big_shard.parent / "types.npy", "--overwrite", "-q"]
+    window = _run_time(args) / 3
+    path.write_bytes(big_shard.read_bytes())
+    before = digest(path)
     chooser = random.Random(5)
-    outcomes = {"unchanged": 0, "complete": 0}
-    for _ in range(5):
-        before = digest(path)
-        process = subprocess.Popen(
-            [*COMMAND, "add-types", str(path), str(types), "--overwrite", "-q"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=ROOT,
-        )
-        _wait_for_handlers(process)
-        time.sleep(chooser.uniform(0.0, 1.5))
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
-        stderr = process.stderr.read().decode()
-        process.stderr.close()
-        assert "Traceback" not in stderr, stderr
-        leftovers = [p.name for p in path.parent.iterdir() if p.name.startswith(".")]
-        assert leftovers == []
-        if code == 143:
-            assert digest(path) == before
-            outcomes["unchanged"] += 1
-        else:
-            assert code == 0, stderr
-            with h5py.File(path) as f:
-                assert f[TOKEN_TYPE_IDS][:1000].tolist() == np.load(types)[:1000].tolist()
-            outcomes["complete"] += 1
-    assert outcomes["unchanged"], outcomes
+    for _ in range(4):
+        code, stderr, _ = _interrupt(args, signal.SIGTERM, chooser.uniform(0.0, window))
+        assert code == 143, stderr
+        assert "Traceback" not in stderr
+        assert digest(path) == before
+        assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
 
 
 def test_a_sigkilled_runs_temporary_is_removed_by_the_next_write(big_shard, tmp_path):

@@ -142,11 +142,11 @@ def open_shard(
         raise ShardError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise ShardError(f"{path}: is a folder, not an HDF5 file")
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
+    kind = path.stat().st_mode
+    if not stat.S_ISREG(kind):
         # Opening a FIFO would wait for a writer for ever; HDF5 needs random access anyway.
         raise ShardError(
-            f"{path}: is {_kind(mode)}, not a regular file; HDF5 is read with random access:"
+            f"{path}: is {_kind(kind)}, not a regular file; HDF5 is read with random access:"
             " save it to a file first"
         )
     try:
