@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import codecs
 import contextlib
 import json
 import math
@@ -106,10 +107,19 @@ def usable_standard_streams() -> None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives with the process)
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives with the process)
+    codecs.register_error("tokentype", _own_bytes_else_escaped)
     for stream in (sys.stdout, sys.stderr):
-        # A file name that is not UTF-8 arrives as surrogate escapes: write its own bytes back.
         with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(errors="surrogateescape")
+            stream.reconfigure(errors="tokentype")
+
+
+def _own_bytes_else_escaped(error: UnicodeEncodeError) -> tuple[str | bytes, int]:
+    """A file name that is not UTF-8 arrives as surrogate escapes: write its own bytes back (as
+    `ls` does). Any other unencodable text is escaped rather than fail the command."""
+    try:
+        return codecs.lookup_error("surrogateescape")(error)
+    except UnicodeEncodeError:
+        return codecs.lookup_error("backslashreplace")(error)
 
 
 def exit_on_signals() -> None:
