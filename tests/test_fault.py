@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter
+from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter, remove_stale_temporaries
 
 from .conftest import digest
 
@@ -81,8 +81,9 @@ def test_sigkill_leaves_the_shard_unchanged_or_complete(big_shard):
         time.sleep(full_run * 3 if late else chooser.uniform(0.0, full_run))
         process.send_signal(signal.SIGKILL)
         process.wait()
-        for leftover in path.parent.glob(".big.h5.*.tmp"):
-            leftover.unlink()  # a killed process cannot clean up; the target is what matters
+        # A killed process cannot clean up; the next write into the folder does (its temporary
+        # and lock file name it, and it is gone). The target is what matters here.
+        remove_stale_temporaries(path.parent)
         if digest(path) == before:
             outcomes["unchanged"] += 1
             continue

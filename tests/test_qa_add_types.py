@@ -70,16 +70,16 @@ def test_jsonl_is_spooled_beside_the_output_not_the_read_only_file(
     # FILE's folder may be read-only (a shared data set) when -o writes elsewhere.
     from tokentype_cli import add_types
 
-    real = add_types.tempfile.TemporaryDirectory
+    real = add_types.temporary_folder
     used = []
 
-    def spy(*args, dir=None, **kwargs):
-        used.append(Path(dir))
-        if Path(dir) == example1_shard.parent:
+    def spy(beside):
+        used.append(Path(beside).parent)
+        if Path(beside).parent == example1_shard.parent:
             raise PermissionError(1, "Operation not permitted")
-        return real(*args, dir=dir, **kwargs)
+        return real(beside)
 
-    monkeypatch.setattr(add_types.tempfile, "TemporaryDirectory", spy)
+    monkeypatch.setattr(add_types, "temporary_folder", spy)
     out = tmp_path / "elsewhere"
     out.mkdir()
     result = invoke(
@@ -89,4 +89,4 @@ def test_jsonl_is_spooled_beside_the_output_not_the_read_only_file(
     assert used == [out]
     # In place, a folder that cannot be written is one line, not a traceback.
     result = invoke("add-types", example1_shard, "-", input="[0,0,0,1,1,1,3]\n")
-    assert_one_line_error(result, 1, "<stdin>: cannot spool the types in", "writable")
+    assert_one_line_error(result, 1, "<stdin>: cannot spool the types beside", "writable")

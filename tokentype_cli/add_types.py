@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import IO
 import h5py
 import numpy as np
 
+from tokentype_cli import interrupts
 from tokentype_cli.errors import DatasetExistsError, SourceError
 from tokentype_cli.loss import type_counts
 from tokentype_cli.schema import (
@@ -21,11 +22,16 @@ from tokentype_cli.schema import (
     MAX_TOKEN_TYPE,
     TOKEN_TYPE_IDS,
     Provenance,
+    check_target,
     iter_row_chunks,
     open_shard,
+    read_errors,
+    refuse_output_onto_inputs,
     require_rows_dataset,
     step_rows,
+    temporary_folder,
     write_dataset_atomically,
+    write_lock,
 )
 
 STDIN = "-"
@@ -51,31 +57,45 @@ def add_types(
     overwrite: bool = False,
     provenance: Provenance | None = None,
     stdin: IO[str] | None = None,
+    allow_external: bool = False,
 ) -> AddTypesResult:
     """Check the whole `source` against FILE's input_ids, then write it as token_type_ids.
 
     Nothing is written unless every value passes; FILE is replaced atomically (or left untouched
-    when `output` is given).
+    when `output` is given, which may be neither FILE nor the source). An in-place run holds
+    FILE's write lock from the start, so a second writer is refused before it does any work.
     """
     file = Path(file)
-    with open_shard(file) as shard:
-        rows, seq_len = require_rows_dataset(shard, INPUT_IDS).shape
-        if TOKEN_TYPE_IDS in shard and not overwrite:
-            raise DatasetExistsError(
-                f"{file}: dataset '{TOKEN_TYPE_IDS}' already exists; pass --overwrite to replace it"
-            )
-    # A JSONL source is spooled where the result goes: FILE's folder may be read-only with -o.
-    spool = (file if output is None else Path(output)).parent
-    with _open_source(source, (rows, seq_len), file, spool, stdin) as blocks:
-        counts = _check_blocks(blocks(), source)
-        target = write_dataset_atomically(
-            file,
-            TOKEN_TYPE_IDS,
-            (block for _, block in blocks()),
-            output=output,
-            overwrite=overwrite,
-            provenance=provenance,
+    inputs = {"the types source": None if source == STDIN else _split_source(source)[0]}
+    if output is not None:
+        refuse_output_onto_inputs(
+            output, {f"the input {file} itself (drop -o to rewrite it in place)": file, **inputs}
         )
+    target = Path(output) if output is not None else Path(os.path.realpath(file))
+    if output is not None:
+        check_target(target)
+    # A missing FILE is open_shard's to report.
+    with write_lock(target) if file.exists() else contextlib.nullcontext():
+        with open_shard(file, allow_external=allow_external) as shard, read_errors(file):
+            rows, seq_len = require_rows_dataset(shard, INPUT_IDS).shape
+            if TOKEN_TYPE_IDS in shard and not overwrite:
+                raise DatasetExistsError(
+                    f"{file}: dataset '{TOKEN_TYPE_IDS}' already exists; pass --overwrite to"
+                    " replace it"
+                )
+        # A JSONL source is spooled where the result goes: FILE's folder may be read-only with -o.
+        with _open_source(source, (rows, seq_len), file, target, stdin, allow_external) as blocks:
+            counts = _check_blocks(blocks(), source)
+            target = write_dataset_atomically(
+                file,
+                TOKEN_TYPE_IDS,
+                (block for _, block in blocks()),
+                output=output,
+                overwrite=overwrite,
+                provenance=provenance,
+                allow_external=allow_external,
+                inputs=inputs,
+            )
     return AddTypesResult(path=target, rows=rows, seq_len=seq_len, counts=counts)
 
 
@@ -103,9 +123,17 @@ def _check_blocks(blocks: Iterator[tuple[int, np.ndarray]], source: str) -> dict
 
 @contextlib.contextmanager
 def _open_source(
-    source: str, shape: tuple[int, int], file: Path, spool: Path, stdin: IO[str] | None
+    source: str,
+    shape: tuple[int, int],
+    file: Path,
+    spool: Path,
+    stdin: IO[str] | None,
+    allow_external: bool = False,
 ) -> Iterator[BlockSource]:
-    """Yield a function that streams the source as (first_row, int block) pairs, any number of times."""
+    """Yield a function that streams the source as (first_row, int block) pairs, any number of times.
+
+    A JSONL source is spooled in a temporary folder beside `spool` (the file written).
+    """
     if source == STDIN:
         with _jsonl_to_npy(stdin, "<stdin>", shape, file, spool) as array:
             yield _array_blocks(array)
@@ -131,15 +159,18 @@ def _open_source(
         with lines, _jsonl_to_npy(lines, str(path), shape, file, spool) as array:
             yield _array_blocks(array)
     elif h5py.is_hdf5(path):
-        with open_shard(path) as shard:
+        with open_shard(path, allow_external=allow_external) as shard:
             name = dataset_name or TOKEN_TYPE_IDS
-            if name not in shard or not isinstance(shard[name], h5py.Dataset):
-                raise SourceError(
-                    f"{path}: no dataset '{name}'; name one with {path}:DATASET"
-                    f" (it holds {', '.join(sorted(shard.keys())) or 'nothing'})"
-                )
-            dataset = shard[name]
-            _check_array(dataset, shape, f"{path}:{name}", file)
+            with read_errors(path):
+                if name not in shard or not isinstance(shard[name], h5py.Dataset):
+                    raise SourceError(
+                        f"{path}: no dataset '{name}'; name one with {path}:DATASET"
+                        f" (it holds {', '.join(sorted(shard.keys())) or 'nothing'})"
+                    )
+                dataset = shard[name]
+                _check_array(dataset, shape, f"{path}:{name}", file)
+                # Never-written storage would read as fill values.
+                dataset = require_rows_dataset(shard, name)
             yield lambda: ((row, block) for row, (block,) in iter_row_chunks([dataset]))
     else:
         raise SourceError(
@@ -158,28 +189,39 @@ def _split_source(source: str) -> tuple[Path, str | None]:
 
 @dataclass(frozen=True)
 class _NpyRows:
-    """A 2-D C-order .npy file read a block of rows at a time with plain reads.
+    """A 2-D .npy file read a block of rows at a time with plain reads.
 
     A memory map would do the same with less code, but every page it touches counts in the
-    process's resident memory, which then grows with the source instead of staying flat.
+    process's resident memory, which then grows with the source instead of staying flat. Other
+    shapes are only looked at (the shape check refuses them).
     """
 
     path: Path
     shape: tuple[int, ...]
     dtype: np.dtype
     offset: int
+    fortran_order: bool = False
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         first, stop, _ = rows.indices(self.shape[0])
         width = self.shape[1]
-        count = max(0, stop - first) * width
-        block = np.fromfile(
-            self.path,
-            self.dtype,
-            count=count,
-            offset=self.offset + first * width * self.dtype.itemsize,
-        )
-        if block.size != count:
+        height = max(0, stop - first)
+        size = self.dtype.itemsize
+        if not self.fortran_order:
+            block = np.fromfile(
+                self.path,
+                self.dtype,
+                count=height * width,
+                offset=self.offset + first * width * size,
+            )
+        else:
+            # Column-major: each column of the block is one contiguous run of the file.
+            block = np.empty((height, width), dtype=self.dtype)
+            with open(self.path, "rb") as handle:
+                for column in range(width):
+                    handle.seek(self.offset + (column * self.shape[0] + first) * size)
+                    block[:, column] = np.frombuffer(handle.read(height * size), self.dtype)
+        if block.size != height * width:
             raise SourceError(f"{self.path}: file ends early; the .npy array is truncated")
         return block.reshape(-1, width)
 
@@ -199,10 +241,14 @@ def _open_npy(path: Path) -> _NpyRows | np.ndarray:
         raise SourceError(f"{path}: not a readable .npy array ({exc})") from exc
     if dtype.hasobject:
         raise SourceError(f"{path}: holds Python objects; save an integer array")
-    if fortran_order or len(shape) != 2:
-        # Rare layouts: let numpy map them; the shape check names a wrong shape.
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    return _NpyRows(path, shape, dtype, offset)
+    expected = offset + math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise SourceError(
+            f"{path}: file ends early ({size:,} of {expected:,} bytes); the .npy array is"
+            " truncated: save it again"
+        )
+    return _NpyRows(path, tuple(shape), dtype, offset, bool(fortran_order))
 
 
 def _check_array(array, shape: tuple[int, int], source: str, file: Path) -> None:
@@ -223,6 +269,7 @@ def _array_blocks(array) -> BlockSource:
 
     def blocks() -> Iterator[tuple[int, np.ndarray]]:
         for first in range(0, rows, step):
+            interrupts.check()
             yield first, np.asarray(array[first : first + step])
 
     return blocks
@@ -237,19 +284,22 @@ def _jsonl_to_npy(
         raise SourceError(f"{name}: no standard input to read types from")
     rows, seq_len = shape
     try:
-        spooled = tempfile.TemporaryDirectory(prefix=".tokentype-", dir=spool)
+        spooled = temporary_folder(spool)
+        folder = spooled.__enter__()
     except OSError as exc:
         raise SourceError(
-            f"{name}: cannot spool the types in {spool} ({exc.strerror or exc}); check that the"
-            " folder exists and is writable"
+            f"{name}: cannot spool the types beside {spool} ({exc.strerror or exc}); check that"
+            " the folder exists and is writable"
         ) from exc
-    with spooled as folder:
-        path = Path(folder) / "types.npy"
+    with contextlib.ExitStack() as stack:
+        stack.push(spooled)
+        path = folder / "types.npy"
         with open(path, "wb") as out:
             header = {"descr": np.lib.format.dtype_to_descr(TYPES_DTYPE), "fortran_order": False}
             np.lib.format.write_array_header_2_0(out, {**header, "shape": shape})
             row = 0
             for number, line in enumerate(_decoded(lines, name), start=1):
+                interrupts.check()
                 if not line.strip():
                     continue
                 if row >= rows:
@@ -282,6 +332,10 @@ def _parse_jsonl_row(line: str, where: str, row: int, seq_len: int) -> np.ndarra
     except json.JSONDecodeError as exc:
         raise SourceError(
             f"{where}: not valid JSON ({exc.msg}); each line is a list of ints"
+        ) from exc
+    except RecursionError as exc:
+        raise SourceError(
+            f"{where}: JSON nested too deeply; each line is a flat list of ints"
         ) from exc
     if not isinstance(values, list):
         raise SourceError(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +19,14 @@ from tokentype_cli.schema import (
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     Provenance,
+    check_target,
     iter_row_chunks,
     open_shard,
+    read_errors,
+    refuse_output_onto_inputs,
     require_rows_dataset,
     write_dataset_atomically,
+    write_lock,
 )
 
 
@@ -120,11 +125,15 @@ def assign_types(
     preview_rows: int = 0,
     provenance: Provenance | None = None,
     progress: Callable[[int], None] | None = None,
+    allow_external: bool = False,
+    inputs: Mapping[str, str | os.PathLike | None] | None = None,
 ) -> AssignReport:
     """Compute token_type_ids for every row of `path` and write them (in place, or to `output`).
 
     In place, the file is replaced only when the whole computation succeeds; an error (including
-    --require-match) or an interruption leaves it as it was.
+    --require-match) or an interruption leaves it as it was, and a second writer is refused for
+    the whole run. `output` may be neither `path` nor any of `inputs` (description -> path: the
+    rules file, the tokenizer).
     """
     path = Path(path)
     report = AssignReport(
@@ -134,7 +143,55 @@ def assign_types(
         structure=structure,
         rules=[RuleReport(rule) for rule in rules],
     )
-    with open_shard(path) as shard:
+    if dry_run:
+        count_existing = _survey(path, structure, overwrite, dry_run, report, allow_external)
+        # The report fills in as the blocks are computed, so a dry run still goes through them.
+        for _ in _blocks(
+            path, structure, rules, report, require_match, preview_rows, progress,
+            count_existing, allow_external,
+        ):  # fmt: skip
+            pass
+        return report
+    if output is not None:
+        refuse_output_onto_inputs(
+            output,
+            {f"the input {path} itself (drop -o to rewrite it in place)": path, **(inputs or {})},
+        )
+        check_target(output)
+    target = Path(output) if output is not None else Path(os.path.realpath(path))
+    # A missing FILE is open_shard's to report.
+    with write_lock(target) if path.exists() else contextlib.nullcontext():
+        count_existing = _survey(path, structure, overwrite, dry_run, report, allow_external)
+        # The report fills in as the blocks are computed.
+        blocks = _blocks(
+            path, structure, rules, report, require_match, preview_rows, progress,
+            count_existing, allow_external,
+        )  # fmt: skip
+        write_dataset_atomically(
+            path,
+            TOKEN_TYPE_IDS,
+            blocks,
+            output=output,
+            overwrite=True,  # refused above unless allowed, with a message naming --from-existing too
+            provenance=provenance,
+            allow_external=allow_external,
+            inputs=inputs,
+        )
+    report.written = True
+    return report
+
+
+def _survey(
+    path: Path,
+    structure: Structure,
+    overwrite: bool,
+    dry_run: bool,
+    report: AssignReport,
+    allow_external: bool,
+) -> bool:
+    """Check the shard can be typed as asked; fill in its size. Return whether the file's own
+    types are to be counted for the report (they are replaced)."""
+    with open_shard(path, allow_external=allow_external) as shard, read_errors(path):
         input_ids = require_rows_dataset(shard, INPUT_IDS)
         report.rows, report.seq_len = input_ids.shape
         if report.seq_len == 0:
@@ -166,24 +223,7 @@ def assign_types(
             count_existing = (
                 getattr(existing, "shape", None) == input_ids.shape and existing.dtype.kind in "iu"
             )
-    # The report fills in as the blocks are computed, so a dry run still has to go through them.
-    blocks = _blocks(
-        path, structure, rules, report, require_match, preview_rows, progress, count_existing
-    )
-    if dry_run:
-        for _ in blocks:
-            pass
-        return report
-    write_dataset_atomically(
-        path,
-        TOKEN_TYPE_IDS,
-        blocks,
-        output=output,
-        overwrite=True,  # refused above unless allowed, with a message naming --from-existing too
-        provenance=provenance,
-    )
-    report.written = True
-    return report
+    return count_existing
 
 
 def _blocks(
@@ -195,12 +235,14 @@ def _blocks(
     preview_rows: int,
     progress: Callable[[int], None] | None,
     count_existing: bool = False,
+    allow_external: bool = False,
 ) -> Iterator[np.ndarray]:
-    with open_shard(path) as shard:
-        datasets = [shard[INPUT_IDS]]
-        if structure.from_existing or count_existing:
-            datasets.append(shard[TOKEN_TYPE_IDS])
-            report.existing = np.zeros(N_TYPES, dtype=np.int64)
+    with open_shard(path, allow_external=allow_external) as shard:
+        with read_errors(path):
+            datasets = [require_rows_dataset(shard, INPUT_IDS)]
+            if structure.from_existing or count_existing:
+                datasets.append(require_rows_dataset(shard, TOKEN_TYPE_IDS))
+                report.existing = np.zeros(N_TYPES, dtype=np.int64)
         previews: list[tuple[np.ndarray, np.ndarray]] = []
         shown = 0
         for first_row, block in iter_row_chunks(datasets):

@@ -29,10 +29,12 @@ from tokentype_cli.report.rows import (  # noqa: F401  (re-exported: the formatt
 )
 from tokentype_cli.schema import (
     INPUT_IDS,
+    MAX_ATTRIBUTE_BYTES,
     PROVENANCE_OPTIONS_ATTR,
     TOKEN_TYPE_NAMES,
     TokenType,
     find_shards,
+    first_line,
     iter_row_chunks,
     open_shard,
     require_rows_dataset,
@@ -126,6 +128,7 @@ def summarize(
     prompt_loss_weight: float | None = None,
     progress: Callable[[int], None] | None = None,
     normalization: str = "token",
+    allow_external: bool = False,
 ) -> ShardSummary:
     """Summarise a shard, or a folder or several paths (totals plus each file), streaming the types.
 
@@ -135,8 +138,10 @@ def summarize(
     given = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     loss = None if prompt_loss_weight is None else (prompt_loss_weight, normalization)
     if len(given) == 1 and not given[0].is_dir():
-        return _summarize_file(given[0], loss, progress)
-    summaries = [_summarize_file(file, loss, progress) for file in shard_files(*given)]
+        return _summarize_file(given[0], loss, progress, allow_external)
+    summaries = [
+        _summarize_file(file, loss, progress, allow_external) for file in shard_files(*given)
+    ]
     total = ShardSummary(given[0] if len(given) == 1 else None, files=summaries, inputs=given)
     total.rows = sum(s.rows for s in summaries)
     lengths = {s.seq_len for s in summaries}
@@ -188,14 +193,14 @@ def dataset_info(dataset: h5py.Dataset) -> dict[str, object]:
         "shuffle": bool(dataset.shuffle),
         "chunks": None if dataset.chunks is None else list(dataset.chunks),
         "maxshape": None if dataset.maxshape is None else list(dataset.maxshape),
-        "attrs": {key: _attribute(key, value) for key, value in sorted(dataset.attrs.items())},
+        "attrs": {key: _attribute(dataset.attrs, key) for key in sorted(dataset.attrs)},
     }
 
 
-def _attribute(key: str, value: object) -> object:
+def _attribute(attrs: h5py.AttributeManager, key: str) -> object:
     """An attribute JSON-ready; the provenance options (stored as JSON text) as an object, so
     --json never holds JSON inside a string."""
-    plain = _plain(value)
+    plain = attribute_value(attrs, key)
     if key == PROVENANCE_OPTIONS_ATTR and isinstance(plain, str):
         try:
             return json.loads(plain)
@@ -204,10 +209,35 @@ def _attribute(key: str, value: object) -> object:
     return plain
 
 
+def attribute_value(attrs: h5py.AttributeManager, key: str) -> object:
+    """One attribute, JSON-ready; a large one summarised without being read.
+
+    A 40 MB attribute made `inspect --json` use 1.46 GB and print 189 MB.
+    """
+    try:
+        attribute = attrs.get_id(key)
+        # HDF5 errors on the size of an attribute without a value (h5py.Empty).
+        size = attribute.get_storage_size() if attribute.shape is not None else 0
+        if size > MAX_ATTRIBUTE_BYTES:
+            return {
+                "summary": "large attribute, not shown",
+                "shape": list(attribute.shape),
+                "dtype": str(attribute.dtype),
+                "bytes": size,
+            }
+        return _plain(attrs[key])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        # An HDF5 type numpy cannot hold (bitfields, some references) is not worth a failure.
+        return f"<attribute not readable: {first_line(exc)}>"
+
+
 def _summarize_file(
-    path: Path, loss: tuple[float, str] | None, progress: Callable[[int], None] | None
+    path: Path,
+    loss: tuple[float, str] | None,
+    progress: Callable[[int], None] | None,
+    allow_external: bool = False,
 ) -> ShardSummary:
-    with _readable(path), open_shard(path) as shard:
+    with _readable(path), open_shard(path, allow_external=allow_external) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
         summary = ShardSummary(path, rows=ids.shape[0], seq_len=ids.shape[1])
         summary.datasets = {
@@ -239,6 +269,12 @@ def _summarize_file(
 
 def _plain(value: object) -> object:
     """HDF5 attribute values as JSON-ready Python values."""
+    if isinstance(value, h5py.Empty):
+        return None  # an attribute with a type but no value (HDF5's null dataspace)
+    if isinstance(value, h5py.RegionReference):
+        return "<HDF5 region reference>"
+    if isinstance(value, h5py.Reference):
+        return "<HDF5 object reference>"
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
@@ -253,11 +289,15 @@ def _plain(value: object) -> object:
 # --- row selection -------------------------------------------------------------------------------
 
 
-def parse_rows(spec: str, total: int) -> list[int]:
-    """Rows named by SPEC: `0`, `-1`, `3:6`, `:5`, `10:`, or a comma list of those."""
+def parse_rows(spec: str, total: int) -> list[range]:
+    """Rows named by SPEC: `0`, `-1`, `3:6`, `:5`, `10:`, or a comma list of those.
+
+    Ranges, clipped to the file: `0:100000000` is one range object, not a list of every row
+    (which took 2.65 GB).
+    """
     if total == 0:
         raise OptionError(f"--rows {spec}: the file has no rows to show")
-    selected: list[int] = []
+    selected: list[range] = []
     everything = range(total)
     for part in spec.split(","):
         part = part.strip()
@@ -272,14 +312,14 @@ def parse_rows(spec: str, total: int) -> list[int]:
                     raise OptionError(
                         f"--rows {spec}: {part} selects no rows of the {total} (0..{total - 1})"
                     )
-                selected.extend(chosen)
+                selected.append(chosen)
             else:
                 index = int(part)
                 if not -total <= index < total:
                     raise OptionError(
                         f"--rows {spec}: row {index} is outside the {total} rows (0..{total - 1})"
                     )
-                selected.append(everything[index])
+                selected.append(range(everything[index], everything[index] + 1))
         except ValueError as exc:
             raise OptionError(
                 f"--rows {spec!r}: use a row (0, -1), a range (3:6) or a comma list of those"
@@ -288,16 +328,16 @@ def parse_rows(spec: str, total: int) -> list[int]:
 
 
 def read_rows(
-    path: str | os.PathLike, spec: str
+    path: str | os.PathLike, spec: str, allow_external: bool = False
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """Yield (row, input_ids, token_type_ids or None) for the rows SPEC names, reading only those."""
-    with _readable(Path(path)), open_shard(path) as shard:
+    with _readable(Path(path)), open_shard(path, allow_external=allow_external) as shard:
         ids = require_rows_dataset(shard, INPUT_IDS)
         types = _types_dataset(shard, ids)
         datasets = [ids] if types is None else [ids, types]
-        rows = parse_rows(spec, ids.shape[0])
-        # Consecutive rows are read as one slice; a long range streams in bounded blocks.
-        for start, stop in _runs(rows):
+        # Each range is read as slices; a long one streams in bounded blocks.
+        for part in parse_rows(spec, ids.shape[0]):
+            start, stop = part.start, part.stop
             for first_row, blocks in iter_row_chunks(datasets, start=start, stop=stop):
                 for offset in range(len(blocks[0])):
                     yield (
@@ -305,20 +345,6 @@ def read_rows(
                         blocks[0][offset],
                         None if types is None else blocks[1][offset],
                     )
-
-
-def _runs(rows: list[int]) -> Iterator[tuple[int, int]]:
-    """(start, stop) of each stretch of consecutive rows, in the given order."""
-    start = previous = None
-    for row in rows:
-        if start is not None and row == previous + 1:
-            previous = row
-            continue
-        if start is not None:
-            yield start, previous + 1
-        start = previous = row
-    if start is not None:
-        yield start, previous + 1
 
 
 # --- text output ---------------------------------------------------------------------------------
@@ -424,9 +450,9 @@ def _shape(value: object) -> str:
     return "(" + ", ".join("None" if v is None else str(v) for v in value) + ")"
 
 
-def row_count(path: str | os.PathLike) -> int:
+def row_count(path: str | os.PathLike, allow_external: bool = False) -> int:
     """Rows of a shard's input_ids."""
-    with _readable(Path(path)), open_shard(path) as shard:
+    with _readable(Path(path)), open_shard(path, allow_external=allow_external) as shard:
         return require_rows_dataset(shard, INPUT_IDS).shape[0]
 
 

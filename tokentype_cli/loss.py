@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema import COMPLETION, PROMPT, SEPARATOR, TOKEN_TYPE_NAMES, TokenType
 
 N_TYPES = len(TokenType)
 # How LossTally averages: over all targets (Megatron-LM, Hugging Face) or per row first.
@@ -33,9 +33,9 @@ NORMALIZATIONS = ("token", "row")
 def weight_table(prompt_loss_weight: float) -> np.ndarray:
     """Loss weight of a target by its type: index with a type id (0..3)."""
     table = np.zeros(N_TYPES, dtype=np.float64)
-    table[TokenType.PROMPT] = prompt_loss_weight
-    table[TokenType.COMPLETION] = 1.0
-    table[TokenType.SEPARATOR] = 1.0
+    table[PROMPT] = prompt_loss_weight
+    table[COMPLETION] = 1.0
+    table[SEPARATOR] = 1.0
     return table
 
 

@@ -201,6 +201,8 @@ def parse_rules_text(text: str, name: str, tokenizer: LoadedTokenizer | None) ->
             data = json.loads(text)
         except json.JSONDecodeError:
             data = _toml(text, name)
+        except RecursionError as exc:
+            raise RuleError(f"{name}: JSON nested too deeply to be a rules file") from exc
     if not isinstance(data, Mapping):
         raise RuleError(f"{name}: a rules file holds one table/object with keys {FILE_KEYS}")
     return parse_rules_data(data, name, tokenizer)
@@ -211,6 +213,8 @@ def _toml(text: str, name: str) -> object:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RuleError(f"{name}: not valid TOML ({exc})") from exc
+    except RecursionError as exc:
+        raise RuleError(f"{name}: TOML nested too deeply to be a rules file") from exc
 
 
 def _json(text: str, name: str) -> object:
@@ -218,6 +222,8 @@ def _json(text: str, name: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise RuleError(f"{name}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise RuleError(f"{name}: JSON nested too deeply to be a rules file") from exc
 
 
 def parse_rules_data(

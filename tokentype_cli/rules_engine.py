@@ -16,7 +16,7 @@ import numpy as np
 
 from tokentype_cli.loss import N_TYPES, type_counts
 from tokentype_cli.rules import Rule, Structure
-from tokentype_cli.schema import TokenType
+from tokentype_cli.schema import PADDING, SEPARATOR
 
 # Rows are processed in parts of about this many tokens (see apply_rules).
 PART_TOKENS = 1 << 17
@@ -264,19 +264,19 @@ def _apply_part(
         return
     if structure.from_existing:
         out[...] = existing
-        is_sep = out == TokenType.SEPARATOR
-        is_structure = is_sep | (out == TokenType.PADDING)
+        is_sep = out == SEPARATOR
+        is_structure = is_sep | (out == PADDING)
         result.before += type_counts(out)[:N_TYPES]
     else:
         is_sep, is_pad = structure_masks(ids, structure)
         is_structure = is_sep | is_pad
         out.fill(int(structure.default))
-        out[is_sep] = TokenType.SEPARATOR
-        out[is_pad] = TokenType.PADDING
+        out[is_sep] = SEPARATOR
+        out[is_pad] = PADDING
         seps, pads = int(np.count_nonzero(is_sep)), int(np.count_nonzero(is_pad))
         result.before[int(structure.default)] += out.size - seps - pads
-        result.before[TokenType.SEPARATOR] += seps
-        result.before[TokenType.PADDING] += pads
+        result.before[SEPARATOR] += seps
+        result.before[PADDING] += pads
     b = _Bodies(ids, is_sep, is_structure)
     result.articles += b.count
     if not rules:

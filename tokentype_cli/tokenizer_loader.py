@@ -17,6 +17,8 @@ from tokentype_cli.errors import TokenizerError
 # tokens, most specific first.
 EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>", "[SEP]", "<sep>", "SEP", "EOS", "<|end|>")
 PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>", "PAD", "<|padding|>")
+# Shards hold int32 ids: a vocabulary id beyond this cannot be stored (10^20 was a TypeError).
+MAX_ID = (1 << 31) - 1
 BOS_NAMES = ("<s>", "<bos>", "<|bos|>", "[CLS]", "BOS", "<|startoftext|>")
 
 
@@ -60,15 +62,29 @@ class LoadedTokenizer:
         return found
 
     def token_text(self, token_id: int) -> str:
-        """The vocabulary string of one id (`<id N>` when the id is unknown)."""
-        text = self.tokenizer.id_to_token(int(token_id))
+        """The vocabulary string of one id (`<id N>` for a gap in the vocabulary, `<bad id N>`
+        outside it)."""
+        token_id = int(token_id)
+        if not 0 <= token_id < self.vocab_size:
+            return f"<bad id {token_id}>"
+        text = self.tokenizer.id_to_token(token_id)
         return f"<id {token_id}>" if text is None else text
 
     def decode_each(self, ids: np.ndarray | list[int]) -> list[str]:
-        """Readable text of each token on its own (byte-level pieces decoded, specials kept)."""
+        """Readable text of each token on its own (byte-level pieces decoded, specials kept).
+
+        An id outside the vocabulary shows as `<bad id N>` (the Rust decoder overflows on ids
+        beyond 32 bits and says nothing useful about the others).
+        """
         if self.word_level:
             return [self.token_text(i) for i in ids]
-        return [self.tokenizer.decode([int(i)], skip_special_tokens=False) for i in ids]
+        size = self.vocab_size
+        return [
+            self.tokenizer.decode([i], skip_special_tokens=False)
+            if 0 <= i < size
+            else f"<bad id {i}>"
+            for i in map(int, ids)
+        ]
 
 
 def load_tokenizer(path: str | os.PathLike) -> LoadedTokenizer:
@@ -84,10 +100,20 @@ def load_tokenizer(path: str | os.PathLike) -> LoadedTokenizer:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TokenizerError(f"{file}: not a JSON tokenizer or vocabulary ({exc})") from exc
+    except RecursionError as exc:
+        raise TokenizerError(
+            f"{file}: JSON nested too deeply to be a tokenizer or vocabulary"
+        ) from exc
     if isinstance(data, dict) and "model" in data:
         model = data["model"] if isinstance(data["model"], dict) else {}
         return _from_tokenizer_json(file, folder, word_level=model.get("type") == "WordLevel")
     if isinstance(data, dict) and data and all(_is_id(v) for v in data.values()):
+        too_big = next((k for k, v in data.items() if v > MAX_ID), None)
+        if too_big is not None:
+            raise TokenizerError(
+                f"{file}: token {too_big!r} has id {data[too_big]}, beyond the int32 ids a shard"
+                f" holds (at most {MAX_ID}); fix the vocabulary"
+            )
         return _from_vocabulary(file, data)
     raise TokenizerError(
         f"{file}: neither a tokenizer.json (no 'model') nor a vocabulary of {{\"TOKEN\": id}}"
@@ -153,6 +179,10 @@ def _special_tokens_config(folder: Path) -> dict[str, str]:
             config = json.loads(config_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise TokenizerError(f"{config_file}: not valid JSON ({exc})") from exc
+        except RecursionError as exc:
+            raise TokenizerError(f"{config_file}: JSON nested too deeply") from exc
+        if not isinstance(config, dict):
+            continue
         for key in ("eos_token", "pad_token", "bos_token"):
             value = config.get(key)
             if isinstance(value, dict):  # AddedToken serialised as {"content": ...}

@@ -21,19 +21,30 @@ from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.loss import as_small_types
 from tokentype_cli.schema import (
     CATEGORY_IDS,
+    COMPLETION,
     COMPRESSION,
     DTYPE,
     INPUT_IDS,
+    MAX_SEQ_LENGTH,
+    PADDING,
+    PROMPT,
     PROVENANCE_OPTIONS_ATTR,
     ROW_DATASETS,
+    SEPARATOR,
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
+    chunk_shape_problem,
     find_shards,
     first_line,
     iter_row_chunks,
+    missing_virtual_sources,
     open_shard,
+    outside_references,
     read_step_rows,
+    reads_outside,
+    unwritten_chunks,
+    unwritten_message,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -48,6 +59,11 @@ FIXES = {
     "missing-input-ids": "a shard needs input_ids: build it with `tokentype tokenize`",
     "not-2d": "store the dataset as (rows, max_seq_length)",
     "non-integer-dtype": "store integer ids (int32, 'i4')",
+    "outside-data": "copy the data into the file, or pass --allow-external to check what it reads",
+    "virtual-source-missing": "restore the virtual dataset's source files, or rebuild the file",
+    "unwritten-chunks": "rebuild the file: part of the dataset was declared but never written",
+    "id-beyond-int32": "store input_ids as int32 ('i4'): a trainer reading int32 sees these ids"
+    " as other ids",
     "shape-mismatch": "rewrite the types: `tokentype add-types FILE TYPES --overwrite`",
     "zero-rows": "rebuild the shard from non-empty input",
     "seq-length": "re-tokenize with the --max-seq-length the model trains with",
@@ -62,6 +78,7 @@ FIXES = {
     "dtype-not-int32": "rewrite it as int32 ('i4'), as the trainer expects: `tokentype repack FILE`",
     "not-gzip": "rewrite it with gzip compression, as tokentype writes: `tokentype repack FILE`",
     "maxshape": "rewrite it with maxshape=(None, max_seq_length): `tokentype repack FILE`",
+    "chunk-shape": "rewrite the dataset chunked by whole rows, as tokentype writes it: `tokentype repack FILE`",
     "padding-then-content": "pad only at the end of a row: re-pack the rows (tokentype tokenize)",
     "truncated-eos": "end each article with an EOS separator before padding (raise"
     " --max-seq-length or keep the EOS when truncating)",
@@ -210,6 +227,7 @@ class ValidateOptions:
     prompt_loss_weight: float | None = None
     strict: bool = False
     training: TrainingOptions = field(default_factory=TrainingOptions)  # dataset folders only
+    allow_external: bool = False  # follow external links and virtual datasets
     ignore: frozenset[str] = frozenset()  # check names whose findings are dropped
     # CI thresholds: crossing one is an error.
     min_learned_per_row: int | None = None
@@ -319,7 +337,8 @@ def validate_file(
     """All checks on one file; never raises for a problem in the file, it becomes a finding."""
     report = FileReport(Path(path))
     try:
-        shard = open_shard(path)
+        # Data kept outside the file is reported here as findings, not refused at opening.
+        shard = open_shard(path, check_links=False)
     except ShardError as exc:
         report.add("cannot-open", ERROR, str(exc))
         return report
@@ -385,11 +404,23 @@ def _check_file(
     on_block: BlockObserver | None = None,
 ) -> None:
     path = report.path
+    if not options.allow_external:
+        for reference in outside_references(shard):
+            report.add(
+                "outside-data",
+                ERROR,
+                f"{path}: '{reference.name}' is {reference.what}; validate checks only the file it"
+                " is given (--allow-external follows it)",
+            )
     if INPUT_IDS not in shard:
         have = ", ".join(sorted(shard.keys())) or "nothing"
         report.add("missing-input-ids", ERROR, f"{path}: no dataset '{INPUT_IDS}' (holds {have})")
         return
-    usable = {name: _check_structure(shard, name, report) for name in ROW_DATASETS if name in shard}
+    usable = {
+        name: _readable_here(shard, name, report, options) and _check_structure(shard, name, report)
+        for name in ROW_DATASETS
+        if name in shard
+    }
     if not usable[INPUT_IDS]:
         return
     ids = shard[INPUT_IDS]
@@ -463,6 +494,27 @@ def _recorded_options(dataset: h5py.Dataset) -> dict[str, object]:
     return options if isinstance(options, dict) else {}
 
 
+def _readable_here(
+    shard: h5py.File, name: str, report: FileReport, options: ValidateOptions
+) -> bool:
+    """Whether a row dataset's values can be read: its own, or outside the file but allowed and
+    present (a virtual dataset's missing source reads as fill values, which would pass)."""
+    if reads_outside(shard, name) and not options.allow_external:
+        return False  # reported as outside-data
+    dataset = shard[name]
+    if isinstance(dataset, h5py.Dataset) and dataset.is_virtual:
+        missing = missing_virtual_sources(dataset)
+        if missing:
+            report.add(
+                "virtual-source-missing",
+                ERROR,
+                f"{report.path}: virtual dataset '{name}' reads {missing[0]}, which does not"
+                " exist: its rows would read as fill values",
+            )
+            return False
+    return True
+
+
 def _check_structure(shard: h5py.File, name: str, report: FileReport) -> bool:
     """Report structural problems of one row dataset; True when its content can be checked."""
     path = report.path
@@ -509,6 +561,21 @@ def _check_structure(shard: h5py.File, name: str, report: FileReport) -> bool:
             f"{path}: dataset '{name}' has maxshape {dataset.maxshape}; expected (None, {seq_len})",
             dataset=name,
         )
+    problem = chunk_shape_problem(dataset)
+    if problem is not None:
+        report.add("chunk-shape", WARNING, f"{path}: dataset '{name}': {problem}")
+    if seq_len > MAX_SEQ_LENGTH:
+        report.add(
+            "seq-length",
+            ERROR,
+            f"{path}: dataset '{name}' has rows of {seq_len:,} tokens, more than the"
+            f" {MAX_SEQ_LENGTH:,} tokentype reads",
+        )
+        return False
+    unwritten = unwritten_chunks(dataset)
+    if unwritten is not None:
+        report.add("unwritten-chunks", ERROR, unwritten_message(path, name, dataset, *unwritten))
+        return False
     return usable
 
 
@@ -521,7 +588,8 @@ def _blocks(
     rows: the rest of the block is still checked and the count names just the lost rows.
     """
     step = read_step_rows(datasets[0])
-    per_chunk = datasets[0].chunks[0] if datasets[0].chunks else step
+    # A damaged block is read again a chunk's rows at a time, but never more than a step.
+    per_chunk = min(datasets[0].chunks[0], step) if datasets[0].chunks else step
     lost_rows, first_lost, why = 0, None, ""
 
     def readable(
@@ -651,6 +719,15 @@ class _ContentChecker:
         hits = self.hits
         self.tokens += ids.size
         low, high = ids.min(), ids.max()
+        if ids.dtype.itemsize >= 4 and ids.dtype != np.int32:
+            info = np.iinfo(np.int32)
+            if high > info.max or low < info.min:
+                beyond = (
+                    (ids > info.max)
+                    if ids.dtype.kind == "u"
+                    else (ids > info.max) | (ids < info.min)
+                )
+                hits["id-beyond-int32"].cells(beyond, first_row, ids)
         if low < 0:
             hits["negative-token-id"].cells(ids < 0, first_row, ids)
         if self.vocab_size is not None and high >= self.vocab_size:
@@ -664,11 +741,13 @@ class _ContentChecker:
         small = as_small_types(types)
         if small.min() < 0:
             hits["type-out-of-range"].cells(small < 0, first_row, types)
-        pad = small == TokenType.PADDING
-        sep = small == TokenType.SEPARATOR
-        prompt = small == TokenType.PROMPT
-        learned = (small == TokenType.COMPLETION) | sep
-        content = prompt | (small == TokenType.COMPLETION)
+        # Plain ints: see schema.PROMPT.
+        pad = small == PADDING
+        sep = small == SEPARATOR
+        prompt = small == PROMPT
+        completion = small == COMPLETION
+        learned = completion | sep
+        content = prompt | completion
         # Booleans: a > b is a & ~b.
         hits["padding-then-content"].cells(pad[:, :-1] > pad[:, 1:], first_row, shift=1)
         self._truncated(ids, small, content, pad, first_row)
@@ -757,6 +836,10 @@ class _ContentChecker:
                 f"'{INPUT_IDS}' values >= the vocabulary size {self.vocab_size}",
             ),
             "type-out-of-range": (ERROR, f"'{TOKEN_TYPE_IDS}' values outside 0..3"),
+            "id-beyond-int32": (
+                ERROR,
+                f"'{INPUT_IDS}' values beyond int32 (a trainer reading int32 sees other ids)",
+            ),
             "no-loss-row": (
                 ERROR,
                 f"rows in which no target carries loss at prompt_loss_weight {weight:g}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from tokentype_cli.cli.base import (
+    allow_external_option,
     cli,
     emit_json,
     json_option,
@@ -20,10 +21,12 @@ from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
 
 
 @cli.command("add-types")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+# readable=False: an unreadable shard is a data error (exit 1) the library words, not usage.
+@click.argument("file", type=click.Path(dir_okay=False, readable=False, path_type=Path))
 @click.argument("source", type=str)
 @output_options
 @json_option
+@allow_external_option
 @quiet_option
 @click.pass_context
 def add_types_command(
@@ -33,6 +36,7 @@ def add_types_command(
     output: Path | None,
     overwrite: bool,
     as_json: bool,
+    allow_external: bool,
     quiet: bool,
 ) -> None:
     """Append a token_type_ids dataset to FILE from SOURCE.
@@ -60,6 +64,7 @@ def add_types_command(
         overwrite=overwrite,
         provenance=provenance(ctx, source=source, overwrite=overwrite),
         stdin=stdin,
+        allow_external=allow_external,
     )
     if as_json:
         from tokentype_cli.loss import type_shares

@@ -9,6 +9,7 @@ from click.core import ParameterSource
 
 from tokentype_cli.cli.base import (
     TOKEN_TYPE,
+    allow_external_option,
     cli,
     color_option,
     emit_json,
@@ -26,11 +27,11 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("assign-types")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, readable=False, path_type=Path))
 @click.option(
     "--rules",
     "rules_file",
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=click.Path(dir_okay=False, readable=False, allow_dash=True),
     default=None,
     help="TOML or JSON rules file (- for stdin) with sep, pad, default, from_existing and a"
     " list of rules; applied before any --rule.",
@@ -87,6 +88,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     help_extra="Lets tokens be written as text; --sep defaults to its eos, --pad to its pad."
 )
 @output_options
+@allow_external_option
 @click.option(
     "--require-match",
     is_flag=True,
@@ -123,6 +125,7 @@ def assign_types_command(
     tokenizer: LoadedTokenizer | None,
     output: Path | None,
     overwrite: bool,
+    allow_external: bool,
     require_match: bool,
     dry_run: bool,
     show_rows: int,
@@ -211,6 +214,11 @@ def assign_types_command(
             preview_rows=show_rows if dry_run else 0,
             provenance=provenance(ctx, **record),
             progress=advance,
+            allow_external=allow_external,
+            inputs={
+                "the rules file": rules_file,
+                "the tokenizer": None if tokenizer is None else tokenizer.path,
+            },
         )
     preview = []
     if report.preview_ids is not None:

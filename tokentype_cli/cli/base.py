@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import _thread
+import codecs
+import contextlib
 import json
 import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,9 +19,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from tokentype_cli import __version__
+from tokentype_cli import __version__, interrupts
 from tokentype_cli.errors import OptionError, TokentypeError
-from tokentype_cli.schema import Provenance, TokenType, parse_token_type
+from tokentype_cli.schema import MAX_SEQ_LENGTH, Provenance, TokenType, parse_token_type
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -46,6 +49,9 @@ class TokentypeGroup(click.Group):
             raise click.UsageError(str(exc), ctx) from exc
         except TokentypeError as exc:
             raise click.ClickException(str(exc)) from exc
+        except interrupts.Interrupted as exc:
+            click.echo(f"Aborted: {exc.name} received; outputs were left as they were.", err=True)
+            raise
 
 
 @click.group(cls=TokentypeGroup, context_settings=CONTEXT_SETTINGS)
@@ -68,38 +74,103 @@ def cli() -> None:
 def main() -> None:
     """Entry point for the `tokentype` script and `python -m tokentype_cli`."""
     # A closed stdout (`| head`) is handled by click: exit 1 with nothing on stderr.
+    usable_standard_streams()
     exit_on_signals()
-    cli(prog_name="tokentype")
+    try:
+        cli(prog_name="tokentype")
+    except SystemExit:
+        # However the run ended (click turns a KeyboardInterrupt into exit 1), a signal received
+        # decides the status: 130 for Ctrl-C, 143 for SIGTERM.
+        signum = interrupts.received()
+        if signum is not None:
+            raise SystemExit(128 + signum) from None
+        raise
+
+
+def usable_standard_streams() -> None:
+    """Keep running, quietly, when stdin, stdout or stderr was closed (`2>&-`), and print file
+    names that are not UTF-8 as the bytes they are.
+
+    With descriptor 2 closed, the next file opened would get it, and whatever C code writes to
+    stderr would land in that file; and Python sets `sys.stderr` to None, on which every message
+    failed and the command exited 1 having printed and written nothing.
+    """
+    for descriptor in (0, 1, 2):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != descriptor:
+                os.dup2(null, descriptor)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives with the process)
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives with the process)
+    codecs.register_error("tokentype", _own_bytes_else_escaped)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="tokentype")
+
+
+def _own_bytes_else_escaped(error: UnicodeEncodeError) -> tuple[str | bytes, int]:
+    """A file name that is not UTF-8 arrives as surrogate escapes: write its own bytes back (as
+    `ls` does). Any other unencodable text is escaped rather than fail the command."""
+    try:
+        return codecs.lookup_error("surrogateescape")(error)
+    except UnicodeEncodeError:
+        return codecs.lookup_error("backslashreplace")(error)
 
 
 def exit_on_signals() -> None:
-    """Make SIGTERM (make, timeout, schedulers) unwind like Ctrl-C, so temporary files are removed.
+    """Make SIGINT and SIGTERM stop a run for certain, with temporaries removed.
 
-    Python ignores exceptions raised in weakref callbacks and __del__, which h5py runs while
-    closing objects: a SIGTERM or Ctrl-C landing there was printed as a traceback and lost, and
-    the run went on to finish with exit 0. Such a swallowed interruption is delivered again, from
-    outside the callback.
+    The handler records the signal (tokentype_cli.interrupts) and raises `Interrupted`, a
+    SystemExit of 128 + the signal's number. Python ignores exceptions raised in weakref callbacks
+    and __del__, which h5py runs while closing objects, and numpy's attribute lookups: the first
+    raise can be lost, so every streaming loop and every rename into place checks the flag too,
+    and a swallowed raise is delivered again from outside the callback. Further signals while
+    the run unwinds are not raised again, so clean-up is not cut short.
     """
-    code = 128 + signal.SIGTERM
+    in_hook = threading.Event()
+    wake = threading.Event()
 
-    def terminate(signum, frame) -> None:
-        raise SystemExit(code)
+    def stop(signum, frame) -> None:
+        first = interrupts.received() is None
+        interrupts.note(signum)
+        if in_hook.is_set():
+            return  # raised here it would be lost too; the redelivery is already asked for
+        if first or interrupts.redelivery_wanted():
+            interrupts.raised()
+            raise interrupts.Interrupted(interrupts.received())
 
     default_hook = sys.unraisablehook
 
     def redeliver(unraisable) -> None:
-        exc = unraisable.exc_value
-        if isinstance(exc, KeyboardInterrupt):
-            signum = signal.SIGINT
-        elif isinstance(exc, SystemExit) and exc.code == code:
-            signum = signal.SIGTERM
-        else:
+        if not isinstance(unraisable.exc_value, interrupts.Interrupted):
             default_hook(unraisable)
             return
-        # Not from here: a signal raised now would be handled inside this hook and lost too.
-        threading.Timer(0.01, _thread.interrupt_main, (signum,)).start()
+        in_hook.set()
+        try:
+            interrupts.want_redelivery()
+            wake.set()
+        finally:
+            in_hook.clear()
 
-    signal.signal(signal.SIGTERM, terminate)
+    def redeliverer() -> None:
+        # Started once, before any signal: starting a thread inside the hook waits on a lock,
+        # where the handler could run and its exception escape the hook.
+        while True:
+            wake.wait()
+            wake.clear()
+            time.sleep(0.01)
+            signum = interrupts.received()
+            if interrupts.redelivery_wanted() and signum is not None:
+                _thread.interrupt_main(signum)
+
+    threading.Thread(target=redeliverer, name="redeliver-signals", daemon=True).start()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     sys.unraisablehook = redeliver
 
 
@@ -209,6 +280,30 @@ def output_options(command: Callable) -> Callable:
     )(command)
 
 
+def allow_external_option(command: Callable) -> Callable:
+    """`--allow-external`: follow external links and virtual datasets into other files."""
+    return click.option(
+        "--allow-external",
+        is_flag=True,
+        help="Follow external links and virtual datasets that read other files (refused by"
+        " default: a shard should hold its own data). A rewritten file gets a copy of that data.",
+    )(command)
+
+
+def max_seq_length_callback(
+    ctx: click.Context, param: click.Parameter, value: int | None
+) -> int | None:
+    """Bound --max-seq-length: one row must fit a bounded block (10^9 asked for 15.6 GB)."""
+    if value is not None and value > MAX_SEQ_LENGTH:
+        raise click.BadParameter(
+            f"{value:,} tokens per row is more than the {MAX_SEQ_LENGTH:,} tokentype supports;"
+            " use a shorter length",
+            ctx,
+            param,
+        )
+    return value
+
+
 def hdf5_output(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     # click.Path would happily take "-" and the rename at the end would create a file named "-".
     if value is not None and str(value) == "-":
@@ -280,7 +375,7 @@ def use_color(stream=None, choice: str = "auto") -> bool:
     if os.environ.get("FORCE_COLOR", "").strip().lower() not in ("", "0", "false"):
         return True
     stream = stream or sys.stdout
-    return stream.isatty()
+    return stream is not None and stream.isatty()
 
 
 @contextmanager
@@ -291,7 +386,7 @@ def progress_bar(
 
     No bar with --quiet or when stderr is not a terminal (logs, CI, pipes).
     """
-    if quiet or not sys.stderr.isatty():
+    if quiet or sys.stderr is None or not sys.stderr.isatty():
         yield lambda n: None
         return
     with tqdm(

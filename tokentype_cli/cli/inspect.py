@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tokentype_cli.cli.base import (
+    allow_external_option,
     cli,
     color_option,
     emit_json,
@@ -22,7 +23,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("inspect")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False, path_type=Path))
 @click.option(
     "--rows",
     "rows_spec",
@@ -68,6 +69,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     help="With --html: the `tokenize --ledger` file to chart (default: SHARD.ledger.jsonl beside"
     " each shard).",
 )
+@allow_external_option
 @json_option
 @quiet_option
 def inspect_command(
@@ -81,6 +83,7 @@ def inspect_command(
     color: bool,
     html: Path | None,
     ledger: Path | None,
+    allow_external: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -124,7 +127,11 @@ def inspect_command(
     if rows_spec is None:
         with progress_bar(None, "tok", "inspect", quiet) as advance:
             summary = inspect_shard.summarize(
-                paths, prompt_loss_weight, progress=advance, normalization=loss_normalization
+                paths,
+                prompt_loss_weight,
+                progress=advance,
+                normalization=loss_normalization,
+                allow_external=allow_external,
             )
         if as_json:
             emit_json(summary.as_dict())
@@ -138,11 +145,11 @@ def inspect_command(
         # color=True: click would strip the codes again when it thinks stdout is no terminal.
         click.echo(inspect_shard.color_legend(color=True), color=True)
     for file in files:
-        total = inspect_shard.row_count(file)
+        total = inspect_shard.row_count(file, allow_external)
         shown = []
         if len(files) > 1 and not as_json:
             click.echo(f"== {file} ==")
-        for row, ids, types in inspect_shard.read_rows(file, rows_spec):
+        for row, ids, types in inspect_shard.read_rows(file, rows_spec, allow_external):
             if as_json:
                 shown.append(inspect_shard.row_as_dict(row, ids, types, tokenizer))
                 continue

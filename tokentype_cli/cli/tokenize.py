@@ -14,6 +14,7 @@ from tokentype_cli.cli.base import (
     emit_json,
     hdf5_output,
     json_option,
+    max_seq_length_callback,
     message,
     plural,
     progress_bar,
@@ -243,6 +244,7 @@ def dataset_options(command):
     "max_seq_length",
     type=click.IntRange(min=1),
     default=2048,
+    callback=max_seq_length_callback,
     help="Tokens per row.",
 )
 @click.option(

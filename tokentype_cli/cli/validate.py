@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from tokentype_cli.cli.base import (
+    allow_external_option,
     cli,
     emit_json,
     json_option,
+    max_seq_length_callback,
     plural,
     progress_bar,
     prompt_loss_weight_option,
@@ -20,7 +22,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("validate")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False, path_type=Path))
 @tokenizer_option(
     help_extra="Token ids must be below its vocabulary size; separators its EOS id, padding its"
     " pad (or EOS) id."
@@ -35,6 +37,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     "--max-seq-length",
     type=click.IntRange(min=1),
     default=None,
+    callback=max_seq_length_callback,
     help="Every file's rows must be this long (files must always agree with each other).",
 )
 @click.option(
@@ -112,6 +115,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=None,
     help="The `tokenize --ledger` file for --max-truncated-share (default: beside each shard).",
 )
+@allow_external_option
 @json_option
 @click.option(
     "-q",
@@ -140,6 +144,7 @@ def validate_command(
     max_truncated_share: float | None,
     max_rows_without_loss: int | None,
     ledger: Path | None,
+    allow_external: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -185,6 +190,7 @@ def validate_command(
         max_truncated_share=max_truncated_share,
         max_rows_without_loss=max_rows_without_loss,
         ledger=ledger,
+        allow_external=allow_external,
     )
     if options.training.given and not any(is_dataset_folder(path) for path in paths):
         raise click.UsageError(

@@ -9,6 +9,7 @@ and chart pattern, so the page reads without colour.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -231,7 +232,10 @@ def _add_samples(report: Report) -> None:
     picks: list[tuple[FileEntry, list[int]]] = []
     if options.rows_spec is not None:
         for entry in readable:
-            picks.append((entry, parse_rows(options.rows_spec, entry.profile.rows)))
+            # parse_rows gives ranges clipped to the file; a page shows at most MAX_SAMPLE_ROWS.
+            ranges = parse_rows(options.rows_spec, entry.profile.rows)
+            rows = list(itertools.islice(itertools.chain.from_iterable(ranges), MAX_SAMPLE_ROWS))
+            picks.append((entry, rows))
     elif readable:
         first = readable[0]
         first_rows, random_rows = default_sample_size(report.total.seq_len or first.profile.seq_len)

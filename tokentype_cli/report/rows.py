@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema import PADDING, TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # Padding runs at least this long are shown as one "… N × pad" segment.
@@ -210,7 +210,7 @@ def _padding_runs(
     """(start, length) of each run of >= `minimum` padding tokens sharing one id (and mark)."""
     if types is None or minimum is None or ids.size == 0:
         return []
-    pad = types == TokenType.PADDING
+    pad = types == PADDING  # a plain int: see schema.PROMPT
     # A run starts where padding begins, the padding id changes or a change mark starts or ends.
     boundary = np.empty(ids.size, dtype=bool)
     boundary[0] = True

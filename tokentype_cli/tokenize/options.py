@@ -52,8 +52,12 @@ class TokenizeOptions:
     def check(self) -> None:
         if self.max_line_bytes < 1:
             raise OptionError(f"--max-line-bytes must be at least 1, got {self.max_line_bytes}")
-        if self.seq_len < 1:
-            raise OptionError(f"--max-seq-length must be at least 1, got {self.seq_len}")
+        from tokentype_cli.schema import MAX_SEQ_LENGTH  # heavy (h5py): only when a run starts
+
+        if not 1 <= self.seq_len <= MAX_SEQ_LENGTH:
+            raise OptionError(
+                f"--max-seq-length must be 1..{MAX_SEQ_LENGTH:,} tokens per row, got {self.seq_len:,}"
+            )
         if self.packing not in PACKING_CHOICES:
             raise OptionError(
                 f"--packing {self.packing!r} is unknown; use one of {', '.join(PACKING_CHOICES)}"
