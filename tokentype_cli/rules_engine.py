@@ -170,28 +170,57 @@ def _until(b: _Bodies, rule: Rule, through: bool) -> tuple[np.ndarray, np.ndarra
 
 
 def _between(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
-    n_articles = b.n_slots
     begins = find_pattern(b, rule.tokens)
     ends = find_pattern(b, rule.end)
-    matched = np.zeros(n_articles, dtype=bool)
-    count = begins.size
-    if not count:
+    matched = np.zeros(b.n_slots, dtype=bool)
+    if not begins.size:
         return np.zeros(b.size, dtype=bool), matched
     article = b.article[begins]
     matched[article] = True
+    start, stop = chain_spans(
+        begins,
+        begins + len(rule.tokens),
+        article,
+        ends,
+        ends + len(rule.end),
+        b.article[ends],
+        b.starts + b.lengths,
+    )
+    return _ranges(b, start, stop), matched
+
+
+def chain_spans(
+    begin_start: np.ndarray,
+    begin_stop: np.ndarray,
+    begin_article: np.ndarray,
+    end_start: np.ndarray,
+    end_stop: np.ndarray,
+    end_article: np.ndarray,
+    article_end: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (start, stop) spans `between` selects, given every START and END occurrence.
+
+    Occurrences are sorted by start, positions are in one coordinate space (flat body tokens, or
+    characters of the decoded text) and `article_end[a]` is where article a ends in it. From each
+    article's first START the span runs through the first END that starts once that START is over
+    (else to the end of the article); the next span begins at the first START at or after the
+    stop. Shared by token and text rules so both chain alike.
+    """
+    count = begin_start.size
+    article = begin_article
     # Where the span from each START would end: after the first END starting once START is over,
     # else at the end of the body.
-    following = np.searchsorted(ends, begins + len(rule.tokens))
-    has_end = following < ends.size
-    has_end[has_end] = b.article[ends[following[has_end]]] == article[has_end]
-    body_end = b.starts[article] + b.lengths[article]
-    if ends.size:
-        end_stop = ends[np.minimum(following, ends.size - 1)] + len(rule.end)
-        stop = np.where(has_end, end_stop, body_end)
+    following = np.searchsorted(end_start, begin_stop)
+    has_end = following < end_start.size
+    has_end[has_end] = end_article[following[has_end]] == article[has_end]
+    body_end = article_end[article]
+    if end_start.size:
+        stop = np.where(has_end, end_stop[np.minimum(following, end_start.size - 1)], body_end)
     else:
         stop = body_end
-    # The START where scanning resumes; `count` marks "none left in this article".
-    after = np.searchsorted(begins, stop)
+    # The START where scanning resumes; `count` marks "none left in this article". A START is
+    # never its own successor (an empty text match stops where it starts), so the chains end.
+    after = np.searchsorted(begin_start, np.maximum(stop, begin_start + 1))
     same = after < count
     same[same] = article[np.minimum(after[same], count - 1)] == article[same]
     jump = np.append(np.where(same, after, count), count)
@@ -217,7 +246,7 @@ def _between(b: _Bodies, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
             continue
         node[bit] = table[node[bit]]
     chosen = (distance >= 0) & (node == np.arange(count))
-    return _ranges(b, begins[chosen], stop[chosen]), matched
+    return begin_start[chosen], stop[chosen]
 
 
 def apply_rules(
