@@ -1,0 +1,300 @@
+"""Text patterns: decode a block's article bodies at once, find text in them, map it back to tokens.
+
+Decoding is vectorised. Every id has its text as UTF-8 bytes in one buffer (a table of offsets and
+lengths), so a part's bodies become one byte string by a single gather, with a 0 byte closing each
+article; one UTF-8 decode gives the text and the code points give each character's byte length,
+from which every token's character span follows by a binary search. A character split between two
+tokens (byte-level BPE splits multi-byte characters) belongs to both. Bytes that are not UTF-8
+decode as one character each (surrogateescape), so offsets stay exact.
+
+Byte-level BPE vocabularies (GPT-2 and its descendants) give the bytes of every id directly. Any
+other tokenizer is asked to decode each id the first time it is seen (a cache): the text an id
+adds after another token, with the whitespace a decoder puts between tokens (word-level
+vocabularies, WordPiece, SentencePiece's leading space when the token is decoded alone) kept
+outside the token's own characters and left out before an article's first token.
+
+A token is inside a character range [a, b) when it has a character there (`inside`), or only when
+all of its characters are there (`exact`); the tokens in between are the range's seams.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import decoders
+
+from tokentype_cli.errors import RuleError
+from tokentype_cli.rules import TextPattern
+from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+# Closes every article in a part's text: a match of a pattern without it never spans two.
+ARTICLE_END = "\x00"
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable character standing for each byte."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+class TokenTexts:
+    """The UTF-8 bytes of every id, as a table a whole block is gathered through."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        describe: str = "the tokenizer",
+        fill: Callable[[list[int]], list[tuple[bytes, int]]] | None = None,
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.describe = describe  # for messages: which tokenizer could not decode an id
+        self._fill = fill
+        self._length = np.zeros(vocab_size, dtype=np.int64)
+        self._offset = np.zeros(vocab_size, dtype=np.int64)
+        self._lead = np.zeros(vocab_size, dtype=np.int64)
+        self._known = np.zeros(vocab_size, dtype=bool)
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._buffer = np.zeros(0, dtype=np.uint8)
+
+    @classmethod
+    def from_pieces(
+        cls, pieces: Sequence[bytes], lead: Sequence[int] | None = None, describe: str = "pieces"
+    ) -> TokenTexts:
+        """Id i is `pieces[i]`, whose first `lead[i]` bytes join it to the token before."""
+        texts = cls(len(pieces), describe)
+        leads = [0] * len(pieces) if lead is None else list(lead)
+        texts._add(list(range(len(pieces))), list(zip(pieces, leads, strict=True)))
+        return texts
+
+    @classmethod
+    def for_tokenizer(cls, loaded: LoadedTokenizer) -> TokenTexts:
+        """Byte strings from a byte-level vocabulary, else each id decoded when first seen."""
+        tokenizer = loaded.tokenizer
+        describe = str(loaded.path)
+        if isinstance(tokenizer.decoder, decoders.ByteLevel):
+            table = _byte_decoder()
+            added = {
+                i: token.content.encode()
+                for i, token in tokenizer.get_added_tokens_decoder().items()
+            }
+            pieces = [b""] * loaded.vocab_size
+            for token, i in loaded.vocab.items():
+                if i in added:
+                    pieces[i] = added[i]
+                elif all(c in table for c in token):
+                    pieces[i] = bytes(table[c] for c in token)
+                else:  # not byte-level after all: what the tokenizer makes of it
+                    pieces[i] = tokenizer.decode([i], skip_special_tokens=False).encode()
+            return cls.from_pieces(pieces, describe=describe)
+        return cls(loaded.vocab_size, describe, functools.partial(_decode_each, loaded))
+
+    def _add(self, ids: list[int], pieces: list[tuple[bytes, int]]) -> None:
+        for i, (piece, lead) in zip(ids, pieces, strict=True):
+            self._offset[i] = self._size
+            self._length[i] = len(piece)
+            self._lead[i] = min(lead, len(piece))
+            self._chunks.append(piece)
+            self._size += len(piece)
+        self._known[ids] = True
+        # One trailing byte keeps gathers in range when every id is empty.
+        self._buffer = np.frombuffer(b"".join(self._chunks) + b"\0", dtype=np.uint8)
+
+    def text_of(self, token: int) -> str:
+        """One id's text (its bytes as UTF-8, undecodable bytes escaped), for messages."""
+        if not 0 <= token < self.vocab_size:
+            return ""
+        if not self._known[token] and self._fill is not None:
+            self._add([token], self._fill([token]))
+        start = int(self._offset[token])
+        piece = self._buffer[start : start + int(self._length[token])].tobytes()
+        return piece.decode("utf-8", "backslashreplace")
+
+    def _check(self, ids: np.ndarray, row_of: Callable[[int], int]) -> None:
+        if not ids.size:
+            return
+        bad = (ids < 0) | (ids >= self.vocab_size)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise RuleError(
+                f"row {row_of(first)}: id {int(ids[first])} is outside the vocabulary of"
+                f" {self.describe} (0..{self.vocab_size - 1}), so text patterns cannot decode it;"
+                " pass the tokenizer the shard was made with"
+            )
+        if self._fill is not None and not self._known[ids].all():
+            new = np.unique(ids[~self._known[ids]]).tolist()
+            self._add(new, self._fill(new))
+
+    def decode(
+        self, ids: np.ndarray, article: np.ndarray, row_of: Callable[[int], int] = lambda t: t
+    ) -> Decoded:
+        """The text of consecutive article bodies, `article[t]` numbering token t's article.
+
+        `row_of(t)` names the row of token t in the message about an id outside the vocabulary.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        self._check(ids, row_of)
+        count = ids.size
+        first = np.ones(count, dtype=bool)
+        last = np.ones(count, dtype=bool)
+        if count:
+            np.not_equal(article[1:], article[:-1], out=first[1:])
+            last[:-1] = first[1:]
+        lead = self._lead[ids]
+        skip = np.where(first, lead, 0)  # the joiner before an article's first token
+        size = self._length[ids] - skip
+        closed = np.cumsum(last) - last  # article ends before each token
+        ends = np.cumsum(size)
+        begins = ends - size
+        out_start = begins + closed
+        total = int(ends[-1]) + int(closed[-1]) + 1 if count else 0
+        out = np.zeros(total, dtype=np.uint8)  # the zeros left over close the articles
+        if count and ends[-1]:
+            within = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(begins, size)
+            out[np.repeat(out_start, size) + within] = self._buffer[
+                np.repeat(self._offset[ids] + skip, size) + within
+            ]
+        text = out.tobytes().decode("utf-8", "surrogateescape")
+        # Byte length of every character: escaped bytes (U+DC80..U+DCFF) stand for one byte.
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        widths = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+        widths[(points >= 0xDC80) & (points <= 0xDCFF)] = 1
+        char_byte = np.cumsum(widths) - widths
+        own_start = out_start + (lead - skip)
+        own_end = out_start + size
+        # The character holding a token's first byte, and one past the one holding its last;
+        # a token without bytes of its own sits at the character its position falls in.
+        start = np.searchsorted(char_byte, own_start, side="right") - 1
+        end = np.where(
+            own_end > own_start, np.searchsorted(char_byte, own_end - 1, side="right"), start
+        )
+        # A token without bytes inside a split character would end before its neighbour does;
+        # it ends with it, so ends never decrease (the searches in `inside` and `exact` need it).
+        np.maximum.accumulate(end, out=end)
+        closers = np.searchsorted(char_byte, (out_start + size)[last])  # each article's 0 byte
+        return Decoded(
+            text=text,
+            start=start,
+            end=end,
+            article_start=np.append(0, closers[:-1] + 1) if closers.size else closers,
+            article_end=closers,
+            article_first=np.flatnonzero(first),
+        )
+
+
+def _decode_each(loaded: LoadedTokenizer, ids: list[int]) -> list[tuple[bytes, int]]:
+    """Each id's text after an anchor token, and how much of its start is the decoder's joiner."""
+    decode = loaded.tokenizer.decode
+    anchor = _anchor(loaded)
+    before = decode([anchor], skip_special_tokens=False) if anchor is not None else ""
+    pieces = []
+    for i in ids:
+        alone = decode([i], skip_special_tokens=False)
+        piece = alone
+        if anchor is not None:
+            joined = decode([anchor, i], skip_special_tokens=False)
+            if joined.startswith(before):
+                piece = joined[len(before) :]
+        lead = len(piece) - len(alone)
+        joiner = piece[:lead] if lead > 0 and piece.endswith(alone) else ""
+        pieces.append((piece.encode(), len(joiner.encode()) if joiner.isspace() else 0))
+    return pieces
+
+
+def _anchor(loaded: LoadedTokenizer) -> int | None:
+    """An ordinary token to decode others after: a decoder treats an article's first token apart."""
+    added = set(loaded.tokenizer.get_added_tokens_decoder())
+    for token, i in sorted(loaded.vocab.items(), key=lambda item: item[1]):
+        if i not in added and token.strip() and token.isalnum():
+            return i
+    return None
+
+
+@dataclass
+class Decoded:
+    """A part's article bodies as one text, and where each token and article sits in it."""
+
+    text: str
+    start: np.ndarray  # per body token: its first character
+    end: np.ndarray  # per body token: one past its last character
+    article_start: np.ndarray  # per article with a body, in order: its first character
+    article_end: np.ndarray  # ... and the ARTICLE_END closing it
+    article_first: np.ndarray  # ... and its first body token
+
+    def inside(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Token ranges [lo, hi) having a character in [a, b) (an empty token: sitting there)."""
+        lo = np.searchsorted(np.maximum(self.end, self.start + 1), a, side="right")
+        hi = np.searchsorted(self.start, b, side="left")
+        return lo, np.maximum(hi, lo)
+
+    def exact(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Token ranges [lo, hi) with every character in [a, b)."""
+        lo = np.searchsorted(self.start, a, side="left")
+        hi = np.minimum(
+            np.searchsorted(self.end, b, side="right"), np.searchsorted(self.start, b, side="left")
+        )
+        return lo, np.maximum(hi, lo)
+
+
+@functools.cache
+def compile_patterns(patterns: tuple[TextPattern, ...]) -> tuple[re.Pattern[str], bool]:
+    """One expression finding any of `patterns`, and whether it is plain text (fast path).
+
+    `^` and `$` match at line starts and ends (MULTILINE), as the article text is multi-line.
+    """
+    expression = "|".join(p.expression() for p in patterns)
+    literal = all(not p.regex and ARTICLE_END not in p.source for p in patterns)
+    return re.compile(expression, re.MULTILINE), literal
+
+
+def find_text(
+    patterns: tuple[TextPattern, ...], decoded: Decoded, *, first_only: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, stop, article) of the matches, left to right without overlap, in every article.
+
+    Articles are positions in `decoded`'s article arrays. `first_only` keeps one per article.
+    """
+    expression, literal = compile_patterns(patterns)
+    text = decoded.text
+    bounds = zip(decoded.article_start.tolist(), decoded.article_end.tolist(), strict=True)
+    spans: list[tuple[int, int]]
+    articles: list[int] | np.ndarray
+    if literal and not first_only:
+        # Plain text never matches the ARTICLE_END between articles: one scan of the whole part.
+        spans = [m.span() for m in expression.finditer(text)]
+        starts = np.array([s for s, _ in spans], dtype=np.int64)
+        articles = np.searchsorted(decoded.article_start, starts, side="right") - 1
+    elif literal:
+        spans, articles = [], []
+        for number, (a, b) in enumerate(bounds):
+            found = expression.search(text, a, b)
+            if found is not None:
+                spans.append(found.span())
+                articles.append(number)
+    else:
+        # A regular expression sees one article at a time, so ^, \A, $, \Z and lookarounds
+        # stop at its edges.
+        spans, articles = [], []
+        for number, (a, b) in enumerate(bounds):
+            body = text[a:b]
+            if first_only:
+                found = expression.search(body)
+                hits = [] if found is None else [found.span()]
+            else:
+                hits = [m.span() for m in expression.finditer(body)]
+            spans.extend((a + s, a + e) for s, e in hits)
+            articles.extend([number] * len(hits))
+    found_spans = np.array(spans, dtype=np.int64).reshape(-1, 2)
+    return found_spans[:, 0], found_spans[:, 1], np.asarray(articles, dtype=np.int64)
