@@ -213,7 +213,7 @@ def test_missing_rules_file(tmp_path):
         ('until:re:"^G(AA|GC)"=prompt', Rule("until", P, find=(TextPattern("^G(AA|GC)", True),))),
         ('token:"GCC" re:G.C=prompt', Rule("token", P, find=(T("GCC"), T("G.C", True)))),
         (
-            'between:"GAA" .. re:\'A[TG]C\'=prompt',
+            "between:\"GAA\" .. re:'A[TG]C'=prompt",
             Rule("between", P, find=(T("GAA"),), find_end=(T("A[TG]C", True),)),
         ),
         ('between:"GAA" .. GAC=prompt', Rule("between", P, find=(T("GAA"),), end=(8,))),

@@ -225,23 +225,29 @@ def _indices(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return np.repeat(low - begins, size) + np.arange(total, dtype=np.int64)
 
 
-def _seams(d: Decoded, low_char: np.ndarray | None, high_char: np.ndarray | None) -> np.ndarray:
-    """Body tokens cut by the selection edges at `low_char` and `high_char` (None: no cut there)."""
+def _seams(d: Decoded, a: np.ndarray, z: np.ndarray, *, from_article_start: bool) -> np.ndarray:
+    """Body tokens partly inside a selected character span [a, z) (sorted, unique).
+
+    Only edges can cut a token; a span from its article's start has one edge, and an empty span
+    has no character for a token to be partly in.
+    """
+    keep = z > a
+    a, z = a[keep], z[keep]
     parts = []
-    for edge in (low_char, high_char):
-        if edge is not None and edge.size:
+    for edge in (z,) if from_article_start else (a, z):
+        if edge.size:
+            # Tokens with a character before the edge and one at or after it.
             lo, _ = d.inside(edge, edge)
-            # Tokens having a character before the edge and one at or after it.
-            cut = np.searchsorted(d.start, edge, side="left")
-            parts.append(_indices(lo, cut))
+            parts.append(_indices(lo, np.searchsorted(d.start, edge, side="left")))
     return np.unique(np.concatenate(parts)) if parts else _NONE
 
 
 def _disjoint(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Token ranges of disjoint character spans may share a split token: start after the last."""
     if low.size > 1:
+        # Against the furthest range so far: an empty range ends before the ones around it.
         low = low.copy()
-        low[1:] = np.maximum(low[1:], high[:-1])
+        low[1:] = np.maximum(low[1:], np.maximum.accumulate(high)[:-1])
     return low, high
 
 
@@ -259,7 +265,7 @@ def _text(b: _Bodies, d: Decoded, rule: Rule) -> Hits:
             begin_a, begin_z, begin_article, end_a, end_z, end_article, d.article_end
         )
         low, high = d.inside(a, z)
-        seams = _seams(d, a, z)
+        seams = _seams(d, a, z, from_article_start=False)
         marked = (low, high)
         low, high = _disjoint(low, high)
     else:
@@ -269,17 +275,17 @@ def _text(b: _Bodies, d: Decoded, rule: Rule) -> Hits:
         marked = d.inside(a, z)
         if rule.kind == "token":
             low, high = _disjoint(*marked)
-            seams = _seams(d, a, z)
+            seams = _seams(d, a, z, from_article_start=False)
         elif rule.kind == "until":
             # Partial tokens stay outside: up to the last token ending by the match's start.
             low = d.article_first[article]
             high = np.maximum(d.exact(d.article_start[article], a)[1], low)
-            seams = _seams(d, None, a)
+            seams = _seams(d, d.article_start[article], a, from_article_start=True)
         else:
             # Partial tokens count as inside: through the last token starting before its end.
             low = d.article_first[article]
             high = np.maximum(d.inside(d.article_start[article], z)[1], low)
-            seams = _seams(d, None, z)
+            seams = _seams(d, d.article_start[article], z, from_article_start=True)
     return Hits(_ranges(b, low, high), matched, seams, marked)
 
 

@@ -216,8 +216,8 @@ def _decode_each(loaded: LoadedTokenizer, ids: list[int]) -> list[tuple[bytes, i
 def _anchor(loaded: LoadedTokenizer) -> int | None:
     """An ordinary token to decode others after: a decoder treats an article's first token apart."""
     added = set(loaded.tokenizer.get_added_tokens_decoder())
-    for token, i in sorted(loaded.vocab.items(), key=lambda item: item[1]):
-        if i not in added and token.strip() and token.isalnum():
+    for i in sorted(set(loaded.vocab.values()) - added):
+        if loaded.tokenizer.decode([i]).strip().isalnum():
             return i
     return None
 
@@ -237,7 +237,8 @@ class Decoded:
         """Token ranges [lo, hi) having a character in [a, b) (an empty token: sitting there)."""
         lo = np.searchsorted(np.maximum(self.end, self.start + 1), a, side="right")
         hi = np.searchsorted(self.start, b, side="left")
-        return lo, np.maximum(hi, lo)
+        # An empty range (an empty regular-expression match) has no character to be inside.
+        return lo, np.where(b > a, np.maximum(hi, lo), lo)
 
     def exact(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Token ranges [lo, hi) with every character in [a, b)."""
