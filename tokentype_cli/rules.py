@@ -61,6 +61,7 @@ MAX_ID = 2**31 - 1
 # An optional tok: / re: prefix, then a quoted word (with spaces) or a bare one.
 _WORD = re.compile(r'(?:tok:|re:)?(?:"(?:[^"\\]|\\.)*"|\'[^\']*\')|\S+')
 _INT = re.compile(r"[+-]?\d+")
+_GLOBAL_FLAGS = re.compile(r"\(\?([imsx]+)\)")
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,20 @@ class TextPattern:
     ignore_case: bool = False
 
     def expression(self) -> str:
-        """A regular expression for this pattern alone, case folding scoped to it."""
-        body = self.source if self.regex else re.escape(self.source)
-        return f"(?i:{body})" if self.ignore_case else f"(?:{body})"
+        """A regular expression for this pattern alone, its flags scoped to it.
+
+        Patterns are joined as alternatives, where a global flag group such as `(?s)` is an
+        error unless it starts the whole expression: it becomes the group's own flags.
+        """
+        body, flags = re.escape(self.source), ""
+        if self.regex:
+            body = self.source
+            leading = _GLOBAL_FLAGS.match(body)
+            if leading:
+                flags, body = leading.group(1), body[leading.end() :]
+        if self.ignore_case and "i" not in flags:
+            flags += "i"
+        return f"(?{flags}:{body})"
 
     def describe(self) -> str:
         """`"text"` or `re:"expr"` as written on the command line, `(ignore case)` when set."""
@@ -91,15 +103,16 @@ def text_pattern(source: object, *, regex: bool, ignore_case: bool, where: str) 
     if not isinstance(source, str) or not source:
         what = "regular expression" if regex else "text"
         raise RuleError(f"{where}: the {what} to find must be a non-empty string")
+    pattern = TextPattern(source, regex=regex, ignore_case=ignore_case)
     if regex:
         try:
-            re.compile(source, re.MULTILINE)
+            re.compile(pattern.expression(), re.MULTILINE)
         except re.error as exc:
             raise RuleError(
                 f"{where}: bad regular expression {source!r} ({exc}); fix it or drop re: to"
                 " match the text literally"
             ) from exc
-    return TextPattern(source, regex=regex, ignore_case=ignore_case)
+    return pattern
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ ARTICLE_END = "\x00"
 
 
 @functools.cache
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet: the printable character standing for each byte."""
+def _byte_decoder() -> dict[int, int]:
+    """GPT-2's byte-level alphabet: the code point standing for each byte, to that byte."""
     printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
     chars = list(printable)
     extra = 0
@@ -46,7 +46,7 @@ def _byte_decoder() -> dict[str, int]:
             printable.append(byte)
             chars.append(256 + extra)
             extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+    return dict(zip(chars, printable, strict=True))
 
 
 class TokenTexts:
@@ -84,31 +84,38 @@ class TokenTexts:
         """Byte strings from a byte-level vocabulary, else each id decoded when first seen."""
         tokenizer = loaded.tokenizer
         describe = str(loaded.path)
-        if isinstance(tokenizer.decoder, decoders.ByteLevel):
-            table = _byte_decoder()
-            added = {
-                i: token.content.encode()
-                for i, token in tokenizer.get_added_tokens_decoder().items()
-            }
-            pieces = [b""] * loaded.vocab_size
-            for token, i in loaded.vocab.items():
-                if i in added:
-                    pieces[i] = added[i]
-                elif all(c in table for c in token):
-                    pieces[i] = bytes(table[c] for c in token)
-                else:  # not byte-level after all: what the tokenizer makes of it
-                    pieces[i] = tokenizer.decode([i], skip_special_tokens=False).encode()
-            return cls.from_pieces(pieces, describe=describe)
-        return cls(loaded.vocab_size, describe, functools.partial(_decode_each, loaded))
+        if not isinstance(tokenizer.decoder, decoders.ByteLevel):
+            return cls(loaded.vocab_size, describe, functools.partial(_decode_each, loaded))
+        texts = cls(loaded.vocab_size, describe)
+        added = tokenizer.get_added_tokens_decoder()
+        plain = sorted((i, token) for token, i in loaded.vocab.items() if i not in added)
+        # One translate for the whole vocabulary: each byte-level character becomes its byte.
+        joined = "".join(token for _, token in plain).translate(_byte_decoder())
+        try:
+            data = joined.encode("latin-1")
+        except UnicodeEncodeError:  # not byte-level after all: what the tokenizer makes of it
+            texts._add([i for i, _ in plain], _decode_each(loaded, [i for i, _ in plain]))
+        else:
+            lengths = np.fromiter((len(t) for _, t in plain), np.int64, len(plain))
+            texts._add_joined(np.array([i for i, _ in plain], np.int64), data, lengths)
+        texts._add(list(added), [(token.content.encode(), 0) for token in added.values()])
+        return texts
 
     def _add(self, ids: list[int], pieces: list[tuple[bytes, int]]) -> None:
-        for i, (piece, lead) in zip(ids, pieces, strict=True):
-            self._offset[i] = self._size
-            self._length[i] = len(piece)
-            self._lead[i] = min(lead, len(piece))
-            self._chunks.append(piece)
-            self._size += len(piece)
+        lengths = np.fromiter((len(piece) for piece, _ in pieces), np.int64, len(pieces))
+        leads = np.fromiter((lead for _, lead in pieces), np.int64, len(pieces))
+        self._add_joined(np.asarray(ids, np.int64), b"".join(p for p, _ in pieces), lengths, leads)
+
+    def _add_joined(
+        self, ids: np.ndarray, data: bytes, lengths: np.ndarray, leads: np.ndarray | None = None
+    ) -> None:
+        """Ids whose pieces are `data` cut into `lengths`, the first `leads` bytes a joiner."""
+        self._offset[ids] = self._size + np.cumsum(lengths) - lengths
+        self._length[ids] = lengths
+        self._lead[ids] = 0 if leads is None else np.minimum(leads, lengths)
         self._known[ids] = True
+        self._chunks.append(data)
+        self._size += len(data)
         # One trailing byte keeps gathers in range when every id is empty.
         self._buffer = np.frombuffer(b"".join(self._chunks) + b"\0", dtype=np.uint8)
 
@@ -118,8 +125,8 @@ class TokenTexts:
             return ""
         if not self._known[token] and self._fill is not None:
             self._add([token], self._fill([token]))
-        start = int(self._offset[token])
-        piece = self._buffer[start : start + int(self._length[token])].tobytes()
+        start = int(self._offset[token] + self._lead[token])
+        piece = self._buffer[start : int(self._offset[token] + self._length[token])].tobytes()
         return piece.decode("utf-8", "backslashreplace")
 
     def _check(self, ids: np.ndarray, row_of: Callable[[int], int]) -> None:
