@@ -306,3 +306,38 @@ def test_the_document_examples_by_text_and_by_token(tmp_path):
         assert a.types.tolist() == b.types.tolist(), by_text
         assert b.seams == [0]
     assert json.dumps(a.types.tolist()) == "[[0, 0, 0, 1, 1, 1, 3, 2, 2, 2, 2]]"
+
+
+def test_a_stray_continuation_byte_is_a_character_of_its_own():
+    """b"\\x98" without its lead decodes as one escaped character; offsets stay exact after it."""
+    texts = TokenTexts.from_pieces([b"\x98", b"a\xe2", b"\x98\x83b", b"\xff", b"c"])
+    decoded = texts.decode(np.arange(5), np.zeros(5, dtype=np.int64))
+    assert decoded.text == "\udc98a☃b\udcffc\x00"
+    assert decoded.start.tolist() == [0, 1, 2, 4, 5]
+    assert decoded.end.tolist() == [1, 3, 4, 5, 6]
+    rule = Rule("until", TokenType.PROMPT, find=(TextPattern("c"),))
+    result = apply_rules(np.array([[0, 1, 2, 3, 4]]), Structure(), [rule], texts=texts)
+    assert result.types.tolist() == [[0, 0, 0, 0, 1]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(articles=cut_texts())
+def test_counting_per_token_agrees_with_the_per_byte_way(articles):
+    """Valid UTF-8 takes the per-token shortcut; the per-byte way must place every token alike."""
+    pieces = sorted({p for article in articles for p in article})
+    ids_of = {p: i for i, p in enumerate(pieces)}
+    flat = np.array([ids_of[p] for a in articles for p in a], dtype=np.int64)
+    sizes = np.array([len(pieces[i]) for i in flat])
+    last = np.append(np.repeat(np.arange(len(articles)), [len(a) for a in articles])[1:], -1)
+    last = last != np.repeat(np.arange(len(articles)), [len(a) for a in articles])
+    decoded = TokenTexts.from_pieces(pieces).decode(
+        flat, np.repeat(np.arange(len(articles)), [len(a) for a in articles])
+    )
+    closed = np.cumsum(last) - last
+    at = np.cumsum(sizes) - sizes + closed
+    start, end, _, closers = TokenTexts._offsets_per_byte(
+        decoded.text, int(sizes.sum()) + len(articles), at, np.zeros_like(at), sizes, last
+    )
+    assert decoded.start.tolist() == np.minimum.accumulate(start[::-1])[::-1].tolist()
+    assert decoded.end.tolist() == np.maximum.accumulate(end).tolist()
+    assert decoded.article_end.tolist() == closers.tolist()

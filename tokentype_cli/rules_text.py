@@ -64,6 +64,12 @@ class TokenTexts:
         self._length = np.zeros(vocab_size, dtype=np.int64)
         self._offset = np.zeros(vocab_size, dtype=np.int64)
         self._lead = np.zeros(vocab_size, dtype=np.int64)
+        # Characters starting in each piece (UTF-8 bytes other than continuation bytes), in its
+        # joiner, and whether the token's own bytes start inside a character: with them a
+        # valid UTF-8 part needs no work per byte.
+        self._starts = np.zeros(vocab_size, dtype=np.int64)
+        self._lead_starts = np.zeros(vocab_size, dtype=np.int64)
+        self._inside_char = np.zeros(vocab_size, dtype=bool)
         self._known = np.zeros(vocab_size, dtype=bool)
         self._chunks: list[bytes] = []
         self._size = 0
@@ -110,14 +116,51 @@ class TokenTexts:
         self, ids: np.ndarray, data: bytes, lengths: np.ndarray, leads: np.ndarray | None = None
     ) -> None:
         """Ids whose pieces are `data` cut into `lengths`, the first `leads` bytes a joiner."""
-        self._offset[ids] = self._size + np.cumsum(lengths) - lengths
+        offsets = np.cumsum(lengths) - lengths
+        leads = np.zeros_like(lengths) if leads is None else np.minimum(leads, lengths)
+        self._offset[ids] = self._size + offsets
         self._length[ids] = lengths
-        self._lead[ids] = 0 if leads is None else np.minimum(leads, lengths)
+        self._lead[ids] = leads
+        raw = np.frombuffer(data, dtype=np.uint8)
+        starts = np.zeros(raw.size + 1, dtype=np.int64)
+        np.cumsum((raw & 0xC0) != 0x80, out=starts[1:])
+        self._starts[ids] = starts[offsets + lengths] - starts[offsets]
+        self._lead_starts[ids] = starts[offsets + leads] - starts[offsets]
+        own = leads < lengths
+        self._inside_char[ids] = own & ((np.append(raw, 0)[offsets + leads] & 0xC0) == 0x80)
         self._known[ids] = True
         self._chunks.append(data)
         self._size += len(data)
         # One trailing byte keeps gathers in range when every id is empty.
         self._buffer = np.frombuffer(b"".join(self._chunks) + b"\0", dtype=np.uint8)
+
+    @staticmethod
+    def _offsets_per_byte(
+        text: str,
+        total: int,
+        at: np.ndarray,
+        joiner: np.ndarray,
+        size: np.ndarray,
+        last: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Token character offsets when some byte decoded as a character of its own.
+
+        `at` is where each token's bytes start, `joiner` how many of them are not its own, and
+        an article's closing byte follows each token marked `last`.
+        """
+        points = _code_points(text)
+        # UTF-8 length from the code point; escaped bytes (U+DC80..U+DCFF) stand for one byte.
+        widths = (points >= 0x80).view(np.int8) + np.int8(1)
+        widths += (points >= 0x800).view(np.int8)
+        widths += (points >= 0x10000).view(np.int8)
+        widths[(points >= 0xDC80) & (points <= 0xDCFF)] = 1
+        char_of_byte = np.repeat(np.arange(points.size, dtype=np.int64), widths)
+        own_start = at + joiner
+        own_end = at + size
+        own = own_end > own_start
+        start = char_of_byte[np.minimum(own_start, total - 1)]
+        end = char_of_byte[np.maximum(own_end - 1, 0)] + 1
+        return start, end, own, char_of_byte[own_end[last]]
 
     def text_of(self, token: int) -> str:
         """One id's text (its bytes as UTF-8, undecodable bytes escaped), for messages."""
@@ -154,51 +197,66 @@ class TokenTexts:
         ids = np.asarray(ids, dtype=np.int64)
         self._check(ids, row_of)
         count = ids.size
+        if not count:
+            empty = np.empty(0, dtype=np.int64)
+            return Decoded("", empty, empty, empty, empty, empty)
         first = np.ones(count, dtype=bool)
-        last = np.ones(count, dtype=bool)
-        if count:
-            np.not_equal(article[1:], article[:-1], out=first[1:])
-            last[:-1] = first[1:]
+        np.not_equal(article[1:], article[:-1], out=first[1:])
+        last = np.append(first[1:], True)
         lead = self._lead[ids]
         skip = np.where(first, lead, 0)  # the joiner before an article's first token
         size = self._length[ids] - skip
-        closed = np.cumsum(last) - last  # article ends before each token
         ends = np.cumsum(size)
         begins = ends - size
-        out_start = begins + closed
-        total = int(ends[-1]) + int(closed[-1]) + 1 if count else 0
-        out = np.zeros(total, dtype=np.uint8)  # the zeros left over close the articles
-        if count and ends[-1]:
-            within = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(begins, size)
-            out[np.repeat(out_start, size) + within] = self._buffer[
-                np.repeat(self._offset[ids] + skip, size) + within
-            ]
-        text = out.tobytes().decode("utf-8", "surrogateescape")
-        # Byte length of every character: escaped bytes (U+DC80..U+DCFF) stand for one byte.
-        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        widths = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
-        widths[(points >= 0xDC80) & (points <= 0xDCFF)] = 1
-        char_byte = np.cumsum(widths) - widths
-        own_start = out_start + (lead - skip)
-        own_end = out_start + size
-        # The character holding a token's first byte, and one past the one holding its last;
-        # a token without bytes of its own sits at the character its position falls in.
-        start = np.searchsorted(char_byte, own_start, side="right") - 1
-        end = np.where(
-            own_end > own_start, np.searchsorted(char_byte, own_end - 1, side="right"), start
-        )
-        # A token without bytes inside a split character would end before its neighbour does;
-        # it ends with it, so ends never decrease (the searches in `inside` and `exact` need it).
+        total = int(ends[-1])
+        # One gather of every token's bytes, then a 0 byte closing each article; int32 indexes
+        # when they fit halve the memory this pass moves.
+        index = np.int32 if max(total, self._buffer.size) < 2**31 else np.int64
+        source = np.repeat((self._offset[ids] + skip - begins).astype(index), size)
+        source += np.arange(total, dtype=index)
+        data = np.insert(self._buffer[source], ends[last], 0)
+        text = data.tobytes().decode("utf-8", "surrogateescape")
+        closed = np.cumsum(last) - last  # article closers before each token
+        lead_starts = self._lead_starts[ids]
+        skipped = np.where(first, lead_starts, 0)
+        counted = self._starts[ids] - skipped  # characters starting in each token's bytes
+        before = np.cumsum(counted) - counted + closed
+        if len(text) == int(counted.sum()) + int(np.count_nonzero(last)):
+            # Every character starts at a byte that is not a continuation byte, so counting
+            # those per token places it; a token starting inside a character shares it.
+            start = before + lead_starts - skipped - self._inside_char[ids]
+            end = before + counted
+            own = size > lead - skip
+            closers = (before + counted)[last]
+        else:
+            start, end, own, closers = self._offsets_per_byte(
+                text, data.size, begins + closed, lead - skip, size, last
+            )
+        # A token without bytes of its own takes the character its position falls in; the
+        # searches in `inside` and `exact` need starts and ends that never decrease.
+        end = np.where(own, end, start)
         np.maximum.accumulate(end, out=end)
-        closers = np.searchsorted(char_byte, (out_start + size)[last])  # each article's 0 byte
+        start = np.minimum.accumulate(start[::-1])[::-1]
         return Decoded(
             text=text,
             start=start,
             end=end,
-            article_start=np.append(0, closers[:-1] + 1) if closers.size else closers,
+            article_start=np.append(0, closers[:-1] + 1),
             article_end=closers,
             article_first=np.flatnonzero(first),
         )
+
+
+def _code_points(text: str) -> np.ndarray:
+    """The code points of `text`, escaped bytes (lone surrogates) included.
+
+    numpy copies a str's code points as they are; encoding to UTF-32 instead calls the error
+    handler once per lone surrogate, 150 times slower on text full of stray bytes.
+    """
+    points = np.array(text).reshape(1).view(np.uint32)
+    if points.size != len(text):  # never seen; the slow way is always right
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return points
 
 
 def _decode_each(loaded: LoadedTokenizer, ids: list[int]) -> list[tuple[bytes, int]]:
