@@ -70,6 +70,11 @@ class TokenTexts:
         self._starts = np.zeros(vocab_size, dtype=np.int64)
         self._lead_starts = np.zeros(vocab_size, dtype=np.int64)
         self._inside_char = np.zeros(vocab_size, dtype=bool)
+        # Valid UTF-8 on its own and starting a character: then its bytes decode to its own
+        # characters whatever stands around it (a decoder never joins a lead byte to what came
+        # before). Only runs of the other pieces (byte-level BPE's split characters and stray
+        # bytes) need decoding byte by byte.
+        self._whole = np.ones(vocab_size, dtype=bool)
         self._known = np.zeros(vocab_size, dtype=bool)
         self._chunks: list[bytes] = []
         self._size = 0
@@ -128,6 +133,14 @@ class TokenTexts:
         self._lead_starts[ids] = starts[offsets + leads] - starts[offsets]
         own = leads < lengths
         self._inside_char[ids] = own & ((np.append(raw, 0)[offsets + leads] & 0xC0) == 0x80)
+        self._whole[ids] = ~self._inside_char[ids] & np.fromiter(
+            (
+                _valid(data[a : a + n])
+                for a, n in zip(offsets.tolist(), lengths.tolist(), strict=True)
+            ),
+            bool,
+            len(ids),
+        )
         self._known[ids] = True
         self._chunks.append(data)
         self._size += len(data)
@@ -149,11 +162,7 @@ class TokenTexts:
         an article's closing byte follows each token marked `last`.
         """
         points = _code_points(text)
-        # UTF-8 length from the code point; escaped bytes (U+DC80..U+DCFF) stand for one byte.
-        widths = (points >= 0x80).view(np.int8) + np.int8(1)
-        widths += (points >= 0x800).view(np.int8)
-        widths += (points >= 0x10000).view(np.int8)
-        widths[(points >= 0xDC80) & (points <= 0xDCFF)] = 1
+        widths = _widths(points)
         char_of_byte = np.repeat(np.arange(points.size, dtype=np.int64), widths)
         own_start = at + joiner
         own_end = at + size
@@ -161,6 +170,39 @@ class TokenTexts:
         start = char_of_byte[np.minimum(own_start, total - 1)]
         end = char_of_byte[np.maximum(own_end - 1, 0)] + 1
         return start, end, own, char_of_byte[own_end[last]]
+
+    @staticmethod
+    def _count_broken_runs(
+        data: np.ndarray,
+        broken: np.ndarray,
+        at: np.ndarray,
+        size: np.ndarray,
+        last: np.ndarray,
+        counted: np.ndarray,
+        inside_char: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Characters starting in each token of the runs of broken pieces, found by decoding
+        just those bytes (a 0 byte ends each run, as a whole piece or an article end would)."""
+        tokens = np.flatnonzero(broken)
+        sizes = size[tokens]
+        ends = np.cumsum(sizes)
+        begins = ends - sizes
+        source = np.repeat(at[tokens] - begins, sizes) + np.arange(int(ends[-1]), dtype=np.int64)
+        run_end = last[tokens] | np.append(tokens[1:] != tokens[:-1] + 1, True)
+        local = np.insert(data[source], ends[run_end], 0)
+        points = _code_points(local.tobytes().decode("utf-8", "surrogateescape"))
+        widths = _widths(points)
+        starts_char = np.zeros(local.size + 1, dtype=bool)
+        starts_char[np.cumsum(widths) - widths] = True
+        shift = np.cumsum(run_end) - run_end  # run ends (0 bytes) before each token
+        first_byte = begins + shift
+        cumulative = np.zeros(local.size + 1, dtype=np.int64)
+        np.cumsum(starts_char[:-1], out=cumulative[1:])
+        counted = counted.copy()
+        inside_char = inside_char.copy()
+        counted[tokens] = cumulative[first_byte + sizes] - cumulative[first_byte]
+        inside_char[tokens] = (sizes > 0) & ~starts_char[first_byte]
+        return counted, inside_char
 
     def text_of(self, token: int) -> str:
         """One id's text (its bytes as UTF-8, undecodable bytes escaped), for messages."""
@@ -175,8 +217,11 @@ class TokenTexts:
     def _check(self, ids: np.ndarray, row_of: Callable[[int], int]) -> None:
         if not ids.size:
             return
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
+        if ids.min() >= 0 and ids.max() < self.vocab_size:
+            bad = None
+        else:
+            bad = (ids < 0) | (ids >= self.vocab_size)
+        if bad is not None:
             first = int(np.argmax(bad))
             raise RuleError(
                 f"row {row_of(first)}: id {int(ids[first])} is outside the vocabulary of"
@@ -194,7 +239,7 @@ class TokenTexts:
 
         `row_of(t)` names the row of token t in the message about an id outside the vocabulary.
         """
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = np.asarray(ids)
         self._check(ids, row_of)
         count = ids.size
         if not count:
@@ -203,8 +248,10 @@ class TokenTexts:
         first = np.ones(count, dtype=bool)
         np.not_equal(article[1:], article[:-1], out=first[1:])
         last = np.append(first[1:], True)
-        lead = self._lead[ids]
-        skip = np.where(first, lead, 0)  # the joiner before an article's first token
+        # Byte-level vocabularies have no joiners: no work for them.
+        joined = bool(self._lead.any())
+        lead = self._lead[ids] if joined else np.zeros(count, dtype=np.int64)
+        skip = np.where(first, lead, 0) if joined else lead  # the joiner before an article
         size = self._length[ids] - skip
         ends = np.cumsum(size)
         begins = ends - size
@@ -217,14 +264,20 @@ class TokenTexts:
         data = np.insert(self._buffer[source], ends[last], 0)
         text = data.tobytes().decode("utf-8", "surrogateescape")
         closed = np.cumsum(last) - last  # article closers before each token
-        lead_starts = self._lead_starts[ids]
-        skipped = np.where(first, lead_starts, 0)
+        lead_starts = self._lead_starts[ids] if joined else lead
+        skipped = np.where(first, lead_starts, 0) if joined else lead
         counted = self._starts[ids] - skipped  # characters starting in each token's bytes
+        inside_char = self._inside_char[ids]
+        broken = ~self._whole[ids]
+        if broken.any():
+            counted, inside_char = self._count_broken_runs(
+                data, broken, begins + closed, size, last, counted, inside_char
+            )
         before = np.cumsum(counted) - counted + closed
         if len(text) == int(counted.sum()) + int(np.count_nonzero(last)):
-            # Every character starts at a byte that is not a continuation byte, so counting
-            # those per token places it; a token starting inside a character shares it.
-            start = before + lead_starts - skipped - self._inside_char[ids]
+            # Counting where characters start per token places every token; a token starting
+            # inside a character shares it with the token before.
+            start = before + lead_starts - skipped - inside_char
             end = before + counted
             own = size > lead - skip
             closers = (before + counted)[last]
@@ -245,6 +298,23 @@ class TokenTexts:
             article_end=closers,
             article_first=np.flatnonzero(first),
         )
+
+
+def _valid(piece: bytes) -> bool:
+    try:
+        piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _widths(points: np.ndarray) -> np.ndarray:
+    """UTF-8 length of each code point; escaped bytes (U+DC80..U+DCFF) stand for one byte."""
+    widths = (points >= 0x80).view(np.int8) + np.int8(1)
+    widths += (points >= 0x800).view(np.int8)
+    widths += (points >= 0x10000).view(np.int8)
+    widths[(points >= 0xDC80) & (points <= 0xDCFF)] = 1
+    return widths
 
 
 def _code_points(text: str) -> np.ndarray:
