@@ -184,7 +184,7 @@ def assign_types_command(
         tokentype assign-types alpaca.h5 --tokenizer gpt2/ --explain 'through:"### Response:"'
         tokentype assign-types shard.h5 --rules rules.toml -o typed.h5 --require-match
         tokentype assign-types chat.h5 --tokenizer tok/ --overwrite \\
-            --rule 'between:<|user|> .. <|assistant|>=prompt' --dry-run | less -R
+            --rule 'between:"<|user|>" .. "<|assistant|>"=prompt' --dry-run | less -R
         tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
     """
     from tokentype_cli import inspect_shard
