@@ -1,4 +1,4 @@
-"""Benchmark `assign-types`: M tokens/s for span, until and between rules next to plain h5py.
+"""Benchmark `assign-types`: M tokens/s for token and text rules next to plain h5py.
 
 Two baselines, plain h5py with the schema's storage settings and types from one numpy comparison
 (so they compress like real ones): `h5py` copies input_ids into a new file, reads it block by
@@ -6,6 +6,16 @@ block and writes token_type_ids (what `assign-types -o` does); `h5py_in_place` a
 token_type_ids to the file itself, with no copy and no atomicity. Ratios are against the faster.
 Each measurement runs in its own process so its peak RSS is its own; a shard a tenth of the size
 shows whether memory grows with the file.
+
+Text rules (`until_text`, `between_text`, `until_re`) run on the same shard with the GPT-2
+tokenizer (`--tokenizer`, default ../shared/conformance/tokenizer-gpt2; skipped when absent),
+which decodes the marker ids as the text they look for: 3 `$`, 4 `%`, 10 11 `+,` (and the random
+ids also hold ` $`, so `between_text` finds more STARTs than `between`). Their time includes
+loading the tokenizer, as a run of the command does.
+
+Each result has wall-clock and CPU seconds (user + system of the measuring process). On a machine
+shared with other work, wall-clock time mostly measures the others; the CPU ratios are the ones
+to compare there.
 
     .venv/bin/python benchmarks/bench_assign_types.py                 # builds a 102M-token shard
     .venv/bin/python benchmarks/bench_assign_types.py --rows 5000 --json | jq '.results'
@@ -42,6 +52,12 @@ RULES = {
     "until": "until:10 11=prompt",
     "between": "between:3 .. 4=prompt",
 }
+TEXT_RULES = {
+    "until_text": 'until:"+,"=prompt',
+    "between_text": 'between:"$" .. "%"=prompt',
+    "until_re": 'until:re:"[+],"=prompt',
+}
+GPT2 = ROOT.parent / "shared" / "conformance" / "tokenizer-gpt2"
 
 
 def build_shard(path: Path, rows: int, seed: int = 0) -> None:
@@ -103,26 +119,34 @@ def run_baseline_in_place(copy: Path) -> None:
         _stream(ids, _types_dataset(shard, *ids.shape))
 
 
-def run_rule(shard: Path, out: Path, kind: str) -> None:
-    rule = parse_rule_spec(RULES[kind], f"--rule {kind}", None)
-    assign_types(shard, Structure(sep=(SEP,), pad=PAD), [rule], output=out)
+def run_rule(shard: Path, out: Path, kind: str, tokenizer_path: Path) -> None:
+    tokenizer = None
+    if kind in TEXT_RULES:
+        from tokentype_cli.tokenizer_loader import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_path)
+    spec = {**RULES, **TEXT_RULES}[kind]
+    rule = parse_rule_spec(spec, f"--rule {kind}", tokenizer)
+    assign_types(shard, Structure(sep=(SEP,), pad=PAD), [rule], output=out, tokenizer=tokenizer)
 
 
-def measure(shard: Path, kind: str) -> dict[str, float]:
+def measure(shard: Path, kind: str, tokenizer_path: Path = GPT2) -> dict[str, float]:
     """Run one measurement in this process; print seconds and peak RSS."""
     with tempfile.TemporaryDirectory(dir=shard.parent) as folder:
         out = Path(folder) / "out.h5"
         if kind == "h5py_in_place":
             shutil.copyfile(shard, out)  # not timed
         started = time.perf_counter()
+        cpu_started = time.process_time()
         if kind == "h5py":
             run_baseline(shard, out)
         elif kind == "h5py_in_place":
             run_baseline_in_place(out)
         else:
-            run_rule(shard, out, kind)
+            run_rule(shard, out, kind, tokenizer_path)
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+        cpu_seconds = time.process_time() - cpu_started
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mib": peak_rss_mib()}
 
 
 def peak_rss_mib() -> float:
@@ -138,9 +162,18 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def in_subprocess(shard: Path, kind: str) -> dict[str, float]:
+def in_subprocess(shard: Path, kind: str, tokenizer_path: Path) -> dict[str, float]:
     output = subprocess.run(
-        [sys.executable, __file__, "--measure", kind, "--shard", str(shard)],
+        [
+            sys.executable,
+            __file__,
+            "--measure",
+            kind,
+            "--shard",
+            str(shard),
+            "--tokenizer",
+            str(tokenizer_path),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -157,10 +190,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs")
     parser.add_argument("--small", type=int, default=5_000, help="rows of the memory-check shard")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+    parser.add_argument(
+        "--tokenizer", type=Path, default=GPT2, help="byte-level tokenizer for the text rules"
+    )
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.shard, args.measure)))
+        print(json.dumps(measure(args.shard, args.measure, args.tokenizer)))
         return
     folder = Path(tempfile.gettempdir())
     shard = args.shard or folder / f"bench_assign_types_{args.rows}.h5"
@@ -171,34 +207,53 @@ def main() -> None:
             build_shard(path, rows)
     with h5py.File(shard, "r") as f:
         tokens = f[schema.INPUT_IDS].size
+    rules = [*RULES]
+    if args.tokenizer.exists():
+        rules += [*TEXT_RULES]
+    else:
+        print(f"no tokenizer at {args.tokenizer}: text rules skipped", file=sys.stderr)
     results = {}
-    for kind in (*BASELINES, *RULES):
-        runs = [in_subprocess(shard, kind) for _ in range(args.repeat)]
+    for kind in (*BASELINES, *rules):
+        runs = [in_subprocess(shard, kind, args.tokenizer) for _ in range(args.repeat)]
         best = min(runs, key=lambda r: r["seconds"])
-        small_run = in_subprocess(small, kind)
+        small_run = in_subprocess(small, kind, args.tokenizer)
         results[kind] = {
             "m_tokens_per_s": tokens / best["seconds"] / 1e6,
+            "m_tokens_per_cpu_s": tokens / min(r["cpu_seconds"] for r in runs) / 1e6,
             "seconds": best["seconds"],
+            "cpu_seconds": min(r["cpu_seconds"] for r in runs),
             "peak_rss_mib": best["peak_rss_mib"],
             "peak_rss_mib_small_shard": small_run["peak_rss_mib"],
         }
         print(f"{kind}: {results[kind]['m_tokens_per_s']:.1f} M tokens/s", file=sys.stderr)
     # Against the faster of the two baselines, so the ratio is never flattered.
     base = max(results[kind]["m_tokens_per_s"] for kind in BASELINES)
-    for kind in RULES:
+    cpu_base = max(results[kind]["m_tokens_per_cpu_s"] for kind in BASELINES)
+    for kind in rules:
         results[kind]["ratio_to_h5py"] = results[kind]["m_tokens_per_s"] / base
-    summary = {"tokens": tokens, "shard": str(shard), "cpus": os.cpu_count(), "results": results}
+        results[kind]["cpu_ratio_to_h5py"] = results[kind]["m_tokens_per_cpu_s"] / cpu_base
+    summary = {
+        "tokens": tokens,
+        "shard": str(shard),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "results": results,
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
         return
     print(
-        f"{tokens / 1e6:.1f}M tokens ({shard}); peak RSS on this shard / on a {args.small}-row one"
+        f"{tokens / 1e6:.1f}M tokens ({shard}), load average {os.getloadavg()[0]:.1f} on"
+        f" {os.cpu_count()} CPUs; M tokens/s by wall clock and by CPU time, ratios to the"
+        f" faster h5py; peak RSS on this shard / on a {args.small}-row one"
     )
     for kind, r in results.items():
-        ratio = f"{r['ratio_to_h5py']:.2f}x h5py" if kind in RULES else "baseline"
+        wall = f"{r['ratio_to_h5py']:.2f}x" if kind in rules else "base"
+        cpu = f"{r['cpu_ratio_to_h5py']:.2f}x" if kind in rules else "base"
         print(
-            f"  {kind:<14} {r['m_tokens_per_s']:7.1f} M tokens/s  {r['seconds']:7.1f} s  {ratio:<11}"
-            f"  RSS {r['peak_rss_mib']:.0f} / {r['peak_rss_mib_small_shard']:.0f} MiB"
+            f"  {kind:<14} wall {r['m_tokens_per_s']:6.1f} ({wall:>5})"
+            f"  cpu {r['m_tokens_per_cpu_s']:6.1f} ({cpu:>5})"
+            f"  RSS {r['peak_rss_mib']:4.0f} / {r['peak_rss_mib_small_shard']:4.0f} MiB"
         )
 
 

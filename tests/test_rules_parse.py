@@ -11,6 +11,7 @@ from tokentype_cli.rules import (
     Rule,
     RulesConfig,
     Structure,
+    TextPattern,
     build_structure,
     load_rules_file,
     parse_rule_spec,
@@ -22,6 +23,7 @@ from tokentype_cli.tokenizer_loader import load_tokenizer
 
 from .conftest import CODON_VOCAB
 
+T = TextPattern
 P, C, PAD, SEP = TokenType.PROMPT, TokenType.COMPLETION, TokenType.PADDING, TokenType.SEPARATOR
 
 
@@ -204,7 +206,17 @@ def test_missing_rules_file(tmp_path):
         ("until:ATG ATC=1", Rule("until", C, tokens=(10, 7))),
         ("between:GAA .. ATC GAC=prompt", Rule("between", P, tokens=(9,), end=(7, 8))),
         ("UNTIL: 10 =prompt", Rule("until", P, tokens=(10,))),
-        ('until:"ATG"=prompt', Rule("until", P, tokens=(10,))),
+        ('until:tok:"ATG"=prompt', Rule("until", P, tokens=(10,))),
+        ("until:tok:ATG=prompt", Rule("until", P, tokens=(10,))),
+        ('until:"ATG"=prompt', Rule("until", P, find=(TextPattern("ATG"),))),
+        ("until:'GAA GGC'=prompt", Rule("until", P, find=(TextPattern("GAA GGC"),))),
+        ('until:re:"^G(AA|GC)"=prompt', Rule("until", P, find=(TextPattern("^G(AA|GC)", True),))),
+        ('token:"GCC" re:G.C=prompt', Rule("token", P, find=(T("GCC"), T("G.C", True)))),
+        (
+            "between:\"GAA\" .. re:'A[TG]C'=prompt",
+            Rule("between", P, find=(T("GAA"),), find_end=(T("A[TG]C", True),)),
+        ),
+        ('between:"GAA" .. GAC=prompt', Rule("between", P, find=(T("GAA"),), end=(8,))),
     ],
 )
 def test_command_line_spelling(codons, spec, expected):
@@ -217,12 +229,15 @@ def test_command_line_spelling(codons, spec, expected):
     ("spec", "expected"),
     [
         ("token:= =prompt", Rule("token", P, tokens=(0,))),
-        ('token:".."=prompt', Rule("token", P, tokens=(1,))),
-        ("token:'..' : x:y a=b=prompt", Rule("token", P, tokens=(1, 2, 5, 4))),
-        ('token:"5" 5=prompt', Rule("token", P, tokens=(3, 5))),
-        ('between:".." .. ==prompt', Rule("between", P, tokens=(1,), end=(0,))),
+        ('token:tok:".."=prompt', Rule("token", P, tokens=(1,))),
+        ("token:tok:'..' : x:y a=b=prompt", Rule("token", P, tokens=(1, 2, 5, 4))),
+        ('token:tok:"5" 5=prompt', Rule("token", P, tokens=(3, 5))),
+        ("token:tok:5 5=prompt", Rule("token", P, tokens=(3, 5))),
+        ('between:tok:".." .. ==prompt', Rule("between", P, tokens=(1,), end=(0,))),
+        ('between:".." .. "="=prompt', Rule("between", P, find=(T(".."),), find_end=(T("="),))),
         ("between:<|user|> .. <|assistant|>=prompt", Rule("between", P, tokens=(6,), end=(7,))),
-        ('until:"\\u003d"=prompt', Rule("until", P, tokens=(0,))),
+        ('until:tok:"\\u003d"=prompt', Rule("until", P, tokens=(0,))),
+        ('until:"\\u003d"=prompt', Rule("until", P, find=(T("="),))),
     ],
 )
 def test_punctuation_tokens_can_be_written(odd_vocab, spec, expected):

@@ -43,7 +43,8 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     metavar="KIND:ARGS=TYPE",
     help="A rule, repeatable, applied in order after the file's: span:A:B, token:T..., until:P...,"
     " through:P..., between:S... .. E...; TYPE is prompt, completion, padding, separator or 0..3."
-    ' Bare integers are ids; quote a token ("..", "5", "a b") to mean the vocabulary string.',
+    ' A pattern is text in quotes ("### Response:"), a regular expression (re:"^###"), or'
+    ' tokens: bare integers are ids, bare words vocabulary tokens, tok:"a b" a token with spaces.',
 )
 @click.option(
     "--sep",
@@ -96,16 +97,36 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     " article; the message names the first such row.",
 )
 @click.option(
+    "--require-exact",
+    is_flag=True,
+    help="Fail (exit 1, nothing written) if a text pattern starts or ends inside a token (a seam);"
+    " the message names the first such row and token.",
+)
+@click.option(
+    "--ignore-case",
+    is_flag=True,
+    help="Text and re: patterns ignore case, in --rule and in the rules file (where a pattern's"
+    ' own "ignore_case" wins).',
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Compute and report, print the first rows by type on stdout, write nothing.",
+)
+@click.option(
+    "--explain",
+    "explain_spec",
+    metavar="KIND:ARGS[=TYPE]",
+    default=None,
+    help="Print where this rule matches in the first --show articles, each match between ⟦ ⟧,"
+    " with the types the other rules (and this one, given a TYPE) set; write nothing.",
 )
 @click.option(
     "--show",
     "show_rows",
     type=click.IntRange(min=0),
     default=3,
-    help="Rows --dry-run prints.",
+    help="Rows --dry-run prints, or articles --explain shows.",
 )
 @color_option
 @json_option
@@ -127,7 +148,10 @@ def assign_types_command(
     overwrite: bool,
     allow_external: bool,
     require_match: bool,
+    require_exact: bool,
+    ignore_case: bool,
     dry_run: bool,
+    explain_spec: str | None,
     show_rows: int,
     color: bool,
     as_json: bool,
@@ -147,6 +171,11 @@ def assign_types_command(
       through:P...      the same, including the occurrence
       between:S .. E    from each S through the next E (or the end of the body)
 
+    A quoted pattern is text, found in the article's decoded text (needs --tokenizer): a token
+    partly inside what a rule selects (a seam) counts as inside, except for until. re:"..." is a
+    regular expression, tok:WORD a vocabulary token. The rules-file keys, quoting and worked
+    examples: docs/rules.md.
+
     FILE is replaced atomically (an error or interruption leaves it as it was), or -o writes a
     new file. What every rule matched and the tokens per type go to stderr (stdout with --json):
     existing (the file's own types, when it has them), structure (where the rules start) and
@@ -156,9 +185,12 @@ def assign_types_command(
 
     \b
         tokentype assign-types shard.h5 --tokenizer codons.json --rule 'until:ATG=prompt'
+        tokentype assign-types alpaca.h5 --tokenizer gpt2/ --overwrite \\
+            --rule 'through:"### Response:"=prompt' --require-match
+        tokentype assign-types alpaca.h5 --tokenizer gpt2/ --explain 'through:"### Response:"'
         tokentype assign-types shard.h5 --rules rules.toml -o typed.h5 --require-match
         tokentype assign-types chat.h5 --tokenizer tok/ --overwrite \\
-            --rule 'between:<|user|> .. <|assistant|>=prompt' --dry-run --color always | less -R
+            --rule 'between:"<|user|>" .. "<|assistant|>"=prompt' --dry-run --color always | less -R
         tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
     """
     from tokentype_cli import inspect_shard
@@ -168,17 +200,32 @@ def assign_types_command(
         RulesConfig,
         build_structure,
         load_rules_file,
+        parse_pattern_spec,
         parse_rule_spec,
         parse_token_word,
     )
 
-    if not dry_run and ctx.get_parameter_source("show_rows") is not ParameterSource.DEFAULT:
-        raise click.UsageError("--show only applies with --dry-run; add --dry-run", ctx)
-    config = RulesConfig() if rules_file is None else load_rules_file(rules_file, tokenizer)
+    showing = dry_run or explain_spec is not None
+    if not showing and ctx.get_parameter_source("show_rows") is not ParameterSource.DEFAULT:
+        raise click.UsageError(
+            "--show only applies with --dry-run or --explain; add --dry-run", ctx
+        )
+    config = (
+        RulesConfig()
+        if rules_file is None
+        else load_rules_file(rules_file, tokenizer, ignore_case=ignore_case)
+    )
+    explained = None
     try:
         rules = list(config.rules)
         for number, spec in enumerate(rule_specs, 1):
-            rules.append(parse_rule_spec(spec, f"--rule {number}", tokenizer))
+            rules.append(
+                parse_rule_spec(spec, f"--rule {number}", tokenizer, ignore_case=ignore_case)
+            )
+        if explain_spec is not None:
+            explained = parse_pattern_spec(
+                explain_spec, "--explain", tokenizer, ignore_case=ignore_case
+            )
         sep_ids = [parse_token_word(s, tokenizer, f"--sep {s!r}") for s in seps]
         pad_id = None if pad is None else parse_token_word(pad, tokenizer, f"--pad {pad!r}")
     except RuleError as exc:
@@ -193,6 +240,9 @@ def assign_types_command(
         no_sep=no_sep,
         no_pad=no_pad,
     )
+    if explained is not None:
+        _explain(file, structure, rules, explained, tokenizer, show_rows, as_json, color)
+        return
     record = {
         "rules_file": rules_file,
         "rules": [rule.describe() for rule in rules],
@@ -210,6 +260,7 @@ def assign_types_command(
             output=output,
             overwrite=overwrite,
             require_match=require_match,
+            require_exact=require_exact,
             dry_run=dry_run,
             preview_rows=show_rows if dry_run else 0,
             provenance=provenance(ctx, **record),
@@ -219,6 +270,7 @@ def assign_types_command(
                 "the rules file": rules_file,
                 "the tokenizer": None if tokenizer is None else tokenizer.path,
             },
+            tokenizer=tokenizer,
         )
     preview = []
     if report.preview_ids is not None:
@@ -239,6 +291,35 @@ def assign_types_command(
             color=color or None,
         )
     message(_assign_types_summary(report), quiet)
+
+
+def _explain(
+    file, structure, rules, explained, tokenizer, articles: int, as_json: bool, color: bool
+) -> None:
+    """--explain: the first articles with the rule's matches marked, on stdout; nothing written."""
+    from tokentype_cli.assign_types import explain, format_explanation
+
+    rule, token_type = explained
+    matches = explain(
+        file,
+        structure,
+        rules,
+        rule,
+        apply=token_type is not None,
+        articles=articles,
+        tokenizer=tokenizer,
+    )
+    if as_json:
+        emit_json(
+            {
+                "path": str(file),
+                "rule": rule.describe() if token_type is not None else rule.text,
+                "articles": [match.as_dict(tokenizer) for match in matches],
+            }
+        )
+        return
+    for match in matches:
+        click.echo(format_explanation(match, tokenizer=tokenizer, color=color), color=color or None)
 
 
 def _assign_types_summary(report) -> str:
@@ -274,6 +355,10 @@ def _assign_types_summary(report) -> str:
         )
         if not_matched and rule_report.first_unmatched_row is not None:
             line += f" (first unmatched row {rule_report.first_unmatched_row})"
+        if rule_report.rule.uses_text:
+            line += f"; {plural(rule_report.seams, 'seam')}"
+            if rule_report.first_seam is not None:
+                line += f" (first in row {rule_report.first_seam[0]})"
         lines.append(line)
     names = list(TOKEN_TYPE_NAMES.values())
     counted = [report.before, report.after] + ([] if report.existing is None else [report.existing])
