@@ -510,8 +510,9 @@ class Conversation:
 
     text: str  # what is encoded: the rendering, less trailing whitespace after a final EOS
     spans: list[tuple[int, int]]  # learned character ranges, in order
-    # Per learned turn: its last non-whitespace learned character (-1: none), whose token must be
-    # an end-of-turn token for the turn to teach the model to stop.
+    # Per learned turn not followed by the separator alone: its last non-whitespace learned
+    # character (-1: none), whose token must be an end-of-turn token for the turn to teach the
+    # model to stop.
     turn_ends: list[int]
 
     @property
@@ -600,6 +601,8 @@ class Chat:
         if len(stripped) < len(text) and self.eos_text and stripped.endswith(self.eos_text):
             text = stripped
             spans = [(start, min(end, len(text))) for start, end in spans if start < len(text)]
+        # A turn followed only by the separator learns to end: the separator is always learned.
+        turn_ends = [c for c in turn_ends if text[c + 1 :].strip() not in ("", self.eos_text)]
         return Conversation(text, spans, turn_ends)
 
     def _learned_turns(self, messages: list[dict]) -> list[int]:
