@@ -603,3 +603,30 @@ def test_batches_of_any_size_give_the_same_shard(tmp_path):
         tokenize_files([str(source)], out, loaded, options, batch_lines=batch_lines)
         digests.add(digest(out))
     assert len(digests) == 1
+
+
+def test_a_message_the_template_skips_learns_nothing(tmp_path):
+    template = (
+        "{%- for m in messages %}{%- if loop.index > 2 %}{%- break %}{%- endif %}"
+        "{{- m.role + ':' + m.content + '<|im_end|>' }}{%- endfor %}"
+    )
+    folder = make_tokenizer(tmp_path / "tok", template)
+    result, out = tokenize(tmp_path, folder, {"messages": CONVERSATION})
+    assert result.exit_code == 0, result.output
+    assert runs(out, folder) == [
+        [
+            ("prompt", "user:Hi<|im_end|>assistant:"),
+            ("completion", "Hello there"),
+            ("separator", "<|im_end|>"),
+        ]
+    ]
+
+
+def test_an_assistant_message_written_outside_the_loop_is_refused(tmp_path):
+    template = (
+        "{%- for m in messages[:-1] %}{{- m.role + ':' + m.content + '<|im_end|>' }}{%- endfor %}"
+        "{{- 'assistant:' + messages[-1].content + '<|im_end|>' }}"
+    )
+    folder = make_tokenizer(tmp_path / "tok", template)
+    result, _ = tokenize(tmp_path, folder, {"messages": CONVERSATION})
+    assert_one_line_error(result, 1, "in.jsonl:1:", "assistant message 3", "outside its loop")

@@ -649,13 +649,22 @@ class Chat:
         if not learned:
             return [], []
         regions = _message_regions(trace)
-        missing = [i for i in learned if i not in regions]
-        if missing:
-            raise ConversationError(
-                f"cannot tell what assistant message {missing[0]} produced: the chat template"
-                " does not write it inside a loop over the messages; add {% generation %} blocks"
-                " to the template (--chat-template FILE.jinja)"
-            )
+        loop_start = min((start for start, _ in regions.values()), default=len(text))
+        loop_end = max((end for _, end in regions.values()), default=len(text))
+        outside = text[:loop_start] + "\0" + text[loop_end:]
+        for index in [i for i in learned if i not in regions]:
+            # No iteration held it: skipped by the template ({% break %}, a slice), so it wrote
+            # nothing, unless the template writes it outside the loop, which cannot be typed.
+            content = _as_text(messages[index].get("content")).strip()
+            if content and content in outside:
+                raise ConversationError(
+                    f"cannot tell what assistant message {index} produced: the chat template"
+                    " writes it outside its loop over the messages; add {% generation %} blocks"
+                    " to the template (--chat-template FILE.jinja)"
+                )
+            learned.remove(index)
+        if not learned:
+            return [], []
         stand_ins = [
             {**m, "content": _sentinel(i, compiled.loops_over_content)}
             for i, m in enumerate(messages)
@@ -670,6 +679,12 @@ class Chat:
                 start += _common_prefix(text[start:end], other[o_start:o_end])
             spans.append((start, end))
         return spans, [[span] for span in spans]
+
+
+def _as_text(content: object) -> str:
+    if isinstance(content, list):
+        return "\n".join(part["text"] for part in content)
+    return content if isinstance(content, str) else ""
 
 
 def _owner(regions: dict[int, tuple[int, int]], position: int) -> int | None:
