@@ -630,3 +630,41 @@ def test_an_assistant_message_written_outside_the_loop_is_refused(tmp_path):
     folder = make_tokenizer(tmp_path / "tok", template)
     result, _ = tokenize(tmp_path, folder, {"messages": CONVERSATION})
     assert_one_line_error(result, 1, "in.jsonl:1:", "assistant message 3", "outside its loop")
+
+
+def test_byte_places_and_character_offsets_type_alike(tmp_path, monkeypatch):
+    """The encoder places byte-level tokens by bytes; the tokenizer's own offsets must agree."""
+    from tests.conftest import digest
+    from tokentype_cli.tokenize import encode
+
+    template = (
+        "{%- for m in messages %}{{- m.role + ': ' + m.content + '<|im_end|>' }}{%- endfor %}"
+    )
+    folder = make_tokenizer(tmp_path / "tok", template)
+    messages = [
+        {"role": "user", "content": "Café? 東京 🙂"},
+        {"role": "assistant", "content": "Hé 🙂 Hello"},
+        {"role": "user", "content": "ok"},
+        {"role": "assistant", "content": "東京 é"},
+    ]
+    report = tmp_path / "seams.jsonl"
+    results = []
+    for table in (True, False):
+        if not table:
+            monkeypatch.setattr(encode, "byte_lengths", lambda tokenizer: None)
+        result, out = tokenize(
+            tmp_path, folder, {"messages": messages}, extra=("--seam-report", report)
+        )
+        assert result.exit_code == 0, result.output
+        results.append((digest(out), report.read_text(), runs(out, folder)))
+        out.unlink()
+    assert results[0] == results[1]
+    assert results[0][2] == [
+        [
+            ("prompt", "user: Café? 東京 🙂<|im_end|>assistant:"),
+            ("completion", " Hé 🙂 Hello<|im_end|>"),
+            ("prompt", "user: ok<|im_end|>assistant: "),  # " " stays a token of its own
+            ("completion", "東京 é"),
+            ("separator", "<|im_end|>"),
+        ]
+    ]

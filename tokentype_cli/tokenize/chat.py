@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,14 +179,14 @@ class _Trace:
     generation: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _iteration(loop: int, item: object) -> str:
+def _iteration(context, item: object, loop: int) -> str:
     trace = getattr(_local, "trace", None)
     if trace is not None:
         trace.events.append((loop, trace.index_of.get(id(item), -1), trace.pos))
     return ""
 
 
-def _loop_end(loop: int) -> str:
+def _loop_end(context, loop: int) -> str:  # a filter on the loop's number
     trace = getattr(_local, "trace", None)
     if trace is not None:
         trace.events.append((loop, -2, trace.pos))
@@ -253,8 +252,9 @@ def _environment():
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
-        env.globals[_ITERATION] = _iteration
-        env.globals[_LOOP_END] = _loop_end
+        # pass_context: jinja never runs such a filter at compile time on a constant.
+        env.filters[_ITERATION] = jinja2.pass_context(_iteration)
+        env.filters[_LOOP_END] = jinja2.pass_context(_loop_end)
         _ENVIRONMENT = env
     return _ENVIRONMENT
 
@@ -308,8 +308,10 @@ def _add_probes(node, counter: list[int]) -> None:
     """Put an iteration probe first in every loop body and a loop-end probe after every loop."""
     from jinja2 import nodes
 
-    def call(name: str, *args) -> nodes.Output:
-        return nodes.Output([nodes.Call(nodes.Name(name, "load"), list(args), [], None, None)])
+    # Filters, not calls: jinja calls a filter directly, where a call goes through the sandbox's
+    # checks, and the probes run once per message.
+    def call(name: str, value, *args) -> nodes.Output:
+        return nodes.Output([nodes.Filter(value, name, list(args), [], None, None)])
 
     if isinstance(node, nodes.For):
         node.tokentype_loop = counter[0]
@@ -330,7 +332,7 @@ def _add_probes(node, counter: list[int]) -> None:
     if isinstance(node, nodes.For):
         target = node.target
         item = nodes.Name(target.name, "load") if isinstance(target, nodes.Name) else nodes.Const(0)
-        probe = call(_ITERATION, nodes.Const(node.tokentype_loop), item)
+        probe = call(_ITERATION, item, nodes.Const(node.tokentype_loop))
         node.body.insert(0, probe.set_lineno(node.lineno))
 
 
@@ -509,7 +511,7 @@ class Conversation:
     """A rendered conversation and the characters its tokens learn."""
 
     text: str  # what is encoded: the rendering, less trailing whitespace after a final EOS
-    spans: list[tuple[int, int]]  # learned character ranges, in order
+    spans: list[tuple[int, int]]  # learned character ranges: sorted, disjoint, non-adjacent
     # Per learned turn not followed by the separator alone: its last non-whitespace learned
     # character (-1: none), whose token must be an end-of-turn token for the turn to teach the
     # model to stop.
@@ -518,6 +520,29 @@ class Conversation:
     @property
     def learns(self) -> bool:
         return any(start < end for start, end in self.spans)
+
+    def in_chars(self) -> tuple[int, list[tuple[int, int]], list[int]]:
+        """The text's length, spans and turn ends, in characters."""
+        return len(self.text), self.spans, self.turn_ends
+
+    def in_bytes(self) -> tuple[int, list[tuple[int, int]], list[int]]:
+        """The same in UTF-8 bytes, for an encoder that places tokens by bytes."""
+        text = self.text
+        if text.isascii():
+            return self.in_chars()
+        marks = sorted(
+            {p for span in self.spans for p in span} | {c for c in self.turn_ends if c >= 0}
+        )
+        at: dict[int, int] = {}
+        done = count = 0
+        for mark in marks:
+            count += len(text[done:mark].encode("utf-8"))
+            at[mark] = count
+            done = mark
+        # A turn's last character is counted by its last byte, which the token holding it ends at.
+        ends = [at[c] + len(text[c].encode("utf-8")) - 1 if c >= 0 else -1 for c in self.turn_ends]
+        spans = [(at[s], at[e]) for s, e in self.spans]
+        return len(text.encode("utf-8")), spans, ends
 
 
 class Chat:
@@ -532,6 +557,7 @@ class Chat:
         self.variables = template_variables(tokenizer)
         self.eos_text = tokenizer.tokenizer.decode([eos_id], skip_special_tokens=False)
         self.compiled: dict[str | None, CompiledTemplate] = {}
+        self.stand_ins: dict[tuple, tuple[str, dict]] = {}
         if self.name is not None:
             if None in self.sources:
                 raise TemplateError(
@@ -603,7 +629,7 @@ class Chat:
             spans = [(start, min(end, len(text))) for start, end in spans if start < len(text)]
         # A turn followed only by the separator learns to end: the separator is always learned.
         turn_ends = [c for c in turn_ends if text[c + 1 :].strip() not in ("", self.eos_text)]
-        return Conversation(text, spans, turn_ends)
+        return Conversation(text, _merged(spans), turn_ends)
 
     def _learned_turns(self, messages: list[dict]) -> list[int]:
         assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
@@ -616,10 +642,10 @@ class Chat:
         blocks = trace.generation
         if not blocks:
             return [], []
-        regions = _message_regions(trace)
-        owners = [_owner(regions, start) for start, _ in blocks]
         assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
         weighted = any(messages[i].get("weight", 1) == 0 for i in assistants)
+        regions = _message_regions(trace)
+        owners = [_owner(regions, start) for start, _ in blocks]
         if self.train_on == "assistant" and not weighted:
             keep = [True] * len(blocks)  # every block is learned, whoever wrote it
         else:
@@ -665,12 +691,7 @@ class Chat:
             learned.remove(index)
         if not learned:
             return [], []
-        stand_ins = [
-            {**m, "content": _sentinel(i, compiled.loops_over_content)}
-            for i, m in enumerate(messages)
-        ]
-        other, other_trace = _render(compiled, stand_ins, context)
-        other_regions = _message_regions(other_trace)
+        other, other_regions = self._stand_in_rendering(compiled, messages, context)
         spans = []
         for index in learned:
             start, end = regions[index]
@@ -679,6 +700,43 @@ class Chat:
                 start += _common_prefix(text[start:end], other[o_start:o_end])
             spans.append((start, end))
         return spans, [[span] for span in spans]
+
+    def _stand_in_rendering(self, compiled, messages, context):
+        """The conversation rendered with every content replaced by a stand-in, and its regions.
+
+        It depends on the template, the roles and other keys of the messages and the tools, not
+        on the contents, so conversations of one shape (most of a data set) share one rendering.
+        """
+        key = (
+            id(compiled),
+            tuple(tuple((k, repr(v)) for k, v in m.items() if k != "content") for m in messages),
+            repr(context.get("tools")),
+            repr(context.get("documents")),
+        )
+        found = self.stand_ins.get(key)
+        if found is None:
+            stand_ins = [
+                {**m, "content": _sentinel(i, compiled.loops_over_content)}
+                for i, m in enumerate(messages)
+            ]
+            other, trace = _render(compiled, stand_ins, context)
+            if len(self.stand_ins) >= 4096:  # bounded memory over unbounded shapes
+                self.stand_ins.clear()
+            found = self.stand_ins[key] = (other, _message_regions(trace))
+        return found
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint and non-adjacent, as type_tokens needs them."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if start >= end:
+            continue
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _as_text(content: object) -> str:
@@ -730,37 +788,41 @@ class TokenTyping:
 
     completion: np.ndarray  # bool: the token learns
     seam: np.ndarray  # bool: its characters straddle a prompt/completion boundary
-    first_learned: np.ndarray  # bool: for a seam, whether its first character is learned
+    first_learned: np.ndarray  # bool: whether its first character is learned
 
 
 def type_tokens(
     text_lengths: np.ndarray,
     token_text: np.ndarray,
     offsets: np.ndarray,
-    spans: Iterable[tuple[int, int, int]],
+    spans: np.ndarray,
 ) -> TokenTyping:
     """Type tokens from learned character ranges: a token learns when any character does.
 
     `token_text` is each token's text index, `offsets` its (start, end) characters in that text,
-    and `spans` (text index, start, end) the learned ranges. All vectorised over the tokens.
+    and `spans` (text index, start, end) rows of learned ranges, sorted and disjoint within each
+    text (Conversation.spans are). A binary search per token, no per-character arrays.
     """
     text_start = np.concatenate([[0], np.cumsum(text_lengths)]).astype(np.int64)
-    total = int(text_start[-1])
-    span_array = np.asarray(list(spans), dtype=np.int64).reshape(-1, 3)
-    change = np.zeros(total + 1, np.int64)
-    if len(span_array):
-        base = text_start[span_array[:, 0]]
-        np.add.at(change, base + span_array[:, 1], 1)
-        np.add.at(change, base + span_array[:, 2], -1)
-    learned = np.cumsum(change)[:-1] > 0  # per character of the concatenated texts
-    counts = np.concatenate([[0], np.cumsum(learned)])
     shift = text_start[token_text]
     start = offsets[:, 0] + shift
     end = np.maximum(offsets[:, 1] + shift, start)
-    inside = counts[end] - counts[start]
-    width = end - start
-    # A token with no characters of its own (rare) takes the type of the character at its start.
-    at_start = learned[np.minimum(start, max(total - 1, 0))] if total else np.zeros(0, bool)
-    completion = np.where(width > 0, inside > 0, at_start)
-    seam = (inside > 0) & (inside < width)
-    return TokenTyping(completion, seam, at_start)
+    if not len(spans):
+        none = np.zeros(len(start), bool)
+        return TokenTyping(none, none.copy(), none.copy())
+    base = text_start[spans[:, 0]]
+    span_start, span_end = base + spans[:, 1], base + spans[:, 2]
+    # The first span ending after the token's first character is the only one that can hold
+    # that character; any span overlapping the token starts before the token's end.
+    k = np.searchsorted(span_end, start, side="right")
+    found = k < len(span_end)
+    k = np.minimum(k, len(span_end) - 1)
+    overlap_start = np.where(found, span_start[k], end)
+    first_learned = found & (overlap_start <= start)
+    wide = end > start
+    completion = np.where(wide, found & (overlap_start < end), first_learned)
+    # Fully inside that span, or not: spans are merged, so a token reaching past the span's end
+    # has a prompt character there.
+    covered = first_learned & (span_end[k] >= end)
+    seam = wide & completion & ~covered
+    return TokenTyping(completion, seam, first_learned)

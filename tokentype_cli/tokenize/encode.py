@@ -7,9 +7,11 @@ characters it covers (chat.type_tokens), here in the encoder threads.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 
 import numpy as np
+from tokenizers import pre_tokenizers
 
 from tokentype_cli.errors import TokenizerError
 from tokentype_cli.schema import DTYPE, TokenType
@@ -26,11 +28,10 @@ class ChatTokens:
     seams: np.ndarray  # per conversation: tokens straddling prompt and completion characters
     open_turns: np.ndarray  # per conversation: learned turns with no learned end-of-turn token
     # Every seam token: its conversation's text index, its position in that conversation's
-    # tokens, its id, its characters in the text, and whether its first character is learned.
+    # tokens, its id, and whether its first character is learned.
     seam_text: np.ndarray
     seam_token: np.ndarray
     seam_id: np.ndarray
-    seam_chars: np.ndarray  # (n, 2)
     seam_first_learned: np.ndarray
 
 
@@ -44,12 +45,47 @@ class Encoded:
     chat: ChatTokens | None = None
 
 
-def encode_with_offsets(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Encode whole texts without adding special tokens: the flat ids, the tokens per text and each
-    token's (start, end) character offsets in its text, shape (tokens, 2).
+@dataclass
+class Offsets:
+    """Whole texts encoded with no special tokens added, and where each token sits in its text."""
+
+    ids: np.ndarray  # flat
+    lengths: np.ndarray  # tokens per text
+    spans: np.ndarray  # (tokens, 2): each token's [start, end) in its text
+    in_bytes: bool  # spans count UTF-8 bytes, not characters
+
+
+def byte_lengths(tokenizer) -> np.ndarray | None:
+    """Bytes of text behind each id, for vocabularies whose tokens' bytes concatenate to the text
+    (byte-level BPE with no normalizer, or NFC: GPT-2, Llama 3, Qwen); None for any other."""
+    config = json.loads(tokenizer.to_str())
+    normalizer = config.get("normalizer")
+    decoder = config.get("decoder") or {}
+    if normalizer not in (None, {"type": "NFC"}) or decoder.get("type") != "ByteLevel":
+        return None
+    added = {t["content"]: t for t in config.get("added_tokens", [])}
+    if any(t.get("lstrip") or t.get("rstrip") for t in added.values()):
+        return None  # these swallow the whitespace around them
+    alphabet = set(pre_tokenizers.ByteLevel.alphabet())  # one character per byte
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    table = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)
+    for token, token_id in vocab.items():
+        if token in added:
+            table[token_id] = len(token.encode("utf-8"))
+        elif set(token) <= alphabet:
+            table[token_id] = len(token)
+        else:
+            return None
+    return table
+
+
+def encode_with_offsets(tokenizer, texts: list[str], table: np.ndarray | None = None) -> Offsets:
+    """Encode whole texts without adding special tokens, with each token's place in its text.
 
     Everything chat typing needs from the encoder goes through here, so another encoder can
-    replace it.
+    replace it. With a byte_lengths() table, places are byte offsets summed from the ids (the
+    tokenizer's own offsets cost more to bring into Python than the encoding saves); when a
+    text's bytes do not add up (a normalizer changed it), the tokenizer's character offsets.
     """
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
@@ -57,12 +93,25 @@ def encode_with_offsets(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.nda
     ids = np.fromiter(
         itertools.chain.from_iterable(e.ids for e in encodings), dtype=DTYPE, count=total
     )
-    offsets = np.fromiter(
+    if table is not None and (not len(ids) or int(ids.max()) < len(table)):
+        sizes = table[ids]
+        ends = np.cumsum(sizes)
+        first = np.cumsum(lengths) - lengths
+        before = np.concatenate([[0], ends])[first]  # bytes of the earlier texts
+        text_bytes = np.fromiter(
+            (len(t) if t.isascii() else len(t.encode("utf-8")) for t in texts),
+            np.int64,
+            len(texts),
+        )
+        if np.array_equal(np.concatenate([[0], ends])[first + lengths] - before, text_bytes):
+            end = ends - np.repeat(before, lengths)
+            return Offsets(ids, lengths, np.stack([end - sizes, end], axis=1), True)
+    spans = np.fromiter(
         itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings)),
         dtype=np.int64,
         count=2 * total,
     ).reshape(total, 2)
-    return ids, lengths, offsets
+    return Offsets(ids, lengths, spans, False)
 
 
 class Encoder:
@@ -79,6 +128,7 @@ class Encoder:
         ends = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
         ends.update(i for i in (eos_id, tokenizer.eos_id) if i is not None)
         self.turn_end_ids = np.asarray(sorted(ends), DTYPE)
+        self.byte_lengths = byte_lengths(self.tokenizer)
 
     def __call__(self, batch: Batch) -> Encoded:
         try:
@@ -98,9 +148,10 @@ class Encoder:
                 itertools.chain.from_iterable(e.ids for e in encodings), dtype=DTYPE, count=total
             )
             return Encoded(batch, flat, np.cumsum(lengths) - lengths, lengths)
-        chat_ids, chat_lengths, offsets = encode_with_offsets(
-            self.tokenizer, [batch.texts[i] for i in chat]
+        places = encode_with_offsets(
+            self.tokenizer, [batch.texts[i] for i in chat], self.byte_lengths
         )
+        chat_ids, chat_lengths = places.ids, places.lengths
         is_chat = np.zeros(len(batch.texts), bool)
         is_chat[chat] = True
         others = np.flatnonzero(~is_chat)
@@ -126,20 +177,24 @@ class Encoder:
         completion = [c for c in batch.pair_completion if c >= 0]
         role[completion] = TokenType.COMPLETION
         types = np.repeat(role, lengths)
-        typed, chat_tokens = self._type_conversations(batch, chat, chat_ids, chat_lengths, offsets)
+        typed, chat_tokens = self._type_conversations(batch, chat, places)
         types[token_is_chat] = typed
         return Encoded(batch, flat, starts, lengths, types, chat_tokens)
 
-    def _type_conversations(self, batch, chat, ids, lengths, offsets):
+    def _type_conversations(self, batch: Batch, chat: list[int], places: Offsets):
         conversations = [batch.conversations[i] for i in chat]
+        ids, lengths, offsets = places.ids, places.lengths, places.spans
         token_text = np.repeat(np.arange(len(chat)), lengths)
-        text_lengths = np.fromiter((len(c.text) for c in conversations), np.int64, len(chat))
-        spans = [(k, s, e) for k, c in enumerate(conversations) for s, e in c.spans]
+        measured = [c.in_bytes() if places.in_bytes else c.in_chars() for c in conversations]
+        text_lengths = np.fromiter((m[0] for m in measured), np.int64, len(chat))
+        spans = np.asarray(
+            [(k, s, e) for k, m in enumerate(measured) for s, e in m[1]], np.int64
+        ).reshape(-1, 3)
         typing = type_tokens(text_lengths, token_text, offsets, spans)
         types = typing.completion.astype(DTYPE)
         # A learned turn must end in an end-of-turn token: find the token over each turn's last
         # learned character (a turn with none is open too).
-        ends = [(k, c) for k, conv in enumerate(conversations) for c in conv.turn_ends]
+        ends = [(k, c) for k, m in enumerate(measured) for c in m[2]]
         open_turns = np.zeros(len(chat), np.int64)
         if ends and not len(ids):
             open_turns = np.bincount([k for k, _ in ends], minlength=len(chat))
@@ -164,7 +219,6 @@ class Encoder:
             seam_text=np.asarray(chat, np.int64)[token_text[seam]],
             seam_token=seam - first[token_text[seam]],
             seam_id=ids[seam],
-            seam_chars=offsets[seam],
             seam_first_learned=typing.first_learned[seam],
         )
         return types, chat_tokens
@@ -182,7 +236,7 @@ class Encoder:
         for index, text in enumerate(batch.texts):
             try:
                 if index in batch.conversations:
-                    encode_with_offsets(self.tokenizer, [text])
+                    encode_with_offsets(self.tokenizer, [text], self.byte_lengths)
                 else:
                     self.encode_many([text])
             except Exception as exc:

@@ -368,7 +368,7 @@ def tokenize_batches(
                 for _, (_, raw) in sorted(batch.rejected.items()):
                     rejects.write(raw if raw.endswith(b"\n") else raw + b"\n")
             metrics.pairs_skipped_prompt_only += sum(batch.skipped_pairs.values())
-            chat_lines = _count_conversations(encoded, metrics, seam_report)
+            chat_lines = _count_conversations(encoded, metrics, seam_report, tokenizer.decode_each)
             if max_seams is not None and metrics.seams > max_seams:
                 raise InputError(
                     f"{describe}: more than --max-seams {max_seams} tokens straddle prompt and"
@@ -401,7 +401,7 @@ def tokenize_batches(
 
 
 def _count_conversations(
-    encoded: Encoded, metrics: Metrics, report
+    encoded: Encoded, metrics: Metrics, report, decode: Callable
 ) -> dict[int, tuple[int, int]] | None:
     """Add a batch's conversations to the metrics and the seam report; return, per batch line,
     (seams, learned turns without a learned end-of-turn token) for the ledger."""
@@ -420,11 +420,10 @@ def _count_conversations(
         metrics.first_seam = f"{batch.where(line)} token {int(chat.seam_token[0])}"
     if report is not None:
         names = ("prompt", "completion")
-        for text, token, token_id, (start, end), first in zip(
+        for text, token, token_id, first in zip(
             chat.seam_text.tolist(),
             chat.seam_token.tolist(),
             chat.seam_id.tolist(),
-            chat.seam_chars.tolist(),
             chat.seam_first_learned.tolist(),
             strict=True,
         ):
@@ -434,7 +433,7 @@ def _count_conversations(
                 "line": batch.line_number[line],
                 "token": token,
                 "id": token_id,
-                "text": batch.texts[text][start:end],
+                "text": decode([token_id])[0],
                 "types": [names[first], names[not first]],
                 "type": "completion",
             }
