@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_foundation.py
 	$(BIN)/python benchmarks/bench_assign_types.py
 	$(BIN)/python benchmarks/bench_tokenize.py
+	$(BIN)/python benchmarks/bench_chat.py
 
 clean:
 	rm -rf $(DEMO) benchmarks/out .pytest_cache .ruff_cache .hypothesis
