@@ -146,7 +146,6 @@ def main() -> None:
     print(
         f"{args.conversations:,} conversations, {metrics['input_tokens']:,} tokens,"
         f" {metrics['seams']} seams",
-        file=sys.stderr,
     )
     print(f"{'run':<22} {'wall s':>7} {'conv/s':>8} {'tokens/s':>10} {'RSS MiB':>8} {'/floor':>7}")
     results = []

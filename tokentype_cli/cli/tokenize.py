@@ -241,7 +241,8 @@ def tokenize_command(
     of its characters is, the rule behind transformers' assistant mask. Each conversation is one
     article ending in one separator: a rendering ending in the eos plus whitespace loses the
     whitespace and the eos is the separator; otherwise an eos is appended. A conversation learning
-    no token is skipped like a prompt-only pair. strftime_now uses SOURCE_DATE_EPOCH when set.
+    no token is skipped like a prompt-only pair; a conversation counts as one pair in the metrics.
+    strftime_now uses SOURCE_DATE_EPOCH when set.
 
     A summary goes to stderr; --json prints the metrics on stdout instead: lines, lines_blank,
     lines_rejected,

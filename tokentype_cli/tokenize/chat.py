@@ -10,17 +10,22 @@ takes json.dumps' arguments, the tokenizer's special tokens as variables, `tools
 What each message produced is found from one rendering of the whole conversation, by watching the
 template run rather than by re-rendering prefixes of it (templates that rewrite earlier turns,
 such as dropping the reasoning of past assistant turns, make a prefix's rendering differ from the
-same turns inside the whole conversation). The template's source is compiled with a probe at the
-start of every `{% for %}` body and after every loop: each probe records which message object the
+same turns inside the whole conversation). The template is compiled with a probe at the start of
+every `{% for %}` body and after every loop: each probe records which message object the
 iteration holds (every message is a distinct dict, so this works whatever list the template loops
 over: `messages`, `messages[1:]`, a reversed copy) and how many characters had been written when
-it ran, the same position transformers' generation tracker reads. The loop whose iterations wrote
+it ran, the position transformers' generation tracker reads too. The loop whose iterations wrote
 the most text is the message loop; message i produced the text from its iteration's start to the
-next iteration's start (or the loop's end). Templates with `{% generation %}` blocks decide
-directly what is learned; without blocks, an assistant message learns its text from where its
-content starts, and where that is comes from a second rendering with every content replaced by a
-private-use character: the assistant header is what the two renderings of the message share
-before they differ. The probes write nothing, so the text is what transformers renders.
+next iteration's start (or the loop's end). The probes write nothing, so the text is exactly what
+transformers renders. Templates with `{% generation %}` blocks decide directly what is learned.
+Without blocks, an assistant message learns its text from where its content starts, found by
+rendering the conversation again with every content replaced by a private-use character: the
+assistant header is what the two renderings of that message share before they differ. That
+second rendering depends only on the conversation's shape (roles, other keys, tools), so it is
+cached and most conversations of a data set render once.
+
+Rendering runs in the reader thread; the encoder threads type the tokens (type_tokens) from the
+learned character ranges.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -549,29 +555,39 @@ class Chat:
     """Render conversations with one tokenizer's chat template and type their characters."""
 
     def __init__(self, tokenizer: LoadedTokenizer, options: TokenizeOptions, eos_id: int) -> None:
-        self.tokenizer_path = tokenizer.path
+        self.tokenizer = tokenizer
         self.train_on = options.train_on
         self.name = options.chat_template_name
         self.explicit_file = options.chat_template
-        self.sources = template_sources(tokenizer, options.chat_template)
-        self.variables = template_variables(tokenizer)
         self.eos_text = tokenizer.tokenizer.decode([eos_id], skip_special_tokens=False)
         self.compiled: dict[str | None, CompiledTemplate] = {}
         self.stand_ins: dict[tuple, tuple[str, dict]] = {}
+        if self.name is not None or self.explicit_file is not None:
+            self.sources  # noqa: B018 (a wrong file or name fails now, not at a conversation)
+
+    # Read at the first conversation: a run without conversations never needs a template.
+    @cached_property
+    def sources(self) -> dict:
+        sources = template_sources(self.tokenizer, self.explicit_file)
         if self.name is not None:
-            if None in self.sources:
+            if None in sources:
                 raise TemplateError(
                     f"{self._origin()}: one unnamed chat template, so there is nothing for"
                     f" --chat-template-name {self.name} to pick; leave the option out"
                 )
-            if self.sources and self.name not in self.sources:
+            if sources and self.name not in sources:
                 raise TemplateError(
                     f"{self._origin()}: no chat template named {self.name!r}; the names are"
-                    f" {', '.join(map(repr, self.sources))}"
+                    f" {', '.join(map(repr, sources))}"
                 )
+        return sources
+
+    @cached_property
+    def variables(self) -> dict[str, object]:
+        return template_variables(self.tokenizer)
 
     def _origin(self) -> str:
-        return self.explicit_file or str(self.tokenizer_path.parent / "tokenizer_config.json")
+        return self.explicit_file or str(self.tokenizer.path.parent / "tokenizer_config.json")
 
     def check(self) -> None:
         """Fail now, not at the first conversation, when there is no usable template."""
@@ -580,7 +596,7 @@ class Chat:
     def _template(self, tools: list | None) -> CompiledTemplate:
         if not self.sources:
             raise TemplateError(
-                f"{self.tokenizer_path.parent}: the tokenizer has no chat template (no"
+                f"{self.tokenizer.path.parent}: the tokenizer has no chat template (no"
                 " chat_template in tokenizer_config.json, no chat_template.jinja); pass"
                 " --chat-template FILE.jinja"
             )
