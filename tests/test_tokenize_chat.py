@@ -668,3 +668,13 @@ def test_byte_places_and_character_offsets_type_alike(tmp_path, monkeypatch):
             ("separator", "<|im_end|>"),
         ]
     ]
+
+
+def test_apply_chat_template_reads_conversation_lines_as_they_are(tmp_path):
+    folder = make_tokenizer(tmp_path / "tok", CHATML)
+    lines = ({"messages": CONVERSATION[:2]}, {"prompt": "Hi", "completion": ""})
+    result, out = tokenize(tmp_path, folder, *lines, extra=("--apply-chat-template",))
+    assert result.exit_code == 0, result.output
+    assert runs(out, folder) == [chatml_expected(CONVERSATION[:2], {1})]
+    metrics = json.loads(result.stdout)
+    assert metrics["conversations"] == 1 and metrics["pairs_skipped_prompt_only"] == 1

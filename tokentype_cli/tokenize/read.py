@@ -394,7 +394,7 @@ def _add_jsonl(
         raise LineError(
             f"malformed JSON ({exc.msg} at character {exc.pos + 1}); fix the line"
         ) from None
-    if options.apply_chat_template:
+    if options.apply_chat_template and not is_conversation(loaded):
         _add_conversation(
             batch, index, _pairs_as_chat(batch, index, loaded, options), chat, options
         )
@@ -488,7 +488,8 @@ def _pairs_as_chat(batch: Batch, index: int, loaded: object, options: TokenizeOp
 def _add_conversation(
     batch: Batch, index: int, line: ChatLine, chat: Chat | None, options: TokenizeOptions
 ) -> None:
-    if not line.messages:  # every pair had an empty completion
+    if not line.messages:  # every pair had an empty completion: no conversation to render
+        batch.chat_lines.discard(index)
         return
     if chat is None:
         raise OptionError(
