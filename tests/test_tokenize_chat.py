@@ -678,3 +678,32 @@ def test_apply_chat_template_reads_conversation_lines_as_they_are(tmp_path):
     assert runs(out, folder) == [chatml_expected(CONVERSATION[:2], {1})]
     metrics = json.loads(result.stdout)
     assert metrics["conversations"] == 1 and metrics["pairs_skipped_prompt_only"] == 1
+
+
+def test_a_tool_call_turn_learns_its_call(tmp_path):
+    template = """\
+{%- for m in messages %}
+    {{- '<|im_start|>' + m.role + '\\n' }}
+    {%- if m.content %}{{- m.content }}{%- endif %}
+    {%- for call in m.tool_calls or [] %}{{- '<tool>' + call | tojson + '</tool>' }}{%- endfor %}
+    {{- '<|im_end|>\\n' }}
+{%- endfor %}
+"""
+    folder = make_tokenizer(tmp_path / "tok", template)
+    call = {"name": "add", "arguments": {"a": 1}}
+    messages = [
+        {"role": "user", "content": "1+1?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "2"},
+        {"role": "assistant", "content": "2"},
+    ]
+    _, out = tokenize(tmp_path, folder, {"messages": messages})
+    assert runs(out, folder) == [
+        [
+            ("prompt", "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"),
+            ("completion", '<tool>{"name": "add", "arguments": {"a": 1}}</tool><|im_end|>\n'),
+            ("prompt", "<|im_start|>tool\n2<|im_end|>\n<|im_start|>assistant\n"),
+            ("completion", "2"),
+            ("separator", "<|im_end|>"),
+        ]
+    ]
