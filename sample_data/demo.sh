@@ -95,4 +95,13 @@ step "inspect --html: one self-contained page for example 2 and its ledger"
 tokentype inspect "$out/tokenized2.h5" --tokenizer "$vocab" --prompt-loss-weight 0 \
     --html "$out/report.html"
 
-printf '\n== Done: shards, ledgers, the dataset folder and report.html are in %s\n' "$out"
+step "chat: multi-turn conversations through the tokenizer's ChatML template; each assistant turn"
+echo "   learns its content and <|im_end|> (type 1), the last one ends in the separator (type 3);"
+echo '   line 2: the first assistant turn has "weight": 0, so only the second one learns'
+"$py" "$here/make_chat_tokenizer.py" "$here/chat.jsonl" "$out/chat_tokenizer"
+tokentype tokenize "$here/chat.jsonl" -o "$out/chat.h5" --tokenizer "$out/chat_tokenizer" \
+    --max-seq-length 64 --packing single::drop --ledger "$out/chat.ledger.jsonl"
+tokentype validate "$out/chat.h5" --tokenizer "$out/chat_tokenizer" --require-types
+tokentype inspect "$out/chat.h5" --tokenizer "$out/chat_tokenizer" --rows 0:2
+
+printf '\n== Done: shards, ledgers, the dataset folder, the chat shard and report.html are in %s\n' "$out"

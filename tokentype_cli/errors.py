@@ -31,3 +31,7 @@ class RuleError(TokentypeError):
 
 class OptionError(TokentypeError):
     """Options that are each valid but cannot be used together, or a value out of range."""
+
+
+class TemplateError(TokentypeError):
+    """A chat template cannot be found, read or compiled; the message names the file and line."""

@@ -27,6 +27,7 @@ from tokentype_cli.tokenize.options import (
     DEFAULT_MAX_LINE_BYTES,
     INPUT_FORMATS,
     PACKING_CHOICES,
+    TRAIN_ON,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -236,7 +237,8 @@ def dataset_options(command):
     "--input-format",
     type=click.Choice(INPUT_FORMATS),
     default=None,
-    help="Format of every input. Default: by extension (.jsonl/.json, .txt); jsonl for -.",
+    help="Format of every input. Default: by extension (.jsonl/.json, .txt); jsonl for -."
+    " jsonl lines holding a conversation are read as chat; chat requires every line to be one.",
 )
 @click.option(
     "--max-seq-length",
@@ -352,6 +354,51 @@ def dataset_options(command):
     " a category_ids dataset (-1 for padding and pairs without one).",
 )
 @click.option(
+    "--apply-chat-template",
+    "--apply_chat_template",
+    "apply_chat_template",
+    is_flag=True,
+    help="Render prompt/completion lines with the chat template: each pair becomes a user turn"
+    " and an assistant turn of one conversation (a line's list of pairs: a multi-turn one).",
+)
+@click.option(
+    "--chat-template",
+    "chat_template",
+    metavar="FILE.jinja",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Chat template to render conversations with. Default: the tokenizer folder's"
+    " (chat_template in tokenizer_config.json, or chat_template.jinja).",
+)
+@click.option(
+    "--chat-template-name",
+    default=None,
+    help="Which of the tokenizer's named chat templates to use. Default: 'tool_use' for"
+    " conversations with tools when there is one, else 'default' (as transformers picks).",
+)
+@click.option(
+    "--train-on",
+    type=click.Choice(TRAIN_ON),
+    default="assistant",
+    help="Conversation turns that learn: every assistant turn, only the last one, or all tokens."
+    ' An assistant message with "weight": 0 never learns.',
+)
+@click.option(
+    "--seam-report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write one JSON line per token that straddles prompt and completion text in a"
+    " conversation: input, line, token (its position), id, text, types (of its first and other"
+    " characters) and type.",
+)
+@click.option(
+    "--max-seams",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Fail (exit 1, nothing written) when more tokens than this straddle prompt and"
+    " completion text. Default: no limit.",
+)
+@click.option(
     "--ledger",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -392,6 +439,12 @@ def tokenize_command(
     split_special_tokens: bool,
     max_line_bytes: int,
     categories: tuple[str, ...] | None,
+    apply_chat_template: bool,
+    chat_template: str | None,
+    chat_template_name: str | None,
+    train_on: str,
+    seam_report: Path | None,
+    max_seams: int | None,
     ledger: Path | None,
     rejects: Path | None,
     dataset: Path | None,
@@ -413,14 +466,27 @@ def tokenize_command(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Tokenize JSONL or TXT into packed rows with token_type_ids (like generative_data_prep).
+    """Tokenize JSONL, TXT or chat conversations into packed rows with token_type_ids.
 
-    JSONL lines are {"prompt": ..., "completion": ...} or a list of such objects; TXT lines are
-    completion-only articles. Prompt tokens get type 0, completion tokens 1, padding 2, and the
-    eos ending each article 3. INPUT is a file (.gz and .zst are read compressed), a folder (its
-    *.jsonl or *.txt files, sorted by name), a FIFO, or - for stdin. Lines end at \\n, \\r\\n or a
-    lone \\r, as in the reference; a UTF-8 byte order mark is skipped; blank JSONL lines are skipped
-    and counted (lines_blank).
+    JSONL lines are {"prompt": ..., "completion": ...} or a list of such objects (as in
+    generative_data_prep); TXT lines are completion-only articles. Prompt tokens get type 0,
+    completion tokens 1, padding 2, and the eos ending each article 3. INPUT is a file (.gz and .zst
+    are read compressed), a folder (its *.jsonl or *.txt files, sorted by name), a FIFO, or - for
+    stdin. Lines end at \\n, \\r\\n or a lone \\r, as in the reference; a UTF-8 byte order mark is
+    skipped; blank JSONL lines are skipped and counted (lines_blank).
+
+    Chat: a JSONL line {"messages": [{"role": ..., "content": ...}, ...], "tools": [...]} (or a
+    bare list of messages) is a conversation, rendered with the tokenizer's chat template as
+    transformers' apply_chat_template renders it (add_generation_prompt false) and tokenized
+    whole, adding no special tokens. Content may be a list of {"type": "text"} parts. Text inside
+    the template's {% generation %} blocks is completion; without such blocks, an assistant
+    message's text from its content to the next message (its end-of-turn) is completion and the
+    rest is prompt. A token straddling prompt and completion text (a seam) is completion when any
+    of its characters is, the rule behind transformers' assistant mask. Each conversation is one
+    article ending in one separator: a rendering ending in the eos plus whitespace loses the
+    whitespace and the eos is the separator; otherwise an eos is appended. A conversation learning
+    no token is skipped like a prompt-only pair; a conversation counts as one pair in the metrics.
+    strftime_now uses SOURCE_DATE_EPOCH when set.
 
     A summary goes to stderr; --json prints the metrics on stdout instead: lines, lines_blank,
     lines_rejected,
@@ -429,16 +495,19 @@ def tokenize_command(
     tokens_dropped_too_long (articles longer than a row, with ::drop),
     tokens_dropped_prompt_only_rows, rows_dropped_prompt_only, articles_dropped ({too_long,
     prompt_only_row}), articles_prompt_cut_away (every prompt token removed by truncate_left),
-    special_tokens_in_text (lines whose text holds a special token such as <|endoftext|>),
-    special_tokens_first (file:line of the first) and packing_efficiency (the non-padding share
-    of the rows); and, as every writing command, inputs, output, seq_len and token_types
-    (docs/json.md).
+    special_tokens_in_text (lines whose prompt or completion text holds a special token such as
+    <|endoftext|>), special_tokens_first (file:line of the first), packing_efficiency (the
+    non-padding share of the rows), conversations, conversations_learning_nothing,
+    conversations_with_open_turns (a learned turn whose last learned token is not an
+    end-of-turn token: a special token or the eos), conversations_with_seams and seams; and, as
+    every writing command, inputs, output, seq_len and token_types (docs/json.md).
 
     --ledger writes one JSON object per input line, all with the same keys: input, line, status
     (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
     prompt_only, prompt_only_row, empty or blank; for rejected: the error; else null), tokens, rows (a
     list of [row, offset, count] pieces in the output), cut_left, cut_right, dropped_too_long,
-    dropped_prompt_only_row and pairs_skipped_prompt_only. Every token is accounted for: tokens
+    dropped_prompt_only_row, pairs_skipped_prompt_only, completion_tokens (type 1, before
+    packing), seams and open_turns. Every token is accounted for: tokens
     is the sum of the counts in rows, cut_left, cut_right, dropped_too_long and
     dropped_prompt_only_row.
 
@@ -446,8 +515,9 @@ def tokenize_command(
 
     \b
         tokentype tokenize data.jsonl -o shard.h5 --tokenizer gpt2/ --max-seq-length 1024
-        tokentype tokenize chat.jsonl -o sft.h5 --tokenizer gpt2/ --packing single::drop
+        tokentype tokenize chat.jsonl -o sft.h5 --tokenizer qwen/ --packing greedy::drop
         cat a.jsonl b.jsonl | tokentype tokenize - -o out.h5 --tokenizer gpt2/ --json | jq .rows
+        tokentype tokenize chat.jsonl -o sft.h5 --tokenizer qwen/ --seam-report seams.jsonl
     """
     from tokentype_cli.loss import type_shares
     from tokentype_cli.tokenize.options import TokenizeOptions
@@ -472,6 +542,10 @@ def tokenize_command(
         categories=categories,
         split_special_tokens=split_special_tokens,
         max_line_bytes=max_line_bytes,
+        apply_chat_template=apply_chat_template,
+        chat_template=chat_template,
+        chat_template_name=chat_template_name,
+        train_on=train_on,
     )
     paths = list(inputs)
     if dataset is None:
@@ -495,6 +569,12 @@ def tokenize_command(
     elif output is not None:
         raise click.UsageError(
             "-o and --dataset exclude each other: write a shard or a folder", ctx
+        )
+    elif seam_report is not None or max_seams is not None:
+        raise click.UsageError(
+            "--seam-report and --max-seams work with -o: a dataset build counts seams in its"
+            " metrics; tokenize one input with -o to list them",
+            ctx,
         )
     if dataset is not None:
         from tokentype_cli.dataset.build import Build, DatasetOptions
@@ -541,6 +621,8 @@ def tokenize_command(
             provenance=provenance(ctx, **record),
             ledger_path=ledger,
             rejects_path=rejects,
+            seam_report_path=seam_report,
+            max_seams=max_seams,
             advance=advance,
         )
     summary = metrics.as_dict()
@@ -652,6 +734,13 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
         lines.append(
             f"  {plural(m['pairs_skipped_prompt_only'], 'pair')} with an empty completion skipped"
             " (--keep-prompt-only-sequences keeps them)"
+        )
+    if m["conversations"]:
+        lines.append(
+            f"  {plural(m['conversations'], 'conversation')}:"
+            f" {plural(m['seams'], 'seam')} in {m['conversations_with_seams']:,},"
+            f" {m['conversations_with_open_turns']:,} with a learned turn that never learns to"
+            f" end, {m['conversations_learning_nothing']:,} learning nothing"
         )
     if m["lines_rejected"]:
         lines.append(f"  {plural(m['lines_rejected'], 'bad line')} written to {rejects}")

@@ -61,7 +61,7 @@ from tokentype_cli.dataset.route import (
 from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.schema import Provenance, atomic_path, first_line
 from tokentype_cli.tokenize.options import TokenizeOptions
-from tokentype_cli.tokenize.pipeline import Metrics, tokenize_batches
+from tokentype_cli.tokenize.pipeline import Metrics, chat_renderer, tokenize_batches
 from tokentype_cli.tokenize.read import batches, display_name
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
@@ -239,8 +239,14 @@ def tokenize_split(job: SplitJob, tokenizer: LoadedTokenizer | None = None) -> d
     tokenizer = tokenizer or load_tokenizer(job.tokenizer_path)
     parts = _parts(job.stage)
     name = job.split.file_name()
+    chat = chat_renderer(tokenizer, job.options, job.inputs.fmt == "chat")
     source = batches(
-        _split_lines(job), job.inputs.fmt, job.options, keep_raw=job.rejects, batch_bytes=1 << 19
+        _split_lines(job),
+        job.inputs.fmt,
+        job.options,
+        keep_raw=job.rejects,
+        batch_bytes=1 << 19,
+        chat=chat,
     )
     metrics = tokenize_batches(
         source,

@@ -22,7 +22,8 @@ def special_token_ids(tokenizer: LoadedTokenizer) -> np.ndarray:
 
 
 def lines_with_special_tokens(encoded: Encoded, special_ids: np.ndarray) -> np.ndarray:
-    """Batch line indices whose text the tokenizer read a special token out of, sorted."""
+    """Batch line indices whose prompt or completion text the tokenizer read a special token out
+    of, sorted (conversations are left out)."""
     if not len(special_ids) or not len(encoded.flat):
         return np.empty(0, np.int64)
     hits = np.flatnonzero(np.isin(encoded.flat, special_ids))
@@ -35,6 +36,8 @@ def lines_with_special_tokens(encoded: Encoded, special_ids: np.ndarray) -> np.n
         index = np.asarray(column, np.int64)
         present = index >= 0
         text_line[index[present]] = pair_line[present]
+    # A chat template writes special tokens on purpose: only prompt/completion texts count.
+    text_line[list(batch.conversations)] = -1
     text = np.searchsorted(encoded.text_start, hits, side="right") - 1
     lines = text_line[text]
     return np.unique(lines[lines >= 0])

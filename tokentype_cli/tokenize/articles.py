@@ -63,7 +63,12 @@ class Articles:
 
 
 def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: bool) -> Articles:
-    """Lay out every pair as prompt (0), completion (1), eos (1) and mark separators (3)."""
+    """Lay out every pair as prompt (0), completion (1), eos (1) and mark separators (3).
+
+    A conversation is a pair with no prompt whose completion tokens carry their own types
+    (`encoded.types`); its trailing eos goes and one eos is appended, as for a completion, so
+    it ends in exactly one separator.
+    """
     batch = encoded.batch
     flat = encoded.flat
     count = len(batch.pair_line)
@@ -108,15 +113,18 @@ def build_articles(encoded: Encoded, special: SpecialTokens, attention_pair: boo
 
     piece_start = np.stack([p_start, c_start, np.full(count, len(flat), np.int64)], axis=1).ravel()
     piece_len = np.stack([p_len, c_len, e_len], axis=1).ravel()
-    piece_type = np.tile(np.asarray([0, 1, 1], DTYPE), count)
-    if batch.pair_category:  # --categories: the label carries the category too (see options)
-        category = np.asarray(batch.pair_category, DTYPE) + 1
-        piece_type += np.repeat(category << CATEGORY_SHIFT, 3)
     total = int(piece_len.sum())
     out_start = np.cumsum(piece_len) - piece_len
     gather = np.repeat(piece_start - out_start, piece_len) + np.arange(total, dtype=np.int64)
     ids = flat_ext[gather]
-    types = np.repeat(piece_type, piece_len)
+    if encoded.types is None:
+        piece_type = np.tile(np.asarray([0, 1, 1], DTYPE), count)
+        types = np.repeat(piece_type, piece_len)
+    else:  # a conversation's tokens carry their own types; the appended eos is completion
+        types = np.append(encoded.types, np.asarray([TokenType.COMPLETION], DTYPE))[gather]
+    if batch.pair_category:  # --categories: the label carries the category too (see options)
+        category = (np.asarray(batch.pair_category, DTYPE) + 1) << CATEGORY_SHIFT
+        types += np.repeat(np.repeat(category, 3), piece_len)
 
     pair_len = p_len + c_len + e_len
     pair_end = np.cumsum(pair_len)

@@ -1,16 +1,38 @@
-"""Encode a batch's texts with the Rust tokenizer into one flat id array."""
+"""Encode a batch's texts with the Rust tokenizer into one flat id array.
+
+Conversations are encoded whole with character offsets, and each token takes its type from the
+characters it covers (chat.type_tokens), here in the encoder threads.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 
 import numpy as np
+from tokenizers import Tokenizer, pre_tokenizers
 
 from tokentype_cli.errors import TokenizerError
-from tokentype_cli.schema import DTYPE
+from tokentype_cli.schema import DTYPE, TokenType
+from tokentype_cli.tokenize.chat import type_tokens
 from tokentype_cli.tokenize.read import Batch
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+
+@dataclass
+class ChatTokens:
+    """What a batch's conversations became: per-token results the main thread reports."""
+
+    text_index: np.ndarray  # per conversation (batch text index), in text order
+    seams: np.ndarray  # per conversation: tokens straddling prompt and completion characters
+    open_turns: np.ndarray  # per conversation: learned turns with no learned end-of-turn token
+    # Every seam token: its conversation's text index, its position in that conversation's
+    # tokens, its id, and whether its first character is learned.
+    seam_text: np.ndarray
+    seam_token: np.ndarray
+    seam_id: np.ndarray
+    seam_first_learned: np.ndarray
 
 
 @dataclass
@@ -19,38 +41,210 @@ class Encoded:
     flat: np.ndarray  # every text's ids, concatenated
     text_start: np.ndarray
     text_len: np.ndarray
+    types: np.ndarray | None = None  # per token of flat when the batch holds conversations
+    chat: ChatTokens | None = None
+
+
+@dataclass
+class Offsets:
+    """Whole texts encoded with no special tokens added, and where each token sits in its text."""
+
+    ids: np.ndarray  # flat
+    lengths: np.ndarray  # tokens per text
+    spans: np.ndarray  # (tokens, 2): each token's [start, end) in its text
+    in_bytes: bool  # spans count UTF-8 bytes, not characters
+
+
+def byte_lengths(tokenizer) -> np.ndarray | None:
+    """Bytes of text behind each id, for vocabularies whose tokens' bytes concatenate to the text
+    (byte-level BPE with no normalizer, or NFC: GPT-2, Llama 3, Qwen); None for any other."""
+    config = json.loads(tokenizer.to_str())
+    normalizer = config.get("normalizer")
+    decoder = config.get("decoder") or {}
+    if normalizer not in (None, {"type": "NFC"}) or decoder.get("type") != "ByteLevel":
+        return None
+    added = {t["content"]: t for t in config.get("added_tokens", [])}
+    if any(t.get("lstrip") or t.get("rstrip") for t in added.values()):
+        return None  # these swallow the whitespace around them
+    alphabet = set(pre_tokenizers.ByteLevel.alphabet())  # one character per byte
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    table = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)
+    for token, token_id in vocab.items():
+        if token in added:
+            table[token_id] = len(token.encode("utf-8"))
+        elif set(token) <= alphabet:
+            table[token_id] = len(token)
+        else:
+            return None
+    return table
+
+
+def encode_with_offsets(tokenizer, texts: list[str], table: np.ndarray | None = None) -> Offsets:
+    """Encode whole texts without adding special tokens, with each token's place in its text.
+
+    Everything chat typing needs from the encoder goes through here, so another encoder can
+    replace it. With a byte_lengths() table, places are byte offsets summed from the ids (the
+    tokenizer's own offsets cost more to bring into Python than the encoding saves); when a
+    text's bytes do not add up (a normalizer changed it), the tokenizer's character offsets.
+    """
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
+    total = int(lengths.sum())
+    ids = np.fromiter(
+        itertools.chain.from_iterable(e.ids for e in encodings), dtype=DTYPE, count=total
+    )
+    if table is not None and (not len(ids) or int(ids.max()) < len(table)):
+        sizes = table[ids]
+        ends = np.cumsum(sizes)
+        first = np.cumsum(lengths) - lengths
+        before = np.concatenate([[0], ends])[first]  # bytes of the earlier texts
+        text_bytes = np.fromiter(
+            (len(t) if t.isascii() else len(t.encode("utf-8")) for t in texts),
+            np.int64,
+            len(texts),
+        )
+        if np.array_equal(np.concatenate([[0], ends])[first + lengths] - before, text_bytes):
+            end = ends - np.repeat(before, lengths)
+            return Offsets(ids, lengths, np.stack([end - sizes, end], axis=1), True)
+    spans = np.fromiter(
+        itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings)),
+        dtype=np.int64,
+        count=2 * total,
+    ).reshape(total, 2)
+    return Offsets(ids, lengths, spans, False)
 
 
 class Encoder:
     """Encode a batch's texts at once; find the line when the tokenizer refuses a text."""
 
-    def __init__(self, tokenizer: LoadedTokenizer, split_special_tokens: bool = False) -> None:
+    def __init__(
+        self,
+        tokenizer: LoadedTokenizer,
+        eos_id: int | None = None,
+        split_special_tokens: bool = False,
+    ) -> None:
         self.loaded = tokenizer
         self.tokenizer = tokenizer.tokenizer
         # The reference encodes without the tokenizer file's truncation or padding settings.
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        if hasattr(self.tokenizer, "encode_special_tokens"):
-            self.tokenizer.encode_special_tokens = split_special_tokens
+        # Conversations keep the special tokens their template writes (<|im_end|> must stay
+        # one token), so --split-special-tokens applies to prompt/completion texts only, through
+        # a copy of the tokenizer: the flag is the tokenizer's, and two encoder threads share it.
+        plain = self.tokenizer
+        if hasattr(plain, "encode_special_tokens"):
+            plain.encode_special_tokens = False
+            if split_special_tokens:
+                plain = Tokenizer.from_str(self.tokenizer.to_str())
+                plain.no_truncation()
+                plain.no_padding()
+                plain.encode_special_tokens = True
         elif split_special_tokens:
             raise TokenizerError(
                 f"{tokenizer.path}: --split-special-tokens needs tokenizers 0.19 or newer"
             )
-        self.encode_many = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        self.encode_many = getattr(plain, "encode_batch_fast", plain.encode_batch)
+        # Tokens that can end a turn: the special added tokens and the eos in use.
+        ends = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+        ends.update(i for i in (eos_id, tokenizer.eos_id) if i is not None)
+        self.turn_end_ids = np.asarray(sorted(ends), DTYPE)
+        self.byte_lengths = byte_lengths(self.tokenizer)
 
     def __call__(self, batch: Batch) -> Encoded:
         try:
-            encodings = self.encode_many(batch.texts)
+            encoded = self._encode(batch)
         except Exception:  # tokenizers raises plain Exception from Rust
-            encodings = self._encode_reporting(batch)
-        lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
-        total = int(lengths.sum())
-        flat = np.fromiter(
-            itertools.chain.from_iterable(e.ids for e in encodings), dtype=DTYPE, count=total
-        )
-        return Encoded(batch, flat, np.cumsum(lengths) - lengths, lengths)
+            self._reject_unencodable(batch)
+            encoded = self._encode(batch)
+        return encoded
 
-    def _encode_reporting(self, batch: Batch) -> list:
+    def _encode(self, batch: Batch) -> Encoded:
+        chat = sorted(batch.conversations)
+        if not chat:
+            encodings = self.encode_many(batch.texts)
+            lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
+            total = int(lengths.sum())
+            flat = np.fromiter(
+                itertools.chain.from_iterable(e.ids for e in encodings), dtype=DTYPE, count=total
+            )
+            return Encoded(batch, flat, np.cumsum(lengths) - lengths, lengths)
+        places = encode_with_offsets(
+            self.tokenizer, [batch.texts[i] for i in chat], self.byte_lengths
+        )
+        chat_ids, chat_lengths = places.ids, places.lengths
+        is_chat = np.zeros(len(batch.texts), bool)
+        is_chat[chat] = True
+        others = np.flatnonzero(~is_chat)
+        lengths = np.zeros(len(batch.texts), np.int64)
+        lengths[chat] = chat_lengths
+        other_ids = np.empty(0, DTYPE)
+        if len(others):
+            encodings = self.encode_many([batch.texts[i] for i in others])
+            lengths[others] = [len(e) for e in encodings]
+            other_ids = np.fromiter(
+                itertools.chain.from_iterable(e.ids for e in encodings),
+                dtype=DTYPE,
+                count=int(lengths[others].sum()),
+            )
+        starts = np.cumsum(lengths) - lengths
+        token_is_chat = np.repeat(is_chat, lengths)
+        flat = np.empty(int(lengths.sum()), DTYPE)
+        flat[token_is_chat] = chat_ids
+        flat[~token_is_chat] = other_ids
+        # Types outside conversations are those of prompt and completion texts (articles.py
+        # lays those out itself); inside, they come from the characters each token covers.
+        role = np.zeros(len(batch.texts), DTYPE)
+        completion = [c for c in batch.pair_completion if c >= 0]
+        role[completion] = TokenType.COMPLETION
+        types = np.repeat(role, lengths)
+        typed, chat_tokens = self._type_conversations(batch, chat, places)
+        types[token_is_chat] = typed
+        return Encoded(batch, flat, starts, lengths, types, chat_tokens)
+
+    def _type_conversations(self, batch: Batch, chat: list[int], places: Offsets):
+        conversations = [batch.conversations[i] for i in chat]
+        ids, lengths, offsets = places.ids, places.lengths, places.spans
+        token_text = np.repeat(np.arange(len(chat)), lengths)
+        measured = [c.in_bytes() if places.in_bytes else c.in_chars() for c in conversations]
+        text_lengths = np.fromiter((m[0] for m in measured), np.int64, len(chat))
+        spans = np.asarray(
+            [(k, s, e) for k, m in enumerate(measured) for s, e in m[1]], np.int64
+        ).reshape(-1, 3)
+        typing = type_tokens(text_lengths, token_text, offsets, spans)
+        types = typing.completion.astype(DTYPE)
+        # A learned turn must end in an end-of-turn token: find the token over each turn's last
+        # learned character (a turn with none is open too).
+        ends = [(k, c) for k, m in enumerate(measured) for c in m[2]]
+        open_turns = np.zeros(len(chat), np.int64)
+        if ends and not len(ids):
+            open_turns = np.bincount([k for k, _ in ends], minlength=len(chat))
+        elif ends:
+            end_text, end_char = np.asarray(ends, np.int64).T
+            text_start = np.cumsum(text_lengths) - text_lengths
+            char = text_start[end_text] + end_char
+            token_end = text_start[token_text] + offsets[:, 1]
+            token = np.minimum(np.searchsorted(token_end, char, side="right"), len(ids) - 1)
+            closed = (
+                (end_char >= 0)
+                & (token_text[token] == end_text)
+                & np.isin(ids[token], self.turn_end_ids)
+            )
+            open_turns = np.bincount(end_text[~closed], minlength=len(chat))
+        seam = np.flatnonzero(typing.seam)
+        first = np.cumsum(lengths) - lengths
+        chat_tokens = ChatTokens(
+            text_index=np.asarray(chat, np.int64),
+            seams=np.bincount(token_text[seam], minlength=len(chat)),
+            open_turns=open_turns,
+            seam_text=np.asarray(chat, np.int64)[token_text[seam]],
+            seam_token=seam - first[token_text[seam]],
+            seam_id=ids[seam],
+            seam_first_learned=typing.first_learned[seam],
+        )
+        return types, chat_tokens
+
+    def _reject_unencodable(self, batch: Batch) -> None:
+        """Encode text by text to find the lines the tokenizer refuses, and set them aside."""
         text_line: dict[int, int] = {}
         for line, p, c in zip(
             batch.pair_line, batch.pair_prompt, batch.pair_completion, strict=True
@@ -61,7 +255,10 @@ class Encoder:
         bad: dict[int, str] = {}
         for index, text in enumerate(batch.texts):
             try:
-                self.encode_many([text])
+                if index in batch.conversations:
+                    encode_with_offsets(self.tokenizer, [text], self.byte_lengths)
+                else:
+                    self.encode_many([text])
             except Exception as exc:
                 line = text_line[index]
                 bad.setdefault(line, self._why(text, exc))
@@ -79,8 +276,12 @@ class Encoder:
                 setattr(batch, name, [column[i] for i in keep])
         for line in bad:
             batch.skipped_pairs.pop(line, None)
-        texts = ["" if text_line.get(i) in bad else t for i, t in enumerate(batch.texts)]
-        return self.encode_many(texts)
+            batch.learns_nothing.discard(line)
+            batch.chat_lines.discard(line)
+        for index, line in text_line.items():
+            if line in bad:
+                batch.texts[index] = ""
+                batch.conversations.pop(index, None)
 
     def _why(self, text: str, exc: Exception) -> str:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from tokentype_cli.schema import TokenType
 from tokentype_cli.tokenize.articles import Articles
 from tokentype_cli.tokenize.pack import Placement
 from tokentype_cli.tokenize.read import Batch
@@ -32,7 +33,14 @@ class Ledger:
         numbers = np.where(keep, written_before + np.cumsum(keep) - 1, -1)
         self.final_row.extend(numbers.tolist())
 
-    def add_batch(self, batch: Batch, articles: Articles, placement: Placement) -> None:
+    def add_batch(
+        self,
+        batch: Batch,
+        articles: Articles,
+        placement: Placement,
+        chat: dict[int, tuple[int, int]] | None = None,
+    ) -> None:
+        """`chat`: per batch line holding a conversation, (seams, open turns)."""
         per_line: dict[int, list[tuple[int, ...]]] = {}
         columns = (
             placement.row,
@@ -45,6 +53,10 @@ class Ledger:
         for line, *fate in zip(articles.line.tolist(), *(c.tolist() for c in columns), strict=True):
             per_line.setdefault(line, []).append(fate)
         line_tokens = articles.line_tokens.tolist()
+        token_line = np.repeat(articles.line, articles.length)
+        learned = token_line[articles.types == TokenType.COMPLETION]
+        completion = np.bincount(learned, minlength=batch.line_count).tolist()
+        chat = chat or {}
         for index in range(batch.line_count):
             segments: list[list[int]] = []
             cut_left = cut_right = too_long = 0
@@ -72,6 +84,9 @@ class Ledger:
                 "dropped_too_long": too_long,
                 "dropped_prompt_only_row": 0,
                 "pairs_skipped_prompt_only": batch.skipped_pairs.get(index, 0),
+                "completion_tokens": completion[index],
+                "seams": chat.get(index, (0, 0))[0],
+                "open_turns": chat.get(index, (0, 0))[1],
             }
             self.pending.append((record, segments))
         self.flush()

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from tokentype_cli.errors import OptionError
 
-INPUT_FORMATS = ("jsonl", "txt")
+INPUT_FORMATS = ("jsonl", "txt", "chat")
+TRAIN_ON = ("assistant", "last", "all")  # --train-on: which assistant turns of a conversation learn
 BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attention-boundary
 OVERFLOWS = ("drop", "truncate_left", "truncate_right")
 PACKING_CHOICES = ("full", *(f"{s}::{o}" for s in ("greedy", "single") for o in OVERFLOWS))
@@ -48,6 +49,11 @@ class TokenizeOptions:
     split_special_tokens: bool = False
     # A longer line is a bad line: the tokenizer needs about 130 bytes per byte of one text.
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    # Chat conversations (see tokenize/chat.py).
+    apply_chat_template: bool = False  # prompt/completion pairs become user/assistant turns
+    chat_template: str | None = None  # a .jinja file; None: the tokenizer's
+    chat_template_name: str | None = None  # one of the tokenizer's named templates
+    train_on: str = "assistant"
 
     def check(self) -> None:
         if self.max_line_bytes < 1:
@@ -68,3 +74,16 @@ class TokenizeOptions:
         ):
             if value not in BOUNDARIES:
                 raise OptionError(f"{name} {value!r} is unknown; use {' or '.join(BOUNDARIES)}")
+            # A conversation is one article with one separator, whatever its number of turns.
+            if value != "jsonl" and self.chats:
+                raise OptionError(
+                    f"{name} {value} splits prompt/completion pairs; a chat conversation is one"
+                    f" article, so leave {name} at jsonl"
+                )
+        if self.train_on not in TRAIN_ON:
+            raise OptionError(f"--train-on {self.train_on!r} is unknown; use {', '.join(TRAIN_ON)}")
+
+    @property
+    def chats(self) -> bool:
+        """Every line is a conversation (--input-format chat or --apply-chat-template)."""
+        return self.input_format == "chat" or self.apply_chat_template

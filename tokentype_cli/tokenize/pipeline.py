@@ -1,10 +1,10 @@
 """Tokenize JSONL / TXT into packed HDF5 rows with token_type_ids, as SambaNova's
 generative_data_prep does, plus metrics, a per-line ledger and rejected-line handling.
 
-Three stages overlap: a reader thread parses and checks lines; two encoder threads each encode a
-batch with the Rust tokenizer (which releases the GIL) and turn its ids into numpy; the calling
-thread builds articles, packs rows with numpy and writes them. Batches keep their order, so the
-output is deterministic.
+Three stages overlap: a reader thread parses and checks lines (and renders chat conversations);
+two encoder threads each encode a batch with the Rust tokenizer (which releases the GIL) and turn
+its ids (and a conversation's character types) into numpy; the calling thread builds articles,
+packs rows with numpy and writes them. Batches keep their order, so the output is deterministic.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -38,7 +39,8 @@ from tokentype_cli.tokenize.accounting import (
     special_token_ids,
 )
 from tokentype_cli.tokenize.articles import build_articles, special_tokens
-from tokentype_cli.tokenize.encode import Encoder
+from tokentype_cli.tokenize.chat import Chat
+from tokentype_cli.tokenize.encode import Encoded, Encoder
 from tokentype_cli.tokenize.ledger import Ledger
 from tokentype_cli.tokenize.options import CATEGORY_SHIFT, TYPE_MASK, TokenizeOptions
 from tokentype_cli.tokenize.pack import Packer, PackResult
@@ -77,6 +79,12 @@ class Metrics:
     articles_prompt_cut_away: int = 0  # every prompt token removed by truncate_left
     special_tokens_in_text: int = 0  # lines with a special token written in their text
     special_tokens_first: str | None = None  # file:line of the first
+    conversations: int = 0
+    conversations_learning_nothing: int = 0
+    conversations_with_open_turns: int = 0
+    conversations_with_seams: int = 0
+    seams: int = 0
+    first_seam: str | None = None  # where, for the --max-seams message
 
     def absorb(self, other: Metrics) -> None:
         """Add another run's counts to these (a dataset's split files into their split)."""
@@ -86,7 +94,7 @@ class Metrics:
                 continue
             if isinstance(mine, list):
                 setattr(self, item.name, [a + b for a, b in zip(mine, theirs, strict=True)])
-            elif item.name == "special_tokens_first":
+            elif item.name in ("special_tokens_first", "first_seam"):
                 setattr(self, item.name, mine or theirs)
             else:
                 setattr(self, item.name, mine + theirs)
@@ -124,6 +132,11 @@ class Metrics:
             "special_tokens_in_text": self.special_tokens_in_text,
             "special_tokens_first": self.special_tokens_first,
             "packing_efficiency": round(self.packing_efficiency, 6),
+            "conversations": self.conversations,
+            "conversations_learning_nothing": self.conversations_learning_nothing,
+            "conversations_with_open_turns": self.conversations_with_open_turns,
+            "conversations_with_seams": self.conversations_with_seams,
+            "seams": self.seams,
         }
 
 
@@ -199,6 +212,7 @@ def _check_targets(
     output: str | Path,
     ledger_path: str | Path | None,
     rejects_path: str | Path | None,
+    seam_report_path: str | Path | None = None,
 ) -> None:
     """Refuse to write onto an input, or two outputs onto one file: each output is renamed into
     place at the end, which would replace the input (or the other output) with it."""
@@ -207,6 +221,7 @@ def _check_targets(
         ("-o", output),
         ("--ledger", ledger_path),
         ("--skip-bad-lines", rejects_path),
+        ("--seam-report", seam_report_path),
     ):
         if path is None:
             continue
@@ -225,6 +240,8 @@ def tokenize_files(
     provenance: Provenance | None = None,
     ledger_path: str | Path | None = None,
     rejects_path: str | Path | None = None,
+    seam_report_path: str | Path | None = None,
+    max_seams: int | None = None,
     advance: Callable[[int], None] = lambda n: None,
     batch_lines: int = 2048,
     batch_bytes: int = 1 << 19,
@@ -232,14 +249,16 @@ def tokenize_files(
 ) -> Metrics:
     """Tokenize `inputs` (files, folders or -) into the shard `output`; return the metrics.
 
-    Nothing is left at `output` (or the ledger / rejects paths) unless the whole run succeeds.
-    Bad lines raise InputError unless `rejects_path` is given, where they are written instead.
+    Nothing is left at `output` (or the ledger / rejects / seam report paths) unless the whole
+    run succeeds. Bad lines raise InputError unless `rejects_path` is given, where they are
+    written instead.
     """
     options.check()
     inputs = expand_inputs(inputs)
     check_inputs(inputs)
-    _check_targets(inputs, output, ledger_path, rejects_path)
+    _check_targets(inputs, output, ledger_path, rejects_path, seam_report_path)
     formats = [input_format(path, options.input_format) for path in inputs]
+    chat = chat_renderer(tokenizer, options, any(fmt == "chat" for fmt in formats))
     source = file_batches(
         inputs,
         formats,
@@ -248,6 +267,7 @@ def tokenize_files(
         batch_bytes=batch_bytes,
         advance=advance,
         keep_raw=rejects_path is not None,
+        chat=chat,
     )
     names = ", ".join(display_name(path) for path in inputs)
     return tokenize_batches(
@@ -259,8 +279,24 @@ def tokenize_files(
         provenance=provenance,
         ledger_path=ledger_path,
         rejects_path=rejects_path,
+        seam_report_path=seam_report_path,
+        max_seams=max_seams,
         encoders=encoders,
     )
+
+
+def chat_renderer(tokenizer: LoadedTokenizer, options: TokenizeOptions, chat_input: bool) -> Chat:
+    """The Chat that renders conversations for read.batches(chat=...).
+
+    Its template is checked now when every line is a conversation (`chat_input`, --input-format
+    chat or --apply-chat-template) or --chat-template names one; otherwise at the first
+    conversation, so prompt/completion input never needs a template.
+    """
+    special = special_tokens(tokenizer, options.eos_token, options.pad_token)
+    chat = Chat(tokenizer, options, special.eos_id)
+    if chat_input or options.chats or options.chat_template is not None:
+        chat.check()
+    return chat
 
 
 def tokenize_batches(
@@ -273,6 +309,8 @@ def tokenize_batches(
     provenance: Provenance | None = None,
     ledger_path: str | Path | None = None,
     rejects_path: str | Path | None = None,
+    seam_report_path: str | Path | None = None,
+    max_seams: int | None = None,
     encoders: int = 2,
     allow_empty: bool = False,
 ) -> Metrics:
@@ -280,13 +318,14 @@ def tokenize_batches(
 
     `describe` names the input in the message when no row results (an error unless
     `allow_empty`: a dataset split may be filled by balancing). Batches carry the lines' `raw`
-    bytes when `rejects_path` is given.
+    bytes when `rejects_path` is given. More than `max_seams` seams in conversations fail the
+    run.
     """
     special = special_tokens(tokenizer, options.eos_token, options.pad_token)
     skip_bad = rejects_path is not None
     metrics = Metrics(seq_len=options.seq_len)
     packer = Packer(options.packing, options.seq_len, special.pad_id)
-    encoder = Encoder(tokenizer, options.split_special_tokens)
+    encoder = Encoder(tokenizer, special.eos_id, options.split_special_tokens)
     special_ids = special_token_ids(tokenizer)
     dropped = DroppedArticles(options.seq_len, packer.style == "full")
     names = (INPUT_IDS, TOKEN_TYPE_IDS) if options.write_types else (INPUT_IDS,)
@@ -318,6 +357,10 @@ def tokenize_batches(
         if rejects_path is not None:
             temporary = stack.enter_context(atomic_path(rejects_path))
             rejects = stack.enter_context(open(temporary, "wb"))
+        seam_report = None
+        if seam_report_path is not None:
+            temporary = stack.enter_context(atomic_path(seam_report_path))
+            seam_report = stack.enter_context(open(temporary, "w", encoding="utf-8"))
         writer = stack.enter_context(
             ShardWriter(output, options.seq_len, datasets=names, provenance=provenance)
         )
@@ -379,6 +422,13 @@ def tokenize_batches(
                 metrics.special_tokens_in_text += len(found)
                 if metrics.special_tokens_first is None:
                     metrics.special_tokens_first = batch.where(int(found[0]))
+            chat_lines = _count_conversations(encoded, metrics, seam_report, tokenizer.decode_each)
+            if max_seams is not None and metrics.seams > max_seams:
+                raise InputError(
+                    f"{describe}: more than --max-seams {max_seams} tokens straddle prompt and"
+                    f" completion text (the first at {metrics.first_seam}); list them with"
+                    " --seam-report FILE.jsonl, then fix the template or data or raise --max-seams"
+                )
             articles = build_articles(encoded, special, attention_pair)
             metrics.pairs += articles.pairs
             metrics.articles += len(articles.start)
@@ -393,7 +443,7 @@ def tokenize_batches(
             dropped.add(placement)
             emit(result)
             if ledger is not None:
-                ledger.add_batch(batch, articles, placement)
+                ledger.add_batch(batch, articles, placement, chat_lines)
         emit(packer.finish())
         metrics.articles_dropped_prompt_only_row = dropped.dropped
         if ledger is not None:
@@ -406,3 +456,49 @@ def tokenize_batches(
                 " pass --keep-prompt-only-sequences"
             )
     return metrics
+
+
+def _count_conversations(
+    encoded: Encoded, metrics: Metrics, report, decode: Callable
+) -> dict[int, tuple[int, int]] | None:
+    """Add a batch's conversations to the metrics and the seam report; return, per batch line,
+    (seams, learned turns without a learned end-of-turn token) for the ledger."""
+    batch = encoded.batch
+    metrics.conversations += len(batch.chat_lines)
+    metrics.conversations_learning_nothing += len(batch.learns_nothing)
+    chat = encoded.chat
+    if chat is None:
+        return None
+    line_of = dict(zip(batch.pair_completion, batch.pair_line, strict=True))
+    metrics.seams += int(chat.seams.sum())
+    metrics.conversations_with_seams += int(np.count_nonzero(chat.seams))
+    metrics.conversations_with_open_turns += int(np.count_nonzero(chat.open_turns))
+    if metrics.first_seam is None and len(chat.seam_text):
+        line = line_of[int(chat.seam_text[0])]
+        metrics.first_seam = f"{batch.where(line)} token {int(chat.seam_token[0])}"
+    if report is not None:
+        names = ("prompt", "completion")
+        for text, token, token_id, first in zip(
+            chat.seam_text.tolist(),
+            chat.seam_token.tolist(),
+            chat.seam_id.tolist(),
+            chat.seam_first_learned.tolist(),
+            strict=True,
+        ):
+            line = line_of[text]
+            record = {
+                "input": batch.line_source[line],
+                "line": batch.line_number[line],
+                "token": token,
+                "id": token_id,
+                "text": decode([token_id])[0],
+                "types": [names[first], names[not first]],
+                "type": "completion",
+            }
+            report.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return {
+        line_of[text]: (seams, open_turns)
+        for text, seams, open_turns in zip(
+            chat.text_index.tolist(), chat.seams.tolist(), chat.open_turns.tolist(), strict=True
+        )
+    }

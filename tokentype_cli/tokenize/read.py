@@ -5,8 +5,10 @@ stdin. Lines end where Python's universal newlines end them (\n, \r\n or a lone 
 reference's text-mode reading, and a UTF-8 byte order mark at the start of an input is skipped.
 
 A batch holds the texts of up to a few thousand lines, and for each prompt/completion pair which
-texts are its prompt and completion. Lines that cannot be used become rejections (with
---skip-bad-lines) or an InputError naming file and line.
+texts are its prompt and completion. A chat conversation (a JSONL line holding "messages", or a
+pair list under --apply-chat-template) is rendered here, in the reader's thread, into one text that
+is the completion of one pair, with the characters it learns (see chat.py). Lines that cannot be
+used become rejections (with --skip-bad-lines) or an InputError naming file and line.
 """
 
 from __future__ import annotations
@@ -20,10 +22,20 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tokentype_cli.errors import InputError, OptionError
+from tokentype_cli.tokenize.chat import (
+    ChatLine,
+    Conversation,
+    ConversationError,
+    chat_line,
+    is_conversation,
+)
 from tokentype_cli.tokenize.options import INPUT_FORMATS, TokenizeOptions
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenize.chat import Chat
 
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}
 _COMPRESSED = (".gz", ".zst")
@@ -64,6 +76,12 @@ class Batch:
     rejected: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # line -> (why, raw)
     raw: list[bytes] = field(default_factory=list)  # the lines as read, kept for --skip-bad-lines
     nbytes: int = 0
+    # Chat: text index -> the rendered conversation (its text is texts[index]); lines holding a
+    # conversation, and those whose conversation learns no token (skipped as prompt-only pairs
+    # are, unless --keep-prompt-only-sequences).
+    conversations: dict[int, Conversation] = field(default_factory=dict)
+    chat_lines: set[int] = field(default_factory=set)
+    learns_nothing: set[int] = field(default_factory=set)
 
     @property
     def line_count(self) -> int:
@@ -283,10 +301,18 @@ def batches(
     batch_bytes: int = 1 << 20,
     advance: Callable[[int], None] = lambda n: None,
     keep_raw: bool = False,
+    chat: Chat | None = None,
 ) -> Iterator[Batch]:
-    """Yield batches of checked lines, in the order given."""
+    """Yield batches of checked lines, in the order given.
+
+    `chat` renders conversations (chat.Chat); without it a conversation line is an error.
+    """
     if fmt not in INPUT_FORMATS:
         raise OptionError(f"unknown input format {fmt!r}; use {' or '.join(INPUT_FORMATS)}")
+    if fmt == "txt" and options.apply_chat_template:
+        raise OptionError(
+            "--apply-chat-template reads prompt/completion JSONL; TXT lines have no prompt"
+        )
     split_pairs = options.packing_boundary == "prompt_completion_pair"
     batch = Batch()
     for source, number, raw in lines:
@@ -317,10 +343,11 @@ def batches(
             elif not text.strip():
                 batch.blank.add(index)
             else:
-                _add_jsonl(batch, index, text, options, split_pairs)
+                _add_jsonl(batch, index, text, options, split_pairs, fmt, chat)
         except LineError as exc:
             message = str(exc)
-            if number == 1 and fmt == "jsonl" and text.lstrip().startswith("["):
+            chat_list = index in batch.chat_lines
+            if number == 1 and fmt == "jsonl" and text.lstrip().startswith("[") and not chat_list:
                 message += (
                     f"; if {source} is one JSON array, not JSON Lines, convert it:"
                     f" jq -c '.[]' {source} > lines.jsonl"
@@ -357,6 +384,10 @@ def _drop_line(batch: Batch, index: int, marks: tuple[int, int]) -> None:
     ):
         del column[pairs:]
     batch.skipped_pairs.pop(index, None)
+    for text in [t for t in batch.conversations if t >= texts]:
+        del batch.conversations[text]
+    batch.chat_lines.discard(index)
+    batch.learns_nothing.discard(index)
 
 
 def _add_txt(batch: Batch, index: int, text: str) -> None:
@@ -381,7 +412,13 @@ def _category(item: dict, names: tuple[str, ...], where: str) -> int:
 
 
 def _add_jsonl(
-    batch: Batch, index: int, text: str, options: TokenizeOptions, split_pairs: bool
+    batch: Batch,
+    index: int,
+    text: str,
+    options: TokenizeOptions,
+    split_pairs: bool,
+    fmt: str = "jsonl",
+    chat: Chat | None = None,
 ) -> None:
     try:
         loaded = json.loads(text)
@@ -389,6 +426,24 @@ def _add_jsonl(
         raise LineError(
             f"malformed JSON ({exc.msg} at character {exc.pos + 1}); fix the line"
         ) from None
+    if options.apply_chat_template and not is_conversation(loaded):
+        _add_conversation(
+            batch, index, _pairs_as_chat(batch, index, loaded, options), chat, options
+        )
+        return
+    if fmt == "chat" or is_conversation(loaded):
+        if split_pairs or options.attention_boundary != "jsonl":
+            raise LineError(
+                "a chat conversation is one article; leave --packing-boundary and"
+                " --attention-boundary at jsonl"
+            )
+        batch.chat_lines.add(index)
+        try:
+            line = chat_line(loaded)
+        except ConversationError as exc:
+            raise LineError(str(exc)) from None
+        _add_conversation(batch, index, line, chat, options)
+        return
     if isinstance(loaded, dict):
         items = [loaded]
     elif isinstance(loaded, list):
@@ -433,3 +488,62 @@ def _add_jsonl(
         batch.pair_split.append(int(split_pairs and position != last))
         if options.categories is not None:
             batch.pair_category.append(_category(item, options.categories, where))
+
+
+def _pairs_as_chat(batch: Batch, index: int, loaded: object, options: TokenizeOptions) -> ChatLine:
+    """--apply-chat-template: each pair is a user turn and an assistant turn of one conversation.
+
+    Texts go in as they are (no space separator); --prompt-prefix/--prompt-postfix still wrap a
+    non-empty prompt. Pairs with an empty completion are skipped unless
+    --keep-prompt-only-sequences, as without a template.
+    """
+    batch.chat_lines.add(index)
+    items = loaded if isinstance(loaded, list) else [loaded]
+    messages: list[dict] = []
+    for position, item in enumerate(items):
+        where = f" in list element {position}" if isinstance(loaded, list) else ""
+        if not isinstance(item, dict):
+            raise LineError(
+                f"{'list element ' + str(position) if where else 'the line'} is not an object;"
+                ' each must be {"prompt": ..., "completion": ...}'
+            )
+        completion = _text_field(item, options.completion_key, where, required=True)
+        prompt = _text_field(item, options.prompt_key, where, required=False)
+        if not completion and not options.keep_prompt_only:
+            batch.skipped_pairs[index] = batch.skipped_pairs.get(index, 0) + 1
+            continue
+        if prompt:
+            prompt = (options.prompt_prefix or "") + prompt + (options.prompt_postfix or "")
+        messages.append({"role": "user", "content": prompt})
+        messages.append({"role": "assistant", "content": completion})
+    return ChatLine(messages)
+
+
+def _add_conversation(
+    batch: Batch, index: int, line: ChatLine, chat: Chat | None, options: TokenizeOptions
+) -> None:
+    if not line.messages:  # every pair had an empty completion: no conversation to render
+        batch.chat_lines.discard(index)
+        return
+    if chat is None:
+        raise OptionError(
+            f"{batch.where(index)}: a chat conversation, but this run renders no chat templates;"
+            " pass a Chat to batches()"
+        )
+    try:
+        conversation = chat.conversation(line)
+    except ConversationError as exc:
+        raise LineError(str(exc)) from None
+    if not conversation.learns:
+        batch.learns_nothing.add(index)
+        if not options.keep_prompt_only:
+            batch.skipped_pairs[index] = batch.skipped_pairs.get(index, 0) + 1
+            return
+    batch.texts.append(conversation.text)
+    batch.conversations[len(batch.texts) - 1] = conversation
+    batch.pair_line.append(index)
+    batch.pair_prompt.append(-1)
+    batch.pair_completion.append(len(batch.texts) - 1)
+    batch.pair_split.append(0)
+    if options.categories is not None:  # a conversation has no pair's "category"
+        batch.pair_category.append(-1)

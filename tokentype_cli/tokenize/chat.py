@@ -1,0 +1,844 @@
+"""Chat conversations: render `messages` with the tokenizer's chat template exactly as Hugging Face
+transformers does, and say which characters of the rendering the model learns.
+
+Rendering follows transformers' `apply_chat_template`: a jinja2 `ImmutableSandboxedEnvironment`
+with `trim_blocks` and `lstrip_blocks`, the loop-controls extension, a `{% generation %}` block
+tag, `raise_exception` and `strftime_now` globals, a `tojson` filter that does not escape HTML and
+takes json.dumps' arguments, the tokenizer's special tokens as variables, `tools` and `documents`
+(None when the line has none) and `add_generation_prompt=False`.
+
+What each message produced is found from one rendering of the whole conversation, by watching the
+template run rather than by re-rendering prefixes of it (templates that rewrite earlier turns,
+such as dropping the reasoning of past assistant turns, make a prefix's rendering differ from the
+same turns inside the whole conversation). The template is compiled with a probe at the start of
+every `{% for %}` body and after every loop: each probe records which message object the
+iteration holds (every message is a distinct dict, so this works whatever list the template loops
+over: `messages`, `messages[1:]`, a reversed copy) and how many characters had been written when
+it ran, the position transformers' generation tracker reads too. The loop whose iterations wrote
+the most text is the message loop; message i produced the text from its iteration's start to the
+next iteration's start (or the loop's end). The probes write nothing, so the text is exactly what
+transformers renders. Templates with `{% generation %}` blocks decide directly what is learned.
+Without blocks, an assistant message learns its text from where its content starts, found by
+rendering the conversation again with every content replaced by a private-use character: the
+assistant header is what the two renderings of that message share before they differ. That
+second rendering depends only on the conversation's shape (roles, other keys, tools), so it is
+cached and most conversations of a data set render once.
+
+Rendering runs in the reader thread; the encoder threads type the tokens (type_tokens) from the
+learned character ranges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from tokentype_cli.errors import TemplateError
+from tokentype_cli.tokenize.options import TokenizeOptions
+from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+# Special-token names transformers passes to a template (its special_tokens_map).
+SPECIAL_TOKEN_NAMES = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+    "additional_special_tokens",
+)
+# Stand-in contents for the header-finding rendering: supplementary private-use characters, which
+# no tokenizer or template treats specially and real text does not hold.
+_SENTINEL_BASE = 0xF0000
+_ITERATION = "__tokentype_iteration"
+_LOOP_END = "__tokentype_loop_end"
+_TEMPLATE_FILE = "<template>"  # jinja's name for a template compiled from a string
+
+
+class ConversationError(Exception):
+    """A conversation that cannot be used; the message is 'what is wrong; the fix'."""
+
+
+# --- finding the template ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    text: str
+    origin: str  # the file it came from, and which template in it
+    embedded: bool  # inside a JSON file: lines are the template's own, not the file's
+
+    def where(self, line: int | None) -> str:
+        if line is None:
+            return self.origin
+        return f"{self.origin} line {line}" if self.embedded else f"{self.origin}:{line}"
+
+
+def template_sources(tokenizer: LoadedTokenizer, template_file: str | None) -> dict:
+    """The chat templates to choose from: {None: source} for one, {name: source} for named ones.
+
+    --chat-template FILE wins; then the tokenizer folder's tokenizer_config.json `chat_template`
+    (a string, or a list of {"name", "template"}), then its chat_template.jinja.
+    """
+    if template_file is not None:
+        path = Path(template_file)
+        try:
+            return {None: TemplateSource(path.read_text(encoding="utf-8"), str(path), False)}
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise TemplateError(
+                f"{path}: cannot read the chat template ({why}); check --chat-template"
+            ) from exc
+    folder = tokenizer.path.parent
+    config = folder / "tokenizer_config.json"
+    value = _read_json(config).get("chat_template") if config.is_file() else None
+    if isinstance(value, str):
+        return {None: TemplateSource(value, f"{config} (chat_template)", True)}
+    if isinstance(value, list):
+        found = {}
+        for position, item in enumerate(value):
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("name"), str)
+                and isinstance(item.get("template"), str)
+            ):
+                raise TemplateError(
+                    f"{config}: chat_template element {position} is not"
+                    ' {"name": ..., "template": ...}; fix the file or pass --chat-template FILE.jinja'
+                )
+            origin = f"{config} (chat_template {item['name']!r})"
+            found[item["name"]] = TemplateSource(item["template"], origin, True)
+        return found
+    if value is not None:
+        raise TemplateError(
+            f"{config}: chat_template is a {type(value).__name__}, not a string or a list of named"
+            " templates; fix the file or pass --chat-template FILE.jinja"
+        )
+    jinja_file = folder / "chat_template.jinja"
+    if jinja_file.is_file():
+        return {
+            None: TemplateSource(jinja_file.read_text(encoding="utf-8"), str(jinja_file), False)
+        }
+    return {}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TemplateError(f"{path}: not valid JSON ({exc}); fix the file") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def template_variables(tokenizer: LoadedTokenizer) -> dict[str, object]:
+    """The special tokens a template sees as variables, as transformers passes them."""
+    found: dict[str, object] = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):  # the later one wins
+        path = tokenizer.path.parent / name
+        if not path.is_file():
+            continue
+        config = _read_json(path)
+        for key in SPECIAL_TOKEN_NAMES:
+            value = config.get(key)
+            if key == "additional_special_tokens" and isinstance(value, list):
+                found[key] = [_token_content(v) for v in value if _token_content(v) is not None]
+            elif _token_content(value) is not None:
+                found[key] = _token_content(value)
+    # A bare tokenizer.json or vocabulary has no config: name what the loader found.
+    for key, token_id in (
+        ("eos_token", tokenizer.eos_id),
+        ("bos_token", tokenizer.bos_id),
+        ("pad_token", tokenizer.pad_id),
+    ):
+        if key not in found and token_id is not None:
+            found[key] = tokenizer.token_text(token_id)
+    return found
+
+
+def _token_content(value: object) -> str | None:
+    if isinstance(value, dict):  # an AddedToken written as {"content": ...}
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+# --- compiling -----------------------------------------------------------------------------------
+
+_local = threading.local()  # the trace of the rendering running on this thread
+
+
+@dataclass
+class _Trace:
+    """What a rendering did: characters written, loop iterations and generation blocks."""
+
+    index_of: dict[int, int]  # id(message dict) -> its index
+    pos: int = 0  # characters written so far
+    # (loop, message index or -1 for another item, position); message -2 marks a loop's end.
+    events: list[tuple[int, int, int]] = field(default_factory=list)
+    generation: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _iteration(context, item: object, loop: int) -> str:
+    trace = getattr(_local, "trace", None)
+    if trace is not None:
+        trace.events.append((loop, trace.index_of.get(id(item), -1), trace.pos))
+    return ""
+
+
+def _loop_end(context, loop: int) -> str:  # a filter on the loop's number
+    trace = getattr(_local, "trace", None)
+    if trace is not None:
+        trace.events.append((loop, -2, trace.pos))
+    return ""
+
+
+def _raise_exception(message: object) -> None:
+    import jinja2
+
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    # SOURCE_DATE_EPOCH (reproducible-builds.org) pins the date, so reruns stay byte-identical.
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.strip().isdigit():
+        return datetime.fromtimestamp(int(epoch), UTC).strftime(fmt)
+    return datetime.now().strftime(fmt)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
+    # transformers replaces jinja's tojson, which escapes <, >, & and ' for HTML.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+_ENVIRONMENT = None
+
+
+def _environment():
+    """One sandboxed environment, set up as transformers sets up its own."""
+    global _ENVIRONMENT
+    if _ENVIRONMENT is None:
+        import jinja2
+        import jinja2.ext
+        from jinja2 import nodes
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        class GenerationBlocks(jinja2.ext.Extension):
+            """`{% generation %}...{% endgeneration %}`: record where the block's text lands."""
+
+            tags = {"generation"}  # noqa: RUF012 (jinja reads the class attribute)
+
+            def parse(self, parser):
+                lineno = next(parser.stream).lineno
+                body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+                call = self.call_method("_block")
+                return nodes.CallBlock(call, [], [], body).set_lineno(lineno)
+
+            def _block(self, caller) -> str:
+                text = caller()
+                trace = getattr(_local, "trace", None)
+                if trace is not None:
+                    trace.generation.append((trace.pos, trace.pos + len(text)))
+                return text
+
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=[GenerationBlocks, jinja2.ext.loopcontrols],
+        )
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        # pass_context: jinja never runs such a filter at compile time on a constant.
+        env.filters[_ITERATION] = jinja2.pass_context(_iteration)
+        env.filters[_LOOP_END] = jinja2.pass_context(_loop_end)
+        _ENVIRONMENT = env
+    return _ENVIRONMENT
+
+
+@dataclass
+class CompiledTemplate:
+    source: TemplateSource
+    template: object  # jinja2.Template with the probes
+    marked: bool  # has {% generation %} blocks
+    loops_over_content: bool  # iterates a message's content, so takes content as a list of parts
+
+
+def compile_template(source: TemplateSource) -> CompiledTemplate:
+    """Parse, add the probes and compile; a syntax error is one line naming file and line."""
+    import jinja2
+    from jinja2 import nodes
+
+    env = _environment()
+    try:
+        tree = env.parse(source.text)
+        marked = any(
+            isinstance(block.call, nodes.Call)
+            and isinstance(block.call.node, nodes.ExtensionAttribute)
+            and block.call.node.name == "_block"
+            for block in tree.find_all(nodes.CallBlock)
+        )
+        loops_over_content = any(_is_content(loop.iter) for loop in tree.find_all(nodes.For))
+        _add_probes(tree, [0])
+        template = env.from_string(tree)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"{source.where(exc.lineno)}: {exc.message}; fix the chat template"
+            " or pass another with --chat-template FILE.jinja"
+        ) from exc
+    return CompiledTemplate(source, template, marked, loops_over_content)
+
+
+def _is_content(node) -> bool:
+    from jinja2 import nodes
+
+    while isinstance(node, nodes.Filter) and node.node is not None:
+        node = node.node
+    if isinstance(node, nodes.Getattr):
+        return node.attr == "content"
+    if isinstance(node, nodes.Getitem):
+        return isinstance(node.arg, nodes.Const) and node.arg.value == "content"
+    return False
+
+
+def _add_probes(node, counter: list[int]) -> None:
+    """Put an iteration probe first in every loop body and a loop-end probe after every loop."""
+    from jinja2 import nodes
+
+    # Filters, not calls: jinja calls a filter directly, where a call goes through the sandbox's
+    # checks, and the probes run once per message.
+    def call(name: str, value, *args) -> nodes.Output:
+        return nodes.Output([nodes.Filter(value, name, list(args), [], None, None)])
+
+    if isinstance(node, nodes.For):
+        node.tokentype_loop = counter[0]
+        counter[0] += 1
+    for name, value in node.iter_fields():
+        if isinstance(value, nodes.Node):
+            _add_probes(value, counter)
+        elif isinstance(value, list):
+            statements = []
+            for child in value:
+                if isinstance(child, nodes.Node):
+                    _add_probes(child, counter)
+                statements.append(child)
+                if isinstance(child, nodes.For):
+                    end = call(_LOOP_END, nodes.Const(child.tokentype_loop))
+                    statements.append(end.set_lineno(child.lineno))
+            setattr(node, name, statements)
+    if isinstance(node, nodes.For):
+        target = node.target
+        item = nodes.Name(target.name, "load") if isinstance(target, nodes.Name) else nodes.Const(0)
+        probe = call(_ITERATION, item, nodes.Const(node.tokentype_loop))
+        node.body.insert(0, probe.set_lineno(node.lineno))
+
+
+def _render(compiled: CompiledTemplate, messages: list[dict], context: dict) -> tuple[str, _Trace]:
+    """Render once, recording where every probe and generation block ran."""
+    trace = _Trace({id(message): index for index, message in enumerate(messages)})
+    _local.trace = trace
+    parts: list[str] = []
+    try:
+        for block in compiled.template.generate(messages=messages, **context):
+            parts.append(block)
+            trace.pos += len(block)
+    except Exception as exc:  # the template's own errors and Python's inside it
+        raise ConversationError(_template_failure(compiled.source, exc)) from exc
+    finally:
+        _local.trace = None
+    return "".join(parts), trace
+
+
+def _template_failure(source: TemplateSource, exc: Exception) -> str:
+    import jinja2
+
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:  # jinja rewrites tracebacks to point at the template's lines
+        if tb.tb_frame.f_code.co_filename == _TEMPLATE_FILE:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, jinja2.TemplateError) and not isinstance(exc, jinja2.UndefinedError):
+        what = f"the chat template refused the conversation: {text}"
+    else:
+        what = f"the chat template failed on the conversation ({type(exc).__name__}: {text})"
+    return f"{what} at {source.where(line)}; fix the conversation or the template"
+
+
+def _message_regions(trace: _Trace) -> dict[int, tuple[int, int]]:
+    """Message index -> (start, end) of the text its iteration of the message loop wrote."""
+    runs: list[tuple[int, list[tuple[int, int]], int]] = []  # (loop, iterations, end)
+    open_runs: dict[int, list[tuple[int, int]]] = {}
+    for loop, message, pos in trace.events:
+        if message == -2:
+            iterations = open_runs.pop(loop, None)
+            if iterations:
+                runs.append((loop, iterations, pos))
+        else:
+            open_runs.setdefault(loop, []).append((message, pos))
+    best: tuple[int, list[tuple[int, int]], int] | None = None
+    for run in runs:
+        _, iterations, end = run
+        if not any(message >= 0 for message, _ in iterations):
+            continue
+        if best is None or end - iterations[0][1] > best[2] - best[1][0][1]:
+            best = run
+    regions: dict[int, tuple[int, int]] = {}
+    if best is None:
+        return regions
+    _, iterations, end = best
+    for k, (message, start) in enumerate(iterations):
+        stop = iterations[k + 1][1] if k + 1 < len(iterations) else end
+        if message >= 0 and message not in regions:
+            regions[message] = (start, stop)
+    return regions
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix (slices compare in C; a binary search over them)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low], a[:high] != b[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+# --- reading a conversation ----------------------------------------------------------------------
+
+
+def is_conversation(loaded: object) -> bool:
+    """A line in a chat format: {"messages": [...]} or a list of {"role": ...} objects."""
+    if isinstance(loaded, dict):
+        return "messages" in loaded
+    return (
+        isinstance(loaded, list)
+        and bool(loaded)
+        and all(isinstance(item, dict) for item in loaded)
+        and any("role" in item for item in loaded)
+    )
+
+
+@dataclass
+class ChatLine:
+    messages: list[dict]
+    tools: list | None = None
+    documents: list | None = None
+
+
+def chat_line(loaded: object) -> ChatLine:
+    """Check a parsed line's messages; the message dicts are passed to the template untouched."""
+    if isinstance(loaded, dict):
+        if "messages" not in loaded:
+            raise ConversationError(
+                'not a chat conversation (no "messages" key); write {"messages": [{"role": ...,'
+                ' "content": ...}, ...]} or use --input-format jsonl for prompt/completion lines'
+            )
+        messages = loaded["messages"]
+        tools, documents = loaded.get("tools"), loaded.get("documents")
+    elif isinstance(loaded, list):
+        messages, tools, documents = loaded, None, None
+    else:
+        raise ConversationError(
+            f'a JSON {type(loaded).__name__}, not a conversation; write {{"messages": [...]}}'
+        )
+    if not isinstance(messages, list) or not messages:
+        raise ConversationError(
+            '"messages" must be a non-empty list of {"role": ..., "content": ...} objects'
+        )
+    for key, value in (("tools", tools), ("documents", documents)):
+        if value is not None and not isinstance(value, list):
+            raise ConversationError(f'"{key}" is a {type(value).__name__}; make it a list')
+    for index, message in enumerate(messages):
+        _check_message(index, message)
+    return ChatLine(messages, tools, documents)
+
+
+def _check_message(index: int, message: object) -> None:
+    where = f"message {index}"
+    if not isinstance(message, dict):
+        raise ConversationError(f'{where} is not an object; write {{"role": ..., "content": ...}}')
+    role = message.get("role")
+    if not isinstance(role, str):
+        raise ConversationError(
+            f"{where} has {'no role' if role is None else 'a non-string role'}; give each message"
+            ' a "role" such as "user" or "assistant"'
+        )
+    content = message.get("content")
+    if isinstance(content, list):
+        for position, part in enumerate(content):
+            if not (isinstance(part, dict) and part.get("type") == "text"):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ConversationError(
+                    f"{where} ({role}) content part {position} is {kind!r}, not text; only"
+                    ' {"type": "text", "text": ...} parts can be tokenized'
+                )
+            if not isinstance(part.get("text"), str):
+                raise ConversationError(
+                    f'{where} ({role}) content part {position} has no string "text"; fix the part'
+                )
+    elif content is not None and not isinstance(content, str):
+        raise ConversationError(
+            f"{where} ({role}) content is a {type(content).__name__}; make it a string or a list"
+            ' of {"type": "text", "text": ...} parts'
+        )
+    if "weight" in message:
+        weight = message["weight"]
+        if role != "assistant":
+            raise ConversationError(
+                f"{where} ({role}) has a weight; only assistant turns take one (0 or 1)"
+            )
+        if isinstance(weight, bool) or weight not in (0, 1):
+            raise ConversationError(
+                f"{where} has weight {weight!r}; use 0 (not learned) or 1 (learned)"
+            )
+
+
+# --- rendering and typing ------------------------------------------------------------------------
+
+
+@dataclass
+class Conversation:
+    """A rendered conversation and the characters its tokens learn."""
+
+    text: str  # what is encoded: the rendering, less trailing whitespace after a final EOS
+    spans: list[tuple[int, int]]  # learned character ranges: sorted, disjoint, non-adjacent
+    # Per learned turn not followed by the separator alone: its last non-whitespace learned
+    # character (-1: none), whose token must be an end-of-turn token for the turn to teach the
+    # model to stop.
+    turn_ends: list[int]
+
+    @property
+    def learns(self) -> bool:
+        return any(start < end for start, end in self.spans)
+
+    def in_chars(self) -> tuple[int, list[tuple[int, int]], list[int]]:
+        """The text's length, spans and turn ends, in characters."""
+        return len(self.text), self.spans, self.turn_ends
+
+    def in_bytes(self) -> tuple[int, list[tuple[int, int]], list[int]]:
+        """The same in UTF-8 bytes, for an encoder that places tokens by bytes."""
+        text = self.text
+        if text.isascii():
+            return self.in_chars()
+        marks = sorted(
+            {p for span in self.spans for p in span} | {c for c in self.turn_ends if c >= 0}
+        )
+        at: dict[int, int] = {}
+        done = count = 0
+        for mark in marks:
+            count += len(text[done:mark].encode("utf-8"))
+            at[mark] = count
+            done = mark
+        # A turn's last character is counted by its last byte, which the token holding it ends at.
+        ends = [at[c] + len(text[c].encode("utf-8")) - 1 if c >= 0 else -1 for c in self.turn_ends]
+        spans = [(at[s], at[e]) for s, e in self.spans]
+        return len(text.encode("utf-8")), spans, ends
+
+
+class Chat:
+    """Render conversations with one tokenizer's chat template and type their characters."""
+
+    def __init__(self, tokenizer: LoadedTokenizer, options: TokenizeOptions, eos_id: int) -> None:
+        self.tokenizer = tokenizer
+        self.train_on = options.train_on
+        self.name = options.chat_template_name
+        self.explicit_file = options.chat_template
+        self.eos_text = tokenizer.tokenizer.decode([eos_id], skip_special_tokens=False)
+        self.compiled: dict[str | None, CompiledTemplate] = {}
+        self.stand_ins: dict[tuple, tuple[str, dict]] = {}
+        if self.name is not None or self.explicit_file is not None:
+            self.sources  # noqa: B018 (a wrong file or name fails now, not at a conversation)
+
+    # Read at the first conversation: a run without conversations never needs a template.
+    @cached_property
+    def sources(self) -> dict:
+        sources = template_sources(self.tokenizer, self.explicit_file)
+        if self.name is not None:
+            if None in sources:
+                raise TemplateError(
+                    f"{self._origin()}: one unnamed chat template, so there is nothing for"
+                    f" --chat-template-name {self.name} to pick; leave the option out"
+                )
+            if sources and self.name not in sources:
+                raise TemplateError(
+                    f"{self._origin()}: no chat template named {self.name!r}; the names are"
+                    f" {', '.join(map(repr, sources))}"
+                )
+        return sources
+
+    @cached_property
+    def variables(self) -> dict[str, object]:
+        return template_variables(self.tokenizer)
+
+    def _origin(self) -> str:
+        return self.explicit_file or str(self.tokenizer.path.parent / "tokenizer_config.json")
+
+    def check(self) -> None:
+        """Fail now, not at the first conversation, when there is no usable template."""
+        self._template(None)
+
+    def _template(self, tools: list | None) -> CompiledTemplate:
+        if not self.sources:
+            raise TemplateError(
+                f"{self.tokenizer.path.parent}: the tokenizer has no chat template (no"
+                " chat_template in tokenizer_config.json, no chat_template.jinja); pass"
+                " --chat-template FILE.jinja"
+            )
+        if None in self.sources:
+            name = None
+        elif self.name is not None:
+            name = self.name
+        elif tools and "tool_use" in self.sources:  # as transformers picks for tool calls
+            name = "tool_use"
+        elif "default" in self.sources:
+            name = "default"
+        else:
+            raise TemplateError(
+                f"{self._origin()}: the tokenizer has named chat templates"
+                f" ({', '.join(map(repr, self.sources))}) and none is 'default'; pick one with"
+                " --chat-template-name"
+            )
+        compiled = self.compiled.get(name)
+        if compiled is None:
+            compiled = self.compiled[name] = compile_template(self.sources[name])
+        return compiled
+
+    def conversation(self, line: ChatLine) -> Conversation:
+        """Render a checked conversation and find the characters it learns."""
+        compiled = self._template(line.tools)
+        messages = _as_template_expects(line.messages, compiled.loops_over_content)
+        context = {
+            **self.variables,
+            "tools": line.tools,
+            "documents": line.documents,
+            "add_generation_prompt": False,
+        }
+        text, trace = _render(compiled, messages, context)
+        if self.train_on == "all":
+            spans, turns = [(0, len(text))], []
+        elif compiled.marked:
+            spans, turns = self._generation_spans(messages, trace)
+        else:
+            spans, turns = self._content_spans(compiled, messages, context, text, trace)
+        turn_ends = [_last_visible(text, turn) for turn in turns]
+        # One separator per conversation: a rendering that ends in the EOS and whitespace
+        # (ChatML's "<|im_end|>\n") loses the whitespace so that EOS can be the separator.
+        stripped = text.rstrip()
+        if len(stripped) < len(text) and self.eos_text and stripped.endswith(self.eos_text):
+            text = stripped
+            spans = [(start, min(end, len(text))) for start, end in spans if start < len(text)]
+        # A turn followed only by the separator learns to end: the separator is always learned.
+        turn_ends = [c for c in turn_ends if text[c + 1 :].strip() not in ("", self.eos_text)]
+        return Conversation(text, _merged(spans), turn_ends)
+
+    def _learned_turns(self, messages: list[dict]) -> list[int]:
+        assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+        if self.train_on == "last":
+            assistants = assistants[-1:]
+        return [i for i in assistants if messages[i].get("weight", 1) != 0]
+
+    def _generation_spans(self, messages: list[dict], trace: _Trace):
+        """The template's {% generation %} blocks, less those of turns not learned."""
+        blocks = trace.generation
+        if not blocks:
+            return [], []
+        assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+        weighted = any(messages[i].get("weight", 1) == 0 for i in assistants)
+        regions = _message_regions(trace)
+        owners = [_owner(regions, start) for start, _ in blocks]
+        if self.train_on == "assistant" and not weighted:
+            keep = [True] * len(blocks)  # every block is learned, whoever wrote it
+        else:
+            if None in owners:
+                if len(assistants) != len(blocks):
+                    raise ConversationError(
+                        "cannot tell which assistant turn each {% generation %} block belongs to"
+                        " (the template writes them outside its loop over messages); use"
+                        " --train-on assistant without weights, or a template that loops over"
+                        " the messages"
+                    )
+                owners = assistants  # one block per assistant turn, in order
+            learned = set(self._learned_turns(messages))
+            keep = [owner in learned for owner in owners]
+        turns: dict[object, list[tuple[int, int]]] = {}
+        for number, (owner, block, kept) in enumerate(zip(owners, blocks, keep, strict=True)):
+            if kept:  # a block nobody owns is a turn of its own
+                turns.setdefault(owner if owner is not None else ("block", number), []).append(
+                    block
+                )
+        spans = sorted(block for turn in turns.values() for block in turn)
+        return spans, list(turns.values())
+
+    def _content_spans(self, compiled, messages, context, text: str, trace: _Trace):
+        """Without generation blocks: each learned assistant message's text from its content on."""
+        learned = self._learned_turns(messages)
+        if not learned:
+            return [], []
+        regions = _message_regions(trace)
+        loop_start = min((start for start, _ in regions.values()), default=len(text))
+        loop_end = max((end for _, end in regions.values()), default=len(text))
+        outside = text[:loop_start] + "\0" + text[loop_end:]
+        for index in [i for i in learned if i not in regions]:
+            # No iteration held it: skipped by the template ({% break %}, a slice), so it wrote
+            # nothing, unless the template writes it outside the loop, which cannot be typed.
+            content = _as_text(messages[index].get("content")).strip()
+            if content and content in outside:
+                raise ConversationError(
+                    f"cannot tell what assistant message {index} produced: the chat template"
+                    " writes it outside its loop over the messages; add {% generation %} blocks"
+                    " to the template (--chat-template FILE.jinja)"
+                )
+            learned.remove(index)
+        if not learned:
+            return [], []
+        other, other_regions = self._stand_in_rendering(compiled, messages, context)
+        spans = []
+        for index in learned:
+            start, end = regions[index]
+            if index in other_regions:
+                o_start, o_end = other_regions[index]
+                start += _common_prefix(text[start:end], other[o_start:o_end])
+            spans.append((start, end))
+        return spans, [[span] for span in spans]
+
+    def _stand_in_rendering(self, compiled, messages, context):
+        """The conversation rendered with every content replaced by a stand-in, and its regions.
+
+        It depends on the template, the roles and other keys of the messages and the tools, not
+        on the contents, so conversations of one shape (most of a data set) share one rendering.
+        """
+        key = (
+            id(compiled),
+            tuple(tuple((k, repr(v)) for k, v in m.items() if k != "content") for m in messages),
+            repr(context.get("tools")),
+            repr(context.get("documents")),
+        )
+        found = self.stand_ins.get(key)
+        if found is None:
+            stand_ins = [
+                {**m, "content": _sentinel(i, compiled.loops_over_content)}
+                for i, m in enumerate(messages)
+            ]
+            other, trace = _render(compiled, stand_ins, context)
+            if len(self.stand_ins) >= 4096:  # bounded memory over unbounded shapes
+                self.stand_ins.clear()
+            found = self.stand_ins[key] = (other, _message_regions(trace))
+        return found
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint and non-adjacent, as type_tokens needs them."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if start >= end:
+            continue
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _as_text(content: object) -> str:
+    if isinstance(content, list):
+        return "\n".join(part["text"] for part in content)
+    return content if isinstance(content, str) else ""
+
+
+def _owner(regions: dict[int, tuple[int, int]], position: int) -> int | None:
+    for message, (start, end) in regions.items():
+        if start <= position < end or start == position == end:
+            return message
+    return None
+
+
+def _sentinel(index: int, as_parts: bool) -> str | list[dict]:
+    text = chr(_SENTINEL_BASE + index % 0xFFFD)
+    return [{"type": "text", "text": text}] if as_parts else text
+
+
+def _as_template_expects(messages: list[dict], loops_over_content: bool) -> list[dict]:
+    """Content parts as a list for templates that loop over them, else their texts joined by
+    newlines (as vLLM serves such templates), so text-only templates accept parts too."""
+    if loops_over_content:
+        return messages
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            message = {**message, "content": "\n".join(part["text"] for part in content)}
+        out.append(message)
+    return out
+
+
+def _last_visible(text: str, spans: list[tuple[int, int]]) -> int:
+    for start, end in reversed(spans):
+        visible = text[start:end].rstrip()
+        if visible:
+            return start + len(visible) - 1
+    return -1
+
+
+# --- characters to tokens ------------------------------------------------------------------------
+
+
+@dataclass
+class TokenTyping:
+    """Per-token results for a batch's conversations, all arrays over their tokens."""
+
+    completion: np.ndarray  # bool: the token learns
+    seam: np.ndarray  # bool: its characters straddle a prompt/completion boundary
+    first_learned: np.ndarray  # bool: whether its first character is learned
+
+
+def type_tokens(
+    text_lengths: np.ndarray,
+    token_text: np.ndarray,
+    offsets: np.ndarray,
+    spans: np.ndarray,
+) -> TokenTyping:
+    """Type tokens from learned character ranges: a token learns when any character does.
+
+    `token_text` is each token's text index, `offsets` its (start, end) characters in that text,
+    and `spans` (text index, start, end) rows of learned ranges, sorted and disjoint within each
+    text (Conversation.spans are). A binary search per token, no per-character arrays.
+    """
+    text_start = np.concatenate([[0], np.cumsum(text_lengths)]).astype(np.int64)
+    shift = text_start[token_text]
+    start = offsets[:, 0] + shift
+    end = np.maximum(offsets[:, 1] + shift, start)
+    if not len(spans):
+        none = np.zeros(len(start), bool)
+        return TokenTyping(none, none.copy(), none.copy())
+    base = text_start[spans[:, 0]]
+    span_start, span_end = base + spans[:, 1], base + spans[:, 2]
+    # The first span ending after the token's first character is the only one that can hold
+    # that character; any span overlapping the token starts before the token's end.
+    k = np.searchsorted(span_end, start, side="right")
+    found = k < len(span_end)
+    k = np.minimum(k, len(span_end) - 1)
+    overlap_start = np.where(found, span_start[k], end)
+    first_learned = found & (overlap_start <= start)
+    wide = end > start
+    completion = np.where(wide, found & (overlap_start < end), first_learned)
+    # Fully inside that span, or not: spans are merged, so a token reaching past the span's end
+    # has a prompt character there.
+    covered = first_learned & (span_end[k] >= end)
+    seam = wide & completion & ~covered
+    return TokenTyping(completion, seam, first_learned)
