@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import CODON_VOCAB, CONFORMANCE
@@ -133,7 +134,7 @@ def test_a_line_over_the_size_limit_is_a_bad_line(tmp_path):
     assert metrics(skipped)["lines_rejected"] == 1 and len(rejects.read_text().splitlines()) == 1
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_ends_a_run_reading_an_open_stdin_pipe(signum, code, tmp_path):
     out = tmp_path / "out.h5"
     process = subprocess.Popen(
@@ -155,3 +156,34 @@ def test_a_signal_ends_a_run_reading_an_open_stdin_pipe(signum, code, tmp_path):
     assert process.returncode in (code, -signum)
     assert not out.exists()
     assert [name for name in os.listdir(tmp_path)] == []
+
+
+@pytest.mark.parametrize("target", ["output", "ledger"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(target, tmp_path):
+    # RLIMIT_FSIZE stands in for a full disk (EFBIG where a disk gives ENOSPC). HDF5 used to
+    # crash the interpreter's exit (SIGSEGV) over the file it could not flush.
+    import resource
+
+    source = tmp_path / "in.txt"
+    rng = np.random.default_rng(0)
+    codons = np.array(["GAA", "GGC", "GCC", "ATG", "ATC", "GAC"])
+    source.write_text("".join(" ".join(rng.choice(codons, 12)) + "\n" for _ in range(20000)))
+    out, ledger = tmp_path / "out.h5", tmp_path / "ledger.jsonl"
+    limit = 64 << 10 if target == "output" else 1 << 30
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    args = [sys.executable, "-m", "tokentype_cli", "tokenize", str(source), "-o", str(out),
+            "--tokenizer", str(CODON_VOCAB), "--max-seq-length", "64"]  # fmt: skip
+    if target == "ledger":
+        limit = 2 << 20  # the shard fits (about 0.3 MB), the ledger (about 5 MB) does not
+        args += ["--ledger", str(ledger)]
+    done = subprocess.run(args, capture_output=True, text=True, preexec_fn=small_files)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, lines
+    named = out if target == "output" else ledger
+    assert lines[0].startswith(f"Error: {named}: cannot be written: the file size limit")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

@@ -903,6 +903,16 @@ class _RowAppender:
         self.rows = end
 
 
+# HDF5 files a full disk left unclosable (see ShardWriter._abort).
+_ABANDONED: list[object] = []
+
+
+def abandoned_files() -> bool:
+    """Whether a write ran out of room and left an HDF5 file that must never be closed: the
+    process must then end without the interpreter's teardown (os._exit)."""
+    return bool(_ABANDONED)
+
+
 class ShardWriter:
     """Stream rows into a new shard, written under a temporary name and renamed into place on close.
 
@@ -958,7 +968,7 @@ class ShardWriter:
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         if exc is not None:
-            self._abort(exc)
+            self._fail(exc)
             return
         try:
             for appender in self._appenders.values():
@@ -966,14 +976,33 @@ class ShardWriter:
             self._file.close()
             self._file = None
         except BaseException as error:
-            self._abort(error)
+            self._fail(error)
             raise
         self._atomic.__exit__(None, None, None)
 
+    def _fail(self, exc: BaseException) -> None:
+        """Abort; a write that ran out of room becomes one line naming the shard (_abort
+        swallows atomic_path's own message)."""
+        self._abort(exc)
+        why = no_room(exc) if isinstance(exc, (OSError, RuntimeError)) else None
+        if why is not None and not isinstance(exc, ShardError):
+            raise ShardError(
+                f"{self.path}: cannot be written: {why}; nothing was written: free some space"
+                " or write elsewhere"
+            ) from exc
+
     def _abort(self, exc: BaseException) -> None:
         if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.close()
+            if isinstance(exc, (OSError, RuntimeError)) and no_room(exc):
+                # HDF5 cannot close a file it could not write: it retries the metadata flush at
+                # close, at every object's release and at exit, where it crashed the interpreter
+                # (SIGSEGV after the message). The temporary is removed unclosed; the objects are
+                # kept from release and abandoned_files() tells main() to end without teardown.
+                _ABANDONED.append((self._file, dict(self._appenders)))
+                self._appenders.clear()
+            else:
+                with contextlib.suppress(Exception):
+                    self._file.close()
             self._file = None
         if self._atomic is not None:
             with contextlib.suppress(BaseException):

@@ -78,13 +78,26 @@ def main() -> None:
     exit_on_signals()
     try:
         cli(prog_name="tokentype")
-    except SystemExit:
+    except SystemExit as exc:
         # However the run ended (click turns a KeyboardInterrupt into exit 1), a signal received
         # decides the status: 130 for Ctrl-C, 143 for SIGTERM.
         signum = interrupts.received()
         if signum is not None:
             raise SystemExit(128 + signum) from None
+        _end_without_teardown_if_hdf5_is_stuck(exc.code)
         raise
+
+
+def _end_without_teardown_if_hdf5_is_stuck(code: object) -> None:
+    """After a full disk, HDF5 holds a file it cannot flush and would crash the interpreter's
+    teardown; the message is out and the temporaries are gone, so end here."""
+    from tokentype_cli.schema import abandoned_files
+
+    if abandoned_files():
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code if isinstance(code, int) else 1)
 
 
 def usable_standard_streams() -> None:
