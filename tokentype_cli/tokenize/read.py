@@ -426,6 +426,11 @@ def _add_jsonl(
         raise LineError(
             f"malformed JSON ({exc.msg} at character {exc.pos + 1}); fix the line"
         ) from None
+    except RecursionError:
+        raise LineError(
+            "JSON nested too deeply to read (thousands of levels); a prompt/completion or chat"
+            " line needs a few"
+        ) from None
     if options.apply_chat_template and not is_conversation(loaded):
         _add_conversation(
             batch, index, _pairs_as_chat(batch, index, loaded, options), chat, options
