@@ -300,6 +300,7 @@ BAD_LINES = {
     "non-string": ('{"prompt": "GAA", "completion": 5}', "not a string"),
     "null": ('{"prompt": null, "completion": "ATG"}', "not a string"),
     "scalar": ("42", "not an object"),
+    "nested 100,000 deep": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     "unknown word": ('{"prompt": "GAA", "completion": "XYZ"}', "'XYZ' is not in the vocabulary"),
 }
 

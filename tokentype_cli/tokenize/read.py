@@ -347,7 +347,13 @@ def batches(
         except LineError as exc:
             message = str(exc)
             chat_list = index in batch.chat_lines
-            if number == 1 and fmt == "jsonl" and text.lstrip().startswith("[") and not chat_list:
+            if (
+                number == 1
+                and fmt == "jsonl"
+                and text.lstrip().startswith("[")
+                and not chat_list
+                and message.startswith("malformed JSON")
+            ):
                 message += (
                     f"; if {source} is one JSON array, not JSON Lines, convert it:"
                     f" jq -c '.[]' {source} > lines.jsonl"
