@@ -465,18 +465,7 @@ def _add_jsonl(
             ' {"prompt": ..., "completion": ...} or a list of such objects'
         )
     last = len(items) - 1
-    for position, item in enumerate(items):
-        where = f" in list element {position}" if isinstance(loaded, list) else ""
-        if not isinstance(item, dict):
-            raise LineError(
-                f"list element {position} is not an object; each must be"
-                ' {"prompt": ..., "completion": ...}'
-            )
-        completion = _text_field(item, options.completion_key, where, required=True)
-        prompt = _text_field(item, options.prompt_key, where, required=False)
-        if not completion and not options.keep_prompt_only:
-            batch.skipped_pairs[index] = batch.skipped_pairs.get(index, 0) + 1
-            continue
+    for position, where, item, prompt, completion in _pairs(loaded, batch, index, options):
         if options.space_separator:
             if prompt:
                 prompt = prompt.rstrip(" ")
@@ -501,16 +490,12 @@ def _add_jsonl(
             batch.pair_category.append(_category(item, options.categories, where))
 
 
-def _pairs_as_chat(batch: Batch, index: int, loaded: object, options: TokenizeOptions) -> ChatLine:
-    """--apply-chat-template: each pair is a user turn and an assistant turn of one conversation.
-
-    Texts go in as they are (no space separator); --prompt-prefix/--prompt-postfix still wrap a
-    non-empty prompt. Pairs with an empty completion are skipped unless
-    --keep-prompt-only-sequences, as without a template.
-    """
-    batch.chat_lines.add(index)
+def _pairs(
+    loaded: object, batch: Batch, index: int, options: TokenizeOptions
+) -> Iterator[tuple[int, str, dict, str, str]]:
+    """(position, where, item, prompt, completion) of each pair of a line, checked; a pair with
+    an empty completion is counted as skipped instead, unless --keep-prompt-only-sequences."""
     items = loaded if isinstance(loaded, list) else [loaded]
-    messages: list[dict] = []
     for position, item in enumerate(items):
         where = f" in list element {position}" if isinstance(loaded, list) else ""
         if not isinstance(item, dict):
@@ -523,6 +508,19 @@ def _pairs_as_chat(batch: Batch, index: int, loaded: object, options: TokenizeOp
         if not completion and not options.keep_prompt_only:
             batch.skipped_pairs[index] = batch.skipped_pairs.get(index, 0) + 1
             continue
+        yield position, where, item, prompt, completion
+
+
+def _pairs_as_chat(batch: Batch, index: int, loaded: object, options: TokenizeOptions) -> ChatLine:
+    """--apply-chat-template: each pair is a user turn and an assistant turn of one conversation.
+
+    Texts go in as they are (no space separator); --prompt-prefix/--prompt-postfix still wrap a
+    non-empty prompt. Pairs with an empty completion are skipped unless
+    --keep-prompt-only-sequences, as without a template.
+    """
+    batch.chat_lines.add(index)
+    messages: list[dict] = []
+    for _, _, _, prompt, completion in _pairs(loaded, batch, index, options):
         if prompt:
             prompt = (options.prompt_prefix or "") + prompt + (options.prompt_postfix or "")
         messages.append({"role": "user", "content": prompt})
