@@ -13,6 +13,8 @@ INPUT_FORMATS = ("jsonl", "txt")
 BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attention-boundary
 OVERFLOWS = ("drop", "truncate_left", "truncate_right")
 PACKING_CHOICES = ("full", *(f"{s}::{o}" for s in ("greedy", "single") for o in OVERFLOWS))
+# --encoder: which encoder turns text into ids. Not an option of the arrays: all give the same ids.
+ENCODERS = ("auto", "tokenizers", "tiktoken")
 
 
 @dataclass(frozen=True)
