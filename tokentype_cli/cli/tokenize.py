@@ -18,7 +18,7 @@ from tokentype_cli.cli.base import (
     quiet_option,
     tokenizer_option,
 )
-from tokentype_cli.tokenize.options import BOUNDARIES, INPUT_FORMATS, PACKING_CHOICES
+from tokentype_cli.tokenize.options import BOUNDARIES, ENCODERS, INPUT_FORMATS, PACKING_CHOICES
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
@@ -143,6 +143,14 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     default=None,
     help="Write unusable lines to REJECTS and go on, instead of failing on the first one.",
 )
+@click.option(
+    "--encoder",
+    type=click.Choice(ENCODERS),
+    default="auto",
+    help="What turns text into ids. auto: tiktoken when checks on the tokenizer show it gives"
+    " the ids of tokenizers (byte-level BPE with a GPT-2, Llama-3 or Qwen2 pre-tokenizer), else"
+    " tokenizers; tiktoken: fail naming the check that does not hold. The ids are the same.",
+)
 @json_option
 @quiet_option
 @click.pass_context
@@ -167,6 +175,7 @@ def tokenize_command(
     no_types: bool,
     ledger: Path | None,
     rejects: Path | None,
+    encoder: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -179,8 +188,8 @@ def tokenize_command(
     lone \\r, as in the reference; a UTF-8 byte order mark is skipped; blank JSONL lines are skipped
     and counted (lines_blank).
 
-    A summary goes to stderr; --json prints the metrics on stdout instead: lines, lines_blank,
-    lines_rejected,
+    A summary goes to stderr; --json prints the metrics on stdout instead: encoder (the one that
+    ran), lines, lines_blank, lines_rejected,
     pairs, pairs_skipped_prompt_only, articles, input_tokens, rows, max_seq_length,
     output_tokens, tokens_by_type, tokens_truncated_left, tokens_truncated_right,
     tokens_dropped_too_long (articles longer than a row, with ::drop),
@@ -202,6 +211,7 @@ def tokenize_command(
         tokentype tokenize chat.jsonl -o sft.h5 --tokenizer gpt2/ --packing single::drop
         cat a.jsonl b.jsonl | tokentype tokenize - -o out.h5 --tokenizer gpt2/ --json | jq .rows
     """
+    from tokentype_cli.tokenize.encoders import build_encoder
     from tokentype_cli.tokenize.options import TokenizeOptions
     from tokentype_cli.tokenize.pipeline import tokenize_files
     from tokentype_cli.tokenize.read import input_size
@@ -223,7 +233,13 @@ def tokenize_command(
         pad_token=pad_token,
     )
     paths = list(inputs)
-    record = {"inputs": paths, "tokenizer": str(tokenizer.path), **vars(options)}
+    text_encoder = build_encoder(tokenizer, encoder)
+    record = {
+        "inputs": paths,
+        "tokenizer": str(tokenizer.path),
+        "encoder": text_encoder.name,
+        **vars(options),
+    }
     with progress_bar(input_size(paths), "B", "tokenize", quiet) as advance:
         metrics = tokenize_files(
             paths,
@@ -234,15 +250,17 @@ def tokenize_command(
             ledger_path=ledger,
             rejects_path=rejects,
             advance=advance,
+            encoder=text_encoder,
         )
     summary = metrics.as_dict()
     if as_json:
         emit_json(summary)
     elif not quiet:
-        message(_tokenize_summary(summary, output, rejects))
+        declined = getattr(text_encoder, "declined", None)
+        message(_tokenize_summary(summary, output, rejects, declined))
 
 
-def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
+def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str | None) -> str:
     types = m["tokens_by_type"]
     lines = [
         f"{output}: {plural(m['rows'], 'row')} x {m['max_seq_length']:,} tokens"
@@ -250,6 +268,8 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
         f" ({plural(m['articles'], 'article')}, {plural(m['pairs'], 'pair')})",
         "  tokens: " + ", ".join(f"{name} {count:,}" for name, count in types.items()),
         f"  packing efficiency {m['packing_efficiency']:.1%} (non-padding share of the rows)",
+        f"  encoder {m['encoder']}"
+        + (f" (tiktoken not used: its {declined} check failed)" if declined else ""),
     ]
     losses = [
         ("truncated from the left", m["tokens_truncated_left"]),

@@ -1,14 +1,13 @@
-"""Encode a batch's texts with the Rust tokenizer into one flat id array."""
+"""Encode a batch's texts into one flat id array, and find the line the tokenizer refuses."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from tokentype_cli.errors import TokenizerError
-from tokentype_cli.schema import DTYPE
+from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.read import Batch
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -24,27 +23,18 @@ class Encoded:
 class Encoder:
     """Encode a batch's texts at once; find the line when the tokenizer refuses a text."""
 
-    def __init__(self, tokenizer: LoadedTokenizer) -> None:
+    def __init__(self, tokenizer: LoadedTokenizer, text_encoder: TextEncoder) -> None:
         self.loaded = tokenizer
-        self.tokenizer = tokenizer.tokenizer
-        # The reference encodes without the tokenizer file's truncation or padding settings.
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-        self.encode_many = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        self.text_encoder = text_encoder
 
     def __call__(self, batch: Batch) -> Encoded:
         try:
-            encodings = self.encode_many(batch.texts)
+            encoded = self.text_encoder.encode(batch.texts)
         except Exception:  # tokenizers raises plain Exception from Rust
-            encodings = self._encode_reporting(batch)
-        lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
-        total = int(lengths.sum())
-        flat = np.fromiter(
-            itertools.chain.from_iterable(e.ids for e in encodings), dtype=DTYPE, count=total
-        )
-        return Encoded(batch, flat, np.cumsum(lengths) - lengths, lengths)
+            encoded = self._encode_reporting(batch)
+        return Encoded(batch, encoded.ids, encoded.start, encoded.length)
 
-    def _encode_reporting(self, batch: Batch) -> list:
+    def _encode_reporting(self, batch: Batch):
         text_line: dict[int, int] = {}
         for line, p, c in zip(
             batch.pair_line, batch.pair_prompt, batch.pair_completion, strict=True
@@ -55,7 +45,7 @@ class Encoder:
         bad: dict[int, str] = {}
         for index, text in enumerate(batch.texts):
             try:
-                self.encode_many([text])
+                self.text_encoder.encode([text])
             except Exception as exc:
                 line = text_line[index]
                 bad.setdefault(line, self._why(text, exc))
@@ -73,7 +63,7 @@ class Encoder:
         for line in bad:
             batch.skipped_pairs.pop(line, None)
         texts = ["" if text_line.get(i) in bad else t for i, t in enumerate(batch.texts)]
-        return self.encode_many(texts)
+        return self.text_encoder.encode(texts)
 
     def _why(self, text: str, exc: Exception) -> str:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -12,6 +12,7 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -43,6 +44,20 @@ class EncodedTexts:
     @property
     def start(self) -> np.ndarray:
         return np.cumsum(self.length) - self.length
+
+
+class TextEncoder(Protocol):
+    """What the tokenize pipeline (and chat, and dataset workers) call to turn texts into ids."""
+
+    name: str  # "tokenizers" or "tiktoken", for metrics and provenance
+
+    def encode(self, texts: Sequence[str]) -> EncodedTexts:
+        """Every text's ids, as `tokenizers`' encode_batch with special tokens added."""
+        ...
+
+    def encode_with_offsets(self, texts: Sequence[str]) -> EncodedTexts:
+        """The same ids, with each token's character offsets in its text."""
+        ...
 
 
 class TokenizersEncoder:
@@ -277,9 +292,7 @@ def _is_word(sentence: str, index: int) -> bool:
     return char in _ASCII_WORD
 
 
-def build_encoder(
-    tokenizer: LoadedTokenizer, choice: str = "auto"
-) -> TokenizersEncoder | TiktokenEncoder:
+def build_encoder(tokenizer: LoadedTokenizer, choice: str = "auto") -> TextEncoder:
     """The encoder for `choice` (auto, tokenizers or tiktoken); see the module docstring.
 
     `tokenizer.tokenizer.encode_special_tokens` is read here: set it before building.

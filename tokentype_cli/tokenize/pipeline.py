@@ -32,6 +32,7 @@ from tokentype_cli.schema import (
 )
 from tokentype_cli.tokenize.articles import build_articles, special_tokens
 from tokentype_cli.tokenize.encode import Encoder
+from tokentype_cli.tokenize.encoders import TextEncoder, build_encoder
 from tokentype_cli.tokenize.ledger import Ledger
 from tokentype_cli.tokenize.options import TokenizeOptions
 from tokentype_cli.tokenize.pack import Packer, PackResult
@@ -51,6 +52,7 @@ class Metrics:
     """What happened to the input, for the summary and --json."""
 
     seq_len: int = 0
+    encoder: str = ""  # the encoder that ran: tokenizers or tiktoken
     lines: int = 0
     lines_blank: int = 0
     lines_rejected: int = 0
@@ -73,6 +75,7 @@ class Metrics:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "encoder": self.encoder,
             "lines": self.lines,
             "lines_blank": self.lines_blank,
             "lines_rejected": self.lines_rejected,
@@ -197,11 +200,13 @@ def tokenize_files(
     batch_lines: int = 2048,
     batch_bytes: int = 1 << 19,
     encoders: int = 2,
+    encoder: str | TextEncoder = "auto",
 ) -> Metrics:
     """Tokenize `inputs` (files, folders or -) into the shard `output`; return the metrics.
 
     Nothing is left at `output` (or the ledger / rejects paths) unless the whole run succeeds.
     Bad lines raise InputError unless `rejects_path` is given, where they are written instead.
+    `encoder` is a choice for build_encoder (auto, tokenizers, tiktoken) or a built encoder.
     """
     options.check()
     inputs = expand_inputs(inputs)
@@ -228,6 +233,7 @@ def tokenize_files(
         ledger_path=ledger_path,
         rejects_path=rejects_path,
         encoders=encoders,
+        encoder=encoder,
     )
 
 
@@ -242,17 +248,21 @@ def tokenize_batches(
     ledger_path: str | Path | None = None,
     rejects_path: str | Path | None = None,
     encoders: int = 2,
+    encoder: str | TextEncoder = "auto",
 ) -> Metrics:
     """Encode, pack and write the batches of `source` (from read.batches) into `output`.
 
     `describe` names the input in the message when no row results. Batches carry rows'
-    `raw` bytes when `rejects_path` is given.
+    `raw` bytes when `rejects_path` is given. `encoder`: as for tokenize_files; a worker process
+    can be handed a built one (they pickle) or build its own.
     """
     special = special_tokens(tokenizer, options.eos_token, options.pad_token)
     skip_bad = rejects_path is not None
-    metrics = Metrics(seq_len=options.seq_len)
+    if isinstance(encoder, str):
+        encoder = build_encoder(tokenizer, encoder)
+    metrics = Metrics(seq_len=options.seq_len, encoder=encoder.name)
     packer = Packer(options.packing, options.seq_len, special.pad_id)
-    encoder = Encoder(tokenizer)
+    encode = Encoder(tokenizer, encoder)
     names = (INPUT_IDS, TOKEN_TYPE_IDS) if options.write_types else (INPUT_IDS,)
     attention_pair = options.attention_boundary == "prompt_completion_pair"
 
@@ -261,7 +271,7 @@ def tokenize_batches(
     encoded_q: queue.Queue = queue.Queue(maxsize=4)
     with contextlib.ExitStack() as stack:
         threads = [_stage(source, parsed, stop)]
-        encoded = _ordered_map(encoder, _drain(parsed, stop), encoders)
+        encoded = _ordered_map(encode, _drain(parsed, stop), encoders)
         threads.append(_stage(encoded, encoded_q, stop))
 
         def shutdown() -> None:
