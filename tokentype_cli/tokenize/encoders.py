@@ -119,9 +119,10 @@ class TiktokenEncoder:
 
     A batch becomes one string, its texts joined by a separator tiktoken treats as a special
     token, so one call (which releases the GIL) encodes it. Added tokens are found here as
-    `tokenizers` finds them and handed to tiktoken as special-token markers. A batch this cannot
-    settle exactly (text holding the marker characters or lone surrogates, a single_word token
-    beside a non-ASCII character) is encoded by `tokenizers`.
+    `tokenizers` finds them and handed to tiktoken as special-token markers with ids of their own
+    (an added token may share its id with a vocabulary token), mapped back after. A batch this
+    cannot settle exactly (text holding the marker characters or lone surrogates, a single_word
+    token beside a non-ASCII character; for offsets also text NFC changes) goes to `tokenizers`.
     """
 
     name = "tiktoken"
@@ -135,8 +136,12 @@ class TiktokenEncoder:
         import tiktoken
 
         plan = self.plan
-        self.separator_id = max([*plan.ranks.values(), *(t.id for t in plan.added)]) + 1
-        specials = {_marker(t.id): t.id for t in plan.added}
+        # Marker k stands for added token k; the separator comes last.
+        self.base = max([*plan.ranks.values(), *(t.id for t in plan.added)]) + 1
+        self.separator_id = self.base + len(plan.added)
+        self.added_ids = np.asarray([t.id for t in plan.added], DTYPE)
+        self.index_of = {t.id: k for k, t in enumerate(plan.added)}
+        specials = {_marker(k): self.base + k for k in range(len(plan.added))}
         specials[_SEPARATOR] = self.separator_id
         self.allowed = frozenset(specials)
         self.encoding = tiktoken.Encoding(
@@ -145,6 +150,7 @@ class TiktokenEncoder:
             mergeable_ranks=plan.ranks,
             special_tokens=specials,
         )
+        self.byte_length: np.ndarray | None = None  # built on the first offsets request
         self.passes = []  # (regex, content -> token): first the unnormalized tokens, then the rest
         for normalized in (False, True):
             tokens = [t for t in plan.added if t.normalized == normalized]
@@ -169,28 +175,84 @@ class TiktokenEncoder:
         texts = list(texts)
         try:
             prepared = self._prepare(texts) if self.rewrites else texts
-            joined = _SEPARATOR.join(prepared) + _SEPARATOR
-            if not self._marks_only_ours(texts, prepared, joined):
-                raise _Unsure
-            ids = self.encoding.encode_to_numpy(joined, allowed_special=self.allowed)
+            ids = self._encode_joined(texts, prepared)
         except (_Unsure, UnicodeEncodeError):
             return self.fallback.encode(texts)
-        ends = np.flatnonzero(ids == self.separator_id)
+        keep = ids != self.separator_id
+        ends = np.flatnonzero(~keep)
         length = np.diff(ends, prepend=-1) - 1
-        flat = ids[ids != self.separator_id].astype(DTYPE)
-        return self._frame(EncodedTexts(flat, length))
+        return self._frame(EncodedTexts(self._hf_ids(ids[keep]), length))
 
     def encode_with_offsets(self, texts: Sequence[str]) -> EncodedTexts:
-        return self.fallback.encode_with_offsets(texts)
+        """The ids with character offsets, tokenizers' way: a token holding part of a character
+        spans the whole character; an added token spans the whitespace it strips."""
+        texts = list(texts)
+        if self.plan.trim_offsets or self.plan.add_prefix_space:
+            return self.fallback.encode_with_offsets(texts)  # offsets tiktoken has no part in
+        try:
+            segments = [self._segments(text, exact=True) for text in texts]
+            prepared = ["".join(self._render(p) for p, _, _ in pieces) for pieces in segments]
+            ids = self._encode_joined(texts, prepared)
+        except (_Unsure, UnicodeEncodeError):
+            return self.fallback.encode_with_offsets(texts)
+        joined = _SEPARATOR.join(prepared) + _SEPARATOR
+        starts, ends = self._joined_offsets(ids, joined)
+        # Every piece of the joined string: where it starts there and its span in its text.
+        at, first, last, marked = [], [], [], []
+        position = 0
+        for pieces in segments:
+            for piece, start, stop in pieces:
+                at.append(position)
+                first.append(start)
+                last.append(stop)
+                marked.append(not isinstance(piece, str))
+                position += len(self._render(piece))
+            position += len(_SEPARATOR)
+        at_, first_, last_ = (np.asarray(x, np.int64) for x in (at, first, last))
+        keep = ids != self.separator_id
+        piece = np.searchsorted(at_, starts[keep], side="right") - 1
+        marked_ = np.asarray(marked, bool)[piece]
+        char_start = np.where(marked_, first_[piece], first_[piece] + starts[keep] - at_[piece])
+        char_end = np.where(marked_, last_[piece], first_[piece] + ends[keep] - at_[piece])
+        length = np.diff(np.flatnonzero(~keep), prepend=-1) - 1
+        encoded = EncodedTexts(self._hf_ids(ids[keep]), length, char_start, char_end)
+        return self._frame(encoded)
 
-    def _marks_only_ours(self, texts: list[str], prepared: list[str], joined: str) -> bool:
-        """Whether the marker characters in `joined` are only the ones put there on purpose."""
-        if prepared is texts:
-            return joined.count(MARK) == len(texts)
-        return MARK not in "".join(texts)
+    def _encode_joined(self, texts: list[str], prepared: list[str]) -> np.ndarray:
+        joined = _SEPARATOR.join(prepared) + _SEPARATOR
+        # Marker characters must be only the ones put there: none may come from the text.
+        mine = joined.count(MARK) == len(texts) if prepared is texts else MARK not in "".join(texts)
+        if not mine:
+            raise _Unsure
+        return self.encoding.encode_to_numpy(joined, allowed_special=self.allowed)
+
+    def _hf_ids(self, ids: np.ndarray) -> np.ndarray:
+        """tiktoken's ids as tokenizers': markers back to their added tokens' ids."""
+        out = ids.astype(DTYPE)
+        if len(self.added_ids):
+            marker = ids >= self.base
+            out[marker] = self.added_ids[ids[marker] - self.base]
+        return out
+
+    def _joined_offsets(self, ids: np.ndarray, joined: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each token's [start, end) in `joined`, in characters (a split character: all of it)."""
+        if self.byte_length is None:
+            lengths = np.zeros(self.separator_id + 1, np.int64)
+            lengths[np.fromiter(self.plan.ranks.values(), np.int64)] = np.fromiter(
+                map(len, self.plan.ranks), np.int64
+            )
+            for k in range(len(self.plan.added)):
+                lengths[self.base + k] = len(_marker(k).encode())
+            lengths[self.separator_id] = len(_SEPARATOR.encode())
+            self.byte_length = lengths
+        size = self.byte_length[ids]
+        byte_end = np.cumsum(size)
+        raw = np.frombuffer(joined.encode("utf-8"), np.uint8)
+        char_of_byte = np.cumsum((raw & 0xC0) != 0x80) - 1
+        return char_of_byte[byte_end - size], char_of_byte[byte_end - 1] + 1
 
     def _frame(self, encoded: EncodedTexts) -> EncodedTexts:
-        """Add the post-processor's ids around every text, as `tokenizers` does."""
+        """Add the post-processor's ids around every text (offsets 0, 0), as tokenizers does."""
         before, after = self.plan.prefix, self.plan.suffix
         if not before and not after:
             return encoded
@@ -206,9 +268,19 @@ class TiktokenEncoder:
             ids[at] = token
             body[at] = False
         ids[body] = encoded.ids
-        return EncodedTexts(ids, length)
+        framed = EncodedTexts(ids, length)
+        if encoded.char_start is not None:
+            framed.char_start = np.zeros(len(ids), np.int64)
+            framed.char_end = np.zeros(len(ids), np.int64)
+            framed.char_start[body] = encoded.char_start
+            framed.char_end[body] = encoded.char_end
+        return framed
 
     # --- added tokens and normalization, as tokenizers does them ------------------------------
+
+    def _render(self, piece: str | AddedToken) -> str:
+        """A segment as tiktoken sees it: plain text as is, an added token as its marker."""
+        return piece if isinstance(piece, str) else _marker(self.index_of[piece.id])
 
     def _prepare(self, texts: list[str]) -> list[str]:
         plan = self.plan
@@ -221,33 +293,46 @@ class TiktokenEncoder:
                 or (plan.nfc and not text.isascii())
                 or (self.any_added and self.any_added(text))
             ):
-                text = self._rewrite(text)
+                text = "".join(
+                    self._render(piece) for piece, _, _ in self._segments(text, exact=False)
+                )
             out.append(text)
         return out
 
-    def _rewrite(self, text: str) -> str:
-        """The text with added tokens replaced by markers, normalized and space-prefixed."""
+    def _segments(self, text: str, exact: bool) -> list[tuple[str | AddedToken, int, int]]:
+        """The text as tokenizers pre-tokenizes it: plain pieces (normalized, space-prefixed) and
+        added tokens, each with its span in the text. `exact`: refuse pieces that differ from
+        their span (normalization, prefix spaces), whose offsets are not the text's."""
         plan = self.plan
-        out: list[str] = []
-        for piece in self._split(text, self.passes[0]):
-            if isinstance(piece, int):
-                out.append(_marker(piece))
+        out: list[tuple[str | AddedToken, int, int]] = []
+        for piece, start, stop in self._split(text, self.passes[0]):
+            if piece is not None:
+                out.append((piece, start, stop))
                 continue
-            if plan.nfc and not piece.isascii():
-                piece = self.nfc(piece)
-            for part in self._split(piece, self.passes[1]):
-                if isinstance(part, int):
-                    out.append(_marker(part))
-                elif part:
-                    out.append(" " + part if plan.add_prefix_space and part[0] != " " else part)
-        return "".join(out)
+            plain = text[start:stop]
+            if plan.nfc and not plain.isascii():
+                plain = self.nfc(plain)
+                if exact and plain != text[start:stop]:
+                    raise _Unsure
+            for part, first, last in self._split(plain, self.passes[1]):
+                if part is not None:
+                    out.append((part, start + first, start + last))
+                elif last > first:
+                    words = plain[first:last]
+                    if plan.add_prefix_space and words[0] != " ":
+                        if exact:
+                            raise _Unsure
+                        words = " " + words
+                    out.append((words, start + first, start + last))
+        return out
 
-    def _split(self, sentence: str, matcher) -> list[str | int]:
-        """AddedVocabulary::find_matches: pieces of text and the ids of added tokens between."""
-        if matcher is None or not sentence:
-            return [sentence]
+    def _split(self, sentence: str, matcher) -> list[tuple[AddedToken | None, int, int]]:
+        """AddedVocabulary::find_matches: (token or None for plain text, start, stop) in order."""
+        end = len(sentence)
+        if matcher is None or not end:
+            return [(None, 0, end)] if end else []
         regex, by_content = matcher
-        out: list[str | int] = []
+        out: list[tuple[AddedToken | None, int, int]] = []
         done = 0
         for found in regex.finditer(sentence):
             start, stop = found.span()
@@ -260,19 +345,19 @@ class TiktokenEncoder:
                 while start > done and sentence[start - 1] in WHITE_SPACE:
                     start -= 1
             if token.rstrip:
-                while stop < len(sentence) and sentence[stop] in WHITE_SPACE:
+                while stop < end and sentence[stop] in WHITE_SPACE:
                     stop += 1
             if done < start:
-                out.append(sentence[done:start])
-            out.append(token.id)
+                out.append((None, done, start))
+            out.append((token, start, stop))
             done = stop
-        if done < len(sentence):
-            out.append(sentence[done:])
+        if done < end:
+            out.append((None, done, end))
         return out
 
 
-def _marker(token_id: int) -> str:
-    return f"{MARK}{token_id}\x00"
+def _marker(index: int) -> str:
+    return f"{MARK}{index}\x00"
 
 
 def _matcher(tokens: list[AddedToken]) -> tuple[re.Pattern, dict[str, AddedToken]]:
