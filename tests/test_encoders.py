@@ -262,6 +262,17 @@ def test_generated_text_gives_the_same_ids(tokenizers_under_test, name, split_sp
     assert_same(fast, reference, texts)
 
 
+def test_encode_special_tokens_is_read_at_each_batch(tokenizers_under_test):
+    """The flag --split-special-tokens sets may come after the encoder is built."""
+    loaded = load_tokenizer(tokenizers_under_test["flags"])
+    fast = build_encoder(loaded, "auto")
+    texts = SPECIAL_TEXTS["flags"]
+    for split in (True, False, True):
+        loaded.tokenizer.encode_special_tokens = split
+        assert_same(fast, TokenizersEncoder(loaded), texts)
+    assert fast.encode(["<mask>"]).ids.tolist() != [loaded.tokenizer.token_to_id("<mask>")]
+
+
 def test_encoders_pickle_and_give_the_same_ids_after(tokenizers_under_test):
     for name in ("llama3", "flags"):
         loaded = load_tokenizer(tokenizers_under_test[name])

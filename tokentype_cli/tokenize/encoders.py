@@ -73,8 +73,9 @@ class TokenizersEncoder:
         self.tokenizer.no_padding()
 
     def encode(self, texts: Sequence[str]) -> EncodedTexts:
-        encodings = self.tokenizer.encode_batch_fast(list(texts))
-        return self._flatten(encodings)
+        # encode_batch_fast (tokenizers 0.20+) skips the offsets nobody reads here.
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        return self._flatten(encode(list(texts)))
 
     def encode_with_offsets(self, texts: Sequence[str]) -> EncodedTexts:
         # encode_batch_fast does not track offsets.
@@ -337,7 +338,7 @@ class TiktokenEncoder:
         for found in regex.finditer(sentence):
             start, stop = found.span()
             token = by_content[found.group()]
-            if self.plan.split_special and token.special:
+            if token.special and self.fallback.tokenizer.encode_special_tokens:
                 continue
             if token.single_word and (_is_word(sentence, start - 1) or _is_word(sentence, stop)):
                 continue
@@ -380,7 +381,8 @@ def _is_word(sentence: str, index: int) -> bool:
 def build_encoder(tokenizer: LoadedTokenizer, choice: str = "auto") -> TextEncoder:
     """The encoder for `choice` (auto, tokenizers or tiktoken); see the module docstring.
 
-    `tokenizer.tokenizer.encode_special_tokens` is read here: set it before building.
+    Both follow `tokenizer.tokenizer.encode_special_tokens` (special tokens in text are plain
+    text) as it is when they encode.
     """
     if choice not in ENCODERS:
         raise OptionError(f"--encoder {choice!r} is unknown; use one of {', '.join(ENCODERS)}")

@@ -92,7 +92,6 @@ class TiktokenPlan:
     prefix: tuple[int, ...]  # the post-processor's ids before each text
     suffix: tuple[int, ...]
     trim_offsets: bool  # the post-processor trims whitespace from offsets
-    split_special: bool  # tokenizer.encode_special_tokens: special tokens in text are plain text
 
 
 def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
@@ -142,7 +141,6 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
         prefix=prefix,
         suffix=suffix,
         trim_offsets=trim_offsets,
-        split_special=bool(loaded.tokenizer.encode_special_tokens),
     )
 
 

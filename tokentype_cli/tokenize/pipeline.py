@@ -2,9 +2,9 @@
 generative_data_prep does, plus metrics, a per-line ledger and rejected-line handling.
 
 Three stages overlap: a reader thread parses and checks lines; two encoder threads each encode a
-batch with the Rust tokenizer (which releases the GIL) and turn its ids into numpy; the calling
-thread builds articles, packs rows with numpy and writes them. Batches keep their order, so the
-output is deterministic.
+batch with a Rust encoder (tiktoken where encoders.build_encoder shows it gives the tokenizer's
+ids, else tokenizers; both release the GIL) into numpy ids; the calling thread builds articles,
+packs rows with numpy and writes them. Batches keep their order, so the output is deterministic.
 """
 
 from __future__ import annotations
