@@ -496,3 +496,17 @@ def test_summary_names_the_encoder_and_why_not_tiktoken(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "encoder tokenizers (tiktoken not used: its model check failed)" in result.stderr
+
+
+def test_a_line_the_tokenizer_refuses_is_reported_the_same_by_both(conformance_dir, tmp_path):
+    lines = '{"completion": "fine"}\n{"completion": "lone \\ud800 surrogate"}\n'
+    errors = set()
+    for encoder in ("auto", "tokenizers"):
+        result = invoke(
+            "tokenize", "-", "-o", tmp_path / "x.h5", "--tokenizer",
+            conformance_dir / "tokenizer-gpt2", "--encoder", encoder, input=lines,
+        )  # fmt: skip
+        assert result.exit_code == 1
+        errors.add(result.stderr)
+    (error,) = errors
+    assert error.startswith("Error: <stdin>:2: the tokenizer cannot encode this line")

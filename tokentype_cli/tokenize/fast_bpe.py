@@ -343,38 +343,35 @@ def _not_self_encoding(u: np.ndarray, v: np.ndarray, z: np.ndarray, n: int) -> n
     left[z] = u
     right[z] = v
 
-    def spines(child: np.ndarray) -> np.ndarray:
-        columns = [np.arange(n, dtype=np.int64)]
+    def spine(child: np.ndarray, top: np.ndarray) -> list[np.ndarray]:
+        """Column k: the k-th token down from each top (-1 past a byte); its parent is k-1."""
+        columns = [top]
         while True:
-            step = columns[-1]
-            after = np.where(step >= 0, child[np.maximum(step, 0)], -1)
-            if (after < 0).all():
-                return np.stack(columns, axis=1)
-            columns.append(after)
+            below = child[np.maximum(columns[-1], 0)]
+            below[columns[-1] < 0] = -1
+            if (below < 0).all():
+                return columns
+            columns.append(below)
 
-    right_spine = spines(right)
-    left_spine = spines(left)
-    depth_u = (right_spine[u] >= 0).sum(axis=1)
-    depth_v = (left_spine[v] >= 0).sum(axis=1)
-    count = depth_u * depth_v
-    merge = np.repeat(np.arange(m), count)
-    k = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-    ka = k // depth_v[merge]
-    kb = k % depth_v[merge]
-    a = right_spine[u[merge], ka]
-    b = left_spine[v[merge], kb]
-    # A spine token's parent is the one before it; the spine's top (u or v) lives until z.
-    parent_a = np.where(ka == 0, z[merge], right_spine[u[merge], ka - 1])
-    parent_b = np.where(kb == 0, z[merge], left_spine[v[merge], kb - 1])
+    a_columns = spine(right, u)  # the last token of u's side while it is built
+    b_columns = spine(left, v)  # the first token of v's side
     keys = u * n + v
     order = np.argsort(keys)
     sorted_keys = keys[order]
-    wanted = a * n + b
-    at = np.minimum(np.searchsorted(sorted_keys, wanted), m - 1)
-    made = z[order][at]
-    crossing = (sorted_keys[at] == wanted) & (made < parent_a) & (made <= parent_b)
+    sorted_made = z[order]
     crosses = np.zeros(m, bool)
-    crosses[merge[crossing]] = True
+    for ka, a in enumerate(a_columns):
+        parent_a = z if ka == 0 else a_columns[ka - 1]
+        for kb, b in enumerate(b_columns):
+            parent_b = z if kb == 0 else b_columns[kb - 1]
+            live = np.flatnonzero((a >= 0) & (b >= 0) & ~crosses)
+            if not len(live):
+                continue
+            wanted = a[live] * n + b[live]
+            at = np.minimum(np.searchsorted(sorted_keys, wanted), m - 1)
+            made = sorted_made[at]
+            hit = (sorted_keys[at] == wanted) & (made < parent_a[live]) & (made <= parent_b[live])
+            crosses[live[hit]] = True
     # A token is bad when its own merge crosses or either part is bad; parts have lower ids, so
     # this settles in as many rounds as the deepest merge tree.
     bad = np.zeros(n, bool)
