@@ -510,3 +510,29 @@ def test_a_line_the_tokenizer_refuses_is_reported_the_same_by_both(conformance_d
         errors.add(result.stderr)
     (error,) = errors
     assert error.startswith("Error: <stdin>:2: the tokenizer cannot encode this line")
+
+
+@pytest.mark.skipif(
+    not __import__("os").environ.get("TOKENTYPE_EXHAUSTIVE"),
+    reason="every code point through both encoders takes minutes; set TOKENTYPE_EXHAUSTIVE=1"
+    " (worth it after upgrading tokenizers or tiktoken: their regex engines' Unicode tables)",
+)
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_every_code_point_splits_alike(conformance_dir, tmp_path, pattern):
+    spec = json.loads((conformance_dir / "tokenizer-gpt2" / "tokenizer.json").read_text())
+    if pattern != "gpt2":
+        spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": PATTERNS[pattern]}, "behavior": "Isolated",
+             "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": False}]}  # fmt: skip
+        spec["normalizer"] = {"type": "NFC"} if pattern == "qwen2" else None
+    loaded = load_tokenizer(save(spec, tmp_path, pattern))
+    fast, reference = build_encoder(loaded, "tiktoken"), TokenizersEncoder(loaded)
+    points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for first in range(0, len(points), 4096):
+        texts = [
+            f"a{c}a {c}1{c}\n{c} {c}{c}'{c}s '{c} x{c}\u0301 {c}\u00a0\n\n{c}"
+            for c in map(chr, points[first : first + 4096])
+        ]
+        assert_same(fast, reference, texts)
