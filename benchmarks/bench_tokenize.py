@@ -276,6 +276,7 @@ def main() -> None:
             )
         print(f"{size:.1f} MB, {lines} lines, {tokens} tokens", file=sys.stderr)
     builds = encoder_build_times(args.tokenizer, python)
+    offsets = offsets_times(args.tokenizer, OUT / f"tokenize_{args.small_mb:g}mb.jsonl", python)
     header = f"{'input':>8} {'run':<26} {'wall s':>7} {'tokens/s':>10} {'RSS MiB':>8} {'/floor':>7} {'/fast':>7}"
     print(header)
     for r in results:
@@ -285,8 +286,10 @@ def main() -> None:
         )
     for name, seconds in builds.items():
         print(f"tiktoken encoder build, {name}: {seconds:.3f} s (best of 3)")
+    for name, seconds in offsets.items():
+        print(f"encode_with_offsets of ChatML-rendered lines, {name}: {seconds:.3f} s (best of 3)")
     (OUT / "bench_tokenize.json").write_text(
-        json.dumps({"runs": results, "encoder_build_s": builds}, indent=2)
+        json.dumps({"runs": results, "encoder_build_s": builds, "offsets_s": offsets}, indent=2)
     )
 
 
@@ -302,6 +305,46 @@ for _ in range(3):
     times.append(time.perf_counter() - started)
 print(min(times))
 """
+
+
+OFFSETS = r"""
+import itertools, json, sys, time
+from tokentype_cli.tokenizer_loader import load_tokenizer
+from tokentype_cli.tokenize.encoders import build_encoder
+source, tokenizer = sys.argv[1:3]
+texts = []
+with open(source, encoding="utf-8") as handle:
+    for line in itertools.islice(handle, 20000):
+        record = json.loads(line)
+        texts.append(
+            f"<|im_start|>user\n{record['prompt']}<|im_end|>\n"
+            f"<|im_start|>assistant\n{record['completion']}<|im_end|>\n"
+        )
+loaded = load_tokenizer(tokenizer)
+found = {}
+for choice in ("tiktoken", "tokenizers"):
+    encoder = build_encoder(loaded, choice)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for first in range(0, len(texts), 2048):
+            encoder.encode_with_offsets(texts[first : first + 2048])
+        times.append(time.perf_counter() - started)
+    found[choice] = min(times)
+print(json.dumps(found))
+"""
+
+
+def offsets_times(gpt2: Path, source: Path, python: str) -> dict[str, float]:
+    """The chat path's encoder call (ids and character offsets), one thread, both encoders."""
+    chatml = gpt2.parent / "tokenizer-chatml"
+    tokenizer = chatml if chatml.is_dir() else gpt2
+    done = subprocess.run(
+        [python, "-c", OFFSETS, str(source), str(tokenizer)], capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"timing encode_with_offsets failed: {done.stderr}")
+    return {f"{name}, 20,000 lines": seconds for name, seconds in json.loads(done.stdout).items()}
 
 
 def large_vocabulary(python: str) -> Path:
