@@ -536,3 +536,14 @@ def test_every_code_point_splits_alike(conformance_dir, tmp_path, pattern):
             for c in map(chr, points[first : first + 4096])
         ]
         assert_same(fast, reference, texts)
+
+
+def test_tokens_added_after_loading_are_seen(tokenizers_under_test):
+    """The checks read the loaded file's definition only while it still describes the tokenizer."""
+    loaded = load_tokenizer(tokenizers_under_test["llama3"])
+    loaded.tokenizer.add_special_tokens(["<|new|>"])
+    loaded.tokenizer.add_tokens(["zebra crossing"])
+    fast = build_encoder(loaded, "tiktoken")
+    texts = ["a <|new|> b", "the zebra crossing here", *MULTILINGUAL]
+    assert_same(fast, TokenizersEncoder(loaded), texts)
+    assert loaded.tokenizer.token_to_id("<|new|>") in fast.encode(texts[:1]).ids.tolist()

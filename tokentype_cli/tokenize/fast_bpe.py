@@ -111,10 +111,12 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
         import tiktoken  # noqa: F401
     except ImportError as exc:
         raise fail("tiktoken", f"tiktoken is not installed ({exc})") from exc
-    try:
-        spec = json.loads(loaded.tokenizer.to_str())
-    except Exception as exc:  # tokenizers raises plain Exception from Rust
-        raise fail("model", f"cannot read the tokenizer's definition ({exc})") from exc
+    spec = loaded.take_definition()
+    if spec is None or not _describes(spec, loaded.tokenizer):
+        try:
+            spec = json.loads(loaded.tokenizer.to_str())
+        except Exception as exc:  # tokenizers raises plain Exception from Rust
+            raise fail("model", f"cannot read the tokenizer's definition ({exc})") from exc
     model = spec.get("model") or {}
     if model.get("type") != "BPE":
         raise fail("model", f"a {model.get('type')} model, not byte-level BPE")
@@ -142,6 +144,35 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
         suffix=suffix,
         trim_offsets=trim_offsets,
     )
+
+
+def _describes(spec: dict, tokenizer) -> bool:
+    """Whether the loaded file's `spec` still describes `tokenizer`: added tokens, normalizer,
+    pre-tokenizer, post-processor and the model's kind, size and settings all the same. (The
+    tokenizers API changes a tokenizer only by replacing or adding to those; a model swapped for
+    one of the same kind, size and settings is the one change this does not see.)"""
+    try:
+        added = {
+            (i, t.content, t.single_word, t.lstrip, t.rstrip, t.normalized, t.special)
+            for i, t in tokenizer.get_added_tokens_decoder().items()
+        }
+        keys = ("id", "content", "single_word", "lstrip", "rstrip", "normalized", "special")
+        if added != {tuple(t.get(k) for k in keys) for t in spec.get("added_tokens") or []}:
+            return False
+        for name in ("normalizer", "pre_tokenizer", "post_processor"):
+            part = getattr(tokenizer, name)
+            if (None if part is None else json.loads(part.__getstate__())) != spec.get(name):
+                return False
+        model, want = tokenizer.model, spec["model"]
+        settings = ("dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix",
+                    "fuse_unk", "byte_fallback", "ignore_merges")  # fmt: skip
+        return (
+            type(model).__name__ == want.get("type")
+            and tokenizer.get_vocab_size(with_added_tokens=False) == len(want.get("vocab") or {})
+            and all((getattr(model, k) or None) == (want.get(k) or None) for k in settings)
+        )
+    except Exception:  # anything unexpected: serialise the tokenizer instead
+        return False
 
 
 def _pre_tokenizer(spec, fail) -> tuple[str, str, bool]:
