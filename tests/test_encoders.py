@@ -186,7 +186,7 @@ def both(paths: dict, name: str, split_special: bool = False):
         pytest.skip(f"the {name} tokenizer is in ../shared/conformance, absent here")
     key = (paths[name], split_special)
     if key not in _BUILT:
-        loaded = load_tokenizer(paths[name])
+        loaded = load_tokenizer(paths[name], keep_definition=True)
         loaded.tokenizer.encode_special_tokens = split_special
         fast = build_encoder(loaded, "tiktoken")
         assert isinstance(fast, TiktokenEncoder)
@@ -538,9 +538,17 @@ def test_every_code_point_splits_alike(conformance_dir, tmp_path, pattern):
         assert_same(fast, reference, texts)
 
 
+def test_the_kept_definition_gives_the_plan_serialising_gives(tokenizers_under_test):
+    for name in ("llama3", "qwen2", "flags"):
+        kept = load_tokenizer(tokenizers_under_test[name], keep_definition=True)
+        assert kept.take_definition() is not None and kept.take_definition() is None
+        kept = load_tokenizer(tokenizers_under_test[name], keep_definition=True)
+        assert plan_tiktoken(kept) == plan_tiktoken(load_tokenizer(tokenizers_under_test[name]))
+
+
 def test_tokens_added_after_loading_are_seen(tokenizers_under_test):
     """The checks read the loaded file's definition only while it still describes the tokenizer."""
-    loaded = load_tokenizer(tokenizers_under_test["llama3"])
+    loaded = load_tokenizer(tokenizers_under_test["llama3"], keep_definition=True)
     loaded.tokenizer.add_special_tokens(["<|new|>"])
     loaded.tokenizer.add_tokens(["zebra crossing"])
     fast = build_encoder(loaded, "tiktoken")

@@ -79,8 +79,12 @@ class LoadedTokenizer:
         return [self.tokenizer.decode([int(i)], skip_special_tokens=False) for i in ids]
 
 
-def load_tokenizer(path: str | os.PathLike) -> LoadedTokenizer:
-    """Load `path`: a tokenizer.json, a folder holding one, or a plain JSON vocabulary."""
+def load_tokenizer(path: str | os.PathLike, keep_definition: bool = False) -> LoadedTokenizer:
+    """Load `path`: a tokenizer.json, a folder holding one, or a plain JSON vocabulary.
+
+    `keep_definition`: hold the parsed tokenizer.json for the first fast-encoder build (see
+    LoadedTokenizer.take_definition); 10 MB for GPT-2, 50 MB for 150k tokens, until then.
+    """
     path = Path(path)
     if not path.exists():
         raise TokenizerError(f"{path}: no such tokenizer file or folder; check the path")
@@ -94,7 +98,7 @@ def load_tokenizer(path: str | os.PathLike) -> LoadedTokenizer:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TokenizerError(f"{file}: not a JSON tokenizer or vocabulary ({exc})") from exc
     if isinstance(data, dict) and "model" in data:
-        return _from_tokenizer_json(file, folder, text, data)
+        return _from_tokenizer_json(file, folder, text, data, data if keep_definition else None)
     if isinstance(data, dict) and data and all(_is_id(v) for v in data.values()):
         return _from_vocabulary(file, data)
     raise TokenizerError(
@@ -122,7 +126,9 @@ def _from_vocabulary(file: Path, vocab: dict[str, int]) -> LoadedTokenizer:
     )
 
 
-def _from_tokenizer_json(file: Path, folder: Path, text: str, data: dict) -> LoadedTokenizer:
+def _from_tokenizer_json(
+    file: Path, folder: Path, text: str, data: dict, keep: dict | None
+) -> LoadedTokenizer:
     model = data["model"] if isinstance(data["model"], dict) else {}
     try:
         # From the text already read, so the tokenizer and `data` are the same definition.
@@ -149,7 +155,7 @@ def _from_tokenizer_json(file: Path, folder: Path, text: str, data: dict) -> Loa
         pad_id=special("pad_token", PAD_NAMES),
         bos_id=special("bos_token", BOS_NAMES),
         word_level=model.get("type") == "WordLevel",
-        _definition=[data] if model.get("type") == "BPE" else [],
+        _definition=[keep] if keep is not None and model.get("type") == "BPE" else [],
     )
 
 

@@ -32,7 +32,7 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
     callback=hdf5_output,
     help="HDF5 shard to write (written under a temporary name, renamed when complete).",
 )
-@tokenizer_option(required=True)
+@tokenizer_option(required=True, for_encoding=True)
 @click.option(
     "--input-format",
     type=click.Choice(INPUT_FORMATS),
