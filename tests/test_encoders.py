@@ -380,6 +380,14 @@ def tiny_bpe(tokens: list[str], merges: list[str]) -> dict:
     }  # fmt: skip
 
 
+def test_several_merges_for_one_token_are_refused(tmp_path):
+    # Tokenizers converted from tiktoken (Llama-3's) list every split of each token.
+    path = save(tiny_bpe(["ab", "bc", "abc"], ["a b", "b c", "a bc", "ab c"]), tmp_path, "tiny")
+    refused(path, "merges order")
+    with pytest.raises(OptionError, match="both make 'abc'"):
+        build_encoder(load_tokenizer(path), "tiktoken")
+
+
 def test_a_token_the_merges_do_not_rebuild_is_refused_and_would_differ(tmp_path):
     # bc merges first, so "abc" alone stops at a + bc: no merge joins those two, but tiktoken
     # joins any two tokens whose concatenation is a token.

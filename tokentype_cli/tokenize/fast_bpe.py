@@ -286,8 +286,16 @@ def _ranks(model: dict, fail) -> dict[bytes, int]:
     byte_ids = np.asarray([vocab[c] for c in BYTE_CHARS], np.int64)
     if len(z):
         steps = np.diff(z)
-        if (steps <= 0).any():
-            at = int(np.argmax(steps <= 0)) + 1
+        if (steps == 0).any():
+            at = int(np.argmax(steps == 0)) + 1
+            raise fail(
+                "merges order",
+                f"merges {at - 1} and {at} both make {firsts[at] + seconds[at]!r} (as in tokenizers"
+                " converted from tiktoken, which list every split of a token); their order breaks"
+                " ties between equal tokens differently from tiktoken's leftmost-first",
+            )
+        if (steps < 0).any():
+            at = int(np.argmax(steps < 0)) + 1
             raise fail(
                 "merges order",
                 f"merge {at} ({firsts[at]} {seconds[at]}) makes id {z[at]}, not more than the"
