@@ -14,10 +14,14 @@ has the lowest rank. With the token ids as ranks the two are the same algorithm 
   across their joint, so encoding their concatenation alone stops at those two; hence, when the
   concatenation is a token, they are its merge. tiktoken's candidates are then exactly the merges,
   and a piece that is a token encodes as that token both ways.
-- Everything around the model is mirrored or refused: the pre-tokenizer must be one of the regexes
-  below (the Rust regex engines of both agree on them), the normalizer none or NFC (applied with
-  `tokenizers`' own NFC), added tokens are split out here as `tokenizers` does, and the
-  post-processor adds fixed ids at most.
+- "vocabulary": with ignore_merges, no token that no merge makes (tiktoken could not emit it
+  whole); otherwise such tokens stay out of the ranks, as no merge reaches them.
+- Everything around the model is mirrored or refused: "pre-tokenizer", one of the regexes below
+  (Oniguruma in `tokenizers` and fancy-regex in tiktoken split every code point alike with
+  them: tests/test_encoders.py, TOKENTYPE_EXHAUSTIVE=1); "normalizer", none or NFC (applied with
+  `tokenizers`' own NFC); "byte-level alphabet", all 256 byte tokens present, so no byte ever
+  becomes unknown; "model", BPE without dropout, byte fallback or affixes; "added tokens", split
+  out by the encoder as `tokenizers` does; "post-processor", fixed ids around each text at most.
 
 Each failed check raises EncoderCheckError naming it; `--encoder auto` then uses `tokenizers`.
 """
