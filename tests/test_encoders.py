@@ -273,6 +273,13 @@ def test_encode_special_tokens_is_read_at_each_batch(tokenizers_under_test):
     assert fast.encode(["<mask>"]).ids.tolist() != [loaded.tokenizer.token_to_id("<mask>")]
 
 
+def test_no_texts_give_no_ids(tokenizers_under_test):
+    fast, reference = both(tokenizers_under_test, "llama3")
+    for encoder in (fast, reference):
+        for encoded in (encoder.encode([]), encoder.encode_with_offsets([])):
+            assert len(encoded.ids) == len(encoded.length) == 0
+
+
 def test_encoders_pickle_and_give_the_same_ids_after(tokenizers_under_test):
     for name in ("llama3", "flags"):
         loaded = load_tokenizer(tokenizers_under_test[name])

@@ -221,6 +221,8 @@ class TiktokenEncoder:
         return self._frame(encoded)
 
     def _encode_joined(self, texts: list[str], prepared: list[str]) -> np.ndarray:
+        if not texts:
+            raise _Unsure  # nothing to join; tokenizers returns the empty result
         joined = _SEPARATOR.join(prepared) + _SEPARATOR
         # Marker characters must be only the ones put there: none may come from the text.
         mine = joined.count(MARK) == len(texts) if prepared is texts else MARK not in "".join(texts)
