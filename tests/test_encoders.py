@@ -209,6 +209,8 @@ def assert_same(fast, reference, texts: list[str]) -> None:
 def test_fixed_texts_give_the_same_ids(tokenizers_under_test, name, split_special):
     fast, reference = both(tokenizers_under_test, name, split_special)
     texts = MULTILINGUAL + SPECIAL_TEXTS[name] + ["", " ", "\n", "a" * 10_000, "😀" * 3000]
+    # Text spelling the encoder's own markers, right after a special token or another text.
+    texts += [f"{SPECIAL_TEXTS[name][0]}\ufdd0/\x00x", "\ufdd00\x00y", "z\x00", "\ufdd0", "\x00"]
     texts += [f"x{s}y {s} {s}{s}\n{s}" for s in SPECIAL_TEXTS[name]]
     assert_same(fast, reference, texts)
     assert_same(fast, reference, texts[::-1])

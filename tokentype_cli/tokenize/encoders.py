@@ -224,9 +224,13 @@ class TiktokenEncoder:
         if not texts:
             raise _Unsure  # nothing to join; tokenizers returns the empty result
         joined = _SEPARATOR.join(prepared) + _SEPARATOR
-        # Marker characters must be only the ones put there: none may come from the text.
-        mine = joined.count(MARK) == len(texts) if prepared is texts else MARK not in "".join(texts)
-        if not mine:
+        # No U+FDD0 may come from the text: with one, text after a marker (which ends in NUL)
+        # could spell another marker.
+        if (
+            (joined.count(MARK[1]) != len(texts))
+            if prepared is texts
+            else MARK[1] in "".join(texts)
+        ):
             raise _Unsure
         return self.encoding.encode_to_numpy(joined, allowed_special=self.allowed)
 

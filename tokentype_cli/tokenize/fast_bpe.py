@@ -47,8 +47,9 @@ PATTERNS = {
     r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
 
-# Text that holds this never takes the fast path: the encoder marks text boundaries and added
-# tokens with it (a noncharacter after NUL: not something text carries).
+# The encoder marks text boundaries and added tokens for tiktoken with strings starting with MARK;
+# its U+FDD0 is a noncharacter, not something text carries, and text that does carry one never
+# takes the fast path, so every MARK tiktoken sees was put there.
 MARK = "\x00\ufdd0"
 
 
@@ -439,8 +440,8 @@ def _added_tokens(specs: list[dict], nfc: bool, fail) -> tuple[AddedToken, ...]:
             continue  # tokenizers ignores empty added tokens
         normalized = bool(spec.get("normalized"))
         matched = normalize(content) if normalized and normalize else content
-        if "\x00" in matched or MARK[1] in matched:
-            raise fail("added tokens", f"{content!r} holds NUL or U+FDD0")
+        if MARK[1] in matched:
+            raise fail("added tokens", f"{content!r} holds U+FDD0, which the encoder reserves")
         added.append(
             AddedToken(
                 id=int(spec["id"]),
