@@ -4,13 +4,16 @@ Generates prompt/completion JSONL of Markov-chain English (no internet: the chai
 a paragraph written for this file), with a few percent of articles longer than a row. Then runs,
 each in its own process, at two input sizes:
 
-- tokentype: `tokentype tokenize IN -o OUT --tokenizer GPT2 --packing greedy::truncate_right
-  --max-seq-length 1024`
+- tokentype (tiktoken) and tokentype (tokenizers): `tokentype tokenize IN -o OUT --tokenizer GPT2
+  --packing greedy::truncate_right --max-seq-length 1024 --encoder auto|tokenizers` (auto runs
+  tiktoken for GPT-2; the benchmark checks that it did)
 - floor: json.loads each line, `Tokenizer.encode_batch` of the same prompts and completions in
   batches, ids to numpy, and h5py writing arrays of the same shape and storage settings
   (input_ids and token_type_ids, 1024 wide). No packing rules, no checks, no ledger.
 
-Reports tokens/s, the tokentype/floor wall-clock ratio and peak RSS. Not a test: run it by hand.
+Reports tokens/s, the tokentype/floor wall-clock ratio and peak RSS, and the time to build the
+tiktoken encoder (its checks and ranks) for GPT-2 and for a 150k-token byte-level BPE trained
+here once (cached in benchmarks/out). Not a test: run it by hand.
 
     python benchmarks/bench_tokenize.py --tokenizer ../shared/conformance/tokenizer-gpt2
     python benchmarks/bench_tokenize.py --mb 50 --small-mb 25 --repeat 3
@@ -198,7 +201,11 @@ def main() -> None:
         help="Rounds; the best wall time and the worst RSS are kept.",
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.train:
+        train_large_vocabulary(args.train)
+        return
     if args.generate:
         print(make_input(args.generate, args.mb, 100_000))
         return
@@ -219,12 +226,14 @@ def main() -> None:
         )
         lines = int(made.stdout)
         size = source.stat().st_size / 1e6
+        tokentype = [
+            python, "-m", "tokentype_cli", "tokenize", str(source), "-o",
+            str(OUT / "tokenize.h5"), "--tokenizer", str(args.tokenizer),
+            "--packing", "greedy::truncate_right", "--max-seq-length", "1024", "--json", "-q",
+        ]  # fmt: skip
         runs = {
-            "tokentype": [
-                python, "-m", "tokentype_cli", "tokenize", str(source), "-o",
-                str(OUT / "tokenize.h5"), "--tokenizer", str(args.tokenizer),
-                "--packing", "greedy::truncate_right", "--max-seq-length", "1024", "--json", "-q",
-            ],
+            "tokentype (tiktoken)": [*tokentype, "--encoder", "auto"],
+            "tokentype (tokenizers)": [*tokentype, "--encoder", "tokenizers"],
             "floor (encode_batch)": [
                 python, "-c", FLOOR, str(source), str(OUT / "floor.h5"), str(args.tokenizer),
                 "encode_batch",
@@ -242,8 +251,11 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, argv in runs.items():
                 wall, rss, stdout = run_measured(argv)
-                if name == "tokentype":
-                    tokens = json.loads(stdout)["input_tokens"]
+                if name.startswith("tokentype"):
+                    metrics = json.loads(stdout)
+                    tokens = metrics["input_tokens"]
+                    if metrics["encoder"] not in name:
+                        raise SystemExit(f"{name} ran the {metrics['encoder']} encoder")
                 walls[name].append(wall)
                 rsses[name].append(rss)
         measured = {name: (min(walls[name]), max(rsses[name])) for name in runs}
@@ -263,6 +275,8 @@ def main() -> None:
                 }
             )
         print(f"{size:.1f} MB, {lines} lines, {tokens} tokens", file=sys.stderr)
+    builds = encoder_build_times(args.tokenizer, python)
+    offsets = offsets_times(args.tokenizer, OUT / f"tokenize_{args.small_mb:g}mb.jsonl", python)
     header = f"{'input':>8} {'run':<26} {'wall s':>7} {'tokens/s':>10} {'RSS MiB':>8} {'/floor':>7} {'/fast':>7}"
     print(header)
     for r in results:
@@ -270,7 +284,121 @@ def main() -> None:
             f"{r['input_mb']:>6}MB {r['run']:<26} {r['wall_s']:>7} {r['tokens_per_s']:>10}"
             f" {r['peak_rss_mib']:>8} {r['ratio_to_floor']:>7} {r['ratio_to_fast_floor']:>7}"
         )
-    (OUT / "bench_tokenize.json").write_text(json.dumps(results, indent=2))
+    for name, seconds in builds.items():
+        print(f"tiktoken encoder build, {name}: {seconds:.3f} s (best of 3)")
+    for name, seconds in offsets.items():
+        print(f"encode_with_offsets of ChatML-rendered lines, {name}: {seconds:.3f} s (best of 3)")
+    (OUT / "bench_tokenize.json").write_text(
+        json.dumps({"runs": results, "encoder_build_s": builds, "offsets_s": offsets}, indent=2)
+    )
+
+
+BUILD = r"""
+import sys, time
+from tokentype_cli.tokenizer_loader import load_tokenizer
+from tokentype_cli.tokenize.encoders import build_encoder
+times = []
+for _ in range(3):
+    # As tokenize does: the loader keeps its parsed file for the first build.
+    loaded = load_tokenizer(sys.argv[1], keep_definition=True)
+    started = time.perf_counter()
+    build_encoder(loaded, "tiktoken")
+    times.append(time.perf_counter() - started)
+print(min(times))
+"""
+
+
+OFFSETS = r"""
+import itertools, json, sys, time
+from tokentype_cli.tokenizer_loader import load_tokenizer
+from tokentype_cli.tokenize.encoders import build_encoder
+source, tokenizer = sys.argv[1:3]
+texts = []
+with open(source, encoding="utf-8") as handle:
+    for line in itertools.islice(handle, 20000):
+        record = json.loads(line)
+        texts.append(
+            f"<|im_start|>user\n{record['prompt']}<|im_end|>\n"
+            f"<|im_start|>assistant\n{record['completion']}<|im_end|>\n"
+        )
+loaded = load_tokenizer(tokenizer)
+found = {}
+for choice in ("tiktoken", "tokenizers"):
+    encoder = build_encoder(loaded, choice)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for first in range(0, len(texts), 2048):
+            encoder.encode_with_offsets(texts[first : first + 2048])
+        times.append(time.perf_counter() - started)
+    found[choice] = min(times)
+print(json.dumps(found))
+"""
+
+
+def offsets_times(gpt2: Path, source: Path, python: str) -> dict[str, float]:
+    """The chat path's encoder call (ids and character offsets), one thread, both encoders."""
+    chatml = gpt2.parent / "tokenizer-chatml"
+    tokenizer = chatml if chatml.is_dir() else gpt2
+    done = subprocess.run(
+        [python, "-c", OFFSETS, str(source), str(tokenizer)], capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"timing encode_with_offsets failed: {done.stderr}")
+    return {f"{name}, 20,000 lines": seconds for name, seconds in json.loads(done.stdout).items()}
+
+
+def large_vocabulary(python: str) -> Path:
+    """A 150k-token byte-level BPE (Llama-3 split regex), trained once on generated words."""
+    path = OUT / "bpe_150k.json"
+    if not path.exists():
+        subprocess.run([python, __file__, "--train", str(path)], check=True)
+    return path
+
+
+def train_large_vocabulary(path: Path) -> None:
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from tokenizers.trainers import BpeTrainer
+
+    from tokentype_cli.tokenize.fast_bpe import PATTERNS
+
+    rng = np.random.default_rng(0)
+    letters = np.array(list("etaoinshrdlcumwfgypbvkjxqzäéßñ"))
+    # Zipf-ish word lengths and letters: enough distinct pairs for 150k merges.
+    words = [
+        "".join(letters[np.minimum(rng.zipf(1.3, n) - 1, len(letters) - 1)])
+        for n in rng.integers(2, 16, 1_500_000)
+    ]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PATTERNS["llama3"]), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = BpeTrainer(
+        vocab_size=150_000,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(
+        (" ".join(words[i : i + 50]) for i in range(0, len(words), 50)), trainer
+    )
+    tokenizer.save(str(path))
+
+
+def encoder_build_times(gpt2: Path, python: str) -> dict[str, float]:
+    """Seconds to build the tiktoken encoder (checks, ranks, tiktoken) from a loaded tokenizer."""
+    found = {}
+    for name, path in (("GPT-2", gpt2), ("150k-token BPE", large_vocabulary(python))):
+        done = subprocess.run([python, "-c", BUILD, str(path)], capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"building the encoder for {path} failed: {done.stderr}")
+        vocab = json.loads(
+            path.joinpath("tokenizer.json").read_text() if path.is_dir() else path.read_text()
+        )
+        found[f"{name} ({len(vocab['model']['vocab']):,} tokens)"] = float(done.stdout)
+    return found
 
 
 if __name__ == "__main__":

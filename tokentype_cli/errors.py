@@ -21,6 +21,14 @@ class TokenizerError(TokentypeError):
     """A tokenizer or vocabulary file cannot be loaded, or a token is not in it."""
 
 
+class EncoderCheckError(TokenizerError):
+    """The fast encoder cannot be shown to give the tokenizer's own ids; the message names the check."""
+
+    def __init__(self, message: str, check: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+
 class InputError(TokentypeError):
     """A line of a text input (JSONL, TXT) is malformed; the message names file and line."""
 

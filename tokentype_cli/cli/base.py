@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import codecs
 import contextlib
+import functools
 import json
 import math
 import os
@@ -207,8 +208,14 @@ def quiet_option(command: Callable) -> Callable:
     )(command)
 
 
-def tokenizer_option(required: bool = False, help_extra: str = "") -> Callable:
-    """`--tokenizer PATH`, loaded before the command runs."""
+def tokenizer_option(
+    required: bool = False, help_extra: str = "", for_encoding: bool = False
+) -> Callable:
+    """`--tokenizer PATH`, loaded before the command runs.
+
+    `for_encoding`: the command encodes text, so the loader keeps what the fast encoder's
+    checks read (see load_tokenizer).
+    """
     text = 'tokenizer.json, a folder holding one, or a plain {"TOKEN": id} vocabulary JSON.' + (
         f" {help_extra}" if help_extra else ""
     )
@@ -221,19 +228,19 @@ def tokenizer_option(required: bool = False, help_extra: str = "") -> Callable:
             type=click.Path(exists=False, path_type=Path),
             required=required,
             help=text,
-            callback=_load_tokenizer_callback,
+            callback=functools.partial(_load_tokenizer_callback, keep=for_encoding),
         )(command)
 
     return decorate
 
 
 def _load_tokenizer_callback(
-    ctx: click.Context, param: click.Parameter, value: Path | None
+    ctx: click.Context, param: click.Parameter, value: Path | None, keep: bool = False
 ) -> LoadedTokenizer | None:
     if value is None:
         return None
     try:
-        return load_tokenizer(value)
+        return load_tokenizer(value, keep_definition=keep)
     except TokentypeError as exc:
         raise click.BadParameter(str(exc), ctx, param) from exc
 

@@ -25,6 +25,7 @@ from tokentype_cli.cli.base import (
 from tokentype_cli.tokenize.options import (
     BOUNDARIES,
     DEFAULT_MAX_LINE_BYTES,
+    ENCODERS,
     INPUT_FORMATS,
     PACKING_CHOICES,
     TRAIN_ON,
@@ -232,7 +233,7 @@ def dataset_options(command):
     callback=hdf5_output,
     help="HDF5 shard to write (written under a temporary name, renamed when complete).",
 )
-@tokenizer_option(required=True)
+@tokenizer_option(required=True, for_encoding=True)
 @click.option(
     "--input-format",
     type=click.Choice(INPUT_FORMATS),
@@ -413,6 +414,14 @@ def dataset_options(command):
     default=None,
     help="Write unusable lines to REJECTS and go on, instead of failing on the first one.",
 )
+@click.option(
+    "--encoder",
+    type=click.Choice(ENCODERS),
+    default="auto",
+    help="What turns text into ids. auto: tiktoken when checks on the tokenizer show it gives"
+    " the ids of tokenizers (byte-level BPE with a GPT-2, Llama-3 or Qwen2 pre-tokenizer), else"
+    " tokenizers; tiktoken: fail naming the check that does not hold. The ids are the same.",
+)
 @dataset_options
 @json_option
 @quiet_option
@@ -463,6 +472,7 @@ def tokenize_command(
     model_config: Path | None,
     model_type: str | None,
     overwrite: bool,
+    encoder: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -488,8 +498,8 @@ def tokenize_command(
     no token is skipped like a prompt-only pair; a conversation counts as one pair in the metrics.
     strftime_now uses SOURCE_DATE_EPOCH when set.
 
-    A summary goes to stderr; --json prints the metrics on stdout instead: lines, lines_blank,
-    lines_rejected,
+    A summary goes to stderr; --json prints the metrics on stdout instead: encoder (the one that
+    ran), lines, lines_blank, lines_rejected,
     pairs, pairs_skipped_prompt_only, articles, input_tokens, rows, max_seq_length,
     output_tokens, tokens_by_type, tokens_truncated_left, tokens_truncated_right,
     tokens_dropped_too_long (articles longer than a row, with ::drop),
@@ -521,7 +531,7 @@ def tokenize_command(
     """
     from tokentype_cli.loss import type_shares
     from tokentype_cli.tokenize.options import TokenizeOptions
-    from tokentype_cli.tokenize.pipeline import tokenize_files
+    from tokentype_cli.tokenize.pipeline import text_encoder_for, tokenize_files
     from tokentype_cli.tokenize.read import input_size
 
     options = TokenizeOptions(
@@ -576,6 +586,7 @@ def tokenize_command(
             " metrics; tokenize one input with -o to list them",
             ctx,
         )
+    text_encoder = text_encoder_for(tokenizer, options, encoder)
     if dataset is not None:
         from tokentype_cli.dataset.build import Build, DatasetOptions
 
@@ -604,6 +615,7 @@ def tokenize_command(
             ledger_path=ledger,
             rejects_path=rejects,
             progress=(lambda text: None) if quiet or not sys.stderr.isatty() else message,
+            encoder=text_encoder,
         )
         report = build.run()
         if as_json:
@@ -611,7 +623,12 @@ def tokenize_command(
         elif not quiet:
             message(_dataset_summary(report))
         return
-    record = {"inputs": paths, "tokenizer": str(tokenizer.path), **vars(options)}
+    record = {
+        "inputs": paths,
+        "tokenizer": str(tokenizer.path),
+        "encoder": text_encoder.name,
+        **vars(options),
+    }
     with progress_bar(input_size(paths), "B", "tokenize", quiet) as advance:
         metrics = tokenize_files(
             paths,
@@ -624,6 +641,7 @@ def tokenize_command(
             seam_report_path=seam_report,
             max_seams=max_seams,
             advance=advance,
+            encoder=text_encoder,
         )
     summary = metrics.as_dict()
     # The fields every writing command's --json shares (docs/json.md), beside the metrics.
@@ -636,7 +654,8 @@ def tokenize_command(
     if as_json:
         emit_json(summary)
     elif not quiet:
-        message(_tokenize_summary(summary, output, rejects))
+        declined = getattr(text_encoder, "declined", None)
+        message(_tokenize_summary(summary, output, rejects, declined))
 
 
 def _cores() -> int:
@@ -690,7 +709,7 @@ def _dataset_summary(report) -> str:
     return "\n".join(lines)
 
 
-def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
+def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str | None) -> str:
     types = m["tokens_by_type"]
     lines = [
         f"{output}: {plural(m['rows'], 'row')} x {m['max_seq_length']:,} tokens"
@@ -698,6 +717,8 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None) -> str:
         f" ({plural(m['articles'], 'article')}, {plural(m['pairs'], 'pair')})",
         "  tokens: " + ", ".join(f"{name} {count:,}" for name, count in types.items()),
         f"  packing efficiency {m['packing_efficiency']:.1%} (non-padding share of the rows)",
+        f"  encoder {m['encoder']}"
+        + (f" (tiktoken not used: its {declined} check failed)" if declined else ""),
     ]
     losses = [
         ("truncated from the left", m["tokens_truncated_left"]),

@@ -60,6 +60,7 @@ from tokentype_cli.dataset.route import (
 )
 from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.schema import Provenance, atomic_path, first_line
+from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.options import TokenizeOptions
 from tokentype_cli.tokenize.pipeline import Metrics, chat_renderer, tokenize_batches
 from tokentype_cli.tokenize.read import batches, display_name
@@ -215,6 +216,7 @@ class SplitJob:
     ledger: bool
     rejects: bool
     provenance: Provenance
+    encoder: TextEncoder | str = "auto"  # built once and handed over: it pickles
 
 
 def _parts(stage: Path) -> Path:
@@ -258,6 +260,7 @@ def tokenize_split(job: SplitJob, tokenizer: LoadedTokenizer | None = None) -> d
         ledger_path=parts / f"{name}.ledger.jsonl" if job.ledger else None,
         rejects_path=parts / f"{name}.rejects" if job.rejects else None,
         allow_empty=True,
+        encoder=job.encoder,
     )
     record = dataclasses.asdict(metrics)
     with atomic_path(parts / f"{name}.metrics.json") as temporary:
@@ -307,6 +310,7 @@ class Build:
     ledger_path: Path | None = None
     rejects_path: Path | None = None
     progress: Callable[[str], None] = lambda message: None
+    encoder: TextEncoder | str = "auto"  # what turns the splits' text into ids (not the arrays)
 
     def run(self) -> DatasetReport:
         self.options.check()
@@ -417,6 +421,7 @@ class Build:
                 ledger=self.ledger_path is not None,
                 rejects=self.rejects_path is not None,
                 provenance=self._provenance(inputs, plan, split),
+                encoder=self.encoder,
             )
             for split in mine
             if split.kind != "test"

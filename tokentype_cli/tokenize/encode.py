@@ -1,7 +1,9 @@
-"""Encode a batch's texts with the Rust tokenizer into one flat id array.
+"""Encode a batch's texts into one flat id array, and find the line the tokenizer refuses.
 
-Conversations are encoded whole with character offsets, and each token takes its type from the
-characters it covers (chat.type_tokens), here in the encoder threads.
+Prompt and completion texts go through the encoder layer (encoders.py: tiktoken where it gives
+the tokenizer's ids). Conversations are encoded whole with character offsets by the tokenizer
+itself, and each token takes its type from the characters it covers (chat.type_tokens), here in
+the encoder threads.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from tokenizers import Tokenizer, pre_tokenizers
+from tokenizers import pre_tokenizers
 
 from tokentype_cli.errors import TokenizerError
 from tokentype_cli.schema import DTYPE, TokenType
 from tokentype_cli.tokenize.chat import type_tokens
+from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.read import Batch
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -118,32 +121,17 @@ class Encoder:
     """Encode a batch's texts at once; find the line when the tokenizer refuses a text."""
 
     def __init__(
-        self,
-        tokenizer: LoadedTokenizer,
-        eos_id: int | None = None,
-        split_special_tokens: bool = False,
+        self, tokenizer: LoadedTokenizer, text_encoder: TextEncoder, eos_id: int | None = None
     ) -> None:
+        """`text_encoder` encodes prompt and completion texts (see text_encoder_for: with
+        --split-special-tokens it works on a copy of the tokenizer); conversations go through
+        `tokenizer` itself, whose special tokens a template writes on purpose."""
         self.loaded = tokenizer
+        self.text_encoder = text_encoder
         self.tokenizer = tokenizer.tokenizer
         # The reference encodes without the tokenizer file's truncation or padding settings.
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        # Conversations keep the special tokens their template writes (<|im_end|> must stay
-        # one token), so --split-special-tokens applies to prompt/completion texts only, through
-        # a copy of the tokenizer: the flag is the tokenizer's, and two encoder threads share it.
-        plain = self.tokenizer
-        if hasattr(plain, "encode_special_tokens"):
-            plain.encode_special_tokens = False
-            if split_special_tokens:
-                plain = Tokenizer.from_str(self.tokenizer.to_str())
-                plain.no_truncation()
-                plain.no_padding()
-                plain.encode_special_tokens = True
-        elif split_special_tokens:
-            raise TokenizerError(
-                f"{tokenizer.path}: --split-special-tokens needs tokenizers 0.19 or newer"
-            )
-        self.encode_many = getattr(plain, "encode_batch_fast", plain.encode_batch)
         # Tokens that can end a turn: the special added tokens and the eos in use.
         ends = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
         ends.update(i for i in (eos_id, tokenizer.eos_id) if i is not None)
@@ -161,13 +149,8 @@ class Encoder:
     def _encode(self, batch: Batch) -> Encoded:
         chat = sorted(batch.conversations)
         if not chat:
-            encodings = self.encode_many(batch.texts)
-            lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
-            total = int(lengths.sum())
-            flat = np.fromiter(
-                itertools.chain.from_iterable(e.ids for e in encodings), dtype=DTYPE, count=total
-            )
-            return Encoded(batch, flat, np.cumsum(lengths) - lengths, lengths)
+            encoded = self.text_encoder.encode(batch.texts)
+            return Encoded(batch, encoded.ids, encoded.start, encoded.length)
         places = encode_with_offsets(
             self.tokenizer, [batch.texts[i] for i in chat], self.byte_lengths
         )
@@ -179,13 +162,9 @@ class Encoder:
         lengths[chat] = chat_lengths
         other_ids = np.empty(0, DTYPE)
         if len(others):
-            encodings = self.encode_many([batch.texts[i] for i in others])
-            lengths[others] = [len(e) for e in encodings]
-            other_ids = np.fromiter(
-                itertools.chain.from_iterable(e.ids for e in encodings),
-                dtype=DTYPE,
-                count=int(lengths[others].sum()),
-            )
+            encoded = self.text_encoder.encode([batch.texts[i] for i in others])
+            lengths[others] = encoded.length
+            other_ids = encoded.ids
         starts = np.cumsum(lengths) - lengths
         token_is_chat = np.repeat(is_chat, lengths)
         flat = np.empty(int(lengths.sum()), DTYPE)
@@ -258,7 +237,7 @@ class Encoder:
                 if index in batch.conversations:
                     encode_with_offsets(self.tokenizer, [text], self.byte_lengths)
                 else:
-                    self.encode_many([text])
+                    self.text_encoder.encode([text])
             except Exception as exc:
                 line = text_line[index]
                 bad.setdefault(line, self._why(text, exc))

@@ -14,6 +14,8 @@ TRAIN_ON = ("assistant", "last", "all")  # --train-on: which assistant turns of 
 BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attention-boundary
 OVERFLOWS = ("drop", "truncate_left", "truncate_right")
 PACKING_CHOICES = ("full", *(f"{s}::{o}" for s in ("greedy", "single") for o in OVERFLOWS))
+# --encoder: which encoder turns text into ids. Not an option of the arrays: all give the same ids.
+ENCODERS = ("auto", "tokenizers", "tiktoken")
 
 
 DEFAULT_MAX_LINE_BYTES = 8 << 20

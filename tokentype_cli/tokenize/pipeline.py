@@ -2,8 +2,9 @@
 generative_data_prep does, plus metrics, a per-line ledger and rejected-line handling.
 
 Three stages overlap: a reader thread parses and checks lines (and renders chat conversations);
-two encoder threads each encode a batch with the Rust tokenizer (which releases the GIL) and turn
-its ids (and a conversation's character types) into numpy; the calling thread builds articles,
+two encoder threads each encode a batch with a Rust encoder (tiktoken where
+encoders.build_encoder shows it gives the tokenizer's ids, else tokenizers; both release the GIL)
+and turn its ids (and a conversation's character types) into numpy; the calling thread builds articles,
 packs rows with numpy and writes them. Batches keep their order, so the output is deterministic.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import queue
 import threading
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from tokentype_cli.errors import InputError, OptionError
 from tokentype_cli.loss import type_counts
@@ -41,6 +44,7 @@ from tokentype_cli.tokenize.accounting import (
 from tokentype_cli.tokenize.articles import build_articles, special_tokens
 from tokentype_cli.tokenize.chat import Chat
 from tokentype_cli.tokenize.encode import Encoded, Encoder
+from tokentype_cli.tokenize.encoders import TextEncoder, build_encoder
 from tokentype_cli.tokenize.ledger import Ledger
 from tokentype_cli.tokenize.options import CATEGORY_SHIFT, TYPE_MASK, TokenizeOptions
 from tokentype_cli.tokenize.pack import Packer, PackResult
@@ -60,6 +64,7 @@ class Metrics:
     """What happened to the input, for the summary and --json."""
 
     seq_len: int = 0
+    encoder: str = ""  # the encoder that ran: tokenizers or tiktoken
     lines: int = 0
     lines_blank: int = 0
     lines_rejected: int = 0
@@ -94,7 +99,8 @@ class Metrics:
                 continue
             if isinstance(mine, list):
                 setattr(self, item.name, [a + b for a, b in zip(mine, theirs, strict=True)])
-            elif item.name in ("special_tokens_first", "first_seam"):
+            elif not isinstance(mine, int) or isinstance(mine, bool):
+                # Where something first happened, or which encoder ran: the first one given.
                 setattr(self, item.name, mine or theirs)
             else:
                 setattr(self, item.name, mine + theirs)
@@ -106,6 +112,7 @@ class Metrics:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "encoder": self.encoder,
             "lines": self.lines,
             "lines_blank": self.lines_blank,
             "lines_rejected": self.lines_rejected,
@@ -246,12 +253,14 @@ def tokenize_files(
     batch_lines: int = 2048,
     batch_bytes: int = 1 << 19,
     encoders: int = 2,
+    encoder: str | TextEncoder = "auto",
 ) -> Metrics:
     """Tokenize `inputs` (files, folders or -) into the shard `output`; return the metrics.
 
     Nothing is left at `output` (or the ledger / rejects / seam report paths) unless the whole
     run succeeds. Bad lines raise InputError unless `rejects_path` is given, where they are
     written instead.
+    `encoder` is a choice for build_encoder (auto, tokenizers, tiktoken) or a built encoder.
     """
     options.check()
     inputs = expand_inputs(inputs)
@@ -282,7 +291,30 @@ def tokenize_files(
         seam_report_path=seam_report_path,
         max_seams=max_seams,
         encoders=encoders,
+        encoder=encoder,
     )
+
+
+def text_encoder_for(
+    tokenizer: LoadedTokenizer, options: TokenizeOptions, choice: str = "auto"
+) -> TextEncoder:
+    """The encoder of prompt and completion texts (`choice`: auto, tokenizers or tiktoken).
+
+    With --split-special-tokens it encodes from a copy of the tokenizer whose special tokens read
+    as text: the flag is the tokenizer's own, and conversations, which the encoder threads encode
+    with the tokenizer at the same time, must keep a template's <|im_end|> one token.
+    """
+    source = tokenizer.tokenizer
+    if not hasattr(source, "encode_special_tokens"):
+        if options.split_special_tokens:
+            raise OptionError("--split-special-tokens needs tokenizers 0.19 or newer")
+        return build_encoder(tokenizer, choice)
+    source.encode_special_tokens = False
+    if not options.split_special_tokens:
+        return build_encoder(tokenizer, choice)
+    copy = Tokenizer.from_str(source.to_str())
+    copy.encode_special_tokens = True
+    return build_encoder(dataclasses.replace(tokenizer, tokenizer=copy), choice)
 
 
 def chat_renderer(tokenizer: LoadedTokenizer, options: TokenizeOptions, chat_input: bool) -> Chat:
@@ -313,19 +345,23 @@ def tokenize_batches(
     max_seams: int | None = None,
     encoders: int = 2,
     allow_empty: bool = False,
+    encoder: str | TextEncoder = "auto",
 ) -> Metrics:
     """Encode, pack and write the batches of `source` (from read.batches) into `output`.
 
     `describe` names the input in the message when no row results (an error unless
     `allow_empty`: a dataset split may be filled by balancing). Batches carry the lines' `raw`
     bytes when `rejects_path` is given. More than `max_seams` seams in conversations fail the
-    run.
+    run. `encoder`: as for tokenize_files; a worker process can be handed a built one (they
+    pickle) or build its own.
     """
     special = special_tokens(tokenizer, options.eos_token, options.pad_token)
     skip_bad = rejects_path is not None
-    metrics = Metrics(seq_len=options.seq_len)
+    if isinstance(encoder, str):
+        encoder = text_encoder_for(tokenizer, options, encoder)
+    metrics = Metrics(seq_len=options.seq_len, encoder=encoder.name)
     packer = Packer(options.packing, options.seq_len, special.pad_id)
-    encoder = Encoder(tokenizer, special.eos_id, options.split_special_tokens)
+    encode = Encoder(tokenizer, encoder, special.eos_id)
     special_ids = special_token_ids(tokenizer)
     dropped = DroppedArticles(options.seq_len, packer.style == "full")
     names = (INPUT_IDS, TOKEN_TYPE_IDS) if options.write_types else (INPUT_IDS,)
@@ -338,7 +374,7 @@ def tokenize_batches(
     encoded_q: queue.Queue = queue.Queue(maxsize=4)
     with contextlib.ExitStack() as stack:
         threads = [_stage(source, parsed, stop)]
-        encoded = _ordered_map(encoder, _drain(parsed, stop), encoders)
+        encoded = _ordered_map(encode, _drain(parsed, stop), encoders)
         threads.append(_stage(encoded, encoded_q, stop))
 
         def shutdown() -> None:
