@@ -5,13 +5,18 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import tempfile
 import threading
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import CODON_VOCAB
 from tests.test_tokenize import CODON_PAIR, invoke, jsonl, read
+from tokentype_cli.errors import InputError
+from tokentype_cli.tokenize.read import input_lines, line_blocks
 
 PAIR_IDS = [9, 5, 6, 10, 7, 8, 2]
 PAIR_TYPES = [0, 0, 0, 1, 1, 1, 3]
@@ -171,3 +176,33 @@ def test_a_fifo_is_read_as_a_stream(tmp_path):
     writer.join()
     assert result.exit_code == 0, result.output
     assert rows(out) == [PAIR_IDS, OTHER_IDS]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from([b"a", b"b", b" ", b"\n", b"\r", b"\r\n", b"\xef\xbb\xbf", "é".encode()]),
+        max_size=40,
+    ),
+    block=st.sampled_from([1, 2, 3, 5, 8, 1 << 20]),
+)
+def test_line_blocks_see_the_lines_input_lines_sees(pieces, block):
+    # The dataset build counts and routes lines a block at a time; the tokenizer reads them one
+    # by one. Both must agree on every line end (\n, \r\n, a lone \r), the BOM and the last line.
+    data = b"".join(pieces)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "in.txt")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        try:
+            expected = [line.raw for line in input_lines(path)]
+        except InputError:
+            expected = "empty"
+        try:
+            got = []
+            for chunk, ends in line_blocks(path, block=block):
+                starts = [0, *ends[:-1].tolist()]
+                got += [chunk[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
+        except InputError:
+            got = "empty"
+    assert got == expected

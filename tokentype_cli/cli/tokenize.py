@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -588,7 +587,7 @@ def tokenize_command(
         )
     text_encoder = text_encoder_for(tokenizer, options, encoder)
     if dataset is not None:
-        from tokentype_cli.dataset.build import Build, DatasetOptions
+        from tokentype_cli.dataset.build import Build, DatasetOptions, cores
 
         build = Build(
             inputs=paths,
@@ -608,7 +607,7 @@ def tokenize_command(
                 model_config=model_config,
                 model_type=model_type,
             ),
-            workers=workers or _cores(),
+            workers=workers or cores(),
             task=task,
             finish=finish,
             overwrite=overwrite,
@@ -656,13 +655,6 @@ def tokenize_command(
     elif not quiet:
         declined = getattr(text_encoder, "declined", None)
         message(_tokenize_summary(summary, output, rejects, declined))
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _dataset_json(report, inputs: list[str]) -> dict:

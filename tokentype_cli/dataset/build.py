@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -104,6 +105,14 @@ class DatasetReport:
 # --- the staging folder ---------------------------------------------------------------------
 
 
+def cores() -> int:
+    """The cores this process may run on (the default --workers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _host() -> str:
     return socket.gethostname().replace(os.sep, "_") or "host"
 
@@ -150,7 +159,9 @@ def _check_target(folder: Path, overwrite: bool) -> None:
 # --- inputs and fingerprints -----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
 def _tokenizer_digest(tokenizer: LoadedTokenizer) -> str:
+    # Cached: serialising a 50k-token tokenizer takes 50 ms, and every split's provenance asks.
     digest = hashlib.sha256(tokenizer.tokenizer.to_str().encode("utf-8"))
     digest.update(json.dumps([tokenizer.eos_id, tokenizer.pad_id, tokenizer.bos_id]).encode())
     return digest.hexdigest()
@@ -216,7 +227,7 @@ class SplitJob:
     ledger: bool
     rejects: bool
     provenance: Provenance
-    encoder: TextEncoder | str = "auto"  # built once and handed over: it pickles
+    encoder_threads: int = 2  # encoder threads in the process (the cores shared by the workers)
 
 
 def _parts(stage: Path) -> Path:
@@ -236,9 +247,26 @@ def _split_lines(job: SplitJob) -> Iterator:
             yield line
 
 
-def tokenize_split(job: SplitJob, tokenizer: LoadedTokenizer | None = None) -> dict:
-    """Tokenize one train or dev split into STAGE/NAME.hdf5; return its metrics as a dict."""
-    tokenizer = tokenizer or load_tokenizer(job.tokenizer_path)
+# A worker process's tokenizer and encoder, set once by _start_worker: handing them over with
+# every split would rebuild the encoder (tiktoken's ranks) per split.
+_WORKER: dict[str, object] = {}
+
+
+def _start_worker(tokenizer_path: Path, encoder: TextEncoder | str) -> None:
+    _WORKER["tokenizer"] = load_tokenizer(tokenizer_path)
+    _WORKER["encoder"] = encoder
+
+
+def tokenize_split(
+    job: SplitJob,
+    tokenizer: LoadedTokenizer | None = None,
+    encoder: TextEncoder | str | None = None,
+) -> dict:
+    """Tokenize one train or dev split into STAGE/NAME.hdf5; return its metrics as a dict.
+
+    In a worker process, the tokenizer and encoder are the ones _start_worker set."""
+    tokenizer = tokenizer or _WORKER.get("tokenizer") or load_tokenizer(job.tokenizer_path)
+    encoder = encoder or _WORKER.get("encoder") or "auto"
     parts = _parts(job.stage)
     name = job.split.file_name()
     chat = chat_renderer(tokenizer, job.options, job.inputs.fmt == "chat")
@@ -260,7 +288,8 @@ def tokenize_split(job: SplitJob, tokenizer: LoadedTokenizer | None = None) -> d
         ledger_path=parts / f"{name}.ledger.jsonl" if job.ledger else None,
         rejects_path=parts / f"{name}.rejects" if job.rejects else None,
         allow_empty=True,
-        encoder=job.encoder,
+        encoder=encoder,
+        encoders=job.encoder_threads,
     )
     record = dataclasses.asdict(metrics)
     with atomic_path(parts / f"{name}.metrics.json") as temporary:
@@ -421,7 +450,7 @@ class Build:
                 ledger=self.ledger_path is not None,
                 rejects=self.rejects_path is not None,
                 provenance=self._provenance(inputs, plan, split),
-                encoder=self.encoder,
+                encoder_threads=max(1, cores() // min(self.workers, len(mine))),
             )
             for split in mine
             if split.kind != "test"
@@ -456,13 +485,18 @@ class Build:
         workers = min(self.workers, len(jobs))
         if workers == 1:
             for done, job in enumerate(jobs, 1):
-                tokenize_split(job, self.tokenizer)
+                tokenize_split(job, self.tokenizer, self.encoder)
                 self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
             return
         # Spawned, not forked: the parent runs threads (and the Rust tokenizer's pool), which a
         # fork would copy in whatever state they were in.
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(self.tokenizer.path, self.encoder),
+        ) as pool:
             futures = {pool.submit(tokenize_split, job): job for job in jobs}
             try:
                 for done, future in enumerate(concurrent.futures.as_completed(futures), 1):

@@ -23,12 +23,11 @@ from tokentype_cli.errors import InputError
 from tokentype_cli.tokenize.read import (
     InputLine,
     check_inputs,
+    display_name,
     expand_inputs,
     input_format,
-    input_lines,
+    line_blocks,
 )
-
-_ROUTE_BLOCK = 1 << 16  # lines per numpy routing step
 
 
 @dataclass(frozen=True)
@@ -84,18 +83,22 @@ def scan_inputs(paths: list[str], names: list[str], fmt: str) -> InputSet:
     total_bytes = 0
     for path, name in zip(paths, names, strict=True):
         count = 0
-        for line in _named_lines(path, name):
-            digest.update(line.raw)
-            total_bytes += len(line.raw)
-            count += 1
+        for data, ends in _named_blocks(path, name):
+            digest.update(data)
+            total_bytes += len(data)
+            count += len(ends)
         counts.append(count)
     return InputSet(tuple(paths), tuple(names), fmt, tuple(counts), total_bytes, digest.hexdigest())
 
 
-def _named_lines(path: str, name: str) -> Iterator[InputLine]:
-    """input_lines, but messages name the input as the user gave it (stdin, not its spool)."""
-    for line in input_lines(path):
-        yield line if line.source == name else InputLine(name, line.number, line.raw)
+def _named_blocks(path: str, name: str) -> Iterator[tuple[bytes, np.ndarray]]:
+    """line_blocks, but messages name the input as the user gave it (stdin, not its spool)."""
+    try:
+        yield from line_blocks(path)
+    except InputError as exc:
+        text = str(exc)
+        shown = display_name(path)
+        raise InputError(name + text[len(shown) :] if text.startswith(shown) else text) from exc
 
 
 class Bucket:
@@ -145,39 +148,43 @@ def route(
     wanted: set[int],
     folder: Path,
 ) -> dict[int, Bucket]:
-    """Write the buckets of the `wanted` split indices; lines of other splits are skipped."""
+    """Write the buckets of the `wanted` split indices; lines of other splits are skipped.
+
+    A block of lines at a time with numpy: where each line goes, then its bytes gathered in
+    split order and written as one slice per split.
+    """
     buckets = {split.index: Bucket(folder, split.file_name("bucket")) for split in plan.splits}
     handles = {index: buckets[index].open_for_writing() for index in sorted(wanted)}
+    mine = np.asarray(sorted(wanted), np.int64)
     try:
         number = 0
-        block: list[bytes] = []
-
-        def flush() -> None:
-            first = number - len(block)
-            where, _ = destinations(
-                np.arange(first, number, dtype=np.int64),
-                inputs.total_lines,
-                plan.total,
-                shuffle,
-                seed,
-            )
-            lengths = np.fromiter((len(raw) for raw in block), np.int64, len(block))
-            for split, (text, index) in handles.items():
-                mine = np.flatnonzero(where == split)
-                if not len(mine):
-                    continue
-                text.write(b"".join([block[k] for k in mine.tolist()]))
-                index.write(np.stack([mine + first, lengths[mine]], axis=1).tobytes())
-            block.clear()
-
         for path, name in zip(inputs.paths, inputs.names, strict=True):
-            for line in _named_lines(path, name):
-                block.append(line.raw)
-                number += 1
-                if len(block) >= _ROUTE_BLOCK:
-                    flush()
-        if block:
-            flush()
+            for data, ends in _named_blocks(path, name):
+                count = len(ends)
+                numbers = np.arange(number, number + count, dtype=np.int64)
+                number += count
+                where, _ = destinations(numbers, inputs.total_lines, plan.total, shuffle, seed)
+                starts = np.concatenate([[0], ends[:-1]])
+                lengths = ends - starts
+                keep = np.flatnonzero(np.isin(where, mine))
+                if not len(keep):
+                    continue
+                keep = keep[np.argsort(where[keep], kind="stable")]
+                bounds = np.searchsorted(where[keep], mine, side="left").tolist()
+                bounds.append(len(keep))
+                # Joining memoryview slices copies each line once, in C; a numpy gather needs an
+                # 8-byte index per byte of text.
+                view = memoryview(data)
+                line_starts, line_ends = starts[keep].tolist(), ends[keep].tolist()
+                for position, split in enumerate(mine.tolist()):
+                    low, high = bounds[position], bounds[position + 1]
+                    if low == high:
+                        continue
+                    text, index = handles[split]
+                    pieces = zip(line_starts[low:high], line_ends[low:high], strict=True)
+                    text.write(b"".join([view[a:b] for a, b in pieces]))
+                    chosen = keep[low:high]
+                    index.write(np.stack([numbers[chosen], lengths[chosen]], axis=1).tobytes())
         if number != inputs.total_lines:
             raise InputError(
                 f"{', '.join(inputs.names)}: the input changed while the build read it"
