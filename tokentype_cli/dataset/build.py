@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,6 +416,23 @@ class Build:
             (stage / TEST_DIR).mkdir(exist_ok=True)
         if self.dataset.keep_splits:
             (stage / SPLITS_DIR).mkdir(exist_ok=True)
+        tokenized = [split for split in mine if split.kind != "test"]
+        with contextlib.ExitStack() as stack:
+            # Worker processes start (import, load the tokenizer, rebuild the encoder: about a
+            # second) while this process routes the lines.
+            pool = self._start_pool(len(tokenized), stack)
+            return self._route_and_tokenize(stage, inputs, plan, index, count, mine, pool)
+
+    def _route_and_tokenize(
+        self,
+        stage: Path,
+        inputs: InputSet,
+        plan: SplitPlan,
+        index: int,
+        count: int,
+        mine: list[Split],
+        pool: concurrent.futures.ProcessPoolExecutor | None,
+    ) -> DatasetReport:
         self.progress(f"routing {inputs.total_lines:,} lines to {len(mine)} of {plan.total} splits")
         buckets = route(
             inputs,
@@ -455,7 +473,7 @@ class Build:
             for split in mine
             if split.kind != "test"
         ]
-        self._tokenize(jobs)
+        self._tokenize(jobs, pool)
         target = stage / "tasks" / f"task_{index}_of_{count}.json"
         with atomic_path(target) as temporary:
             temporary.write_text(json.dumps(record, sort_keys=True, indent=1), encoding="utf-8")
@@ -479,38 +497,41 @@ class Build:
             },
         )
 
-    def _tokenize(self, jobs: list[SplitJob]) -> None:
-        if not jobs:
-            return
-        workers = min(self.workers, len(jobs))
-        if workers == 1:
+    def _start_pool(
+        self, splits: int, stack: contextlib.ExitStack
+    ) -> concurrent.futures.ProcessPoolExecutor | None:
+        """The worker processes for `splits` splits, started now; None when one process does."""
+        workers = min(self.workers, splits)
+        if workers <= 1:
+            return None
+        # Spawned, not forked: the parent runs threads (and the Rust tokenizer's pool), which a
+        # fork would copy in whatever state they were in.
+        pool = stack.enter_context(
+            concurrent.futures.ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.tokenizer.path, self.encoder),
+            )
+        )
+        stack.callback(_stop_workers, pool)
+        for _ in range(workers):
+            pool.submit(int)  # start every worker now; the pool spawns them on demand
+        return pool
+
+    def _tokenize(
+        self, jobs: list[SplitJob], pool: concurrent.futures.ProcessPoolExecutor | None
+    ) -> None:
+        if pool is None:
             for done, job in enumerate(jobs, 1):
                 tokenize_split(job, self.tokenizer, self.encoder)
                 self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
             return
-        # Spawned, not forked: the parent runs threads (and the Rust tokenizer's pool), which a
-        # fork would copy in whatever state they were in.
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(
-            workers,
-            mp_context=context,
-            initializer=_start_worker,
-            initargs=(self.tokenizer.path, self.encoder),
-        ) as pool:
-            futures = {pool.submit(tokenize_split, job): job for job in jobs}
-            try:
-                for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-                    future.result()
-                    job = futures[future]
-                    self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
-            except BaseException:
-                # An error, Ctrl-C or SIGTERM: stop the other splits now rather than letting the
-                # pool's exit wait for each running one to finish (the build is discarded). The
-                # pool then fails the futures left itself: cancelling them here as well makes its
-                # manager thread trip over them (InvalidStateError, printed as a traceback).
-                for process in list(getattr(pool, "_processes", {}).values()):
-                    process.terminate()
-                raise
+        futures = {pool.submit(tokenize_split, job): job for job in jobs}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            future.result()
+            job = futures[future]
+            self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
 
     @staticmethod
     def _metrics(stage: Path, split: Split) -> Metrics:
@@ -660,6 +681,17 @@ class Build:
                 if part.is_file():
                     with open(part, "rb") as lines:
                         shutil.copyfileobj(lines, out)
+
+
+def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """On the way out of a build: after an error, Ctrl-C or SIGTERM, stop the other splits now
+    rather than letting the pool's exit wait for each running one (the build is discarded).
+    The pool fails the futures left itself: cancelling them too makes its manager thread trip
+    over them (InvalidStateError, printed as a traceback)."""
+    if sys.exc_info()[0] is None:
+        return
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.terminate()
 
 
 def _ledger_record(record: dict, split: Split, name: str, moves: dict[str, list]) -> dict:

@@ -8,6 +8,7 @@ the encoder threads.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from dataclasses import dataclass
@@ -136,7 +137,12 @@ class Encoder:
         ends = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
         ends.update(i for i in (eos_id, tokenizer.eos_id) if i is not None)
         self.turn_end_ids = np.asarray(sorted(ends), DTYPE)
-        self.byte_lengths = byte_lengths(self.tokenizer)
+
+    @functools.cached_property
+    def byte_lengths(self) -> np.ndarray | None:
+        # Built at the first conversation: it parses the whole tokenizer (0.2 s for GPT-2), which
+        # prompt/completion input, and each split of a dataset, should not pay for.
+        return byte_lengths(self.tokenizer)
 
     def __call__(self, batch: Batch) -> Encoded:
         try:
