@@ -8,10 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import CODON_VOCAB, CONFORMANCE
 from tests.test_tokenize import invoke, jsonl, read
@@ -69,6 +73,7 @@ def test_articles_dropped_are_counted_by_reason(tmp_path):
         )
     )  # fmt: skip
     assert found["articles_dropped"] == {"too_long": 1, "prompt_only_row": 0}
+    assert found["lines_dropped"] == 1
     # truncate_right keeps the long prompt and cuts the answer: the row has no completion left.
     cut = metrics(
         invoke(
@@ -77,7 +82,7 @@ def test_articles_dropped_are_counted_by_reason(tmp_path):
         )
     )  # fmt: skip
     assert cut["articles_dropped"] == {"too_long": 0, "prompt_only_row": 1}
-    assert cut["rows"] == 2
+    assert cut["rows"] == 2 and cut["lines_dropped"] == 1
 
 
 def test_articles_dropped_in_full_packing_need_every_row_dropped(tmp_path):
@@ -187,3 +192,36 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(target, tmp_path):
     named = out if target == "output" else ledger
     assert lines[0].startswith(f"Error: {named}: cannot be written: the file size limit")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 4)), min_size=1, max_size=30
+    ),  # prompt and completion lengths in codons
+    packing=st.sampled_from(
+        ["full", "greedy::drop", "greedy::truncate_right", "single::drop", "single::truncate_left"]
+    ),
+    seq_len=st.integers(3, 9),
+)
+def test_lines_dropped_agrees_with_the_ledger(lines, packing, seq_len):
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "in.jsonl"
+        source.write_text(
+            "".join(
+                json.dumps({"prompt": " ".join(["GAA"] * p), "completion": " ".join(["ATG"] * c)})
+                + "\n"
+                for p, c in lines
+            )
+        )
+        ledger = Path(folder) / "ledger.jsonl"
+        result = invoke(
+            source, "-o", Path(folder) / "o.h5", "--tokenizer", CODON_VOCAB, "--packing", packing,
+            "--max-seq-length", seq_len, "--ledger", ledger, "--json",
+        )  # fmt: skip
+        if result.exit_code != 0:  # every row dropped: no output at all, said as an error
+            assert "no rows to write" in result.stderr
+            return
+        records = [json.loads(line) for line in ledger.read_text().splitlines()]
+        placed_nothing = sum(1 for r in records if not r["rows"])
+        assert json.loads(result.stdout)["lines_dropped"] == placed_nothing

@@ -731,6 +731,11 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str
             f" {dropped['too_long']:,} longer than a row, {dropped['prompt_only_row']:,} in rows"
             " without completion tokens"
         )
+    if m["lines_dropped"]:
+        lines.append(
+            f"  {plural(m['lines_dropped'], 'line')} put no token in the output (blank, prompt"
+            " only, or every article dropped; --ledger says which and why)"
+        )
     if m["articles_prompt_cut_away"]:
         lines.append(
             f"  warning: {plural(m['articles_prompt_cut_away'], 'article')} lost their whole"

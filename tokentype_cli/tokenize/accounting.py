@@ -57,10 +57,12 @@ def prompts_cut_away(articles: Articles, placement: Placement) -> int:
 
 
 class DroppedArticles:
-    """Counts articles whose every row was dropped for carrying no completion token.
+    """Counts articles whose every row was dropped for carrying no completion token, and lines
+    that put no token in the output at all.
 
     An article's candidate rows are known when it is packed, whether those rows are kept only
-    when they close; articles wait here (two integers each) until all their rows are resolved.
+    when they close; articles wait here (three integers each) until all their rows are
+    resolved, and a line until all its articles are.
     """
 
     def __init__(self, seq_len: int, full: bool) -> None:
@@ -68,18 +70,33 @@ class DroppedArticles:
         self.full = full
         self.first = np.empty(0, np.int64)
         self.last = np.empty(0, np.int64)
+        self.line = np.empty(0, np.int64)  # the line of each waiting article
         self.kept = np.empty(0, bool)  # resolved candidate rows from `base` on: kept or not
         self.base = 0
         self.dropped = 0
+        # Lines from line_base on: articles not yet resolved, and whether one has been kept.
+        self.line_base = 0
+        self.line_waiting = np.empty(0, np.int64)
+        self.line_kept = np.empty(0, bool)
+        self.lines_dropped = 0
 
-    def add(self, placement: Placement) -> None:
+    def add(self, placement: Placement, article_line: np.ndarray, lines: int) -> None:
+        """A batch's `lines` lines, its articles (`article_line`: each one's line, counted from
+        the batch's first) and where the packer put them."""
+        first_line = self.line_base + len(self.line_waiting)
+        article_line = article_line.astype(np.int64) + first_line
         placed = (placement.row >= 0) & (placement.kept > 0)
+        waiting = np.bincount(article_line[placed] - first_line, minlength=lines)
+        self.line_waiting = np.concatenate([self.line_waiting, waiting[:lines]])
+        self.line_kept = np.concatenate([self.line_kept, np.zeros(lines, bool)])
         first = placement.row[placed]
         last = first
         if self.full:  # an article may run over several rows
             last = first + (placement.offset[placed] + placement.kept[placed] - 1) // self.seq_len
         self.first = np.concatenate([self.first, first])
         self.last = np.concatenate([self.last, last])
+        self.line = np.concatenate([self.line, article_line[placed]])
+        self._close_lines()
 
     def resolve(self, keep: np.ndarray) -> None:
         """The next candidate rows closed: `keep` says which were written."""
@@ -90,9 +107,25 @@ class DroppedArticles:
             prefix = np.concatenate([[0], np.cumsum(self.kept, dtype=np.int64)])
             first = self.first[done] - self.base
             last = self.last[done] - self.base
-            self.dropped += int(((prefix[last + 1] - prefix[first]) == 0).sum())
+            survived = (prefix[last + 1] - prefix[first]) > 0
+            self.dropped += int((~survived).sum())
+            line = self.line[done] - self.line_base
+            np.subtract.at(self.line_waiting, line, 1)
+            self.line_kept[line[survived]] = True
             self.first, self.last = self.first[~done], self.last[~done]
+            self.line = self.line[~done]
+            self._close_lines()
         needed = int(self.first.min()) if len(self.first) else resolved
         if needed > self.base:
             self.kept = self.kept[needed - self.base :]
             self.base = needed
+
+    def _close_lines(self) -> None:
+        """Count the leading lines whose articles are all resolved, and forget them."""
+        open_lines = np.flatnonzero(self.line_waiting > 0)
+        closed = int(open_lines[0]) if len(open_lines) else len(self.line_waiting)
+        if closed:
+            self.lines_dropped += int((~self.line_kept[:closed]).sum())
+            self.line_waiting = self.line_waiting[closed:]
+            self.line_kept = self.line_kept[closed:]
+            self.line_base += closed

@@ -68,6 +68,7 @@ class Metrics:
     lines: int = 0
     lines_blank: int = 0
     lines_rejected: int = 0
+    lines_dropped: int = 0  # read, but no token of them in the output (blank lines included)
     pairs: int = 0
     pairs_skipped_prompt_only: int = 0
     articles: int = 0
@@ -116,6 +117,7 @@ class Metrics:
             "lines": self.lines,
             "lines_blank": self.lines_blank,
             "lines_rejected": self.lines_rejected,
+            "lines_dropped": self.lines_dropped,
             "pairs": self.pairs,
             "pairs_skipped_prompt_only": self.pairs_skipped_prompt_only,
             "articles": self.articles,
@@ -476,12 +478,14 @@ def tokenize_batches(
             metrics.tokens_dropped_too_long += int(placement.dropped.sum())
             metrics.articles_dropped_too_long += int((placement.dropped > 0).sum())
             metrics.articles_prompt_cut_away += prompts_cut_away(articles, placement)
-            dropped.add(placement)
+            dropped.add(placement, articles.line, batch.line_count)
             emit(result)
             if ledger is not None:
                 ledger.add_batch(batch, articles, placement, chat_lines)
         emit(packer.finish())
         metrics.articles_dropped_prompt_only_row = dropped.dropped
+        # Lines read that put no token in the output (set-aside bad lines are counted apart).
+        metrics.lines_dropped = dropped.lines_dropped - metrics.lines_rejected
         if ledger is not None:
             ledger.flush(final=True)
         if metrics.rows == 0 and not allow_empty:
