@@ -568,3 +568,18 @@ def test_sigterm_stops_a_build_with_worker_processes_and_leaves_nothing(tmp_path
     assert "Traceback" not in stderr
     assert stopped < 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_model_type_table_matches_transformers(tmp_path):
+    # transformers is not a dependency: where it is installed it is the oracle for the strings
+    # metadata.yaml's tokenizer_model_type must equal.
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers is not installed (not a dependency): no oracle"
+    )
+    from tokentype_cli.dataset.metadata import MODEL_CONFIG_CLASSES, model_type_string
+
+    for model_type in MODEL_CONFIG_CLASSES:
+        config = tmp_path / f"{model_type}.json"
+        config.write_text(json.dumps({"model_type": model_type}))
+        cls = transformers.CONFIG_MAPPING[model_type]
+        assert model_type_string(config) == str(cls), model_type
