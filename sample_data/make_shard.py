@@ -1,7 +1,7 @@
 """Build an input_ids-only shard from a JSONL file of token-id lists (one row per line).
 
 The demo uses it to stand in for shards made by another tool; they are generated, not committed.
-Usage: python sample_data/make_shard.py IDS.jsonl OUT.h5
+Usage: .venv/bin/python sample_data/make_shard.py IDS.jsonl OUT.h5
 """
 
 import json

@@ -14,5 +14,5 @@ def test_cli_reference_matches_help():
     generate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generate)
     assert generate.REFERENCE.read_text() == generate.render(), (
-        "docs/cli-reference.md is stale: run python docs/generate_cli_reference.py"
+        "docs/cli-reference.md is stale: run .venv/bin/python docs/generate_cli_reference.py"
     )
