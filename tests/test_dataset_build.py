@@ -22,6 +22,7 @@ from tests.conftest import CODON_VOCAB, SAMPLE_DATA, digest, invoke
 from tokentype_cli.dataset.balance import plan_balance
 from tokentype_cli.dataset.layout import REQUIRED_METADATA, manifest_files, manifest_key
 from tokentype_cli.dataset.plan import Permutation, destinations, plan_splits
+from tokentype_cli.schema import temporary_name
 
 MODEL_CONFIG = SAMPLE_DATA / "codon_model_config.json"
 CODONS = ["ATG", "ATC", "GAC", "GGC", "GCC", "GAA"]
@@ -269,7 +270,7 @@ def test_a_killed_build_leaves_nothing_once_the_next_starts(tmp_path):
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(tmp_path.glob(".ds.tokentype-build-*")):
+    while time.monotonic() < deadline and not list(tmp_path.glob(".ds.tokentype-*.tmp")):
         time.sleep(0.01)
     time.sleep(0.3)
     process.send_signal(signal.SIGKILL)
@@ -444,9 +445,11 @@ def test_balance_plan_moves_rows_to_within_one(rows):
 
 
 def test_environment_has_no_stray_build_folders(tmp_path):
-    # The staging folder name carries the host and pid so a later build can tell it is stale.
+    # The staging folder's name carries the host and pid so a later build can tell it is stale.
     source = write_pairs(tmp_path / "in.jsonl", 10)
-    stale = tmp_path / f".ds.tokentype-build-{os.uname().nodename}-999999999"
+    # Named as this host's temporaries are, with an owner that is gone.
+    own = temporary_name(tmp_path / "ds").name
+    stale = tmp_path / own.replace(f"-{os.getpid()}-", "-999999999-")
     stale.mkdir()
     (stale / "junk").write_text("x")
     result = build([source], tmp_path / "ds", "--train-files", 2)

@@ -8,8 +8,9 @@ the finish does the same row moves in the same order however the shards were mad
 
 Where things live while building (beside DIR, so the final rename stays on one filesystem):
 
-    .DIR.tokentype-build-HOST-PID/   a one-process build; removed on failure, and by the next
-                                     build on this host once its process is gone
+    .DIR.tokentype-HOST-PID-*.tmp/   a one-process build (schema.temporary_folder): removed on
+                                     failure, and by the next write beside DIR once its process
+                                     is gone
     .DIR.tokentype-tasks/            shared by the tasks of a multi-machine build until --finish
         tasks/task_K_of_N.json       what task K built, from which inputs, with which options
         parts/NAME.*                 per-split metrics, ledger and rejected lines
@@ -27,7 +28,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,7 +61,13 @@ from tokentype_cli.dataset.route import (
     spool_stdin,
 )
 from tokentype_cli.errors import InputError, OptionError, ShardError
-from tokentype_cli.schema import Provenance, atomic_path, first_line
+from tokentype_cli.schema import (
+    Provenance,
+    atomic_path,
+    first_line,
+    temporary_folder,
+    temporary_name,
+)
 from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.options import TokenizeOptions
 from tokentype_cli.tokenize.pipeline import Metrics, chat_renderer, tokenize_batches
@@ -69,7 +75,6 @@ from tokentype_cli.tokenize.read import batches, display_name
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 TASKS_SUFFIX = ".tokentype-tasks"
-BUILD_INFIX = ".tokentype-build-"
 
 
 @dataclass(frozen=True)
@@ -112,34 +117,6 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def _host() -> str:
-    return socket.gethostname().replace(os.sep, "_") or "host"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_builds(folder: Path) -> None:
-    """Remove one-process build folders beside `folder` whose process (on this host) is gone."""
-    prefix = f".{folder.name}{BUILD_INFIX}{_host()}-"
-    parent = folder.parent
-    if not parent.is_dir():
-        return
-    for candidate in parent.iterdir():
-        if not candidate.name.startswith(prefix):
-            continue
-        pid = candidate.name[len(prefix) :]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(candidate, ignore_errors=True)
 
 
 def tasks_folder(folder: Path) -> Path:
@@ -357,17 +334,13 @@ class Build:
         self._model_config = model_config_path(self.tokenizer, self.dataset.model_config)
         self._model_type = model_type_string(self._model_config, self.dataset.model_type)
         if self.task is None and not self.finish:
-            remove_stale_builds(folder)
-            stage = folder.parent / f".{folder.name}{BUILD_INFIX}{_host()}-{os.getpid()}"
-            shutil.rmtree(stage, ignore_errors=True)
-            stage.mkdir()
-            try:
+            # The schema's temporary folder: named after this process, so a killed build's is
+            # removed by the next one; removed on failure; renamed into place on success.
+            with temporary_folder(folder) as stage:
+                os.chmod(stage, _folder_mode())
                 inputs, plan = self._prepare(stage)
                 self._run_task(stage, inputs, plan, 0, 1)
                 return self._finish(stage, inputs, plan)
-            except BaseException:
-                shutil.rmtree(stage, ignore_errors=True)
-                raise
         stage = tasks_folder(folder)
         if self.finish:
             if not stage.is_dir():
@@ -752,13 +725,22 @@ def _prefixed(kind: str, metrics: Metrics) -> dict[str, object]:
     return {f"{kind}_{key}": value for key, value in out.items()}
 
 
+def _folder_mode() -> int:
+    """A new folder's mode under the umask (temporary folders are made private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 def _rename_into_place(stage: Path, folder: Path, overwrite: bool) -> None:
     """Make the finished folder appear at once; an existing one (with --overwrite) goes after."""
     old = None
     if folder.exists():
         if not overwrite:
             raise OptionError(f"--dataset {folder} appeared while building; pass --overwrite")
-        old = folder.parent / f".{folder.name}.tokentype-old-{os.getpid()}"
+        # Named as a temporary, so a build killed between the two renames leaves nothing that
+        # the next one does not remove.
+        old = temporary_name(folder)
         os.replace(folder, old)
     try:
         os.replace(stage, folder)
