@@ -131,10 +131,6 @@ def _row(seam: tuple[int, int, int] | None) -> int | None:
     return None if seam is None else seam[0]
 
 
-def _by_name(counts: np.ndarray) -> dict[str, int]:
-    return {name: int(counts[token_type]) for token_type, name in TOKEN_TYPE_NAMES.items()}
-
-
 def assign_types(
     path: str | os.PathLike,
     structure: Structure,

@@ -28,7 +28,6 @@ TEST_DIR = "test_files"
 SPLITS_DIR = "splits"
 CATEGORIES = "category_to_id.json"
 SPLITS = ("train", "dev", "test")
-TOKENIZED_SPLITS = ("train", "dev")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",

@@ -23,7 +23,6 @@ from tokentype_cli.errors import InputError
 from tokentype_cli.tokenize.read import (
     InputLine,
     check_inputs,
-    display_name,
     expand_inputs,
     input_format,
     line_blocks,
@@ -44,12 +43,6 @@ class InputSet:
     @property
     def total_lines(self) -> int:
         return sum(self.line_counts)
-
-    def where(self, line_number: int) -> tuple[int, int]:
-        """(input index, 1-based line in it) of a 0-based global line number."""
-        starts = np.cumsum((0, *self.line_counts))
-        index = int(np.searchsorted(starts, line_number, side="right")) - 1
-        return index, line_number - int(starts[index]) + 1
 
 
 def resolve_inputs(paths: list[str], given_format: str | None) -> tuple[list[str], str]:
@@ -83,22 +76,12 @@ def scan_inputs(paths: list[str], names: list[str], fmt: str) -> InputSet:
     total_bytes = 0
     for path, name in zip(paths, names, strict=True):
         count = 0
-        for data, ends in _named_blocks(path, name):
+        for data, ends in line_blocks(path, name):
             digest.update(data)
             total_bytes += len(data)
             count += len(ends)
         counts.append(count)
     return InputSet(tuple(paths), tuple(names), fmt, tuple(counts), total_bytes, digest.hexdigest())
-
-
-def _named_blocks(path: str, name: str) -> Iterator[tuple[bytes, np.ndarray]]:
-    """line_blocks, but messages name the input as the user gave it (stdin, not its spool)."""
-    try:
-        yield from line_blocks(path)
-    except InputError as exc:
-        text = str(exc)
-        shown = display_name(path)
-        raise InputError(name + text[len(shown) :] if text.startswith(shown) else text) from exc
 
 
 class Bucket:
@@ -159,7 +142,7 @@ def route(
     try:
         number = 0
         for path, name in zip(inputs.paths, inputs.names, strict=True):
-            for data, ends in _named_blocks(path, name):
+            for data, ends in line_blocks(path, name):
                 count = len(ends)
                 numbers = np.arange(number, number + count, dtype=np.int64)
                 number += count

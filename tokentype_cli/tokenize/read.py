@@ -13,6 +13,7 @@ used become rejections (with --skip-bad-lines) or an InputError naming file and 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -226,75 +227,14 @@ def open_binary(path: str) -> io.BufferedIOBase:
     return handle
 
 
-def input_lines(path: str) -> Iterator[InputLine]:
-    """The lines of one input, numbered from 1 (see the module docstring for line ends)."""
-    source = display_name(path)
-    number = 0
+@contextlib.contextmanager
+def _reading(path: str, source: str) -> Iterator[io.BufferedIOBase]:
+    """The input's binary stream, closed after (stdin's own buffer is left open); a read that
+    fails, a damaged .gz or .zst included, is one line naming `source`."""
     try:
         stream = open_binary(path)
         try:
-            first = True
-            # Iterating the binary stream splits on b"\n" only, in C, and stays linear on huge
-            # lines; the rare \r is handled per line after.
-            for raw in stream:
-                if first:
-                    first = False
-                    if raw.startswith(_BOM):
-                        raw = raw[len(_BOM) :]
-                        if not raw:  # the whole input was the mark: no line
-                            continue
-                if b"\r" in raw:
-                    for piece in _universal(raw):
-                        number += 1
-                        yield InputLine(source, number, piece)
-                    continue
-                number += 1
-                yield InputLine(source, number, raw)
-        finally:
-            if stream is not getattr(sys.stdin, "buffer", None):
-                stream.close()
-    except (OSError, EOFError) as exc:  # also a damaged .gz / .zst stream
-        raise InputError(
-            f"{source}: cannot read ({getattr(exc, 'strerror', None) or exc}); check the file"
-            " (a compressed input may be truncated or damaged)"
-        ) from exc
-    except ImportError as exc:
-        raise InputError(f"{source}: reading .zst needs the zstandard package ({exc})") from exc
-    if number == 0:
-        raise InputError(f"{source}: empty input (no lines); check the file or leave it out")
-
-
-def line_blocks(path: str, block: int = 1 << 20) -> Iterator[tuple[bytes, np.ndarray]]:
-    """The input's lines a block at a time, as input_lines sees them: (bytes of whole lines, the
-    end offset of each line in them). For passes that need no line as a Python object: counting
-    and routing a dataset's lines run on numpy instead of a loop per line."""
-    source = display_name(path)
-    lines = 0
-    try:
-        stream = open_binary(path)
-        try:
-            head = stream.read(len(_BOM))
-            rest = b"" if head == _BOM else head
-            while chunk := stream.read(block):
-                data = rest + chunk
-                held = b""
-                if data.endswith(b"\r"):  # perhaps the first half of a \r\n
-                    data, held = data[:-1], b"\r"
-                if b"\r" in data:
-                    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                cut = data.rfind(b"\n") + 1
-                rest = data[cut:] + held
-                if cut:
-                    ends = np.flatnonzero(np.frombuffer(data, np.uint8, cut) == 10) + 1
-                    lines += len(ends)
-                    yield data[:cut], ends
-            if rest:
-                rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                ends = np.flatnonzero(np.frombuffer(rest, np.uint8) == 10) + 1
-                if not rest.endswith(b"\n"):
-                    ends = np.append(ends, len(rest))
-                lines += len(ends)
-                yield rest, ends
+            yield stream
         finally:
             if stream is not getattr(sys.stdin, "buffer", None):
                 stream.close()
@@ -303,8 +243,75 @@ def line_blocks(path: str, block: int = 1 << 20) -> Iterator[tuple[bytes, np.nda
             f"{source}: cannot read ({getattr(exc, 'strerror', None) or exc}); check the file"
             " (a compressed input may be truncated or damaged)"
         ) from exc
+    except ImportError as exc:
+        raise InputError(f"{source}: reading .zst needs the zstandard package ({exc})") from exc
+
+
+def _empty(source: str) -> InputError:
+    return InputError(f"{source}: empty input (no lines); check the file or leave it out")
+
+
+def input_lines(path: str, name: str | None = None) -> Iterator[InputLine]:
+    """The lines of one input, numbered from 1 (see the module docstring for line ends).
+
+    `name`: what messages and records call the input (default: its path, <stdin> for -)."""
+    source = name or display_name(path)
+    number = 0
+    with _reading(path, source) as stream:
+        first = True
+        # Iterating the binary stream splits on b"\n" only, in C, and stays linear on huge
+        # lines; the rare \r is handled per line after.
+        for raw in stream:
+            if first:
+                first = False
+                if raw.startswith(_BOM):
+                    raw = raw[len(_BOM) :]
+                    if not raw:  # the whole input was the mark: no line
+                        continue
+            if b"\r" in raw:
+                for piece in _universal(raw):
+                    number += 1
+                    yield InputLine(source, number, piece)
+                continue
+            number += 1
+            yield InputLine(source, number, raw)
+    if number == 0:
+        raise _empty(source)
+
+
+def line_blocks(
+    path: str, name: str | None = None, block: int = 1 << 20
+) -> Iterator[tuple[bytes, np.ndarray]]:
+    """The input's lines a block at a time, as input_lines sees them: (bytes of whole lines, the
+    end offset of each line in them). For passes that need no line as a Python object: counting
+    and routing a dataset's lines run on numpy instead of a loop per line."""
+    source = name or display_name(path)
+    lines = 0
+    with _reading(path, source) as stream:
+        head = stream.read(len(_BOM))
+        rest = b"" if head == _BOM else head
+        while chunk := stream.read(block):
+            data = rest + chunk
+            held = b""
+            if data.endswith(b"\r"):  # perhaps the first half of a \r\n
+                data, held = data[:-1], b"\r"
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:] + held
+            if cut:
+                ends = np.flatnonzero(np.frombuffer(data, np.uint8, cut) == 10) + 1
+                lines += len(ends)
+                yield data[:cut], ends
+        if rest:
+            rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            ends = np.flatnonzero(np.frombuffer(rest, np.uint8) == 10) + 1
+            if not rest.endswith(b"\n"):
+                ends = np.append(ends, len(rest))
+            lines += len(ends)
+            yield rest, ends
     if lines == 0:
-        raise InputError(f"{source}: empty input (no lines); check the file or leave it out")
+        raise _empty(source)
 
 
 def _universal(raw: bytes) -> list[bytes]:
