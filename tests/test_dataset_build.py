@@ -586,3 +586,14 @@ def test_model_type_table_matches_transformers(tmp_path):
         config.write_text(json.dumps({"model_type": model_type}))
         cls = transformers.CONFIG_MAPPING[model_type]
         assert model_type_string(config) == str(cls), model_type
+
+
+def test_a_ledger_naming_an_input_is_refused(pairs, tmp_path):
+    before = pairs.read_bytes()
+    linked = tmp_path / "same.jsonl"
+    os.link(pairs, linked)  # another name for the input: refused by inode too
+    for ledger in (pairs, linked):
+        result = build([pairs], tmp_path / "ds", "--train-files", 2, "--ledger", ledger)
+        assert result.exit_code == 2, result.output
+        assert "is also the input" in result.stderr
+    assert pairs.read_bytes() == before and not (tmp_path / "ds").exists()

@@ -70,7 +70,12 @@ from tokentype_cli.schema import (
 )
 from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.options import TokenizeOptions
-from tokentype_cli.tokenize.pipeline import Metrics, chat_renderer, tokenize_batches
+from tokentype_cli.tokenize.pipeline import (
+    Metrics,
+    chat_renderer,
+    check_targets,
+    tokenize_batches,
+)
 from tokentype_cli.tokenize.read import batches, display_name
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
@@ -360,6 +365,7 @@ class Build:
 
     def _prepare(self, stage: Path) -> tuple[InputSet, SplitPlan]:
         paths, fmt = resolve_inputs(self.inputs, self.options.input_format)
+        check_targets(paths, {"--ledger": self.ledger_path, "--skip-bad-lines": self.rejects_path})
         names = [display_name(path) for path in paths]
         if "-" in paths:
             if self.task is not None or self.finish:

@@ -34,6 +34,7 @@ from tokentype_cli.schema import (
     ShardWriter,
     TokenType,
     atomic_path,
+    same_file,
 )
 from tokentype_cli.tokenize.accounting import (
     DroppedArticles,
@@ -216,28 +217,18 @@ def _drain(q: queue.Queue, stop: threading.Event) -> Iterator:
         yield item
 
 
-def _check_targets(
-    inputs: list[str],
-    output: str | Path,
-    ledger_path: str | Path | None,
-    rejects_path: str | Path | None,
-    seam_report_path: str | Path | None = None,
-) -> None:
-    """Refuse to write onto an input, or two outputs onto one file: each output is renamed into
-    place at the end, which would replace the input (or the other output) with it."""
-    taken = {Path(path).resolve(): f"the input {path}" for path in inputs if path != "-"}
-    for flag, path in (
-        ("-o", output),
-        ("--ledger", ledger_path),
-        ("--skip-bad-lines", rejects_path),
-        ("--seam-report", seam_report_path),
-    ):
+def check_targets(inputs: list[str], targets: dict[str, str | Path | None]) -> None:
+    """Refuse to write onto an input, or two outputs onto one file (by inode or resolved path,
+    schema.same_file): each output is renamed into place at the end, which would replace the
+    input (or the other output) with it. `targets` maps each writing option to its path."""
+    taken = [(Path(path), f"the input {path}") for path in inputs if path != "-"]
+    for flag, path in targets.items():
         if path is None:
             continue
-        key = Path(path).resolve()
-        if key in taken:
-            raise OptionError(f"{flag} {path} is also {taken[key]}; write it to another file")
-        taken[key] = flag
+        for other, what in taken:
+            if same_file(path, other):
+                raise OptionError(f"{flag} {path} is also {what}; write it to another file")
+        taken.append((Path(path), flag))
 
 
 def tokenize_files(
@@ -267,7 +258,15 @@ def tokenize_files(
     options.check()
     inputs = expand_inputs(inputs)
     check_inputs(inputs)
-    _check_targets(inputs, output, ledger_path, rejects_path, seam_report_path)
+    check_targets(
+        inputs,
+        {
+            "-o": output,
+            "--ledger": ledger_path,
+            "--skip-bad-lines": rejects_path,
+            "--seam-report": seam_report_path,
+        },
+    )
     formats = [input_format(path, options.input_format) for path in inputs]
     chat = chat_renderer(tokenizer, options, any(fmt == "chat" for fmt in formats))
     source = file_batches(
