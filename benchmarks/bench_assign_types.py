@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tokentype_cli import schema  # noqa: E402
-from tokentype_cli.assign_types import assign_types  # noqa: E402
-from tokentype_cli.rules import Structure, parse_rule_spec  # noqa: E402
+from tokentype_cli.rules.assign import assign_types  # noqa: E402
+from tokentype_cli.rules.parse import Structure, parse_rule_spec  # noqa: E402
 
 SEQ_LEN = 2048
 SEP, PAD, USER, ASSISTANT = 2, 69, 3, 4

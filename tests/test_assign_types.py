@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tokentype_cli import rules_engine
 from tokentype_cli.cli import cli
+from tokentype_cli.rules.parse import engine as rules_engine
 from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS
 
 from .conftest import (
@@ -231,7 +231,7 @@ def test_many_rows_many_blocks(tmp_path, shard_factory):
     path = shard_factory(ids)
     result = run(path, "--sep", 2, "--pad", 5, "--rule", "between:3 .. 4=prompt", "--json")
     assert result.exit_code == 0, result.output
-    from tokentype_cli.rules import Rule, Structure
+    from tokentype_cli.rules.parse import Rule, Structure
     from tokentype_cli.schema import TokenType
 
     expected = rules_engine.apply_rules(
@@ -280,7 +280,7 @@ def test_interrupted_in_place_run_leaves_file_as_it_was(shard_factory, monkeypat
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("tokentype_cli.assign_types.apply_rules", interrupted)
+    monkeypatch.setattr("tokentype_cli.rules.assign.apply_rules", interrupted)
     result = run(path, "--sep", 2, "--rule", "until:10=0")
     assert result.exit_code != 0
     assert calls["n"] == 2

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokentype_cli.errors import RuleError
-from tokentype_cli.rules import parse_rule_spec, parse_rules_text
+from tokentype_cli.rules.parse import parse_rule_spec, parse_rules_text
 from tokentype_cli.schema import TOKEN_TYPE_IDS
 from tokentype_cli.tokenizer_loader import load_tokenizer
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 
-from tokentype_cli.dataset.check import check_dataset, split_files
 from tokentype_cli.dataset.layout import (
     MANIFEST,
     METADATA,
@@ -20,7 +19,8 @@ from tokentype_cli.dataset.layout import (
     sha256_of,
     split_file_name,
 )
-from tokentype_cli.validate import FIXES, ValidateOptions
+from tokentype_cli.validate.folder import check_dataset, split_files
+from tokentype_cli.validate.shard import FIXES, ValidateOptions
 
 from .conftest import (
     CODON_VOCAB,

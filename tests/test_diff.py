@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokentype_cli.report import diff as diff_module
-from tokentype_cli.report.diff import DiffOptions, diff_builds, hash_ids, hash_types
+from tokentype_cli.diff import compare as diff_module
+from tokentype_cli.diff.compare import DiffOptions, diff_builds, hash_ids, hash_types
 
 from .conftest import CODON_VOCAB, EXAMPLE2_IDS, EXAMPLE2_TYPES, invoke, write_shard
 

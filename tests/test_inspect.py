@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tokentype_cli.cli import cli, use_color
 from tokentype_cli.errors import OptionError
-from tokentype_cli.inspect_shard import format_row, parse_rows, row_segments
+from tokentype_cli.inspect.shard import format_row, parse_rows, row_segments
 from tokentype_cli.loss import (
     LossTally,
     learned_targets,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokentype_cli.report.html import SAMPLE_TOKENS, default_sample_size, split_of
+from tokentype_cli.inspect.html import SAMPLE_TOKENS, default_sample_size, split_of
 from tokentype_cli.report.rows import PALETTE
 
 from .conftest import CODON_VOCAB, EXAMPLE2_IDS, EXAMPLE2_TYPES, invoke, write_shard

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tokentype_cli.errors import OptionError, RuleError
-from tokentype_cli.rules import (
+from tokentype_cli.rules.parse import (
     Rule,
     RulesConfig,
     Structure,

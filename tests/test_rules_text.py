@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from tokentype_cli.rules import Rule, Structure, TextPattern
-from tokentype_cli.rules_engine import apply_rules
-from tokentype_cli.rules_text import TokenTexts
+from tokentype_cli.rules.engine import apply_rules
+from tokentype_cli.rules.parse import Rule, Structure, TextPattern
+from tokentype_cli.rules.text import TokenTexts
 from tokentype_cli.schema import TokenType
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
@@ -289,7 +289,7 @@ def test_a_split_character_belongs_to_both_tokens():
 
 def test_the_document_examples_by_text_and_by_token(tmp_path):
     """The codon vocabulary: text rules give what the token rules give."""
-    from tokentype_cli.rules import parse_rule_spec
+    from tokentype_cli.rules.parse import parse_rule_spec
 
     codons = load_tokenizer(CODON_VOCAB)
     texts = TokenTexts.for_tokenizer(codons)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokentype_cli.schema import TokenType
-from tokentype_cli.validate import ValidateOptions, validate_file
+from tokentype_cli.validate.shard import ValidateOptions, validate_file
 
 from .conftest import write_shard
 

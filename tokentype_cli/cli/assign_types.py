@@ -193,10 +193,10 @@ def assign_types_command(
             --rule 'between:"<|user|>" .. "<|assistant|>"=prompt' --dry-run --color always | less -R
         tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
     """
-    from tokentype_cli import inspect_shard
-    from tokentype_cli.assign_types import assign_types
     from tokentype_cli.errors import RuleError
-    from tokentype_cli.rules import (
+    from tokentype_cli.inspect import shard as inspect_shard
+    from tokentype_cli.rules.assign import assign_types
+    from tokentype_cli.rules.parse import (
         RulesConfig,
         build_structure,
         load_rules_file,
@@ -297,7 +297,7 @@ def _explain(
     file, structure, rules, explained, tokenizer, articles: int, as_json: bool, color: bool
 ) -> None:
     """--explain: the first articles with the rule's matches marked, on stdout; nothing written."""
-    from tokentype_cli.assign_types import explain, format_explanation
+    from tokentype_cli.rules.assign import explain, format_explanation
 
     rule, token_type = explained
     matches = explain(

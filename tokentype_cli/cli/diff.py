@@ -86,7 +86,7 @@ def diff_command(
         tokentype diff build-v1/ build-v2/ --ignore order || echo "the masks changed"
         tokentype diff old/ new/ --json | jq '.type_changes'
     """
-    from tokentype_cli.report.diff import DiffOptions, diff_builds, format_diff, format_shown
+    from tokentype_cli.diff.compare import DiffOptions, diff_builds, format_diff, format_shown
 
     options = DiffOptions(
         prompt_loss_weight=prompt_loss_weight or 0.0, ignore=ignore, show_rows=show_rows

@@ -111,7 +111,7 @@ def inspect_command(
         tokentype inspect a.h5 b.h5 --prompt-loss-weight 0.1 --loss-normalization row
         tokentype inspect dataset/ --html report.html --tokenizer gpt2/ --prompt-loss-weight 0
     """
-    from tokentype_cli import inspect_shard
+    from tokentype_cli.inspect import shard as inspect_shard
 
     if ledger is not None and html is None:
         raise click.UsageError("--ledger goes with --html (validate takes one for its thresholds)")
@@ -184,7 +184,7 @@ def _write_html(
     ledger: Path | None,
     quiet: bool,
 ) -> None:
-    from tokentype_cli.report.html import ReportOptions, build_report, render_html, write_report
+    from tokentype_cli.inspect.html import ReportOptions, build_report, render_html, write_report
 
     options = ReportOptions(
         prompt_loss_weight=prompt_loss_weight,

@@ -16,7 +16,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tokentype_cli.dataset.findings import DATASET_FIXES, TrainingOptions, is_dataset_folder
 from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.loss import as_small_types
 from tokentype_cli.schema import (
@@ -47,6 +46,7 @@ from tokentype_cli.schema import (
     unwritten_message,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
+from tokentype_cli.validate.findings import DATASET_FIXES, TrainingOptions, is_dataset_folder
 
 ERROR = "error"
 WARNING = "warning"
@@ -270,7 +270,7 @@ def validate_paths(
     for given in paths:
         given = Path(given)
         if is_dataset_folder(given):
-            from tokentype_cli.dataset.check import check_dataset  # it imports this module
+            from tokentype_cli.validate.folder import check_dataset  # it imports this module
 
             reports.extend(check_dataset(given, options, progress))
             seen.update(report.path.resolve() for report in reports)

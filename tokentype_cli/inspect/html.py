@@ -25,9 +25,9 @@ from markupsafe import Markup, escape
 
 from tokentype_cli import __version__
 from tokentype_cli.errors import InputError, ShardError
-from tokentype_cli.inspect_shard import format_row_header, parse_rows, read_rows, shard_files
+from tokentype_cli.inspect.profile import HISTOGRAMS, Profile, empty_like
+from tokentype_cli.inspect.shard import format_row_header, parse_rows, read_rows, shard_files
 from tokentype_cli.report.ledger import LedgerTally, ledger_beside, read_ledger
-from tokentype_cli.report.profile import HISTOGRAMS, Profile, empty_like
 from tokentype_cli.report.rows import (
     COLLAPSE_PADDING,
     PALETTE,
@@ -38,7 +38,7 @@ from tokentype_cli.report.rows import (
 )
 from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType, atomic_path, open_shard
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
-from tokentype_cli.validate import FileReport, ValidateOptions, validate_paths
+from tokentype_cli.validate.shard import FileReport, ValidateOptions, validate_paths
 
 # The default sample: the first rows of the first file, and random rows (fixed seed) of all.
 FIRST_ROWS = 3

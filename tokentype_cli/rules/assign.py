@@ -12,9 +12,9 @@ import numpy as np
 
 from tokentype_cli.errors import DatasetExistsError, RuleError, ShardError
 from tokentype_cli.loss import as_small_types, type_counts, type_shares
-from tokentype_cli.rules import PATTERN_KINDS, Rule, Structure
-from tokentype_cli.rules_engine import N_TYPES, BlockResult, apply_rules, explain_rule
-from tokentype_cli.rules_text import TokenTexts
+from tokentype_cli.rules.engine import N_TYPES, BlockResult, apply_rules, explain_rule
+from tokentype_cli.rules.parse import PATTERN_KINDS, Rule, Structure
+from tokentype_cli.rules.text import TokenTexts
 from tokentype_cli.schema import (
     INPUT_IDS,
     TOKEN_TYPE_IDS,
@@ -470,7 +470,7 @@ def format_explanation(
     match: ArticleMatch, *, tokenizer: LoadedTokenizer | None, color: bool
 ) -> str:
     """A header line, then the article's tokens by type with each match between ⟦ and ⟧."""
-    from tokentype_cli.inspect_shard import render_segments, row_segments
+    from tokentype_cli.inspect.shard import render_segments, row_segments
 
     if not match.matched:
         found = "no match"

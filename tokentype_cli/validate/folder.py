@@ -34,7 +34,7 @@ from tokentype_cli.dataset.layout import (
 )
 from tokentype_cli.errors import InputError
 from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, find_shards, first_line
-from tokentype_cli.validate import (
+from tokentype_cli.validate.shard import (
     ERROR,
     FIXES,
     WARNING,

@@ -15,7 +15,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tokentype_cli.dataset.findings import is_dataset_folder
 from tokentype_cli.errors import OptionError, ShardError
 from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts, type_shares
 from tokentype_cli.report.rows import (  # noqa: F401  (re-exported: the formatter's former home)
@@ -42,6 +41,7 @@ from tokentype_cli.schema import (
 from tokentype_cli.schema import readable as _readable
 from tokentype_cli.schema import types_dataset as _types_dataset
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
+from tokentype_cli.validate.findings import is_dataset_folder
 
 # --- summary -------------------------------------------------------------------------------------
 
@@ -158,7 +158,7 @@ def summarize(
         for s in summaries:
             total.loss.merge(s.loss)
     if len(given) == 1 and is_dataset_folder(given[0]):
-        from tokentype_cli.dataset.summary import dataset_summary  # it imports this module
+        from tokentype_cli.inspect.folder import dataset_summary  # it imports this module
 
         return dataset_summary(total)
     return total
@@ -352,7 +352,7 @@ def read_rows(
 
 def format_summary(summary: ShardSummary) -> str:
     """The human-readable summary of a file, or of a folder followed by each of its files."""
-    from tokentype_cli.dataset.summary import dataset_lines  # it imports this module
+    from tokentype_cli.inspect.folder import dataset_lines  # it imports this module
 
     lines = [*dataset_lines(summary), *_summary_lines(summary)]
     for file in summary.files or []:

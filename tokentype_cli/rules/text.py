@@ -28,7 +28,7 @@ import numpy as np
 from tokenizers import decoders
 
 from tokentype_cli.errors import RuleError
-from tokentype_cli.rules import TextPattern
+from tokentype_cli.rules.parse import TextPattern
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # Closes every article in a part's text: a match of a pattern without it never spans two.
