@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from tokentype_cli.cli import cli
-from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
+from tokentype_cli.schema.write import ShardWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = ROOT / "sample_data"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from tokentype_cli.cli import cli
-from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
 
 from .conftest import (
     EXAMPLE1_ALT_TYPES,

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from tokentype_cli.cli import cli
-from tokentype_cli.rules.parse import engine as rules_engine
-from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS
+from tokentype_cli.rules import engine as rules_engine
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
 
 from .conftest import (
     CODON_VOCAB,
@@ -232,7 +232,7 @@ def test_many_rows_many_blocks(tmp_path, shard_factory):
     result = run(path, "--sep", 2, "--pad", 5, "--rule", "between:3 .. 4=prompt", "--json")
     assert result.exit_code == 0, result.output
     from tokentype_cli.rules.parse import Rule, Structure
-    from tokentype_cli.schema import TokenType
+    from tokentype_cli.schema.names import TokenType
 
     expected = rules_engine.apply_rules(
         ids, Structure(sep=(2,), pad=5), [Rule("between", TokenType.PROMPT, tokens=(3,), end=(4,))]

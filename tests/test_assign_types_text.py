@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tokentype_cli.errors import RuleError
 from tokentype_cli.rules.parse import parse_rule_spec, parse_rules_text
-from tokentype_cli.schema import TOKEN_TYPE_IDS
+from tokentype_cli.schema.names import TOKEN_TYPE_IDS
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
 from .conftest import CODON_VOCAB, CONFORMANCE, EXAMPLE2_IDS, assert_one_line_error, invoke

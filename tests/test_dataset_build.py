@@ -22,7 +22,7 @@ from tests.conftest import CODON_VOCAB, SAMPLE_DATA, digest, invoke
 from tokentype_cli.dataset.balance import plan_balance
 from tokentype_cli.dataset.layout import REQUIRED_METADATA, manifest_files, manifest_key
 from tokentype_cli.dataset.plan import Permutation, destinations, plan_splits
-from tokentype_cli.schema import temporary_name
+from tokentype_cli.schema.temporary import temporary_name
 
 MODEL_CONFIG = SAMPLE_DATA / "codon_model_config.json"
 CODONS = ["ATG", "ATC", "GAC", "GGC", "GCC", "GAA"]

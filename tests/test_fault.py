@@ -14,7 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter, remove_stale_temporaries
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
+from tokentype_cli.schema.temporary import remove_stale_temporaries
+from tokentype_cli.schema.write import ShardWriter
 
 from .conftest import digest
 

@@ -20,16 +20,10 @@ import pytest
 
 from tokentype_cli import interrupts
 from tokentype_cli.errors import ShardError, TokenizerError
-from tokentype_cli.schema import (
-    INPUT_IDS,
-    MAX_READ_BYTES,
-    TOKEN_TYPE_IDS,
-    atomic_path,
-    check_target,
-    iter_row_chunks,
-    remove_stale_temporaries,
-    temporary_name,
-)
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
+from tokentype_cli.schema.read import MAX_READ_BYTES, iter_row_chunks
+from tokentype_cli.schema.temporary import remove_stale_temporaries, temporary_name
+from tokentype_cli.schema.write import atomic_path, check_target
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
 from .conftest import (
@@ -521,10 +515,10 @@ def test_a_swallowed_signal_still_stops_before_the_rename(shard, tmp_path):
 
 
 def test_a_full_disk_names_the_output_not_the_input(shard, tmp_path, monkeypatch):
-    import tokentype_cli.schema as schema
+    import tokentype_cli.schema.write as schema_write
 
     before = snapshot(tmp_path)
-    real = schema._RowAppender.flush
+    real = schema_write.RowAppender.flush
 
     def full(self):
         if self.pending:
@@ -534,7 +528,7 @@ def test_a_full_disk_names_the_output_not_the_input(shard, tmp_path, monkeypatch
             )
         return real(self)
 
-    monkeypatch.setattr(schema._RowAppender, "flush", full)
+    monkeypatch.setattr(schema_write.RowAppender, "flush", full)
     result = invoke("add-types", shard, tmp_path / "t.npy")
     assert_one_line_error(result, 1, f"{shard}: cannot be written: the disk is full")
     assert "damaged" not in result.stderr
@@ -548,7 +542,7 @@ def test_a_full_disk_names_the_output_not_the_input(shard, tmp_path, monkeypatch
 
 
 def test_reads_are_bounded_whatever_the_chunking(tmp_path, monkeypatch):
-    import tokentype_cli.schema as schema
+    import tokentype_cli.schema.read as schema
 
     path = tmp_path / "tall.h5"
     with h5py.File(path, "w") as f:

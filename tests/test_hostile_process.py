@@ -20,7 +20,9 @@ import h5py
 import numpy as np
 import pytest
 
-from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, ShardWriter, write_lock
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
+from tokentype_cli.schema.temporary import write_lock
+from tokentype_cli.schema.write import ShardWriter
 
 from .conftest import EXAMPLE1_IDS, EXAMPLE1_TYPES, ROOT, digest, invoke, write_shard
 
@@ -341,7 +343,7 @@ def test_file_names_that_are_not_utf8_print_as_their_bytes(tmp_path):
 
 
 def test_an_unreadable_shard_is_exit_1(tmp_path, monkeypatch):
-    import tokentype_cli.schema as schema
+    import tokentype_cli.schema.read as schema
 
     path = write_shard(tmp_path / "a.h5", [EXAMPLE1_IDS])
     np.save(tmp_path / "t.npy", np.array([EXAMPLE1_TYPES], np.int32))

@@ -20,7 +20,8 @@ from tokentype_cli.loss import (
     target_weights,
 )
 from tokentype_cli.report.rows import PALETTE, UNKNOWN_STYLE, render_segments, style_of
-from tokentype_cli.schema import ShardWriter, TokenType
+from tokentype_cli.schema.names import TokenType
+from tokentype_cli.schema.write import ShardWriter
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
 from .conftest import (

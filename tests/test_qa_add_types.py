@@ -68,7 +68,7 @@ def test_jsonl_is_spooled_beside_the_output_not_the_read_only_file(
     example1_shard, tmp_path, monkeypatch
 ):
     # FILE's folder may be read-only (a shared data set) when -o writes elsewhere.
-    from tokentype_cli.add_types.add import add as add_types
+    from tokentype_cli.add_types import add as add_types
 
     real = add_types.temporary_folder
     used = []

@@ -10,7 +10,7 @@ import sys
 import h5py
 import pytest
 
-from tokentype_cli.schema import TOKEN_TYPE_IDS
+from tokentype_cli.schema.names import TOKEN_TYPE_IDS
 
 from .conftest import ROOT, invoke
 

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tokentype_cli.schema import CATEGORY_IDS, INPUT_IDS, TOKEN_TYPE_IDS, chunk_rows
+from tokentype_cli.schema.names import CATEGORY_IDS, INPUT_IDS, TOKEN_TYPE_IDS
+from tokentype_cli.schema.storage import chunk_rows
 
 from .conftest import EXAMPLE2_IDS, EXAMPLE2_TYPES, assert_one_line_error, digest, invoke
 

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tokentype_cli.rules import engine as rules_engine
 from tokentype_cli.rules.engine import apply_rules
 from tokentype_cli.rules.parse import Rule, Structure
-from tokentype_cli.rules.parse import engine as rules_engine
-from tokentype_cli.schema import TokenType
+from tokentype_cli.schema.names import TokenType
 
 from .conftest import EXAMPLE1_ALT_TYPES, EXAMPLE1_IDS, EXAMPLE1_TYPES, EXAMPLE2_IDS, EXAMPLE2_TYPES
 

@@ -18,7 +18,7 @@ from tokentype_cli.rules.parse import (
     parse_rules_text,
     parse_token_word,
 )
-from tokentype_cli.schema import TokenType
+from tokentype_cli.schema.names import TokenType
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
 from .conftest import CODON_VOCAB

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tokentype_cli.rules.engine import apply_rules
 from tokentype_cli.rules.parse import Rule, Structure, TextPattern
 from tokentype_cli.rules.text import TokenTexts
-from tokentype_cli.schema import TokenType
+from tokentype_cli.schema.names import TokenType
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 from .conftest import CODON_VOCAB, CONFORMANCE

@@ -10,21 +10,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from tokentype_cli.errors import DatasetExistsError, ShardError
-from tokentype_cli.schema import (
-    DTYPE,
+from tokentype_cli.schema.names import (
     INPUT_IDS,
     TOKEN_TYPE_IDS,
     Provenance,
-    ShardWriter,
     TokenType,
-    atomic_path,
-    chunk_rows,
-    find_shards,
-    iter_row_chunks,
-    open_shard,
     parse_token_type,
-    write_dataset_atomically,
 )
+from tokentype_cli.schema.read import find_shards, iter_row_chunks, open_shard
+from tokentype_cli.schema.storage import DTYPE, chunk_rows
+from tokentype_cli.schema.write import ShardWriter, atomic_path, write_dataset_atomically
 
 from .conftest import digest, write_shard
 

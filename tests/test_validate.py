@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from tokentype_cli.cli import cli
-from tokentype_cli.schema import INPUT_IDS, ShardWriter
+from tokentype_cli.schema.names import INPUT_IDS
+from tokentype_cli.schema.write import ShardWriter
 from tokentype_cli.validate.shard import FIXES, ValidateOptions, validate_file
 
 from .conftest import CODON_VOCAB, EXAMPLE1_IDS, EXAMPLE2_IDS, EXAMPLE2_TYPES, write_shard

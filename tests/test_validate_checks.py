@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, Provenance, ShardWriter
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS, Provenance
+from tokentype_cli.schema.write import ShardWriter
 from tokentype_cli.validate.shard import FIXES
 
 from .conftest import CODON_VOCAB, EXAMPLE2_IDS, EXAMPLE2_TYPES, invoke, write_shard

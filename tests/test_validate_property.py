@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokentype_cli.schema import TokenType
+from tokentype_cli.schema.names import TokenType
 from tokentype_cli.validate.shard import ValidateOptions, validate_file
 
 from .conftest import write_shard

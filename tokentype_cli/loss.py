@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokentype_cli.schema import COMPLETION, PROMPT, SEPARATOR, TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.names import COMPLETION, PROMPT, SEPARATOR, TOKEN_TYPE_NAMES, TokenType
 
 N_TYPES = len(TokenType)
 # How LossTally averages: over all targets (Megatron-LM, Hugging Face) or per row first.

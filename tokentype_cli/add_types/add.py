@@ -17,21 +17,14 @@ import numpy as np
 from tokentype_cli import interrupts
 from tokentype_cli.errors import DatasetExistsError, SourceError
 from tokentype_cli.loss import type_counts
-from tokentype_cli.schema import (
-    INPUT_IDS,
-    MAX_TOKEN_TYPE,
-    TOKEN_TYPE_IDS,
-    Provenance,
+from tokentype_cli.schema.names import INPUT_IDS, MAX_TOKEN_TYPE, TOKEN_TYPE_IDS, Provenance
+from tokentype_cli.schema.read import iter_row_chunks, open_shard, read_errors, require_rows_dataset
+from tokentype_cli.schema.storage import step_rows
+from tokentype_cli.schema.temporary import temporary_folder, write_lock
+from tokentype_cli.schema.write import (
     check_target,
-    iter_row_chunks,
-    open_shard,
-    read_errors,
     refuse_output_onto_inputs,
-    require_rows_dataset,
-    step_rows,
-    temporary_folder,
     write_dataset_atomically,
-    write_lock,
 )
 
 STDIN = "-"

@@ -17,7 +17,7 @@ from tokentype_cli.cli.base import (
     provenance,
     quiet_option,
 )
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 
 
 @cli.command("add-types")

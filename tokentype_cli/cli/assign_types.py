@@ -22,7 +22,7 @@ from tokentype_cli.cli.base import (
     quiet_option,
     tokenizer_option,
 )
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from tokentype_cli import __version__, interrupts
 from tokentype_cli.errors import OptionError, TokentypeError
-from tokentype_cli.schema import MAX_SEQ_LENGTH, Provenance, TokenType, parse_token_type
+from tokentype_cli.schema.names import MAX_SEQ_LENGTH, Provenance, TokenType, parse_token_type
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -92,7 +92,7 @@ def main() -> None:
 def _end_without_teardown_if_hdf5_is_stuck(code: object) -> None:
     """After a full disk, HDF5 holds a file it cannot flush and would crash the interpreter's
     teardown; the message is out and the temporaries are gone, so end here."""
-    from tokentype_cli.schema import abandoned_files
+    from tokentype_cli.schema.write import abandoned_files
 
     if abandoned_files():
         for stream in (sys.stdout, sys.stderr):

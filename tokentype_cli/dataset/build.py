@@ -61,13 +61,10 @@ from tokentype_cli.dataset.route import (
     spool_stdin,
 )
 from tokentype_cli.errors import InputError, OptionError, ShardError
-from tokentype_cli.schema import (
-    Provenance,
-    atomic_path,
-    first_line,
-    temporary_folder,
-    temporary_name,
-)
+from tokentype_cli.schema.names import Provenance
+from tokentype_cli.schema.read import first_line
+from tokentype_cli.schema.temporary import temporary_folder, temporary_name
+from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.options import TokenizeOptions
 from tokentype_cli.tokenize.pipeline import (

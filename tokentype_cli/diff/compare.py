@@ -26,10 +26,8 @@ from tokentype_cli.errors import OptionError, ShardError
 from tokentype_cli.loss import N_TYPES, as_small_types, type_counts, weight_table
 from tokentype_cli.report.options import IGNORABLE
 from tokentype_cli.report.rows import format_row
-from tokentype_cli.schema import (
-    INPUT_IDS,
-    TOKEN_TYPE_NAMES,
-    TokenType,
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.read import (
     find_shards,
     iter_row_chunks,
     open_shard,

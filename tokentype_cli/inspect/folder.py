@@ -15,7 +15,7 @@ import numpy as np
 
 from tokentype_cli.dataset.layout import METADATA, SPLITS
 from tokentype_cli.inspect.shard import ShardSummary
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.validate.folder import SplitFile, read_metadata, split_files
 
 _LISTED = 12  # files whose rows the text lists one by one; more show as a range

@@ -36,7 +36,9 @@ from tokentype_cli.report.rows import (
     row_segments,
     type_label,
 )
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType, atomic_path, open_shard
+from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.read import open_shard
+from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 from tokentype_cli.validate.shard import FileReport, ValidateOptions, validate_paths
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tokentype_cli.loss import N_TYPES, LossTally, as_small_types, type_counts, weight_table
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 
 HISTOGRAMS = {
     "learned": "learned tokens per row",

@@ -26,20 +26,22 @@ from tokentype_cli.report.rows import (  # noqa: F401  (re-exported: the formatt
     row_segments,
     type_label,
 )
-from tokentype_cli.schema import (
+from tokentype_cli.schema.names import (
     INPUT_IDS,
-    MAX_ATTRIBUTE_BYTES,
     PROVENANCE_OPTIONS_ATTR,
     TOKEN_TYPE_NAMES,
     TokenType,
+)
+from tokentype_cli.schema.read import (
+    MAX_ATTRIBUTE_BYTES,
     find_shards,
     first_line,
     iter_row_chunks,
     open_shard,
     require_rows_dataset,
 )
-from tokentype_cli.schema import readable as _readable
-from tokentype_cli.schema import types_dataset as _types_dataset
+from tokentype_cli.schema.read import readable as _readable
+from tokentype_cli.schema.read import types_dataset as _types_dataset
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 from tokentype_cli.validate.findings import is_dataset_folder
 

@@ -15,19 +15,13 @@ from tokentype_cli.loss import as_small_types, type_counts, type_shares
 from tokentype_cli.rules.engine import N_TYPES, BlockResult, apply_rules, explain_rule
 from tokentype_cli.rules.parse import PATTERN_KINDS, Rule, Structure
 from tokentype_cli.rules.text import TokenTexts
-from tokentype_cli.schema import (
-    INPUT_IDS,
-    TOKEN_TYPE_IDS,
-    TOKEN_TYPE_NAMES,
-    Provenance,
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS, TOKEN_TYPE_NAMES, Provenance
+from tokentype_cli.schema.read import iter_row_chunks, open_shard, read_errors, require_rows_dataset
+from tokentype_cli.schema.temporary import write_lock
+from tokentype_cli.schema.write import (
     check_target,
-    iter_row_chunks,
-    open_shard,
-    read_errors,
     refuse_output_onto_inputs,
-    require_rows_dataset,
     write_dataset_atomically,
-    write_lock,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 

@@ -21,7 +21,7 @@ import numpy as np
 from tokentype_cli.loss import N_TYPES, type_counts
 from tokentype_cli.rules.parse import Rule, Structure
 from tokentype_cli.rules.text import Decoded, TokenTexts, find_text
-from tokentype_cli.schema import PADDING, SEPARATOR
+from tokentype_cli.schema.names import PADDING, SEPARATOR
 
 # Rows are processed in parts of about this many tokens (see apply_rules).
 PART_TOKENS = 1 << 17

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tokentype_cli.errors import OptionError, RuleError, TokenizerError
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType, parse_token_type
+from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType, parse_token_type
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 KINDS = ("span", "token", "until", "through", "between")

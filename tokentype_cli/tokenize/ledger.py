@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from tokentype_cli.schema import TokenType
+from tokentype_cli.schema.names import TokenType
 from tokentype_cli.tokenize.articles import Articles
 from tokentype_cli.tokenize.pack import Placement
 from tokentype_cli.tokenize.read import Batch

@@ -26,16 +26,14 @@ from tokenizers import Tokenizer
 
 from tokentype_cli.errors import InputError, OptionError
 from tokentype_cli.loss import type_counts
-from tokentype_cli.schema import (
+from tokentype_cli.schema.names import (
     CATEGORY_IDS,
     INPUT_IDS,
     TOKEN_TYPE_IDS,
     Provenance,
-    ShardWriter,
     TokenType,
-    atomic_path,
-    same_file,
 )
+from tokentype_cli.schema.write import ShardWriter, atomic_path, same_file
 from tokentype_cli.tokenize.accounting import (
     DroppedArticles,
     lines_with_special_tokens,

@@ -33,7 +33,8 @@ from tokentype_cli.dataset.layout import (
     split_file_name,
 )
 from tokentype_cli.errors import InputError
-from tokentype_cli.schema import INPUT_IDS, TOKEN_TYPE_IDS, find_shards, first_line
+from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
+from tokentype_cli.schema.read import find_shards, first_line
 from tokentype_cli.validate.shard import (
     ERROR,
     FIXES,

@@ -18,11 +18,9 @@ import numpy as np
 
 from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.loss import as_small_types
-from tokentype_cli.schema import (
+from tokentype_cli.schema.names import (
     CATEGORY_IDS,
     COMPLETION,
-    COMPRESSION,
-    DTYPE,
     INPUT_IDS,
     MAX_SEQ_LENGTH,
     PADDING,
@@ -33,6 +31,8 @@ from tokentype_cli.schema import (
     TOKEN_TYPE_IDS,
     TOKEN_TYPE_NAMES,
     TokenType,
+)
+from tokentype_cli.schema.read import (
     chunk_shape_problem,
     find_shards,
     first_line,
@@ -45,6 +45,7 @@ from tokentype_cli.schema import (
     unwritten_chunks,
     unwritten_message,
 )
+from tokentype_cli.schema.storage import COMPRESSION, DTYPE
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 from tokentype_cli.validate.findings import DATASET_FIXES, TrainingOptions, is_dataset_folder
 
