@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tokentype_cli.report.options import NORMALIZATIONS
 from tokentype_cli.schema.names import COMPLETION, PROMPT, SEPARATOR, TOKEN_TYPE_NAMES, TokenType
 
 N_TYPES = len(TokenType)
 # How LossTally averages: over all targets (Megatron-LM, Hugging Face) or per row first.
-NORMALIZATIONS = ("token", "row")
 
 
 def weight_table(prompt_loss_weight: float) -> np.ndarray:

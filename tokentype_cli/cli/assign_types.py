@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -23,7 +24,9 @@ from tokentype_cli.cli.base import (
     tokenizer_option,
 )
 from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("assign-types")
@@ -195,6 +198,7 @@ def assign_types_command(
     """
     from tokentype_cli.errors import RuleError
     from tokentype_cli.inspect import shard as inspect_shard
+    from tokentype_cli.report import rows as row_view
     from tokentype_cli.rules.assign import assign_types
     from tokentype_cli.rules.parse import (
         RulesConfig,
@@ -287,7 +291,7 @@ def assign_types_command(
     for row, (ids, types) in preview:
         click.echo(inspect_shard.format_row_header(row, report.rows, types))
         click.echo(
-            inspect_shard.format_row(ids, types, tokenizer=tokenizer, color=color),
+            row_view.format_row(ids, types, tokenizer=tokenizer, color=color),
             color=color or None,
         )
     message(_assign_types_summary(report), quiet)

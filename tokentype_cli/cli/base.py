@@ -16,14 +16,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
 
 from tokentype_cli import __version__, interrupts
 from tokentype_cli.errors import OptionError, TokentypeError
 from tokentype_cli.schema.names import MAX_SEQ_LENGTH, Provenance, TokenType, parse_token_type
-from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -92,9 +94,9 @@ def main() -> None:
 def _end_without_teardown_if_hdf5_is_stuck(code: object) -> None:
     """After a full disk, HDF5 holds a file it cannot flush and would crash the interpreter's
     teardown; the message is out and the temporaries are gone, so end here."""
-    from tokentype_cli.schema.write import abandoned_files
-
-    if abandoned_files():
+    # No shard writer was ever loaded, so none can be stuck (and start-up stays light).
+    writes = sys.modules.get("tokentype_cli.schema.write")
+    if writes is not None and writes.abandoned_files():
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -239,6 +241,8 @@ def _load_tokenizer_callback(
 ) -> LoadedTokenizer | None:
     if value is None:
         return None
+    from tokentype_cli.tokenizer_loader import load_tokenizer  # numpy, tokenizers: on use
+
     try:
         return load_tokenizer(value, keep_definition=keep)
     except TokentypeError as exc:
@@ -409,6 +413,8 @@ def progress_bar(
     if quiet or sys.stderr is None or not sys.stderr.isatty():
         yield lambda n: None
         return
+    from tqdm import tqdm  # only when a bar is drawn: start-up stays light
+
     with tqdm(
         total=total,
         unit=unit,

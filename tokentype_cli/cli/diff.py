@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,7 +18,9 @@ from tokentype_cli.cli.base import (
     tokenizer_option,
 )
 from tokentype_cli.report.options import IGNORABLE
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 def _ignore(ctx: click.Context, param: click.Parameter, value: str | None) -> frozenset[str]:

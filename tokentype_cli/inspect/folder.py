@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from tokentype_cli.dataset.layout import METADATA, SPLITS
+from tokentype_cli.dataset.read import SplitFile, read_metadata, split_files
 from tokentype_cli.inspect.shard import ShardSummary
 from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
-from tokentype_cli.validate.folder import SplitFile, read_metadata, split_files
 
 _LISTED = 12  # files whose rows the text lists one by one; more show as a range
 

@@ -40,7 +40,8 @@ from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.schema.read import open_shard
 from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
-from tokentype_cli.validate.shard import FileReport, ValidateOptions, validate_paths
+from tokentype_cli.validate.findings import FileReport, ValidateOptions
+from tokentype_cli.validate.paths import validate_paths
 
 # The default sample: the first rows of the first file, and random rows (fixed seed) of all.
 FIRST_ROWS = 3

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +17,6 @@ import numpy as np
 
 from tokentype_cli.errors import OptionError, ShardError
 from tokentype_cli.loss import LossTally, as_small_types, target_weights, type_counts, type_shares
-from tokentype_cli.report.rows import (  # noqa: F401  (re-exported: the formatter's former home)
-    COLLAPSE_PADDING,
-    Segment,
-    color_legend,
-    format_row,
-    render_segments,
-    row_segments,
-    type_label,
-)
 from tokentype_cli.schema.names import (
     INPUT_IDS,
     PROVENANCE_OPTIONS_ATTR,
@@ -43,7 +34,6 @@ from tokentype_cli.schema.read import (
 from tokentype_cli.schema.read import readable as _readable
 from tokentype_cli.schema.read import types_dataset as _types_dataset
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
-from tokentype_cli.validate.findings import is_dataset_folder
 
 # --- summary -------------------------------------------------------------------------------------
 
@@ -125,47 +115,6 @@ class ShardSummary:
         return data
 
 
-def summarize(
-    paths: str | os.PathLike | Sequence[str | os.PathLike],
-    prompt_loss_weight: float | None = None,
-    progress: Callable[[int], None] | None = None,
-    normalization: str = "token",
-    allow_external: bool = False,
-) -> ShardSummary:
-    """Summarise a shard, or a folder or several paths (totals plus each file), streaming the types.
-
-    Loss shares (with a `prompt_loss_weight`) average as `normalization` says: "token" over
-    every target, "row" per row first (see `loss`).
-    """
-    given = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
-    loss = None if prompt_loss_weight is None else (prompt_loss_weight, normalization)
-    if len(given) == 1 and not given[0].is_dir():
-        return _summarize_file(given[0], loss, progress, allow_external)
-    summaries = [
-        _summarize_file(file, loss, progress, allow_external) for file in shard_files(*given)
-    ]
-    total = ShardSummary(given[0] if len(given) == 1 else None, files=summaries, inputs=given)
-    total.rows = sum(s.rows for s in summaries)
-    lengths = {s.seq_len for s in summaries}
-    total.seq_len = lengths.pop() if len(lengths) == 1 else None
-    for s in summaries:
-        for name, info in s.datasets.items():
-            entry = total.datasets.setdefault(name, {"files": 0, "rows": 0})
-            entry["files"] += 1
-            entry["rows"] += info["shape"][0] if info["shape"] else 0
-    if all(s.type_counts is not None for s in summaries):
-        total.type_counts = sum(s.type_counts for s in summaries)
-    if loss is not None:
-        total.loss = LossTally(*loss)
-        for s in summaries:
-            total.loss.merge(s.loss)
-    if len(given) == 1 and is_dataset_folder(given[0]):
-        from tokentype_cli.inspect.folder import dataset_summary  # it imports this module
-
-        return dataset_summary(total)
-    return total
-
-
 def shard_files(*paths: str | os.PathLike) -> list[Path]:
     """Files as given and folders' *.h5 / *.hdf5 files, each once; a folder without any is an
     error."""
@@ -233,7 +182,7 @@ def attribute_value(attrs: h5py.AttributeManager, key: str) -> object:
         return f"<attribute not readable: {first_line(exc)}>"
 
 
-def _summarize_file(
+def summarize_file(
     path: Path,
     loss: tuple[float, str] | None,
     progress: Callable[[int], None] | None,
@@ -352,17 +301,6 @@ def read_rows(
 # --- text output ---------------------------------------------------------------------------------
 
 
-def format_summary(summary: ShardSummary) -> str:
-    """The human-readable summary of a file, or of a folder followed by each of its files."""
-    from tokentype_cli.inspect.folder import dataset_lines  # it imports this module
-
-    lines = [*dataset_lines(summary), *_summary_lines(summary)]
-    for file in summary.files or []:
-        lines.append("")
-        lines.extend(_summary_lines(file))
-    return "\n".join(lines) + "\n"
-
-
 def format_row_header(
     row: int,
     total_rows: int,
@@ -387,7 +325,7 @@ def format_row_header(
     return text
 
 
-def _summary_lines(s: ShardSummary) -> list[str]:
+def summary_lines(s: ShardSummary) -> list[str]:
     folder = s.files is not None
     seq_len = "mixed" if s.seq_len is None else f"{s.seq_len:,}"
     named = s.path if s.inputs is None else ", ".join(map(str, s.inputs))

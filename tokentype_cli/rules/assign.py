@@ -464,7 +464,7 @@ def format_explanation(
     match: ArticleMatch, *, tokenizer: LoadedTokenizer | None, color: bool
 ) -> str:
     """A header line, then the article's tokens by type with each match between ⟦ and ⟧."""
-    from tokentype_cli.inspect.shard import render_segments, row_segments
+    from tokentype_cli.report.rows import render_segments, row_segments
 
     if not match.matched:
         found = "no match"

@@ -4,11 +4,10 @@ and h5py so the CLI can import it at start-up."""
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-
-import numpy as np
 
 from tokentype_cli import __version__
 
@@ -63,7 +62,7 @@ MAX_TOKEN_TYPE = max(TokenType)
 
 def parse_token_type(value: str | int) -> TokenType:
     """Accept a token type by name (`prompt`, `pad`, ...) or number (0..3)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         if 0 <= int(value) <= MAX_TOKEN_TYPE:
             return TokenType(int(value))
     elif isinstance(value, str):

@@ -14,17 +14,14 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-
-import yaml
 
 from tokentype_cli.dataset.layout import (
     MANIFEST,
     METADATA,
     REQUIRED_METADATA,
     SPLIT_FILE,
-    SPLITS,
     TEST_DIR,
     TOKENIZER_DIR,
     manifest_files,
@@ -32,20 +29,20 @@ from tokentype_cli.dataset.layout import (
     sha256_of,
     split_file_name,
 )
+from tokentype_cli.dataset.read import SplitFile, read_metadata, split_files
 from tokentype_cli.errors import InputError
 from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
 from tokentype_cli.schema.read import find_shards, first_line
-from tokentype_cli.validate.shard import (
+from tokentype_cli.validate.findings import (
     ERROR,
     FIXES,
     WARNING,
     FileReport,
     ValidateOptions,
-    _sort,
-    validate_file,
+    settle,
 )
+from tokentype_cli.validate.shard import validate_file
 
-TEST_FILE = re.compile(r"^test_(?P<k>[1-9][0-9]*)_of_(?P<n>[1-9][0-9]*)\.(?P<ext>jsonl|txt)$")
 COUNT_KEYS = {
     "train": "number_of_training_files",
     "dev": "number_of_dev_files",
@@ -66,58 +63,6 @@ MINIMUM = {
 MODEL_TYPE = re.compile(r"^<class '[A-Za-z_][\w.]*'>$")
 TRANSFORMERS_MODULE = re.compile(r"^<class 'transformers\.models\.(?P<module>\w+)\.")
 _LISTED = 5  # names a message shows before "and N more"
-
-
-@dataclass(frozen=True)
-class SplitFile:
-    """A file whose name makes it part of a split: `train_3_of_16.hdf5` is ("train", 3, 16)."""
-
-    split: str
-    k: int
-    n: int
-    path: Path
-
-
-def read_metadata(folder: str | os.PathLike) -> dict[str, object]:
-    """metadata.yaml as a mapping; InputError naming the file (and line) when it is not one."""
-    path = Path(folder) / METADATA
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"{path}: cannot be read ({first_line(exc)}); restore it or rebuild the folder"
-        ) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or first_line(exc)
-        raise InputError(
-            f"{where}: not valid YAML ({problem}); fix it or rebuild the folder"
-        ) from exc
-    if not isinstance(data, dict):
-        held = "nothing" if data is None else f"a {type(data).__name__}"
-        raise InputError(
-            f"{path}: holds {held}, not a mapping of keys; fix it or rebuild the folder"
-        )
-    return data
-
-
-def split_files(folder: str | os.PathLike) -> dict[str, list[SplitFile]]:
-    """The files each split's name pattern matches, in order of (n, k): train and dev shards in
-    the folder itself, test text under test_files/. Names decide, never the folder's path."""
-    folder = Path(folder)
-    found: dict[str, list[SplitFile]] = {split: [] for split in SPLITS}
-    for pattern, where in ((SPLIT_FILE, folder), (TEST_FILE, folder / TEST_DIR)):
-        if not where.is_dir():
-            continue
-        for path in where.iterdir():
-            match = pattern.match(path.name)
-            if match and path.is_file():
-                split = match.groupdict().get("split", "test")
-                found[split].append(SplitFile(split, int(match["k"]), int(match["n"]), path))
-    for files in found.values():
-        files.sort(key=lambda f: (f.n, f.k, f.path.name))
-    return found
 
 
 def check_dataset(
@@ -151,7 +96,7 @@ def check_dataset(
     report.rows = sum(count for split in rows.values() for _, count in split)
     lengths = {width for _, width in widths}
     report.seq_len = lengths.pop() if len(lengths) == 1 else None
-    _sort(report, options.strict)
+    settle(report, options.strict)
     return [report, *shard_reports]
 
 
@@ -380,7 +325,7 @@ def _as_metadata_vocab(report: FileReport, folder: Path, vocab_size: int, strict
             message=message,
             fix=FIXES["metadata-vocab-size"],
         )
-    _sort(report, strict)
+    settle(report, strict)
 
 
 def _check_widths(

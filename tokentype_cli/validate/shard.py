@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from tokentype_cli.errors import InputError, OptionError, ShardError
+from tokentype_cli.errors import InputError, ShardError
 from tokentype_cli.loss import as_small_types
 from tokentype_cli.schema.names import (
     CATEGORY_IDS,
@@ -34,7 +32,6 @@ from tokentype_cli.schema.names import (
 )
 from tokentype_cli.schema.read import (
     chunk_shape_problem,
-    find_shards,
     first_line,
     iter_row_chunks,
     missing_virtual_sources,
@@ -46,287 +43,22 @@ from tokentype_cli.schema.read import (
     unwritten_message,
 )
 from tokentype_cli.schema.storage import COMPRESSION, DTYPE
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
-from tokentype_cli.validate.findings import DATASET_FIXES, TrainingOptions, is_dataset_folder
+from tokentype_cli.validate.findings import (
+    ERROR,
+    FIXES,
+    WARNING,
+    BlockObserver,
+    FileReport,
+    ValidateOptions,
+    settle,
+)
 
-ERROR = "error"
-WARNING = "warning"
-
-# Stable check names, in report order, with the one-line fix each finding carries.
-FIXES = {
-    "cannot-open": "check the path; pass an HDF5 shard written by tokentype or h5py",
-    "no-shards": "pass .h5/.hdf5 files or a folder holding some",
-    "unreadable": "the file is damaged: rebuild it (tokentype tokenize) or restore a copy",
-    "missing-input-ids": "a shard needs input_ids: build it with `tokentype tokenize`",
-    "not-2d": "store the dataset as (rows, max_seq_length)",
-    "non-integer-dtype": "store integer ids (int32, 'i4')",
-    "outside-data": "copy the data into the file, or pass --allow-external to check what it reads",
-    "virtual-source-missing": "restore the virtual dataset's source files, or rebuild the file",
-    "unwritten-chunks": "rebuild the file: part of the dataset was declared but never written",
-    "id-beyond-int32": "store input_ids as int32 ('i4'): a trainer reading int32 sees these ids"
-    " as other ids",
-    "shape-mismatch": "rewrite the types: `tokentype add-types FILE TYPES --overwrite`",
-    "zero-rows": "rebuild the shard from non-empty input",
-    "seq-length": "re-tokenize with the --max-seq-length the model trains with",
-    "seq-length-mixed": "re-tokenize every shard with one --max-seq-length",
-    "missing-types": "add types: `tokentype assign-types FILE ...` or `tokentype add-types FILE TYPES`",
-    "type-out-of-range": "types are 0 prompt, 1 completion, 2 padding, 3 separator: rewrite them"
-    " with `tokentype add-types FILE TYPES --overwrite`",
-    "negative-token-id": "rebuild input_ids with `tokentype tokenize`",
-    "token-id-out-of-vocab": "tokenize with the model's tokenizer, or pass the right"
-    " --tokenizer/--vocab-size",
-    "no-loss-row": "drop those rows or mark their answers as completion (tokentype assign-types)",
-    "dtype-not-int32": "rewrite it as int32 ('i4'), as the trainer expects: `tokentype repack FILE`",
-    "not-gzip": "rewrite it with gzip compression, as tokentype writes: `tokentype repack FILE`",
-    "maxshape": "rewrite it with maxshape=(None, max_seq_length): `tokentype repack FILE`",
-    "chunk-shape": "rewrite the dataset chunked by whole rows, as tokentype writes it: `tokentype repack FILE`",
-    "padding-then-content": "pad only at the end of a row: re-pack the rows (tokentype tokenize)",
-    "truncated-eos": "end each article with an EOS separator before padding (raise"
-    " --max-seq-length or keep the EOS when truncating)",
-    "eos-in-completion": "remove the literal end-of-sequence token from the text, or re-tokenize"
-    " with --split-special-tokens so such text is encoded as plain text",
-    "separator-id": "separators should all be the tokenizer's EOS id: check the tokenizer used",
-    "padding-id": "padding should be one id, the tokenizer's pad (or EOS) id: check the tokenizer",
-    "padding-only-row": "drop rows holding only padding; they carry no loss",
-    "no-learned-token-row": "mark each row's answer as completion, or end it with a separator",
-    **DATASET_FIXES,
-    # The CI thresholds (errors when crossed).
-    "learned-per-row": "mark more of each row as completion (tokentype assign-types), pack more"
-    " articles per row, or lower --min-learned-per-row",
-    "padding-share": "pack rows fuller (tokentype tokenize --packing full or greedy) or lower"
-    " --max-seq-length",
-    "truncated-share": "raise --max-seq-length or shorten the longest inputs; the ledger names"
-    " each line cut",
-    "no-ledger": "pass --ledger FILE, or keep `tokentype tokenize --ledger` output beside the shard"
-    " as SHARD.ledger.jsonl",
-}
-_ORDER = {name: i for i, name in enumerate(FIXES)}
-# The dataset a check is about when the finding does not name one itself (None: the file).
-_DATASETS = {
-    "missing-input-ids": INPUT_IDS,
-    "zero-rows": INPUT_IDS,
-    "seq-length": INPUT_IDS,
-    "seq-length-mixed": INPUT_IDS,
-    "negative-token-id": INPUT_IDS,
-    "token-id-out-of-vocab": INPUT_IDS,
-    "separator-id": INPUT_IDS,
-    "padding-id": INPUT_IDS,
-    "eos-in-completion": INPUT_IDS,
-    "missing-types": TOKEN_TYPE_IDS,
-    "type-out-of-range": TOKEN_TYPE_IDS,
-    "no-loss-row": TOKEN_TYPE_IDS,
-    "padding-then-content": TOKEN_TYPE_IDS,
-    "truncated-eos": TOKEN_TYPE_IDS,
-    "padding-only-row": TOKEN_TYPE_IDS,
-    "no-learned-token-row": TOKEN_TYPE_IDS,
-}
 # Packings whose rows hold whole articles: a row must end in its last article's separator or in
 # padding, so an article running to the end of the row lost its EOS.
 _WHOLE_ARTICLE_PACKINGS = ("greedy::", "single::")
 # Plain ints for the hot paths: comparing a block with an IntEnum member makes numpy look up
 # attributes of the member, which is slower and a place where a signal can get lost.
 _PROMPT, _COMPLETION = int(TokenType.PROMPT), int(TokenType.COMPLETION)
-
-
-def check_names(names: Iterable[str]) -> frozenset[str]:
-    """The check names of `--ignore a,b --ignore c`; an unknown one is an OptionError (exit 2)."""
-    wanted = {name.strip() for given in names for name in given.split(",") if name.strip()}
-    for name in sorted(wanted):
-        if name not in FIXES:
-            raise OptionError(
-                f"--ignore: unknown check {name!r}; the checks are {', '.join(FIXES)}"
-            )
-    return frozenset(wanted)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem found in one file: a stable check name, a severity, an exact count and where."""
-
-    check: str
-    severity: str  # "error" or "warning"
-    message: str
-    count: int = 1
-    row: int | None = None
-    column: int | None = None
-    fix: str = ""
-    dataset: str | None = None  # the dataset the finding is about; None for the whole file
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "check": self.check,
-            "severity": self.severity,
-            "dataset": self.dataset,
-            "message": self.message,
-            "count": self.count,
-            "row": self.row,
-            "column": self.column,
-            "fix": self.fix,
-        }
-
-
-@dataclass
-class FileReport:
-    """The findings for one path, with its size once known."""
-
-    path: Path
-    findings: list[Finding] = field(default_factory=list)
-    rows: int = 0
-    seq_len: int | None = None
-
-    @property
-    def errors(self) -> int:
-        return sum(f.severity == ERROR for f in self.findings)
-
-    @property
-    def warnings(self) -> int:
-        return sum(f.severity == WARNING for f in self.findings)
-
-    def add(
-        self,
-        check: str,
-        severity: str,
-        message: str,
-        count: int = 1,
-        row: int | None = None,
-        column: int | None = None,
-        dataset: str | None = None,
-    ) -> None:
-        """Add a finding; `dataset` defaults to the one the check is about (see _DATASETS)."""
-        self.findings.append(
-            Finding(
-                check,
-                severity,
-                message,
-                int(count),
-                row,
-                column,
-                FIXES.get(check, ""),
-                dataset or _DATASETS.get(check),
-            )
-        )
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "path": str(self.path),
-            "rows": self.rows,
-            "seq_len": self.seq_len,
-            "errors": self.errors,
-            "warnings": self.warnings,
-            "findings": [f.as_dict() for f in self.findings],
-        }
-
-
-@dataclass(frozen=True)
-class ValidateOptions:
-    """What to check beyond the schema; every field is optional."""
-
-    vocab_size: int | None = None
-    tokenizer: LoadedTokenizer | None = None
-    max_seq_length: int | None = None
-    require_types: bool = False
-    prompt_loss_weight: float | None = None
-    strict: bool = False
-    training: TrainingOptions = field(default_factory=TrainingOptions)  # dataset folders only
-    allow_external: bool = False  # follow external links and virtual datasets
-    ignore: frozenset[str] = frozenset()  # check names whose findings are dropped
-    # CI thresholds: crossing one is an error.
-    min_learned_per_row: int | None = None
-    max_padding_share: float | None = None
-    max_truncated_share: float | None = None
-    max_rows_without_loss: int | None = None
-    ledger: Path | None = None  # for --max-truncated-share; else the one beside each shard
-
-    @property
-    def loss_weight(self) -> float | None:
-        """The weight rows without loss are judged at: given, or 0 for the thresholds."""
-        if self.prompt_loss_weight is None and (
-            self.max_rows_without_loss is not None or self.min_learned_per_row is not None
-        ):
-            return 0.0
-        return self.prompt_loss_weight
-
-    @property
-    def effective_vocab_size(self) -> int | None:
-        if self.vocab_size is not None:
-            return self.vocab_size
-        return None if self.tokenizer is None else self.tokenizer.vocab_size
-
-
-# Called with (path, first_row, input_ids block, token_type_ids block or None) for each block
-# validate reads, so a report can gather its statistics in the same streamed pass.
-BlockObserver = Callable[[Path, int, np.ndarray, "np.ndarray | None"], None]
-
-
-def validate_paths(
-    paths: Iterable[str | os.PathLike],
-    options: ValidateOptions = ValidateOptions(),
-    progress: Callable[[int], None] | None = None,
-    on_block: BlockObserver | None = None,
-) -> list[FileReport]:
-    """Validate every file (folders expand to their *.h5 / *.hdf5), one report per file; a
-    dataset folder (one with metadata.yaml) gets its own report first (`dataset.check`)."""
-    reports: list[FileReport] = []
-    seen: set[Path] = set()
-    for given in paths:
-        given = Path(given)
-        if is_dataset_folder(given):
-            from tokentype_cli.validate.folder import check_dataset  # it imports this module
-
-            reports.extend(check_dataset(given, options, progress))
-            seen.update(report.path.resolve() for report in reports)
-            continue
-        files = find_shards([given])
-        if given.is_dir() and not files:
-            report = FileReport(given)
-            report.add("no-shards", ERROR, f"{given}: folder holds no *.h5 or *.hdf5 files")
-            reports.append(report)
-            continue
-        for path in files:
-            # A file named again (itself and through its folder) would count its findings twice.
-            if path.resolve() in seen:
-                continue
-            seen.add(path.resolve())
-            reports.append(validate_file(path, options, progress, on_block))
-    _mixed_lengths(reports, options)
-    return reports
-
-
-def _mixed_lengths(reports: list[FileReport], options: ValidateOptions) -> None:
-    """One finding, on the first odd file, naming every length seen and the odd files.
-
-    The odd files are those unlike --max-seq-length, else unlike the most common length (the
-    first file's among equally common ones): blaming every file unlike the first would blame
-    the majority whenever the first file is the odd one.
-    """
-    sized = [r for r in reports if r.seq_len is not None]
-    counts = Counter(r.seq_len for r in sized)
-    if len(counts) < 2:
-        return
-    expected = options.max_seq_length
-    if expected is None:
-        expected = max(counts, key=lambda length: counts[length])  # first seen among ties
-    odd = [r for r in sized if r.seq_len != expected]
-    if not odd:
-        return
-    tied = sum(count == counts[expected] for count in counts.values()) > 1
-    seen = []
-    for length, count in sorted(counts.items(), key=lambda i: (i[0] != expected, -i[1])):
-        text = f"{length} ({count} file{'' if count == 1 else 's'}"
-        # The majority's files go unnamed (there may be thousands) unless no length has one.
-        if length != expected or tied:
-            names = [str(r.path) for r in sized if r.seq_len == length]
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            text += f": {shown}"
-        seen.append(text + ")")
-    first = odd[0]
-    first.add(
-        "seq-length-mixed",
-        ERROR,
-        f"{first.path}: sequence lengths differ between files; lengths seen: {', '.join(seen)}",
-        count=len(odd),
-    )
-    _sort(first, options.strict, options.ignore)
 
 
 def validate_file(
@@ -351,7 +83,7 @@ def validate_file(
         report.add("unreadable", ERROR, f"{path}: cannot be read ({first_line(exc)})")
     if options.max_truncated_share is not None:
         _check_ledger(report, options)
-    _sort(report, options.strict, options.ignore)
+    settle(report, options.strict, options.ignore)
     return report
 
 
@@ -385,16 +117,6 @@ def _check_ledger(report: FileReport, options: ValidateOptions) -> None:
             tally.cut_for_length,
             tally.first_cut_row,
         )
-
-
-def _sort(report: FileReport, strict: bool, ignore: frozenset[str] = frozenset()) -> None:
-    """Drop the ignored checks, make warnings errors with --strict, order by severity and check."""
-    findings = [f for f in report.findings if f.check not in ignore]
-    if strict:
-        findings = [replace(f, severity=ERROR) for f in findings]
-    report.findings = sorted(
-        findings, key=lambda f: (f.severity != ERROR, _ORDER.get(f.check, len(_ORDER)))
-    )
 
 
 def _check_file(
@@ -946,14 +668,3 @@ class _ContentChecker:
                 self.padding,
                 h.row,
             )
-
-
-def totals(reports: list[FileReport]) -> tuple[int, int]:
-    """(errors, warnings) over all reports."""
-    return sum(r.errors for r in reports), sum(r.warnings for r in reports)
-
-
-def as_json(reports: list[FileReport]) -> dict[str, object]:
-    """`{"files": [{"path", "findings": [...]}], "errors": N, "warnings": N}`."""
-    errors, warnings = totals(reports)
-    return {"files": [r.as_dict() for r in reports], "errors": errors, "warnings": warnings}
