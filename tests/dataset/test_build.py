@@ -18,7 +18,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import CODON_MODEL_CONFIG, CODON_VOCAB, digest, invoke, write_pairs
+from tests.helpers import CODON_MODEL_CONFIG, CODON_VOCAB, CODONS, digest, invoke, write_pairs
 from tokentype_cli.dataset.balance import plan_balance
 from tokentype_cli.dataset.layout import REQUIRED_METADATA, manifest_files, manifest_key
 from tokentype_cli.dataset.plan import Permutation, destinations, plan_splits
