@@ -210,7 +210,7 @@ class _NpyRows:
         return block.reshape(-1, width)
 
 
-def _open_npy(path: Path) -> _NpyRows | np.ndarray:
+def _open_npy(path: Path) -> _NpyRows:
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)

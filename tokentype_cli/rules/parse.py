@@ -46,7 +46,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from tokentype_cli.errors import OptionError, RuleError, TokenizerError
 from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType, parse_token_type
@@ -218,7 +218,7 @@ def resolve_token(value: object, tokenizer: LoadedTokenizer | None, where: str) 
         raise RuleError(f"{where}: {exc}") from exc
 
 
-def _is_table(value: object) -> bool:
+def _is_table(value: object) -> TypeGuard[Mapping[Any, Any]]:
     return isinstance(value, Mapping)
 
 
@@ -721,11 +721,11 @@ def build_structure(
 
     `no_sep` / `no_pad` switch those defaults off (a rules file says the same with `sep = []`).
     """
-    for flag, off, given in (
+    for flag, off, other_given in (
         ("--no-sep", no_sep, bool(sep)),
         ("--no-pad", no_pad, pad is not None),
     ):
-        if off and given:
+        if off and other_given:
             raise OptionError(
                 f"{flag} and {flag.replace('no-', '')} contradict each other; drop one"
             )

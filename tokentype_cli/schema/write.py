@@ -286,6 +286,8 @@ class ShardWriter:
         if exc is not None:
             self._fail(exc)
             return
+        # __enter__ set both; only a writer used outside `with` gets here without them.
+        assert self._file is not None and self._atomic is not None
         try:
             for appender in self._appenders.values():
                 appender.flush()
