@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make test` also installs the test-only oracles (transformers, no torch); `make demo` does not.
+TEST_STAMP := $(VENV)/.installed-oracles
 DEMO := demo_out
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +18,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,oracles]'
+	touch $@
+
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# Two workers on the 2-core machine; worksteal keeps the long subprocess tests from queuing
+# behind one worker.
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import h5py
@@ -108,3 +111,21 @@ def write_pairs(path: Path, count: int, seed: int = 0) -> Path:
 def invoke_tokenize(*args, input=None):
     """Run `tokentype tokenize ARGS...` in-process."""
     return invoke("tokenize", *args, input=input)
+
+
+def wait_for_handlers(process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until `process` has installed its SIGINT and SIGTERM handlers (read from /proc): before
+    that a signal tests only Python's defaults, and its exit status would be -signum."""
+    status = Path(f"/proc/{process.pid}/status")
+    wanted = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # no /proc here: give the interpreter time to start
+            time.sleep(1.0)
+            return
+        caught = next((int(line.split()[1], 16) for line in lines if line.startswith("SigCgt:")), 0)
+        if caught & wanted == wanted:
+            return
+        time.sleep(0.01)

@@ -20,7 +20,15 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import EXAMPLE1_IDS, EXAMPLE1_TYPES, ROOT, digest, invoke, write_shard
+from tests.helpers import (
+    EXAMPLE1_IDS,
+    EXAMPLE1_TYPES,
+    ROOT,
+    digest,
+    invoke,
+    wait_for_handlers,
+    write_shard,
+)
 from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
 from tokentype_cli.schema.temporary import write_lock
 from tokentype_cli.schema.write import ShardWriter
@@ -170,31 +178,11 @@ def big_shard(tmp_path_factory):
     return path
 
 
-def _wait_for_handlers(process: subprocess.Popen) -> None:
-    """Until the run has installed its SIGINT and SIGTERM handlers (before that a signal would
-    only test Python's defaults)."""
-    status = Path(f"/proc/{process.pid}/status")
-    if not status.exists():
-        time.sleep(1.0)
-        return
-    wanted = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        caught = next(
-            (int(line.split()[1], 16) for line in status.read_text().splitlines()
-             if line.startswith("SigCgt:")),
-            0,
-        )  # fmt: skip
-        if caught & wanted == wanted:
-            return
-        time.sleep(0.01)
-
-
 def _started(args) -> subprocess.Popen:
     process = subprocess.Popen(
         [*COMMAND, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT
     )
-    _wait_for_handlers(process)
+    wait_for_handlers(process)
     return process
 
 
