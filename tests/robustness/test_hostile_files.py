@@ -68,6 +68,9 @@ def shard(tmp_path):
         (["assign-types", "a.h5", "--rules", "r.toml"], "r.toml", "the rules file"),
         (["assign-types", "a.h5", "--tokenizer", "vocab.json"], "vocab.json", "the tokenizer"),
         (["assign-types", "a.h5", "--sep", "2"], "./sub/../a.h5", "the input"),
+        (["repack", "a.h5"], "a.h5", "the input"),
+        (["repack", "a.h5"], "./sub/../a.h5", "the input"),
+        (["repack", "a.h5"], "hardlink.h5", "the input"),
     ],
 )
 def test_output_naming_an_input_is_refused(shard, tmp_path, monkeypatch, args, output, what):
@@ -76,6 +79,7 @@ def test_output_naming_an_input_is_refused(shard, tmp_path, monkeypatch, args, o
     tmp_path.joinpath("r.toml").write_text('sep = 2\n[[rules]]\nuntil = [10]\ntype = "prompt"\n')
     tmp_path.joinpath("vocab.json").write_bytes(CODON_VOCAB.read_bytes())
     os.link(tmp_path / "t.npy", tmp_path / "hardlink.npy")  # same inode, other name
+    os.link(tmp_path / "a.h5", tmp_path / "hardlink.h5")
     before = snapshot(tmp_path)
     monkeypatch.chdir(tmp_path)
     result = invoke(*args, "-o", output)
