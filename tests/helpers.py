@@ -7,6 +7,7 @@ import hashlib
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -129,3 +130,33 @@ def wait_for_handlers(process: subprocess.Popen, timeout: float = 60) -> None:
         if caught & wanted == wanted:
             return
         time.sleep(0.01)
+
+
+# Runs the command, reads at most HEAD bytes of its stdout (then closes it, as `| head` does)
+# and prints its exit status and peak RSS in MB (the largest process it waited for).
+_MEASURE = """
+import resource, subprocess, sys
+head = int(sys.argv[1])
+process = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+process.stdout.read(head) if head else process.stdout.read()
+process.stdout.close()
+stderr = process.stderr.read()
+code = process.wait()
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+sys.stderr.write(stderr.decode(errors="replace"))
+"""
+
+
+def peak_rss(*args, head=0, timeout=120) -> tuple[int, int, str]:
+    """(exit code, peak RSS in MB, stderr) of `tokentype ARGS` in a process of its own; with
+    `head`, its stdout is closed after that many bytes."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(head), sys.executable, "-m", "tokentype_cli",
+         *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )  # fmt: skip
+    code, rss = map(int, done.stdout.split())
+    return code, rss, done.stderr

@@ -26,6 +26,7 @@ from tests.helpers import (
     ROOT,
     digest,
     invoke,
+    peak_rss,
     wait_for_handlers,
     write_shard,
 )
@@ -34,36 +35,9 @@ from tokentype_cli.schema.temporary import write_lock
 from tokentype_cli.schema.write import ShardWriter
 
 COMMAND = [sys.executable, "-m", "tokentype_cli"]
-# Runs the command, reads at most HEAD bytes of its stdout (then closes it, as `| head` does)
-# and prints its exit status and peak RSS in MB.
-MEASURE = """
-import resource, subprocess, sys
-head = int(sys.argv[1])
-process = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-process.stdout.read(head) if head else process.stdout.read()
-process.stdout.close()
-stderr = process.stderr.read()
-code = process.wait()
-print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
-sys.stderr.write(stderr.decode(errors="replace"))
-"""
 # Python, numpy, h5py and the CLI take about 70 MB; each bound below is far under what the same
 # file took before (given in the test).
 RSS_BOUND_MB = 250
-
-
-def peak_rss(*args, head=0, timeout=120) -> tuple[int, int, str]:
-    """(exit code, peak RSS in MB, stderr) of `tokentype ARGS` in a process of its own; with
-    `head`, its stdout is closed after that many bytes."""
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(head), *COMMAND, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
-    code, rss = map(int, done.stdout.split())
-    return code, rss, done.stderr
 
 
 def run(*args, timeout=60, **kwargs) -> subprocess.CompletedProcess:
