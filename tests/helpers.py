@@ -26,6 +26,23 @@ CODON_MODEL_CONFIG = SAMPLE_DATA / "codon_model_config.json"
 SHARED = ROOT.parent / "shared"
 CONFORMANCE = SHARED / "conformance"
 
+
+def conformance_table() -> dict[str, dict[str, str]]:
+    """{case: {column: cell}} from the table in the shared conformance README, which gives each
+    case's settings; empty where the folder is absent."""
+    readme = CONFORMANCE / "README.md"
+    if not readme.is_file():
+        return {}
+    rows = [line.strip() for line in readme.read_text().splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    table = {}
+    for line in rows[2:]:
+        cells = [cell.strip().strip("`") for cell in line.strip("|").split("|")]
+        row = dict(zip(header, cells, strict=True))
+        table[row["case"]] = row
+    return table
+
+
 # The source document's genetic-code examples.
 EXAMPLE1_IDS = [9, 5, 6, 10, 7, 8, 2]
 EXAMPLE1_TYPES = [0, 0, 0, 1, 1, 1, 3]
