@@ -24,10 +24,16 @@ $(TEST_STAMP): $(STAMP)
 
 install: $(STAMP)
 
-# Two workers on the 2-core machine; worksteal keeps the long subprocess tests from queuing
-# behind one worker.
+# One worker per core; worksteal keeps the long subprocess tests from queuing behind one
+# worker. PYTEST_ARGS narrows a run (`make test PYTEST_ARGS=tests/cli`). pytest's exit 5 (no
+# test collected) fails with a sentence saying so: a run that tested nothing must not pass.
+PYTEST_ARGS ?=
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+	@status=0; $(BIN)/python -m pytest -q -n auto --dist worksteal $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then \
+		echo "make test: pytest collected no tests (exit 5); check testpaths and PYTEST_ARGS" >&2; \
+	fi; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
