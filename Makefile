@@ -47,13 +47,14 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHON="$(CURDIR)/$(BIN)/python" bash sample_data/demo.sh $(DEMO)
 
 # Not tests: each prints a table of throughput and peak RSS next to plain h5py / a floor.
+# `make bench` gives the headline ratios at small sizes in a few minutes; `make bench-full` runs
+# every benchmark at its own sizes. Both remove what they wrote (benchmarks/run.py). The
+# comparison with Hugging Face datasets runs where datasets is installed (`.[compare]`).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_foundation.py
-	$(BIN)/python benchmarks/bench_assign_types.py
-	$(BIN)/python benchmarks/bench_tokenize.py
-	$(BIN)/python benchmarks/bench_dataset.py
-	$(BIN)/python benchmarks/bench_diff.py
-	$(BIN)/python benchmarks/bench_chat.py
+	$(BIN)/python benchmarks/run.py
+
+bench-full: $(STAMP)
+	$(BIN)/python benchmarks/run.py --full
 
 clean:
 	rm -rf $(DEMO) benchmarks/out .pytest_cache .ruff_cache .hypothesis

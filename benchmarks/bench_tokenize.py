@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "benchmarks" / "out"
+# benchmarks/run.py points this at a folder it removes afterwards.
+OUT = Path(os.environ.get("TOKENTYPE_BENCH_OUT", ROOT / "benchmarks" / "out"))
 DEFAULT_TOKENIZER = ROOT.parent / "shared" / "conformance" / "tokenizer-gpt2"
 
 SEED_TEXT = """
@@ -200,6 +201,11 @@ def main() -> None:
         default=3,
         help="Rounds; the best wall time and the worst RSS are kept.",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="Only the --mb input, without the encoder build and offsets timings.",
+    )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -214,7 +220,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     results = []
-    for megabytes in (args.small_mb, args.mb):
+    for megabytes in (args.mb,) if args.quick else (args.small_mb, args.mb):
         source = OUT / f"tokenize_{megabytes:g}mb.jsonl"
         # Generated in a child process: a child's peak RSS starts from its parent's at fork time,
         # so the parent must stay small for the measurements to mean anything.
@@ -275,8 +281,10 @@ def main() -> None:
                 }
             )
         print(f"{size:.1f} MB, {lines} lines, {tokens} tokens", file=sys.stderr)
-    builds = encoder_build_times(args.tokenizer, python)
-    offsets = offsets_times(args.tokenizer, OUT / f"tokenize_{args.small_mb:g}mb.jsonl", python)
+    builds, offsets = {}, {}
+    if not args.quick:
+        builds = encoder_build_times(args.tokenizer, python)
+        offsets = offsets_times(args.tokenizer, OUT / f"tokenize_{args.small_mb:g}mb.jsonl", python)
     header = f"{'input':>8} {'run':<26} {'wall s':>7} {'tokens/s':>10} {'RSS MiB':>8} {'/floor':>7} {'/fast':>7}"
     print(header)
     for r in results:
