@@ -155,7 +155,7 @@ def test_a_signal_ends_a_run_reading_an_open_stdin_pipe(signum, code, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "tokentype_cli", "tokenize", "-", "-o", str(out),
          "--tokenizer", str(CODON_VOCAB)],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     with process:
         process.stdin.write(b'{"prompt": "GAA", "completion": "ATG"}\n')
@@ -168,8 +168,9 @@ def test_a_signal_ends_a_run_reading_an_open_stdin_pipe(signum, code, tmp_path):
             process.wait(timeout=10)
         finally:
             process.kill()
+        stderr = process.stderr.read().decode()
     assert time.monotonic() - started < 8
-    assert process.returncode == code
+    assert process.returncode == code, stderr
     assert not out.exists()
     assert [name for name in os.listdir(tmp_path)] == []
 
