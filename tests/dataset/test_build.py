@@ -224,17 +224,13 @@ def test_shuffle_holds_no_input_in_memory(tmp_path):
     # tokenized): a shuffle that held the input, or even its lines' text, would add that much
     # to the peak of the same build unshuffled.
     rng = np.random.default_rng(5)
+    words = rng.choice(CODONS, (64, 500))
+    block = "".join(
+        json.dumps({"prompt": " ".join(row[:200]), "completion": " ".join(row[200:])}) + "\n"
+        for row in words
+    )  # 64 distinct lines, repeated: the build cannot tell, and writing them is quick
     source = tmp_path / "in.jsonl"
-    with open(source, "w") as handle:
-        for _ in range(16):
-            words = rng.choice(CODONS, (1000, 500))
-            handle.write(
-                "".join(
-                    json.dumps({"prompt": " ".join(row[:200]), "completion": " ".join(row[200:])})
-                    + "\n"
-                    for row in words
-                )
-            )
+    source.write_text(block * 250)
     assert source.stat().st_size > 30 << 20
     peaks = {}
     for order in ("--shuffle", "--no-shuffle"):
