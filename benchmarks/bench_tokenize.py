@@ -206,6 +206,9 @@ def main() -> None:
         action="store_true",
         help="Only the --mb input, without the encoder build and offsets timings.",
     )
+    parser.add_argument(
+        "--min-lines", type=int, default=100_000, help="Each input has at least this many lines."
+    )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,7 +216,7 @@ def main() -> None:
         train_large_vocabulary(args.train)
         return
     if args.generate:
-        print(make_input(args.generate, args.mb, 100_000))
+        print(make_input(args.generate, args.mb, args.min_lines))
         return
     if not (args.tokenizer / "tokenizer.json").is_file():
         raise SystemExit(f"{args.tokenizer}: no tokenizer.json (pass --tokenizer GPT2_FOLDER)")
@@ -225,7 +228,16 @@ def main() -> None:
         # Generated in a child process: a child's peak RSS starts from its parent's at fork time,
         # so the parent must stay small for the measurements to mean anything.
         made = subprocess.run(
-            [python, __file__, "--generate", str(source), "--mb", str(megabytes)],
+            [
+                python,
+                __file__,
+                "--generate",
+                str(source),
+                "--mb",
+                str(megabytes),
+                "--min-lines",
+                str(args.min_lines),
+            ],
             capture_output=True,
             text=True,
             check=True,

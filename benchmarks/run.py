@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,13 +28,22 @@ HERE = Path(__file__).resolve().parent
 # Quick: sizes that keep each ratio meaningful (each run well above process start-up) while the
 # whole profile stays within about three minutes on two loaded cores.
 QUICK = {
-    "tokenize": ["bench_tokenize.py", "--mb", "8", "--repeat", "1", "--quick"],
-    "hf_datasets": ["bench_hf_datasets.py", "--lines", "8000", "--repeat", "1"],
-    "dataset": ["bench_dataset.py", "--mb", "8", "--lines", "20000", "--no-double"],
-    "assign_types": ["bench_assign_types.py", "--rows", "4000", "--small", "1000"],
-    "foundation": ["bench_foundation.py", "--tokens", "8e6", "--small-tokens", "2e6"],
-    "diff": ["bench_diff.py", "--tokens", "4e6"],
-    "chat": ["bench_chat.py", "--conversations", "4000", "--repeat", "1"],
+    "tokenize": [
+        "bench_tokenize.py",
+        "--mb",
+        "5",
+        "--min-lines",
+        "8000",
+        "--repeat",
+        "1",
+        "--quick",
+    ],
+    "hf_datasets": ["bench_hf_datasets.py", "--lines", "6000", "--repeat", "1"],
+    "dataset": ["bench_dataset.py", "--mb", "5", "--lines", "10000", "--no-double"],
+    "assign_types": ["bench_assign_types.py", "--rows", "3000", "--small", "800"],
+    "foundation": ["bench_foundation.py", "--tokens", "6e6", "--small-tokens", "1.5e6"],
+    "diff": ["bench_diff.py", "--tokens", "3e6"],
+    "chat": ["bench_chat.py", "--conversations", "3000", "--repeat", "1"],
 }
 FULL = {
     "foundation": ["bench_foundation.py"],
@@ -48,7 +58,31 @@ FULL = {
 TAKES_FOLDER = {"bench_foundation.py", "bench_diff.py"}
 
 
+def run(script: str, options: list[str], env: dict[str, str]) -> int:
+    """Run one benchmark in a session of its own; on the way out (Ctrl-C, SIGTERM, an error)
+    its whole process tree is ended, so nothing goes on writing into the folder being removed."""
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / script), *options], env=env, start_new_session=True
+    )
+    try:
+        return process.wait()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _stop(signum: int, _frame: object) -> None:
+    # SIGTERM as Ctrl-C: unwinds through the `with` that removes the folder.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="every benchmark at its own sizes")
     parser.add_argument("--only", nargs="+", choices=sorted(QUICK), help="these benchmarks only")
@@ -73,10 +107,9 @@ def main() -> int:
                 options += ["--folder", str(work / name)]
             print(f"\n== {name}: {script} {' '.join(options)}", flush=True)
             began = time.monotonic()
-            done = subprocess.run([sys.executable, str(HERE / script), *options], env=env)
-            print(f"   ({time.monotonic() - began:.0f} s)", flush=True)
-            if done.returncode:
+            if run(script, options, env):
                 failed.append(name)
+            print(f"   ({time.monotonic() - began:.0f} s)", flush=True)
             # Each benchmark's files go before the next starts: the disk holds one at a time.
             for entry in work.iterdir():
                 if entry.is_dir():
