@@ -40,9 +40,9 @@ QUICK = {
     ],
     "hf_datasets": ["bench_hf_datasets.py", "--lines", "6000", "--repeat", "1"],
     "dataset": ["bench_dataset.py", "--mb", "5", "--lines", "10000", "--no-double"],
-    "assign_types": ["bench_assign_types.py", "--rows", "3000", "--small", "800"],
-    "foundation": ["bench_foundation.py", "--tokens", "6e6", "--small-tokens", "1.5e6"],
-    "diff": ["bench_diff.py", "--tokens", "3e6"],
+    "assign_types": ["bench_assign_types.py", "--rows", "6000", "--small", "1500"],
+    "foundation": ["bench_foundation.py", "--tokens", "20e6", "--small-tokens", "5e6"],
+    "diff": ["bench_diff.py", "--tokens", "10e6"],
     "chat": ["bench_chat.py", "--conversations", "3000", "--repeat", "1"],
 }
 FULL = {
