@@ -81,31 +81,35 @@ def test_conformance_case_is_identical(case, conformance_dir, tmp_path):
             np.testing.assert_array_equal(got[name][:], want[name][:])
 
 
-def test_conformance_with_reference_spellings(conformance_dir, tmp_path):
+# The reference's own spellings of the options case_options gives.
+REFERENCE_SPELLINGS = {
+    "--max-seq-length": "--max_seq_length",
+    "--packing": "--input_packing_config",
+    "--packing-boundary": "--packing_boundary",
+    "--attention-boundary": "--attention_boundary",
+    "--keep-prompt-only-sequences": "--keep_prompt_only_sequences",
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conformance_with_reference_spellings(case, conformance_dir, tmp_path):
+    row = conformance_table()[case]
     out = tmp_path / "ref.h5"
     result = invoke(
-        conformance_dir / "generative_tuning" / "input.jsonl",
+        conformance_dir / row["input"],
         "-o",
         out,
         "--tokenizer",
         conformance_dir / "tokenizer-gpt2",
-        "--max_seq_length",
-        1024,
-        "--input_packing_config",
-        "single::drop",
-        "--packing_boundary",
-        "jsonl",
-        "--attention_boundary",
-        "jsonl",
+        *[REFERENCE_SPELLINGS.get(option, option) for option in case_options(row)],
         "--prompt_keyword",
         "prompt",
         "--completion_keyword",
         "completion",
-        "--keep_prompt_only_sequences",
         "-q",
     )
     assert result.exit_code == 0, result.output
-    with h5py.File(conformance_dir / "generative_tuning" / "expected.hdf5") as want:
+    with h5py.File(conformance_dir / case / "expected.hdf5") as want:
         ids, types = read(out)
         assert ids == want["input_ids"][:].tolist()
         assert types == want["token_type_ids"][:].tolist()
