@@ -115,9 +115,12 @@ def make_input(path: Path, megabytes: float, min_lines: int) -> int:
     target = int(megabytes * 1e6)
     written = count = 0
     seed = 0
+    # The full-size inputs keep their 20,000-line chunks (and so their bytes); small ones stop
+    # closer to what was asked.
+    chunk = 20000 if min_lines >= 20000 else 4000
     with open(path, "w", encoding="utf-8") as handle:
         while written < target or count < min_lines:
-            for line in markov_lines(20000, seed):
+            for line in markov_lines(chunk, seed):
                 handle.write(line)
                 written += len(line.encode())
                 count += 1
