@@ -134,6 +134,13 @@ def _check_file(
                 f"{path}: '{reference.name}' is {reference.what}; validate checks only the file it"
                 " is given (--allow-external follows it)",
             )
+    for name, target in _broken_soft_links(shard):
+        report.add(
+            "unreadable",
+            ERROR,
+            f"{path}: '{name}' is a soft link to '{target}', which leads to no object (dangling"
+            " or a loop)",
+        )
     if INPUT_IDS not in shard:
         have = ", ".join(sorted(shard.keys())) or "nothing"
         report.add("missing-input-ids", ERROR, f"{path}: no dataset '{INPUT_IDS}' (holds {have})")
@@ -199,6 +206,22 @@ def _check_file(
         if progress is not None:
             progress(blocks[0].size)
     checker.report(report)
+
+
+def _broken_soft_links(shard: h5py.File) -> list[tuple[str, str]]:
+    """(name, target) of each soft link that does not resolve. inspect, add-types and
+    assign-types refuse such a file as damaged (they open every object), so validate must too."""
+    broken: list[tuple[str, str]] = []
+
+    def visit(name: str, link: object) -> None:
+        if isinstance(link, h5py.SoftLink):
+            try:
+                shard[name]
+            except (KeyError, OSError, RuntimeError):
+                broken.append((name, link.path))
+
+    shard.visititems_links(visit)
+    return broken
 
 
 def _recorded_options(dataset: h5py.Dataset) -> dict[str, object]:
