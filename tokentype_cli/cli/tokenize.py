@@ -23,6 +23,8 @@ from tokentype_cli.cli.base import (
 )
 from tokentype_cli.tokenize.options import (
     BOUNDARIES,
+    DEFAULT_ALPACA_TEMPLATE,
+    DEFAULT_ALPACA_TEMPLATE_NO_INPUT,
     DEFAULT_MAX_LINE_BYTES,
     ENCODERS,
     INPUT_FORMATS,
@@ -81,6 +83,16 @@ def _categories(ctx: click.Context, param: click.Parameter, value: Path | None):
             f'{value}: write a JSON list of distinct names, e.g. ["math", "code"]', ctx, param
         )
     return tuple(names)
+
+
+def _role_map(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]):
+    from tokentype_cli.errors import OptionError
+    from tokentype_cli.tokenize.shapes import parse_role_map
+
+    try:
+        return parse_role_map(value)
+    except OptionError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
 
 
 def _task(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -237,8 +249,10 @@ def dataset_options(command):
     "--input-format",
     type=click.Choice(INPUT_FORMATS),
     default=None,
-    help="Format of every input. Default: by extension (.jsonl/.json, .txt); jsonl for -."
-    " jsonl lines holding a conversation are read as chat; chat requires every line to be one.",
+    help="Shape of every input's lines or rows. Default: by extension (.jsonl/.json, .txt,"
+    " .parquet, .arrow); jsonl for -. jsonl lines and Parquet/Arrow rows holding messages,"
+    " ShareGPT conversations or Alpaca instruction/output are read as such; chat, sharegpt and"
+    " alpaca require every line to be one.",
 )
 @click.option(
     "--max-seq-length",
@@ -384,6 +398,27 @@ def dataset_options(command):
     ' An assistant message with "weight": 0 never learns.',
 )
 @click.option(
+    "--role-map",
+    "role_map",
+    metavar="FROM=TO",
+    multiple=True,
+    callback=_role_map,
+    help="Read conversation role FROM as TO (system, user, assistant, tool, ...; or FROM itself"
+    " to pass a role the template knows). Repeatable. ShareGPT's human, gpt, function_call and"
+    " observation are mapped already; any other unknown role is an error.",
+)
+@click.option(
+    "--alpaca-template",
+    default=DEFAULT_ALPACA_TEMPLATE,
+    help="The prompt of an Alpaca record with an input: {instruction} and {input} are replaced,"
+    " {{ }} is a literal brace.",
+)
+@click.option(
+    "--alpaca-template-no-input",
+    default=DEFAULT_ALPACA_TEMPLATE_NO_INPUT,
+    help="The prompt of an Alpaca record whose input is empty or absent.",
+)
+@click.option(
     "--seam-report",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -451,6 +486,9 @@ def tokenize_command(
     chat_template: str | None,
     chat_template_name: str | None,
     train_on: str,
+    role_map: tuple[tuple[str, str], ...],
+    alpaca_template: str,
+    alpaca_template_no_input: str,
     seam_report: Path | None,
     max_seams: int | None,
     ledger: Path | None,
@@ -555,6 +593,9 @@ def tokenize_command(
         chat_template=chat_template,
         chat_template_name=chat_template_name,
         train_on=train_on,
+        role_map=role_map,
+        alpaca_template=alpaca_template,
+        alpaca_template_no_input=alpaca_template_no_input,
     )
     paths = list(inputs)
     if dataset is None:

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 from tokentype_cli.errors import OptionError
 
-INPUT_FORMATS = ("jsonl", "txt", "chat")
+INPUT_FORMATS = ("jsonl", "txt", "chat", "sharegpt", "alpaca")
+# Record shapes a JSON line or a Parquet/Arrow row may take beside prompt/completion (shapes.py).
+SHAPES = ("chat", "sharegpt", "alpaca")
+# Inputs read by pyarrow a record batch at a time: their rows are records as JSON lines are.
+COLUMNAR = ("parquet", "arrow")
+DEFAULT_ALPACA_TEMPLATE = "{instruction}\n\n{input}"
+DEFAULT_ALPACA_TEMPLATE_NO_INPUT = "{instruction}"
 TRAIN_ON = ("assistant", "last", "all")  # --train-on: which assistant turns of a conversation learn
 BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attention-boundary
 OVERFLOWS = ("drop", "truncate_left", "truncate_right")
@@ -56,6 +62,10 @@ class TokenizeOptions:
     chat_template: str | None = None  # a .jinja file; None: the tokenizer's
     chat_template_name: str | None = None  # one of the tokenizer's named templates
     train_on: str = "assistant"
+    # --role-map FROM=TO pairs, and the Alpaca prompt templates (shapes.py).
+    role_map: tuple[tuple[str, str], ...] = ()
+    alpaca_template: str = DEFAULT_ALPACA_TEMPLATE
+    alpaca_template_no_input: str = DEFAULT_ALPACA_TEMPLATE_NO_INPUT
 
     def check(self) -> None:
         if self.max_line_bytes < 1:
@@ -84,8 +94,14 @@ class TokenizeOptions:
                 )
         if self.train_on not in TRAIN_ON:
             raise OptionError(f"--train-on {self.train_on!r} is unknown; use {', '.join(TRAIN_ON)}")
+        from tokentype_cli.tokenize.shapes import check_alpaca_template
+
+        check_alpaca_template(self.alpaca_template, "--alpaca-template", ("instruction", "input"))
+        check_alpaca_template(
+            self.alpaca_template_no_input, "--alpaca-template-no-input", ("instruction",)
+        )
 
     @property
     def chats(self) -> bool:
-        """Every line is a conversation (--input-format chat or --apply-chat-template)."""
-        return self.input_format == "chat" or self.apply_chat_template
+        """Every line is a conversation (--input-format chat or sharegpt, --apply-chat-template)."""
+        return self.input_format in ("chat", "sharegpt") or self.apply_chat_template

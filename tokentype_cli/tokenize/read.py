@@ -35,7 +35,8 @@ from tokentype_cli.tokenize.chat import (
     chat_line,
     is_conversation,
 )
-from tokentype_cli.tokenize.options import INPUT_FORMATS, TokenizeOptions
+from tokentype_cli.tokenize.options import COLUMNAR, INPUT_FORMATS, SHAPES, TokenizeOptions
+from tokentype_cli.tokenize.shapes import ShapeError, normalise
 
 if TYPE_CHECKING:
     from tokentype_cli.tokenize.chat import Chat
@@ -361,8 +362,11 @@ def batches(
 
     `chat` renders conversations (chat.Chat); without it a conversation line is an error.
     """
-    if fmt not in INPUT_FORMATS:
+    if fmt not in INPUT_FORMATS and fmt not in COLUMNAR:
         raise OptionError(f"unknown input format {fmt!r}; use {' or '.join(INPUT_FORMATS)}")
+    shape = fmt if fmt in SHAPES else None
+    if shape is None and options.input_format in SHAPES:
+        shape = options.input_format
     if fmt == "txt" and options.apply_chat_template:
         raise OptionError(
             "--apply-chat-template reads prompt/completion JSONL; TXT lines have no prompt"
@@ -397,7 +401,7 @@ def batches(
             elif not text.strip():
                 batch.blank.add(index)
             else:
-                _add_jsonl(batch, index, text, options, split_pairs, fmt, chat)
+                _add_jsonl(batch, index, text, options, split_pairs, shape, chat)
         except LineError as exc:
             message = str(exc)
             chat_list = index in batch.chat_lines
@@ -477,7 +481,7 @@ def _add_jsonl(
     text: str,
     options: TokenizeOptions,
     split_pairs: bool,
-    fmt: str = "jsonl",
+    shape: str | None = None,
     chat: Chat | None = None,
 ) -> None:
     try:
@@ -491,12 +495,16 @@ def _add_jsonl(
             "JSON nested too deeply to read (thousands of levels); a prompt/completion or chat"
             " line needs a few"
         ) from None
+    try:
+        loaded = normalise(loaded, shape, options)
+    except ShapeError as exc:
+        raise LineError(str(exc)) from None
     if options.apply_chat_template and not is_conversation(loaded):
         _add_conversation(
             batch, index, _pairs_as_chat(batch, index, loaded, options), chat, options
         )
         return
-    if fmt == "chat" or is_conversation(loaded):
+    if shape in ("chat", "sharegpt") or is_conversation(loaded):
         if split_pairs or options.attention_boundary != "jsonl":
             raise LineError(
                 "a chat conversation is one article; leave --packing-boundary and"
