@@ -36,6 +36,7 @@ from tokentype_cli.schema import (
     atomic_path,
     same_file,
 )
+from tokentype_cli.tokenize import columnar
 from tokentype_cli.tokenize.accounting import (
     DroppedArticles,
     lines_with_special_tokens,
@@ -47,7 +48,7 @@ from tokentype_cli.tokenize.chat import Chat
 from tokentype_cli.tokenize.encode import Encoded, Encoder
 from tokentype_cli.tokenize.encoders import TextEncoder, build_encoder
 from tokentype_cli.tokenize.ledger import Ledger
-from tokentype_cli.tokenize.options import CATEGORY_SHIFT, TYPE_MASK, TokenizeOptions
+from tokentype_cli.tokenize.options import CATEGORY_SHIFT, COLUMNAR, TYPE_MASK, TokenizeOptions
 from tokentype_cli.tokenize.pack import Packer, PackResult
 from tokentype_cli.tokenize.read import (
     Batch,
@@ -57,6 +58,7 @@ from tokentype_cli.tokenize.read import (
     file_batches,
     input_format,
 )
+from tokentype_cli.tokenize.shapes import missing_columns
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
@@ -268,6 +270,7 @@ def tokenize_files(
         },
     )
     formats = [input_format(path, options.input_format) for path in inputs]
+    check_columns(inputs, formats, options)
     chat = chat_renderer(tokenizer, options, any(fmt == "chat" for fmt in formats))
     source = file_batches(
         inputs,
@@ -294,6 +297,16 @@ def tokenize_files(
         encoders=encoders,
         encoder=encoder,
     )
+
+
+def check_columns(paths: list[str], formats: list[str], options: TokenizeOptions) -> None:
+    """Open every Parquet/Arrow input and fail, before any row is read, on one that lacks the
+    columns these options read."""
+    for path, fmt in zip(paths, formats, strict=True):
+        if fmt in COLUMNAR:
+            columnar.check_columns(
+                path, display_name(path), lambda names: missing_columns(names, options)
+            )
 
 
 def text_encoder_for(
@@ -527,7 +540,7 @@ def _count_conversations(
             line = line_of[text]
             record = {
                 "input": batch.line_source[line],
-                "line": batch.line_number[line],
+                batch.unit: batch.line_number[line],
                 "token": token,
                 "id": token_id,
                 "text": decode([token_id])[0],

@@ -35,6 +35,8 @@ from tokentype_cli.tokenize.chat import (
     chat_line,
     is_conversation,
 )
+from tokentype_cli.tokenize.columnar import columnar_format, folder_files
+from tokentype_cli.tokenize.columnar import rows as columnar_rows
 from tokentype_cli.tokenize.options import COLUMNAR, INPUT_FORMATS, SHAPES, TokenizeOptions
 from tokentype_cli.tokenize.shapes import ShapeError, normalise
 
@@ -46,8 +48,8 @@ _COMPRESSED = (".gz", ".zst")
 _BOM = b"\xef\xbb\xbf"
 # Formats people try that are not text lines: the first bytes of the file, and what to say.
 _NOT_TEXT = {
-    b"PAR1": "a Parquet file, which tokenize does not read; convert it to JSONL first"
-    " (e.g. duckdb -c \"COPY (SELECT * FROM 'FILE') TO 'FILE.jsonl'\")",
+    b"PAR1": "a Parquet file named as text; name it .parquet, which tokenize reads as Parquet",
+    b"ARROW1": "an Arrow IPC file named as text; name it .arrow, which tokenize reads as Arrow",
     b"\x89HDF": "an HDF5 file (already tokenized?); tokenize reads JSONL or TXT",
     b"PK\x03\x04": "a zip archive; unpack it and pass the JSONL or TXT inside",
 }
@@ -57,8 +59,10 @@ class InputLine(NamedTuple):
     """One line of an input: where it came from (for messages and the ledger) and its bytes."""
 
     source: str  # the input's display name (<stdin> for -)
-    number: int  # 1-based line number in that input
+    number: int  # 1-based line number in that input (a Parquet/Arrow row's number, from 0)
     raw: bytes  # the line with its newline normalised to \n (none on a last line without one)
+    # A Parquet/Arrow row: its record, which is json.loads(raw); None for a text line.
+    value: dict | None = None
 
 
 @dataclass
@@ -86,6 +90,9 @@ class Batch:
     conversations: dict[int, Conversation] = field(default_factory=dict)
     chat_lines: set[int] = field(default_factory=set)
     learns_nothing: set[int] = field(default_factory=set)
+    # What line_number counts: "line" (from 1), or "row" of a Parquet/Arrow file (from 0); the
+    # ledger's key for it.
+    unit: str = "line"
 
     @property
     def line_count(self) -> int:
@@ -109,7 +116,18 @@ def _base_suffix(path: str) -> str:
 
 
 def input_format(path: str, given: str | None) -> str:
-    """The format of one input: --input-format, else its extension; stdin defaults to JSONL."""
+    """The format of one input: --input-format, else its extension; stdin defaults to JSONL.
+
+    A Parquet or Arrow file is that whatever --input-format: the option then says the shape of
+    its rows (shapes.py)."""
+    columnar = None if path == "-" else columnar_format(path)
+    if columnar is not None:
+        if given == "txt":
+            raise OptionError(
+                f"{path}: --input-format txt reads text lines; a {columnar.title()} file holds"
+                " records: leave --input-format out or give jsonl, chat, sharegpt or alpaca"
+            )
+        return columnar
     if given:
         return given
     if path == "-":
@@ -117,16 +135,16 @@ def input_format(path: str, given: str | None) -> str:
     suffix = _base_suffix(path)
     found = _EXTENSIONS.get(suffix)
     if found is None:
-        if suffix == ".parquet":
-            raise InputError(f"{path}: {_NOT_TEXT[b'PAR1']}")
         raise OptionError(
-            f"{path}: cannot tell the format from the extension; pass --input-format jsonl or txt"
+            f"{path}: cannot tell the format from the extension (.jsonl, .txt, .parquet, .arrow);"
+            " pass --input-format jsonl or txt"
         )
     return found
 
 
 def expand_inputs(paths: Iterable[str]) -> list[str]:
-    """Files as given; a folder becomes its *.jsonl or *.txt files (also .gz/.zst), sorted by name.
+    """Files as given; a folder becomes its *.jsonl or *.txt files (also .gz/.zst), sorted by name,
+    or its Parquet/Arrow files (columnar.folder_files: Hub and save_to_disk folders too).
 
     A folder holding both JSONL and TXT files is an error naming one of each, since a folder is
     read as one dataset in one format.
@@ -135,6 +153,10 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
     for path in paths:
         if path == "-" or not Path(path).is_dir():
             found.append(path)
+            continue
+        columnar = folder_files(Path(path))
+        if columnar is not None:
+            found.extend(columnar)
             continue
         by_format: dict[str, list[str]] = {}
         for child in sorted(Path(path).iterdir(), key=lambda p: p.name):
@@ -147,7 +169,9 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
                 f" ({by_format['txt'][0]}) files; keep one format per folder or name the files"
             )
         if not by_format:
-            raise InputError(f"{path}: the folder holds no *.jsonl or *.txt files")
+            raise InputError(
+                f"{path}: the folder holds no *.jsonl, *.txt, *.parquet or *.arrow files"
+            )
         found.extend(next(iter(by_format.values())))
     return found
 
@@ -170,8 +194,8 @@ def check_inputs(paths: list[str]) -> None:
         if not _is_readable_file(Path(path)):
             what = "is a folder" if Path(path).is_dir() else "no such file"
             raise InputError(f"{path}: {what}; pass a JSONL or TXT file, or - for stdin")
-        if not stat.S_ISREG(Path(path).stat().st_mode):
-            continue  # a stream: its first bytes must not be consumed here
+        if not stat.S_ISREG(Path(path).stat().st_mode) or columnar_format(path):
+            continue  # a stream: its first bytes must not be consumed here; pyarrow checks its own
         try:
             with open(path, "rb") as handle:
                 head = handle.read(4)
@@ -189,7 +213,7 @@ def input_size(paths: list[str]) -> int | None:
 
     Missing inputs count as empty: check_inputs reports them, once the run starts.
     """
-    if any(p == "-" or Path(p).suffix.lower() in _COMPRESSED for p in paths):
+    if any(p == "-" or Path(p).suffix.lower() in _COMPRESSED or columnar_format(p) for p in paths):
         return None
     sizes = []
     for path in paths:
@@ -329,11 +353,12 @@ class LineError(Exception):
     """A line that cannot be used; message is 'what is wrong; the fix'."""
 
 
-def _text_field(item: dict, key: str, where: str, required: bool) -> str:
+def _text_field(item: dict, key: str, where: str, required: bool, noun: str = "field") -> str:
+    """`noun`: what the record's keys are to the user, fields of a JSON line or columns."""
     if key not in item:
         if required:
             raise LineError(
-                f"no {key!r} field{where}; add it (it may be empty) or name the field with"
+                f"no {key!r} {noun}{where}; add it (it may be empty) or name the {noun} with"
                 " --completion-key"
             )
         return ""
@@ -341,8 +366,8 @@ def _text_field(item: dict, key: str, where: str, required: bool) -> str:
     if not isinstance(value, str):
         flag = "--completion-key" if required else "--prompt-key"
         raise LineError(
-            f"field {key!r}{where} is {type(value).__name__ if value is not None else 'null'},"
-            f" not a string; make it a string or pick another field with {flag}"
+            f"{noun} {key!r}{where} is {type(value).__name__ if value is not None else 'null'},"
+            f" not a string; make it a string or pick another {noun} with {flag}"
         )
     return value
 
@@ -372,8 +397,9 @@ def batches(
             "--apply-chat-template reads prompt/completion JSONL; TXT lines have no prompt"
         )
     split_pairs = options.packing_boundary == "prompt_completion_pair"
-    batch = Batch()
-    for source, number, raw in lines:
+    unit = "row" if fmt in COLUMNAR else "line"
+    batch = Batch(unit=unit)
+    for source, number, raw, value in lines:
         index = batch.line_count
         marks = (len(batch.texts), len(batch.pair_line))
         batch.line_source.append(source)
@@ -389,19 +415,22 @@ def batches(
                     f" {options.max_line_bytes / (1 << 20):.1f} MiB (encoding it would take about"
                     " 130 times that in memory); split it, or raise --max-line-bytes"
                 )
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise LineError(
-                    f"invalid UTF-8 at byte {exc.start}; convert the file to UTF-8"
-                    " (e.g. iconv -f latin1 -t utf-8)"
-                ) from None
-            if fmt == "txt":
-                _add_txt(batch, index, text)
-            elif not text.strip():
-                batch.blank.add(index)
+            if value is not None:  # a Parquet/Arrow row, already a record
+                _add_record(batch, index, value, options, split_pairs, shape, chat)
             else:
-                _add_jsonl(batch, index, text, options, split_pairs, shape, chat)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise LineError(
+                        f"invalid UTF-8 at byte {exc.start}; convert the file to UTF-8"
+                        " (e.g. iconv -f latin1 -t utf-8)"
+                    ) from None
+                if fmt == "txt":
+                    _add_txt(batch, index, text)
+                elif not text.strip():
+                    batch.blank.add(index)
+                else:
+                    _add_jsonl(batch, index, text, options, split_pairs, shape, chat)
         except LineError as exc:
             message = str(exc)
             chat_list = index in batch.chat_lines
@@ -421,7 +450,7 @@ def batches(
         if batch.line_count >= batch_lines or batch.nbytes >= batch_bytes:
             advance(batch.nbytes)
             yield batch
-            batch = Batch()
+            batch = Batch(unit=unit)
     if batch.line_count:
         advance(batch.nbytes)
         yield batch
@@ -432,7 +461,16 @@ def file_batches(
 ) -> Iterator[Batch]:
     """Batches of every input in order; a batch never spans two inputs."""
     for path, fmt in zip(paths, formats, strict=True):
-        yield from batches(input_lines(path), fmt, options, **kwargs)
+        lines = columnar_lines(path) if fmt in COLUMNAR else input_lines(path)
+        yield from batches(lines, fmt, options, **kwargs)
+
+
+def columnar_lines(path: str, name: str | None = None) -> Iterator[InputLine]:
+    """The rows of a Parquet or Arrow file as lines: numbered from 0, the raw bytes a JSON line
+    of the record, and the record itself (so it is not parsed again)."""
+    source = name or display_name(path)
+    for number, raw, record in columnar_rows(path, source):
+        yield InputLine(source, number, raw, record)
 
 
 def _drop_line(batch: Batch, index: int, marks: tuple[int, int]) -> None:
@@ -495,6 +533,18 @@ def _add_jsonl(
             "JSON nested too deeply to read (thousands of levels); a prompt/completion or chat"
             " line needs a few"
         ) from None
+    _add_record(batch, index, loaded, options, split_pairs, shape, chat)
+
+
+def _add_record(
+    batch: Batch,
+    index: int,
+    loaded: object,
+    options: TokenizeOptions,
+    split_pairs: bool,
+    shape: str | None = None,
+    chat: Chat | None = None,
+) -> None:
     try:
         loaded = normalise(loaded, shape, options)
     except ShapeError as exc:
@@ -565,8 +615,9 @@ def _pairs(
                 f"{'list element ' + str(position) if where else 'the line'} is not an object;"
                 ' each must be {"prompt": ..., "completion": ...}'
             )
-        completion = _text_field(item, options.completion_key, where, required=True)
-        prompt = _text_field(item, options.prompt_key, where, required=False)
+        noun = "column" if batch.unit == "row" else "field"
+        completion = _text_field(item, options.completion_key, where, True, noun)
+        prompt = _text_field(item, options.prompt_key, where, False, noun)
         if not completion and not options.keep_prompt_only:
             batch.skipped_pairs[index] = batch.skipped_pairs.get(index, 0) + 1
             continue

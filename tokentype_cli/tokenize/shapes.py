@@ -219,3 +219,42 @@ def _conversations(loaded: dict, shape: str | None, options) -> dict:
 
 def _starts_with_system(messages: list) -> bool:
     return bool(messages) and isinstance(messages[0], dict) and messages[0].get("role") == "system"
+
+
+def missing_columns(columns: list[str], options) -> tuple[str, str] | None:
+    """(what a Parquet/Arrow file lacks to be read with these options, the fix), or None.
+
+    Checked once per file from its schema, so a file without the columns fails before any row
+    is read, naming what it has (columnar.check_columns adds that)."""
+    have = set(columns)
+    shape = options.input_format
+    if shape in ("chat", "sharegpt"):
+        wanted = ("conversations",) if shape == "sharegpt" else ("messages", "conversations")
+        if not have & {"messages", "conversations"}:
+            return (
+                f"no {' or '.join(repr(w) for w in wanted)} column for --input-format {shape}",
+                "pick the file of conversations, or another --input-format",
+            )
+        return None
+    if shape == "alpaca" or (
+        not options.apply_chat_template
+        and options.completion_key not in have
+        and not have & {"messages", "conversations"}
+        and "instruction" in have
+    ):
+        lacking = [key for key in ("instruction", "output") if key not in have]
+        if lacking:
+            return (
+                f"no {' or '.join(repr(k) for k in lacking)} column for an Alpaca record",
+                "an Alpaca record has instruction, input (optional) and output",
+            )
+        return None
+    if options.completion_key in have:
+        return None
+    if not options.apply_chat_template and have & {"messages", "conversations"}:
+        return None
+    return (
+        f"no {options.completion_key!r} column, nor messages, conversations, or instruction and"
+        " output",
+        "name the completion column with --completion-key (and the prompt's with --prompt-key)",
+    )

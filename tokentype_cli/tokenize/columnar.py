@@ -1,0 +1,317 @@
+"""Parquet and Arrow inputs: rows read a record batch at a time with pyarrow, each turned into the
+record a JSON line holding the same content would give, so every rule downstream is the JSONL one.
+
+Files: `.parquet`; Arrow IPC, file or stream format (`.arrow`, `.feather`; `datasets.save_to_disk`
+writes the stream format); folders of them in name order (the Hub's `data/train-00000-of-00004
+.parquet`), and `save_to_disk` folders (their `state.json` names the files). Rows are numbered
+from 0 within each file, as pyarrow, pandas and `datasets` index them, so `file:row` can be looked
+up directly.
+
+A row becomes a dict of its columns; a struct is a dict, a list a list. Arrow has no absent key:
+a struct field or column a record lacks is null, so nulls are left out of dicts, which makes a
+message without "weight" (null in a column of messages where some have one) the message a JSON line
+without it gives. Other types become what JSON would hold (dates as ISO text, decimals as floats).
+
+pyarrow is imported only here, and only when such an input is read: CLI start-up stays light, and
+without the `tokentype[parquet]` extra only these inputs fail, with one line naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from tokentype_cli.errors import InputError
+
+SUFFIXES = {".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow"}
+# Rows converted to Python at a time: about this many bytes of Arrow data, so memory follows the
+# batch, not the file, whatever a row's size.
+_SLICE_BYTES = 4 << 20
+_MAX_SLICE_ROWS = 8192
+# A Hub shard name: SPLIT-00000-of-00004.parquet.
+_HUB_SHARD = re.compile(r"^(?P<split>.+?)-\d+-of-\d+\.(parquet|arrow)$")
+_ARROW_FILE_MAGIC = b"ARROW1"
+
+
+def _pyarrow(source: str):
+    try:
+        import pyarrow
+        import pyarrow.ipc
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise InputError(
+            f"{source}: reading Parquet and Arrow needs pyarrow ({exc}); install the extra:"
+            " pip install 'tokentype[parquet]'"
+        ) from exc
+    return pyarrow
+
+
+def columnar_format(path: str) -> str | None:
+    """parquet or arrow for a file of those by its extension, else None."""
+    return SUFFIXES.get(Path(path).suffix.lower())
+
+
+def folder_files(folder: Path) -> list[str] | None:
+    """The Parquet or Arrow files a folder stands for, in order; None when it holds none.
+
+    A `save_to_disk` folder: the files its state.json lists. Otherwise the folder's *.parquet,
+    *.arrow and *.feather files sorted by name, or those of its data/ (a Hub dataset's clone).
+    Folders holding several splits (a DatasetDict, Hub shards of train and test) are refused:
+    mixing a test split into training data is the mistake to stop."""
+    splits_file = folder / "dataset_dict.json"
+    if splits_file.is_file():
+        splits = _json(splits_file).get("splits") or sorted(
+            p.name for p in folder.iterdir() if p.is_dir()
+        )
+        raise InputError(
+            f"{folder}: a datasets DatasetDict folder with the splits {', '.join(splits)};"
+            f" pass one split's folder, e.g. {folder / str(splits[0])}"
+        )
+    state = folder / "state.json"
+    if state.is_file():
+        files = _json(state).get("_data_files")
+        if isinstance(files, list) and files:
+            names = [item.get("filename") for item in files if isinstance(item, dict)]
+            return [str(folder / name) for name in names if isinstance(name, str)]
+    found = sorted(
+        (child for child in folder.iterdir() if columnar_format(str(child)) and child.is_file()),
+        key=lambda p: p.name,
+    )
+    if not found and (folder / "data").is_dir():
+        return folder_files(folder / "data")
+    if not found:
+        return None
+    splits = sorted({m["split"] for p in found if (m := _HUB_SHARD.match(p.name))})
+    if len(splits) > 1:
+        first = next(p for p in found if _HUB_SHARD.match(p.name))
+        raise InputError(
+            f"{first.parent}: holds the splits {', '.join(splits)} (Hub-style shard names); pass"
+            f" one split's files, e.g. {first.parent}/{splits[-1]}-*{first.suffix}"
+        )
+    return [str(p) for p in found]
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not readable JSON ({exc}); check the dataset folder") from exc
+    return data if isinstance(data, dict) else {}
+
+
+class _Reader:
+    """One Parquet or Arrow file: its column names, row count and record batches."""
+
+    def __init__(self, path: str, source: str) -> None:
+        self.path, self.source = path, source
+        pa = _pyarrow(source)
+        self.kind = columnar_format(path) or "parquet"
+        try:
+            if self.kind == "parquet":
+                self._parquet = pa.parquet.ParquetFile(path, memory_map=False)
+                self.schema = self._parquet.schema_arrow
+                metadata = self._parquet.metadata
+                self.rows = metadata.num_rows
+                size = sum(
+                    metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
+                )
+                per_row = max(1, size // max(1, self.rows))
+                self._batch_rows = int(min(_MAX_SLICE_ROWS, max(16, _SLICE_BYTES // per_row)))
+            else:
+                with open(path, "rb") as handle:
+                    self._file_format = handle.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC
+                self._handle = pa.OSFile(path)  # read, not mapped: memory follows the batch
+                if self._file_format:
+                    self._ipc = pa.ipc.open_file(self._handle)
+                else:
+                    self._ipc = pa.ipc.open_stream(self._handle)
+                self.schema = self._ipc.schema
+        except OSError as exc:
+            raise InputError(
+                f"{source}: cannot read ({exc.strerror or _first(exc)}); check the file"
+            ) from exc
+        except (pa.ArrowException, ValueError) as exc:
+            raise self._damaged(exc) from exc
+
+    def _damaged(self, exc: BaseException) -> InputError:
+        what = "Parquet" if self.kind == "parquet" else "Arrow IPC"
+        return InputError(
+            f"{self.source}: not a readable {what} file ({_first(exc)}); check the file (a"
+            " download may be truncated)"
+        )
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def batches(self) -> Iterator:
+        """Record batches of bounded size, in order."""
+        pa = _pyarrow(self.source)
+        try:
+            if self.kind == "parquet":
+                source = self._parquet.iter_batches(batch_size=self._batch_rows)
+            elif self._file_format:
+                source = (self._ipc.get_batch(i) for i in range(self._ipc.num_record_batches))
+            else:
+                source = iter(self._ipc)
+            for batch in source:
+                yield from _slices(batch)
+        except OSError as exc:
+            raise InputError(
+                f"{self.source}: cannot read ({exc.strerror or _first(exc)}); check the file"
+            ) from exc
+        except (pa.ArrowException, ValueError) as exc:
+            raise self._damaged(exc) from exc
+
+    def close(self) -> None:
+        if self.kind == "parquet":
+            self._parquet.close()
+        else:
+            self._handle.close()
+
+
+def _slices(batch) -> Iterator:
+    """A record batch in zero-copy slices of about _SLICE_BYTES: a file written as one huge
+    batch still becomes Python objects a few MiB at a time."""
+    rows = batch.num_rows
+    if not rows:
+        return
+    per_row = max(1, batch.nbytes // rows)
+    step = int(min(_MAX_SLICE_ROWS, max(16, _SLICE_BYTES // per_row)))
+    for start in range(0, rows, step):
+        yield batch.slice(start, step)
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def open_reader(path: str, source: str | None = None) -> _Reader:
+    return _Reader(path, source or path)
+
+
+def check_columns(
+    path: str, source: str, needs: Callable[[list[str]], tuple[str, str] | None]
+) -> None:
+    """Open the file (its footer or first message) and fail, naming the columns it has, when
+    `needs(columns)` says what is missing (and the fix)."""
+    reader = open_reader(path, source)
+    try:
+        missing = needs(reader.columns)
+    finally:
+        reader.close()
+    if missing:
+        what, fix = missing
+        have = ", ".join(reader.columns) or "none"
+        raise InputError(f"{source}: {what} (the file has the columns {have}); {fix}")
+
+
+# --- rows as records ---------------------------------------------------------------------------
+
+
+def _plain(value: object) -> object:
+    """A value of a type JSON does not have, as the JSON a converter would have written."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+            return {str(k): _plain(v) for k, v in value if v is not None}  # a map column
+        return [_plain(item) for item in value]
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _needs_plain(data_type) -> bool:
+    """Whether a column's Python values need _plain: anything but strings, numbers, booleans,
+    nulls and lists of them."""
+    import pyarrow.types as t
+
+    if (
+        t.is_string(data_type)
+        or t.is_large_string(data_type)
+        or t.is_integer(data_type)
+        or t.is_floating(data_type)
+        or t.is_boolean(data_type)
+        or t.is_null(data_type)
+    ):
+        return False
+    if t.is_dictionary(data_type):
+        return _needs_plain(data_type.value_type)
+    if t.is_list(data_type) or t.is_large_list(data_type) or t.is_fixed_size_list(data_type):
+        return _needs_plain(data_type.value_type)
+    return not getattr(t, "is_string_view", lambda _: False)(data_type)
+
+
+def records(batch) -> list[dict]:
+    """The rows of a record batch as JSON-shaped dicts (see the module docstring)."""
+    names = batch.schema.names
+    columns = []
+    for column, field in zip(batch.columns, batch.schema, strict=True):
+        values = column.to_pylist()
+        if _needs_plain(field.type):
+            values = [None if v is None else _plain(v) for v in values]
+        columns.append(values)
+    if not columns:
+        return [{} for _ in range(batch.num_rows)]
+    return [
+        {name: value for name, value in zip(names, row, strict=True) if value is not None}
+        for row in zip(*columns, strict=True)
+    ]
+
+
+def _dumps(record: dict) -> bytes:
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def rows(path: str, source: str):
+    """(row number, JSON line bytes, record) for each row of the file, from row 0."""
+    reader = open_reader(path, source)
+    number = 0
+    try:
+        for batch in reader.batches():
+            for record in records(batch):
+                yield number, _dumps(record), record
+                number += 1
+    finally:
+        reader.close()
+    if number == 0:
+        raise InputError(f"{source}: no rows; check the file or leave it out")
+
+
+def json_blocks(path: str, source: str) -> Iterator[tuple[bytes, np.ndarray]]:
+    """The rows as JSON lines a record batch at a time, as read.line_blocks gives text lines:
+    (bytes of whole lines, the end offset of each)."""
+    reader = open_reader(path, source)
+    count = 0
+    try:
+        for batch in reader.batches():
+            lines = [_dumps(record) for record in records(batch)]
+            if not lines:
+                continue
+            count += len(lines)
+            ends = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)))
+            yield b"".join(lines), ends
+    finally:
+        reader.close()
+    if count == 0:
+        raise InputError(f"{source}: no rows; check the file or leave it out")
