@@ -133,14 +133,16 @@ class _Reader:
                 else:
                     self._ipc = pa.ipc.open_stream(self._handle)
                 self.schema = self._ipc.schema
-        except OSError as exc:
-            raise InputError(
-                f"{source}: cannot read ({exc.strerror or _first(exc)}); check the file"
-            ) from exc
-        except (pa.ArrowException, ValueError) as exc:
-            raise self._damaged(exc) from exc
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise self._failure(exc) from exc
 
-    def _damaged(self, exc: BaseException) -> InputError:
+    def _failure(self, exc: BaseException) -> InputError:
+        """A read that failed: the system's error, or (pyarrow's own errors, an OSError without
+        an errno among them) a file that is not what its name says or is damaged."""
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return InputError(
+                f"{self.source}: cannot read ({exc.strerror or _first(exc)}); check the file"
+            )
         what = "Parquet" if self.kind == "parquet" else "Arrow IPC"
         return InputError(
             f"{self.source}: not a readable {what} file ({_first(exc)}); check the file (a"
@@ -163,12 +165,8 @@ class _Reader:
                 source = iter(self._ipc)
             for batch in source:
                 yield from _slices(batch)
-        except OSError as exc:
-            raise InputError(
-                f"{self.source}: cannot read ({exc.strerror or _first(exc)}); check the file"
-            ) from exc
-        except (pa.ArrowException, ValueError) as exc:
-            raise self._damaged(exc) from exc
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise self._failure(exc) from exc
 
     def close(self) -> None:
         if self.kind == "parquet":
