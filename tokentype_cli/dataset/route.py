@@ -89,11 +89,20 @@ def spool_stdin(folder: Path) -> Path:
 
 
 def scan_inputs(paths: list[str], names: list[str], fmt: str) -> InputSet:
-    """Count each input's lines (as the tokenizer will see them) and fingerprint the content."""
+    """Count each input's lines (as the tokenizer will see them) and fingerprint the content.
+
+    A Parquet/Arrow file's rows are counted from its metadata, and its bytes are its fingerprint;
+    its size is that of its Arrow data (Parquet's uncompressed size), which is what the default
+    number of train files follows, as it follows a JSONL file's size."""
     digest = hashlib.sha256()
     counts = []
     total_bytes = 0
     for path, name in zip(paths, names, strict=True):
+        if fmt in COLUMNAR:
+            count, size = columnar.scan(path, name, digest)
+            total_bytes += size
+            counts.append(count)
+            continue
         count = 0
         for data, ends in blocks(path, name, fmt):
             digest.update(data)

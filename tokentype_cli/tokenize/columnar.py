@@ -277,8 +277,12 @@ def records(batch) -> list[dict]:
     ]
 
 
+# One encoder for every row: json.dumps builds a new one per call when ensure_ascii is off.
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _dumps(record: dict) -> bytes:
-    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    return (_ENCODE(record) + "\n").encode("utf-8")
 
 
 def rows(path: str, source: str):
@@ -294,6 +298,36 @@ def rows(path: str, source: str):
         reader.close()
     if number == 0:
         raise InputError(f"{source}: no rows; check the file or leave it out")
+
+
+def scan(path: str, source: str, digest) -> tuple[int, int]:
+    """(rows, bytes of Arrow data) of the file, its bytes fed to `digest`: a dataset build's
+    count and fingerprint without turning a row into Python (Parquet's footer has the counts).
+    """
+    reader = open_reader(path, source)
+    try:
+        if reader.kind == "parquet":
+            metadata = reader._parquet.metadata
+            rows = metadata.num_rows
+            size = sum(
+                metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
+            )
+        else:
+            rows = size = 0
+            for batch in reader.batches():
+                rows += batch.num_rows
+                size += batch.nbytes
+    finally:
+        reader.close()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read ({exc.strerror or exc}); check the file") from exc
+    if rows == 0:
+        raise InputError(f"{source}: no rows; check the file or leave it out")
+    return rows, size
 
 
 def json_blocks(path: str, source: str) -> Iterator[tuple[bytes, np.ndarray]]:
