@@ -409,13 +409,15 @@ def dataset_options(command):
 )
 @click.option(
     "--alpaca-template",
-    default=DEFAULT_ALPACA_TEMPLATE,
+    default=None,
+    show_default=repr(DEFAULT_ALPACA_TEMPLATE)[1:-1],
     help="The prompt of an Alpaca record with an input: {instruction} and {input} are replaced,"
     " {{ }} is a literal brace.",
 )
 @click.option(
     "--alpaca-template-no-input",
-    default=DEFAULT_ALPACA_TEMPLATE_NO_INPUT,
+    default=None,
+    show_default=DEFAULT_ALPACA_TEMPLATE_NO_INPUT,
     help="The prompt of an Alpaca record whose input is empty or absent.",
 )
 @click.option(
@@ -487,8 +489,8 @@ def tokenize_command(
     chat_template_name: str | None,
     train_on: str,
     role_map: tuple[tuple[str, str], ...],
-    alpaca_template: str,
-    alpaca_template_no_input: str,
+    alpaca_template: str | None,
+    alpaca_template_no_input: str | None,
     seam_report: Path | None,
     max_seams: int | None,
     ledger: Path | None,
@@ -513,7 +515,7 @@ def tokenize_command(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Tokenize JSONL, TXT or chat conversations into packed rows with token_type_ids.
+    """Tokenize JSONL, TXT, Parquet/Arrow or chat conversations into packed rows with token_type_ids.
 
     JSONL lines are {"prompt": ..., "completion": ...} or a list of such objects (as in
     generative_data_prep); TXT lines are completion-only articles. Prompt tokens get type 0,
@@ -521,6 +523,24 @@ def tokenize_command(
     are read compressed), a folder (its *.jsonl or *.txt files, sorted by name), a FIFO, or - for
     stdin. Lines end at \\n, \\r\\n or a lone \\r, as in the reference; a UTF-8 byte order mark is
     skipped; blank JSONL lines are skipped and counted (lines_blank).
+
+    Parquet and Arrow (with the tokentype[parquet] extra): .parquet, .arrow and .feather files,
+    folders of them in name order (a Hugging Face dataset's clone or its data/ folder of
+    train-00000-of-00004.parquet shards; a folder of several splits is refused), and
+    datasets.save_to_disk folders. Each row is read as the JSON line of the same content (a
+    struct is an object, a list a list, a null a missing key), a record batch at a time; rows are
+    numbered from 0 within their file (file:row in messages, "row" in the ledger), and
+    --skip-bad-lines writes rejected rows as JSON lines. --prompt-key and --completion-key name
+    the columns.
+
+    Shapes (JSONL lines and rows alike, detected when the keys leave no doubt or set by
+    --input-format): ShareGPT {"conversations": [{"from": "human", "value": ...}, ...]} (an
+    optional "system"; human/user, gpt/assistant, function_call (learned, as the model writes
+    it), observation/tool and system map to chat roles) and a conversations list of
+    role/content messages are chat conversations; Alpaca {"instruction", "input", "output"}
+    is a pair whose prompt is --alpaca-template (or --alpaca-template-no-input when the input is
+    empty). A conversation role that is not a chat role (system, developer, user, assistant,
+    tool, ipython, function) after --role-map is a bad line naming the roles seen.
 
     Chat: a JSONL line {"messages": [{"role": ..., "content": ...}, ...], "tools": [...]} (or a
     bare list of messages) is a conversation, rendered with the tokenizer's chat template as
@@ -549,7 +569,8 @@ def tokenize_command(
     end-of-turn token: a special token or the eos), conversations_with_seams and seams; and, as
     every writing command, inputs, output, seq_len and token_types (docs/json.md).
 
-    --ledger writes one JSON object per input line, all with the same keys: input, line, status
+    --ledger writes one JSON object per input line, all with the same keys: input, line (or row,
+    from 0, for a Parquet/Arrow row), status
     (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
     prompt_only, prompt_only_row, empty or blank; for rejected: the error; else null), tokens, rows (a
     list of [row, offset, count] pieces in the output), cut_left, cut_right, dropped_too_long,
@@ -565,6 +586,7 @@ def tokenize_command(
         tokentype tokenize chat.jsonl -o sft.h5 --tokenizer qwen/ --packing greedy::drop
         cat a.jsonl b.jsonl | tokentype tokenize - -o out.h5 --tokenizer gpt2/ --json | jq .rows
         tokentype tokenize chat.jsonl -o sft.h5 --tokenizer qwen/ --seam-report seams.jsonl
+        tokentype tokenize hub-clone/ --dataset sft/ --tokenizer qwen/ --role-map bot=assistant
     """
     from tokentype_cli.loss import type_shares
     from tokentype_cli.tokenize.options import TokenizeOptions

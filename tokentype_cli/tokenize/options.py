@@ -62,10 +62,11 @@ class TokenizeOptions:
     chat_template: str | None = None  # a .jinja file; None: the tokenizer's
     chat_template_name: str | None = None  # one of the tokenizer's named templates
     train_on: str = "assistant"
-    # --role-map FROM=TO pairs, and the Alpaca prompt templates (shapes.py).
+    # --role-map FROM=TO pairs, and the Alpaca prompt templates (shapes.py; None: the defaults,
+    # so provenance records a choice only when one was made).
     role_map: tuple[tuple[str, str], ...] = ()
-    alpaca_template: str = DEFAULT_ALPACA_TEMPLATE
-    alpaca_template_no_input: str = DEFAULT_ALPACA_TEMPLATE_NO_INPUT
+    alpaca_template: str | None = None
+    alpaca_template_no_input: str | None = None
 
     def check(self) -> None:
         if self.max_line_bytes < 1:
@@ -96,10 +97,12 @@ class TokenizeOptions:
             raise OptionError(f"--train-on {self.train_on!r} is unknown; use {', '.join(TRAIN_ON)}")
         from tokentype_cli.tokenize.shapes import check_alpaca_template
 
-        check_alpaca_template(self.alpaca_template, "--alpaca-template", ("instruction", "input"))
-        check_alpaca_template(
-            self.alpaca_template_no_input, "--alpaca-template-no-input", ("instruction",)
-        )
+        for flag, template, fields in (
+            ("--alpaca-template", self.alpaca_template, ("instruction", "input")),
+            ("--alpaca-template-no-input", self.alpaca_template_no_input, ("instruction",)),
+        ):
+            if template is not None:
+                check_alpaca_template(template, flag, fields)
 
     @property
     def chats(self) -> bool:

@@ -20,6 +20,10 @@ import string
 
 from tokentype_cli.errors import OptionError
 from tokentype_cli.tokenize.chat import is_conversation
+from tokentype_cli.tokenize.options import (
+    DEFAULT_ALPACA_TEMPLATE,
+    DEFAULT_ALPACA_TEMPLATE_NO_INPUT,
+)
 
 # The chat roles chat templates know: Hugging Face's four, OpenAI's developer (and its older
 # function), Llama 3.1's ipython.
@@ -170,7 +174,10 @@ def _alpaca(loaded: dict, options) -> dict:
                 f"field {key!r} is {type(value).__name__}, not a string; make it a string"
             )
         fields[key] = value
-    template = options.alpaca_template if fields["input"] else options.alpaca_template_no_input
+    if fields["input"]:
+        template = options.alpaca_template or DEFAULT_ALPACA_TEMPLATE
+    else:
+        template = options.alpaca_template_no_input or DEFAULT_ALPACA_TEMPLATE_NO_INPUT
     record = {
         options.prompt_key: template.format(
             instruction=fields["instruction"], input=fields["input"]
