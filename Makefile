@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dataset.py
 	$(BIN)/python benchmarks/bench_diff.py
 	$(BIN)/python benchmarks/bench_chat.py
+	$(BIN)/python benchmarks/bench_parquet.py
 
 clean:
 	rm -rf $(DEMO) benchmarks/out .pytest_cache .ruff_cache .hypothesis
