@@ -440,3 +440,29 @@ def test_validate_and_the_html_report_name_rows_from_the_ledger(tmp_path):
     html = tmp_path / "report.html"
     assert invoke("inspect", out, "--html", html).exit_code == 0
     assert f"{tmp_path / 'in.parquet'}:0" in html.read_text()
+
+
+@pytest.mark.parametrize("container", ["parquet", "arrow-file"])
+def test_max_line_bytes_counts_a_rows_json_line_as_jsonl_counts_the_line(container, tmp_path):
+    # Rows around the limit: the JSON line of a row is measured exactly where it may be over,
+    # whether or not its JSON line is otherwise made.
+    records = [
+        {"prompt": "GAA " * n, "completion": "ATG", "tags": ["x"] * (n % 3)} for n in range(0, 40)
+    ]
+    table = pa.Table.from_pylist(records)
+    text = write_jsonl(tmp_path / "in.jsonl", table)
+    if container == "parquet":
+        columnar = tmp_path / "in.parquet"
+        pq.write_table(table, columnar)
+    else:
+        columnar = write_arrow(tmp_path / "in.arrow", table, batch_rows=7)
+    limit = len(text.read_text().splitlines()[20]) + 1  # line 21 (with its newline) fits exactly
+    outcomes = []
+    for source, name in ((text, "a"), (columnar, "b")):
+        rejects = tmp_path / f"{name}.rejects.jsonl"
+        result = tokenize(source, tmp_path / f"{name}.h5", CODON_VOCAB, "--max-line-bytes", limit,
+                          "--skip-bad-lines", rejects)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outcomes.append((arrays(tmp_path / f"{name}.h5"), rejects.read_text()))
+    assert outcomes[0] == outcomes[1]
+    assert 0 < len(outcomes[0][1].splitlines()) < len(records)

@@ -285,19 +285,99 @@ def _dumps(record: dict) -> bytes:
     return (_ENCODE(record) + "\n").encode("utf-8")
 
 
-def rows(path: str, source: str):
-    """(row number, JSON line bytes, record) for each row of the file, from row 0."""
+def dumps(record: dict) -> bytes:
+    """The record's JSON line, as rejects and buckets hold it."""
+    return _dumps(record)
+
+
+def _bounds(array) -> np.ndarray | None:
+    """Per element, a bound B with len(JSON of the element) <= 6 B + 2, from the Arrow buffers
+    alone (None for a type not handled here). A string's bytes count once and every value, key
+    and separator a few bytes: JSON escapes at most 6 bytes per byte of text."""
+    import pyarrow.compute as pc
+    import pyarrow.types as t
+
+    kind = array.type
+    if t.is_dictionary(kind):
+        return _bounds(array.dictionary_decode())
+    if t.is_string(kind) or t.is_large_string(kind) or t.is_binary(kind) or t.is_large_binary(kind):
+        lengths = pc.binary_length(array).fill_null(0).to_numpy(zero_copy_only=False)
+        return lengths.astype(np.int64) + 8
+    if t.is_list(kind) or t.is_large_list(kind) or t.is_map(kind):
+        child = _bounds(array.values)
+        if child is None:
+            return None
+        offsets = array.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        total = np.concatenate([[0], np.cumsum(child)])
+        return total[offsets[1:]] - total[offsets[:-1]] + 8
+    if t.is_struct(kind):
+        out = np.full(len(array), 8, np.int64)
+        for field, values in zip(kind, array.flatten(), strict=True):
+            child = _bounds(values)
+            if child is None:
+                return None
+            out += child + len(field.name.encode("utf-8")) + 8
+        return out
+    if pa_is_plain_scalar(kind):
+        return np.full(len(array), 40, np.int64)
+    return None
+
+
+def pa_is_plain_scalar(kind) -> bool:
+    """Numbers, booleans, nulls, dates and times: a few dozen characters of JSON at most."""
+    import pyarrow.types as t
+
+    return (
+        t.is_integer(kind)
+        or t.is_floating(kind)
+        or t.is_boolean(kind)
+        or t.is_null(kind)
+        or t.is_temporal(kind)
+        or t.is_decimal(kind)
+    )
+
+
+def rows(path: str, source: str, max_bytes: int | None = None):
+    """(row number, JSON line bytes, record, size) for each row of the file, from row 0.
+
+    With `max_bytes`, a row's JSON line is made only where it may be longer than that (its
+    bound says so, or its type has no bound): elsewhere it is b"" and `size` is the bound,
+    enough to cut batches by. Making every line costs more than reading the row."""
     reader = open_reader(path, source)
     number = 0
     try:
         for batch in reader.batches():
-            for record in records(batch):
-                yield number, _dumps(record), record
+            found = records(batch)
+            bounds = None
+            if max_bytes is not None:
+                bounds = _row_bounds(batch)
+            if bounds is None:
+                for record in found:
+                    line = _dumps(record)
+                    yield number, line, record, len(line)
+                    number += 1
+                continue
+            for record, bound in zip(found, bounds.tolist(), strict=True):
+                if 6 * bound + 64 > max_bytes:
+                    line = _dumps(record)
+                    yield number, line, record, len(line)
+                else:
+                    yield number, b"", record, bound
                 number += 1
     finally:
         reader.close()
     if number == 0:
         raise InputError(f"{source}: no rows; check the file or leave it out")
+
+
+def _row_bounds(batch) -> np.ndarray | None:
+    out = np.full(batch.num_rows, 8, np.int64)
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        bound = _bounds(column)
+        if bound is None:
+            return None
+        out += bound + len(field.name.encode("utf-8")) + 8
+    return out
 
 
 def scan(path: str, source: str, digest) -> tuple[int, int]:

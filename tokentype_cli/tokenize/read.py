@@ -36,6 +36,7 @@ from tokentype_cli.tokenize.chat import (
     is_conversation,
 )
 from tokentype_cli.tokenize.columnar import columnar_format, folder_files
+from tokentype_cli.tokenize.columnar import dumps as row_json
 from tokentype_cli.tokenize.columnar import rows as columnar_rows
 from tokentype_cli.tokenize.options import COLUMNAR, INPUT_FORMATS, SHAPES, TokenizeOptions
 from tokentype_cli.tokenize.shapes import ShapeError, normalise
@@ -61,8 +62,10 @@ class InputLine(NamedTuple):
     source: str  # the input's display name (<stdin> for -)
     number: int  # 1-based line number in that input (a Parquet/Arrow row's number, from 0)
     raw: bytes  # the line with its newline normalised to \n (none on a last line without one)
-    # A Parquet/Arrow row: its record, which is json.loads(raw); None for a text line.
+    # A Parquet/Arrow row: its record, which is json.loads(raw); None for a text line. Such a
+    # row's raw may be b"" (made when needed), and `size` then bounds its length.
     value: dict | None = None
+    size: int = 0
 
 
 @dataclass
@@ -399,19 +402,21 @@ def batches(
     split_pairs = options.packing_boundary == "prompt_completion_pair"
     unit = "row" if fmt in COLUMNAR else "line"
     batch = Batch(unit=unit)
-    for source, number, raw, value in lines:
+    for source, number, raw, value, size in lines:
         index = batch.line_count
         marks = (len(batch.texts), len(batch.pair_line))
         batch.line_source.append(source)
         batch.line_number.append(number)
-        batch.nbytes += len(raw)
+        if keep_raw and value is not None and not raw:
+            raw = row_json(value)
+        batch.nbytes += len(raw) or size
         if keep_raw:
             batch.raw.append(raw)
         text = ""
         try:
             if len(raw) > options.max_line_bytes:
                 raise LineError(
-                    f"the line is {len(raw) / (1 << 20):.1f} MiB, over the limit of"
+                    f"the {unit} is {len(raw) / (1 << 20):.1f} MiB, over the limit of"
                     f" {options.max_line_bytes / (1 << 20):.1f} MiB (encoding it would take about"
                     " 130 times that in memory); split it, or raise --max-line-bytes"
                 )
@@ -445,7 +450,7 @@ def batches(
                     f"; if {source} is one JSON array, not JSON Lines, convert it:"
                     f" jq -c '.[]' {source} > lines.jsonl"
                 )
-            batch.rejected[index] = (message, raw)
+            batch.rejected[index] = (message, raw or (row_json(value) if value else raw))
             _drop_line(batch, index, marks)
         if batch.line_count >= batch_lines or batch.nbytes >= batch_bytes:
             advance(batch.nbytes)
@@ -461,16 +466,22 @@ def file_batches(
 ) -> Iterator[Batch]:
     """Batches of every input in order; a batch never spans two inputs."""
     for path, fmt in zip(paths, formats, strict=True):
-        lines = columnar_lines(path) if fmt in COLUMNAR else input_lines(path)
+        if fmt in COLUMNAR:
+            lines = columnar_lines(path, max_bytes=options.max_line_bytes)
+        else:
+            lines = input_lines(path)
         yield from batches(lines, fmt, options, **kwargs)
 
 
-def columnar_lines(path: str, name: str | None = None) -> Iterator[InputLine]:
-    """The rows of a Parquet or Arrow file as lines: numbered from 0, the raw bytes a JSON line
-    of the record, and the record itself (so it is not parsed again)."""
+def columnar_lines(
+    path: str, name: str | None = None, max_bytes: int | None = None
+) -> Iterator[InputLine]:
+    """The rows of a Parquet or Arrow file as lines: numbered from 0, with the record itself (so
+    it is not parsed again). The raw bytes are its JSON line; with `max_bytes`, only for rows
+    that may be longer than that (b"" for the others, made if the row is rejected)."""
     source = name or display_name(path)
-    for number, raw, record in columnar_rows(path, source):
-        yield InputLine(source, number, raw, record)
+    for number, raw, record, size in columnar_rows(path, source, max_bytes):
+        yield InputLine(source, number, raw, record, size)
 
 
 def _drop_line(batch: Batch, index: int, marks: tuple[int, int]) -> None:
