@@ -119,10 +119,11 @@ class _Reader:
                 self.schema = self._parquet.schema_arrow
                 metadata = self._parquet.metadata
                 self.rows = metadata.num_rows
-                size = sum(
+                # Uncompressed: about what the rows take as Arrow data in memory.
+                self.size = sum(
                     metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
                 )
-                per_row = max(1, size // max(1, self.rows))
+                per_row = max(1, self.size // max(1, self.rows))
                 self._batch_rows = int(min(_MAX_SLICE_ROWS, max(16, _SLICE_BYTES // per_row)))
             else:
                 with open(path, "rb") as handle:
@@ -318,12 +319,12 @@ def _bounds(array) -> np.ndarray | None:
                 return None
             out += child + len(field.name.encode("utf-8")) + 8
         return out
-    if pa_is_plain_scalar(kind):
+    if _plain_scalar(kind):
         return np.full(len(array), 40, np.int64)
     return None
 
 
-def pa_is_plain_scalar(kind) -> bool:
+def _plain_scalar(kind) -> bool:
     """Numbers, booleans, nulls, dates and times: a few dozen characters of JSON at most."""
     import pyarrow.types as t
 
@@ -387,11 +388,7 @@ def scan(path: str, source: str, digest) -> tuple[int, int]:
     reader = open_reader(path, source)
     try:
         if reader.kind == "parquet":
-            metadata = reader._parquet.metadata
-            rows = metadata.num_rows
-            size = sum(
-                metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
-            )
+            rows, size = reader.rows, reader.size
         else:
             rows = size = 0
             for batch in reader.batches():

@@ -103,7 +103,7 @@ def normalise(loaded: object, shape: str | None, options) -> object:
     return loaded
 
 
-def _messages(turns: object, options, from_turns: bool = False) -> object:
+def _messages(turns: object, options) -> object:
     """Each turn with its role mapped (ShareGPT's from/value turns become role/content); a role
     that maps to no chat role is a ShapeError naming the roles seen.
 
