@@ -466,3 +466,13 @@ def test_max_line_bytes_counts_a_rows_json_line_as_jsonl_counts_the_line(contain
         outcomes.append((arrays(tmp_path / f"{name}.h5"), rejects.read_text()))
     assert outcomes[0] == outcomes[1]
     assert 0 < len(outcomes[0][1].splitlines()) < len(records)
+
+
+def test_a_folder_mixing_parquet_and_jsonl_is_refused(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    table = pa.Table.from_pylist(PAIRS)
+    pq.write_table(table, folder / "a.parquet")
+    write_jsonl(folder / "b.jsonl", table)
+    result = tokenize(folder, tmp_path / "out.h5", CODON_VOCAB)
+    assert_one_line_error(result, 1, "mixes Parquet/Arrow", "a.parquet", "b.jsonl")

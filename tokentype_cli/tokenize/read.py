@@ -157,15 +157,21 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
         if path == "-" or not Path(path).is_dir():
             found.append(path)
             continue
-        columnar = folder_files(Path(path))
-        if columnar is not None:
-            found.extend(columnar)
-            continue
         by_format: dict[str, list[str]] = {}
         for child in sorted(Path(path).iterdir(), key=lambda p: p.name):
             fmt = _EXTENSIONS.get(_base_suffix(str(child)))
             if fmt is not None and child.suffix.lower() != ".json" and _is_readable_file(child):
                 by_format.setdefault(fmt, []).append(str(child))
+        columnar = folder_files(Path(path))
+        if columnar is not None:
+            if by_format:
+                text = next(iter(by_format.values()))[0]
+                raise InputError(
+                    f"{path}: the folder mixes Parquet/Arrow ({columnar[0]}) and text ({text})"
+                    " files; keep one format per folder or name the files"
+                )
+            found.extend(columnar)
+            continue
         if len(by_format) > 1:
             raise InputError(
                 f"{path}: the folder mixes JSONL ({by_format['jsonl'][0]}) and TXT"
