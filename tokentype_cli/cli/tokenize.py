@@ -291,14 +291,18 @@ def dataset_options(command):
     help="Where separators (type 3) go: the end of each line's article, or also every pair's eos.",
 )
 @click.option(
-    "--prompt-key", "--prompt_keyword", "prompt_key", default="prompt", help="Prompt field."
+    "--prompt-key",
+    "--prompt_keyword",
+    "prompt_key",
+    default="prompt",
+    help="Prompt field (a Parquet/Arrow input's column).",
 )
 @click.option(
     "--completion-key",
     "--completion_keyword",
     "completion_key",
     default="completion",
-    help="Completion field.",
+    help="Completion field (a Parquet/Arrow input's column).",
 )
 @click.option(
     "--no-space-separator",
