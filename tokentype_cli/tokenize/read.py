@@ -1,7 +1,7 @@
 """Read JSONL / TXT inputs into batches of texts to encode, checking every line.
 
 Inputs are files (plain, .gz or .zst), folders of them, streams (FIFOs, /dev/stdin) or - for
-stdin. Lines end where Python's universal newlines end them (\n, \r\n or a lone \r), as in the
+stdin; Parquet and Arrow files are read by columnar.py, each row a line holding its record. Lines end where Python's universal newlines end them (\n, \r\n or a lone \r), as in the
 reference's text-mode reading, and a UTF-8 byte order mark at the start of an input is skipped.
 
 A batch holds the texts of up to a few thousand lines, and for each prompt/completion pair which
@@ -456,7 +456,9 @@ def batches(
                     f"; if {source} is one JSON array, not JSON Lines, convert it:"
                     f" jq -c '.[]' {source} > lines.jsonl"
                 )
-            batch.rejected[index] = (message, raw or (row_json(value) if value else raw))
+            if value is not None and not raw:  # a row's JSON line, made for the rejects
+                raw = row_json(value)
+            batch.rejected[index] = (message, raw)
             _drop_line(batch, index, marks)
         if batch.line_count >= batch_lines or batch.nbytes >= batch_bytes:
             advance(batch.nbytes)
