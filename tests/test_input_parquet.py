@@ -476,3 +476,10 @@ def test_a_folder_mixing_parquet_and_jsonl_is_refused(tmp_path):
     write_jsonl(folder / "b.jsonl", table)
     result = tokenize(folder, tmp_path / "out.h5", CODON_VOCAB)
     assert_one_line_error(result, 1, "mixes Parquet/Arrow", "a.parquet", "b.jsonl")
+
+
+def test_an_alpaca_row_of_the_wrong_type_names_the_column(tmp_path):
+    table = pa.table({"instruction": ["GAA", "GGC"], "output": [1, 2]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    result = tokenize(tmp_path / "in.parquet", tmp_path / "out.h5", CODON_VOCAB)
+    assert_one_line_error(result, 1, "in.parquet:0: column 'output' is int, not a string")

@@ -565,7 +565,7 @@ def _add_record(
     chat: Chat | None = None,
 ) -> None:
     try:
-        loaded = normalise(loaded, shape, options)
+        loaded = normalise(loaded, shape, options, "column" if batch.unit == "row" else "field")
     except ShapeError as exc:
         raise LineError(str(exc)) from None
     if options.apply_chat_template and not is_conversation(loaded):

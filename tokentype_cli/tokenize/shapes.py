@@ -82,24 +82,25 @@ def check_alpaca_template(template: str, flag: str, fields: tuple[str, ...]) -> 
         )
 
 
-def normalise(loaded: object, shape: str | None, options) -> object:
+def normalise(loaded: object, shape: str | None, options, noun: str = "field") -> object:
     """The record as tokenize reads it: a prompt/completion pair or a `messages` conversation
     whose roles went through --role-map.
 
-    `shape`: chat, sharegpt or alpaca when --input-format says so, else None (detect)."""
+    `shape`: chat, sharegpt or alpaca when --input-format says so, else None (detect). `noun`:
+    what messages call the record's keys (a Parquet/Arrow row has columns)."""
     if isinstance(loaded, list):
         return _messages(loaded, options) if is_conversation(loaded) else loaded
     if not isinstance(loaded, dict):
         return loaded
     if shape == "alpaca" or (shape is None and _looks_alpaca(loaded, options)):
-        return _alpaca(loaded, options)
+        return _alpaca(loaded, options, noun)
     if "messages" in loaded:
         messages = loaded["messages"]
         return {**loaded, "messages": _messages(messages, options)} if messages else loaded
     if shape in ("sharegpt", "chat") or (
         shape is None and "conversations" in loaded and options.completion_key not in loaded
     ):
-        return _conversations(loaded, shape, options)
+        return _conversations(loaded, shape, options, noun)
     return loaded
 
 
@@ -158,20 +159,20 @@ def _looks_alpaca(loaded: dict, options) -> bool:
     )
 
 
-def _alpaca(loaded: dict, options) -> dict:
+def _alpaca(loaded: dict, options, noun: str) -> dict:
     fields = {}
     for key, required in (("instruction", True), ("input", False), ("output", True)):
         value = loaded.get(key)
         if value is None:
             if required:
                 raise ShapeError(
-                    f"no {key!r} field; an Alpaca record has instruction, input (optional) and"
+                    f"no {key!r} {noun}; an Alpaca record has instruction, input (optional) and"
                     " output; fix the record or pick another --input-format"
                 )
             value = ""
         if not isinstance(value, str):
             raise ShapeError(
-                f"field {key!r} is {type(value).__name__}, not a string; make it a string"
+                f"{noun} {key!r} is {type(value).__name__}, not a string; make it a string"
             )
         fields[key] = value
     if fields["input"]:
@@ -189,7 +190,7 @@ def _alpaca(loaded: dict, options) -> dict:
     return record
 
 
-def _conversations(loaded: dict, shape: str | None, options) -> dict:
+def _conversations(loaded: dict, shape: str | None, options, noun: str) -> dict:
     """A `conversations` record (ShareGPT's from/value, or role/content) as a `messages` one."""
     turns = loaded.get("conversations")
     if not isinstance(turns, list) or not turns:
@@ -198,7 +199,7 @@ def _conversations(loaded: dict, shape: str | None, options) -> dict:
         raise ShapeError(
             '"conversations" must be a non-empty list of {"from": ..., "value": ...} turns'
             if turns is not None
-            else 'no "conversations" field; a ShareGPT record is {"conversations": [{"from":'
+            else f'no "conversations" {noun}; a ShareGPT record is {{"conversations": [{{"from":'
             ' "human", "value": ...}, ...]}; fix the record or pick another --input-format'
         )
     for index, turn in enumerate(turns):
