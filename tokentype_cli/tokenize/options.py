@@ -5,6 +5,7 @@ No heavy imports: the CLI reads the choices at start-up.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 from tokentype_cli.errors import OptionError
@@ -95,8 +96,6 @@ class TokenizeOptions:
                 )
         if self.train_on not in TRAIN_ON:
             raise OptionError(f"--train-on {self.train_on!r} is unknown; use {', '.join(TRAIN_ON)}")
-        from tokentype_cli.tokenize.shapes import check_alpaca_template
-
         for flag, template, fields in (
             ("--alpaca-template", self.alpaca_template, ("instruction", "input")),
             ("--alpaca-template-no-input", self.alpaca_template_no_input, ("instruction",)),
@@ -108,3 +107,20 @@ class TokenizeOptions:
     def chats(self) -> bool:
         """Every line is a conversation (--input-format chat or sharegpt, --apply-chat-template)."""
         return self.input_format in ("chat", "sharegpt") or self.apply_chat_template
+
+
+def check_alpaca_template(template: str, flag: str, fields: tuple[str, ...]) -> None:
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise OptionError(
+            f"{flag} {template!r}: {exc}; write {{instruction}} and {{input}}, and {{{{ }}}} for"
+            " a literal brace"
+        ) from exc
+    unknown = sorted(used - set(fields))
+    if unknown or "instruction" not in used:
+        what = f"names {unknown[0]!r}" if unknown else "has no {instruction}"
+        raise OptionError(
+            f"{flag} {template!r} {what}; use {' and '.join('{' + f + '}' for f in fields)}"
+            " (and {{ }} for a literal brace)"
+        )

@@ -16,7 +16,6 @@ conversation would silently learn nothing.
 from __future__ import annotations
 
 import json
-import string
 
 from tokentype_cli.errors import OptionError
 from tokentype_cli.tokenize.chat import is_conversation
@@ -65,23 +64,6 @@ def parse_role_map(values: tuple[str, ...] | list[str]) -> tuple[tuple[str, str]
     return tuple(pairs.items())
 
 
-def check_alpaca_template(template: str, flag: str, fields: tuple[str, ...]) -> None:
-    try:
-        used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise OptionError(
-            f"{flag} {template!r}: {exc}; write {{instruction}} and {{input}}, and {{{{ }}}} for"
-            " a literal brace"
-        ) from exc
-    unknown = sorted(used - set(fields))
-    if unknown or "instruction" not in used:
-        what = f"names {unknown[0]!r}" if unknown else "has no {instruction}"
-        raise OptionError(
-            f"{flag} {template!r} {what}; use {' and '.join('{' + f + '}' for f in fields)}"
-            " (and {{ }} for a literal brace)"
-        )
-
-
 def normalise(loaded: object, shape: str | None, options, noun: str = "field") -> object:
     """The record as tokenize reads it: a prompt/completion pair or a `messages` conversation
     whose roles went through --role-map.
@@ -96,7 +78,9 @@ def normalise(loaded: object, shape: str | None, options, noun: str = "field") -
         return _alpaca(loaded, options, noun)
     if "messages" in loaded:
         messages = loaded["messages"]
-        return {**loaded, "messages": _messages(messages, options)} if messages else loaded
+        if isinstance(messages, list) and messages:
+            return {**loaded, "messages": _messages(messages, options)}
+        return loaded  # chat_line says what a `messages` line needs
     if shape in ("sharegpt", "chat") or (
         shape is None and "conversations" in loaded and options.completion_key not in loaded
     ):
@@ -104,14 +88,12 @@ def normalise(loaded: object, shape: str | None, options, noun: str = "field") -
     return loaded
 
 
-def _messages(turns: object, options) -> object:
+def _messages(turns: list, options) -> list:
     """Each turn with its role mapped (ShareGPT's from/value turns become role/content); a role
     that maps to no chat role is a ShapeError naming the roles seen.
 
     Turns that chat.chat_line refuses anyway (not objects, roles not strings) pass as they are,
     so its message about them stands."""
-    if not isinstance(turns, list):
-        return turns
     mapping = dict(options.role_map)
     out: list[object] = []
     seen: list[str] = []
