@@ -40,9 +40,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tokentype_cli import schema  # noqa: E402
-from tokentype_cli.assign_types import assign_types  # noqa: E402
-from tokentype_cli.rules import Structure, parse_rule_spec  # noqa: E402
+from tokentype_cli.rules.assign import assign_types  # noqa: E402
+from tokentype_cli.rules.parse import Structure, parse_rule_spec  # noqa: E402
+from tokentype_cli.schema import names, storage, write  # noqa: E402
 
 SEQ_LEN = 2048
 SEP, PAD, USER, ASSISTANT = 2, 69, 3, 4
@@ -63,8 +63,8 @@ GPT2 = ROOT.parent / "shared" / "conformance" / "tokenizer-gpt2"
 def build_shard(path: Path, rows: int, seed: int = 0) -> None:
     """Rows of articles (sep 2), chat markers 3/4, a two-token marker 10 11, and end padding."""
     rng = np.random.default_rng(seed)
-    step = schema.step_rows(SEQ_LEN)
-    with schema.ShardWriter(path, SEQ_LEN, (schema.INPUT_IDS,)) as writer:
+    step = storage.step_rows(SEQ_LEN)
+    with write.ShardWriter(path, SEQ_LEN, (names.INPUT_IDS,)) as writer:
         for start in range(0, rows, step):
             n = min(step, rows - start)
             ids = rng.integers(5, 1000, size=(n, SEQ_LEN), dtype=np.int32)
@@ -86,19 +86,19 @@ def build_shard(path: Path, rows: int, seed: int = 0) -> None:
 
 def _types_dataset(target: h5py.File, rows: int, seq_len: int) -> h5py.Dataset:
     return target.create_dataset(
-        schema.TOKEN_TYPE_IDS,
+        names.TOKEN_TYPE_IDS,
         shape=(rows, seq_len),
-        dtype=schema.DTYPE,
-        chunks=(schema.chunk_rows(seq_len), seq_len),
-        compression=schema.COMPRESSION,
-        compression_opts=schema.COMPRESSION_LEVEL,
-        shuffle=schema.SHUFFLE,
+        dtype=storage.DTYPE,
+        chunks=(storage.chunk_rows(seq_len), seq_len),
+        compression=storage.COMPRESSION,
+        compression_opts=storage.COMPRESSION_LEVEL,
+        shuffle=storage.SHUFFLE,
     )
 
 
 def _stream(ids: h5py.Dataset, types: h5py.Dataset) -> None:
     rows, seq_len = ids.shape
-    step = schema.step_rows(seq_len)
+    step = storage.step_rows(seq_len)
     for row in range(0, rows, step):
         block = ids[row : row + step]
         types[row : row + len(block)] = (block == SEP).astype(np.int32) * 2 + 1
@@ -107,15 +107,15 @@ def _stream(ids: h5py.Dataset, types: h5py.Dataset) -> None:
 def run_baseline(shard: Path, out: Path) -> None:
     """New file: copy input_ids, read it, write token_type_ids (what assign-types -o does)."""
     with h5py.File(shard, "r") as source, h5py.File(out, "w") as target:
-        source.copy(source[schema.INPUT_IDS], target, name=schema.INPUT_IDS)
-        ids = source[schema.INPUT_IDS]
+        source.copy(source[names.INPUT_IDS], target, name=names.INPUT_IDS)
+        ids = source[names.INPUT_IDS]
         _stream(ids, _types_dataset(target, *ids.shape))
 
 
 def run_baseline_in_place(copy: Path) -> None:
     """Add token_type_ids to the file itself: no copy, no atomicity (the cheapest possible)."""
     with h5py.File(copy, "a") as shard:
-        ids = shard[schema.INPUT_IDS]
+        ids = shard[names.INPUT_IDS]
         _stream(ids, _types_dataset(shard, *ids.shape))
 
 
@@ -206,7 +206,7 @@ def main() -> None:
             print(f"building {path} ({rows} x {SEQ_LEN} tokens)", file=sys.stderr)
             build_shard(path, rows)
     with h5py.File(shard, "r") as f:
-        tokens = f[schema.INPUT_IDS].size
+        tokens = f[names.INPUT_IDS].size
     rules = [*RULES]
     if args.tokenizer.exists():
         rules += [*TEXT_RULES]

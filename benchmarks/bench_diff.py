@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_foundation import SEQ_LEN, run_measured, synthetic_block  # noqa: E402
 
-from tokentype_cli.schema import ShardWriter, step_rows  # noqa: E402
+from tokentype_cli.schema.storage import step_rows  # noqa: E402
+from tokentype_cli.schema.write import ShardWriter  # noqa: E402
 
 PLAIN_READ_BOTH = """
 import sys, h5py

@@ -18,11 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tokentype_cli.schema import (
-    ShardWriter,
-    chunk_rows,
-    step_rows,
-)
+from tokentype_cli.schema.storage import chunk_rows, step_rows
+from tokentype_cli.schema.write import ShardWriter
 
 SEQ_LEN = 1024
 VOCAB = 50257
@@ -103,7 +100,7 @@ with h5py.File(sys.argv[1], "r") as f:
 
 PLAIN_WRITE = """
 import sys, h5py
-from tokentype_cli.schema import create_rows_dataset, step_rows
+from tokentype_cli.schema.storage import create_rows_dataset, step_rows
 with h5py.File(sys.argv[1], "r") as f, h5py.File(sys.argv[2], "w") as out:
     a = f["token_type_ids"]
     step = step_rows(a.shape[1])

@@ -128,7 +128,7 @@ FLOOR = r"""
 import itertools, json, sys
 import h5py, numpy as np
 from tokenizers import Tokenizer
-from tokentype_cli.schema import chunk_rows, COMPRESSION, COMPRESSION_LEVEL, SHUFFLE
+from tokentype_cli.schema.storage import chunk_rows, COMPRESSION, COMPRESSION_LEVEL, SHUFFLE
 source, out, tokenizer, method = sys.argv[1:5]
 L = 1024
 tok = Tokenizer.from_file(tokenizer + "/tokenizer.json")

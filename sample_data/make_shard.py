@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 
-from tokentype_cli.schema import INPUT_IDS, Provenance, ShardWriter
+from tokentype_cli.schema.names import INPUT_IDS, Provenance
+from tokentype_cli.schema.write import ShardWriter
 
 
 def main(ids_path: str, out_path: str) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import h5py
 import pytest
 
-from tests.conftest import CODON_VOCAB, ROOT, assert_one_line_error, invoke
-from tests.test_dataset_build import build, folder_digests, manifest_hashes, write_pairs
-from tests.test_tokenize_chat import CHATML, make_tokenizer
+from tests.dataset.test_build import build, folder_digests, manifest_hashes
+from tests.helpers import CODON_VOCAB, ROOT, assert_one_line_error, invoke, write_pairs
+from tests.tokenize.test_chat import CHATML, make_tokenizer
 
 pa = pytest.importorskip("pyarrow", reason="Parquet and Arrow inputs need tokentype[parquet]")
 pq = pytest.importorskip("pyarrow.parquet")

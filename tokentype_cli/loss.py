@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokentype_cli.schema import COMPLETION, PROMPT, SEPARATOR, TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.report.options import NORMALIZATIONS
+from tokentype_cli.schema.names import COMPLETION, PROMPT, SEPARATOR, TOKEN_TYPE_NAMES, TokenType
 
 N_TYPES = len(TokenType)
 # How LossTally averages: over all targets (Megatron-LM, Hugging Face) or per row first.
-NORMALIZATIONS = ("token", "row")
 
 
 def weight_table(prompt_loss_weight: float) -> np.ndarray:
@@ -158,6 +158,8 @@ class LossTally:
         first_row: int | None = None,
     ) -> None:
         if token_type_ids is None:
+            if shape is None:
+                raise TypeError("LossTally.add(None) needs shape=(rows, seq_len)")
             # Every target weighs 1: only rows without targets carry no loss.
             rows, seq_len = shape
             no_loss = np.full(rows, seq_len < 2, dtype=bool)

@@ -17,7 +17,7 @@ from tokentype_cli.cli.base import (
     provenance,
     quiet_option,
 )
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 
 
 @cli.command("add-types")
@@ -54,7 +54,7 @@ def add_types_command(
         python make_types.py | tokentype add-types shard.h5 - -o typed.h5
         tokentype add-types shard.h5 types.npy --json | jq '.token_types.prompt.share'
     """
-    from tokentype_cli.add_types import add_types
+    from tokentype_cli.add_types.add import add_types
 
     stdin = sys.stdin if source == "-" else None
     result = add_types(

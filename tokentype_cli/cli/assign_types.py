@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -22,8 +23,10 @@ from tokentype_cli.cli.base import (
     quiet_option,
     tokenizer_option,
 )
-from tokentype_cli.schema import TOKEN_TYPE_NAMES, TokenType
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
+from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("assign-types")
@@ -193,10 +196,11 @@ def assign_types_command(
             --rule 'between:"<|user|>" .. "<|assistant|>"=prompt' --dry-run --color always | less -R
         tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
     """
-    from tokentype_cli import inspect_shard
-    from tokentype_cli.assign_types import assign_types
     from tokentype_cli.errors import RuleError
-    from tokentype_cli.rules import (
+    from tokentype_cli.inspect import shard as inspect_shard
+    from tokentype_cli.report import rows as row_view
+    from tokentype_cli.rules.assign import assign_types
+    from tokentype_cli.rules.parse import (
         RulesConfig,
         build_structure,
         load_rules_file,
@@ -273,7 +277,8 @@ def assign_types_command(
             tokenizer=tokenizer,
         )
     preview = []
-    if report.preview_ids is not None:
+    # assign_types sets both or neither.
+    if report.preview_ids is not None and report.preview_types is not None:
         preview = list(enumerate(zip(report.preview_ids, report.preview_types, strict=True)))
     if as_json:
         data = report.as_dict()
@@ -287,7 +292,7 @@ def assign_types_command(
     for row, (ids, types) in preview:
         click.echo(inspect_shard.format_row_header(row, report.rows, types))
         click.echo(
-            inspect_shard.format_row(ids, types, tokenizer=tokenizer, color=color),
+            row_view.format_row(ids, types, tokenizer=tokenizer, color=color),
             color=color or None,
         )
     message(_assign_types_summary(report), quiet)
@@ -297,7 +302,7 @@ def _explain(
     file, structure, rules, explained, tokenizer, articles: int, as_json: bool, color: bool
 ) -> None:
     """--explain: the first articles with the rule's matches marked, on stdout; nothing written."""
-    from tokentype_cli.assign_types import explain, format_explanation
+    from tokentype_cli.rules.assign import explain, format_explanation
 
     rule, token_type = explained
     matches = explain(

@@ -6,6 +6,7 @@ import _thread
 import codecs
 import contextlib
 import functools
+import io
 import json
 import math
 import os
@@ -16,14 +17,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
 
 from tokentype_cli import __version__, interrupts
 from tokentype_cli.errors import OptionError, TokentypeError
-from tokentype_cli.schema import MAX_SEQ_LENGTH, Provenance, TokenType, parse_token_type
-from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
+from tokentype_cli.schema.names import MAX_SEQ_LENGTH, Provenance, TokenType, parse_token_type
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -92,9 +95,9 @@ def main() -> None:
 def _end_without_teardown_if_hdf5_is_stuck(code: object) -> None:
     """After a full disk, HDF5 holds a file it cannot flush and would crash the interpreter's
     teardown; the message is out and the temporaries are gone, so end here."""
-    from tokentype_cli.schema import abandoned_files
-
-    if abandoned_files():
+    # No shard writer was ever loaded, so none can be stuck (and start-up stays light).
+    writes = sys.modules.get("tokentype_cli.schema.write")
+    if writes is not None and writes.abandoned_files():
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -123,11 +126,12 @@ def usable_standard_streams() -> None:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives with the process)
     codecs.register_error("tokentype", _own_bytes_else_escaped)
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(errors="tokentype")
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError):
+                stream.reconfigure(errors="tokentype")
 
 
-def _own_bytes_else_escaped(error: UnicodeEncodeError) -> tuple[str | bytes, int]:
+def _own_bytes_else_escaped(error: UnicodeError) -> tuple[str | bytes, int]:
     """A file name that is not UTF-8 arrives as surrogate escapes: write its own bytes back (as
     `ls` does). Any other unencodable text is escaped rather than fail the command."""
     try:
@@ -151,12 +155,12 @@ def exit_on_signals() -> None:
 
     def stop(signum, frame) -> None:
         first = interrupts.received() is None
-        interrupts.note(signum)
+        deciding = interrupts.note(signum)
         if in_hook.is_set():
             return  # raised here it would be lost too; the redelivery is already asked for
         if first or interrupts.redelivery_wanted():
             interrupts.raised()
-            raise interrupts.Interrupted(interrupts.received())
+            raise interrupts.Interrupted(deciding)
 
     default_hook = sys.unraisablehook
 
@@ -180,7 +184,7 @@ def exit_on_signals() -> None:
             time.sleep(0.01)
             signum = interrupts.received()
             if interrupts.redelivery_wanted() and signum is not None:
-                _thread.interrupt_main(signum)
+                _thread.interrupt_main(signal.Signals(signum))
 
     threading.Thread(target=redeliverer, name="redeliver-signals", daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
@@ -239,6 +243,8 @@ def _load_tokenizer_callback(
 ) -> LoadedTokenizer | None:
     if value is None:
         return None
+    from tokentype_cli.tokenizer_loader import load_tokenizer  # numpy, tokenizers: on use
+
     try:
         return load_tokenizer(value, keep_definition=keep)
     except TokentypeError as exc:
@@ -409,6 +415,8 @@ def progress_bar(
     if quiet or sys.stderr is None or not sys.stderr.isatty():
         yield lambda n: None
         return
+    from tqdm import tqdm  # only when a bar is drawn: start-up stays light
+
     with tqdm(
         total=total,
         unit=unit,
@@ -417,4 +425,8 @@ def progress_bar(
         file=sys.stderr,
         leave=False,
     ) as bar:
-        yield bar.update
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        yield advance

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,7 +18,9 @@ from tokentype_cli.cli.base import (
     tokenizer_option,
 )
 from tokentype_cli.report.options import IGNORABLE
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 def _ignore(ctx: click.Context, param: click.Parameter, value: str | None) -> frozenset[str]:
@@ -86,7 +89,7 @@ def diff_command(
         tokentype diff build-v1/ build-v2/ --ignore order || echo "the masks changed"
         tokentype diff old/ new/ --json | jq '.type_changes'
     """
-    from tokentype_cli.report.diff import DiffOptions, diff_builds, format_diff, format_shown
+    from tokentype_cli.diff.compare import DiffOptions, diff_builds, format_diff, format_shown
 
     options = DiffOptions(
         prompt_loss_weight=prompt_loss_weight or 0.0, ignore=ignore, show_rows=show_rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,8 +19,10 @@ from tokentype_cli.cli.base import (
     quiet_option,
     tokenizer_option,
 )
-from tokentype_cli.loss import NORMALIZATIONS
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
+from tokentype_cli.report.options import NORMALIZATIONS
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("inspect")
@@ -111,7 +114,9 @@ def inspect_command(
         tokentype inspect a.h5 b.h5 --prompt-loss-weight 0.1 --loss-normalization row
         tokentype inspect dataset/ --html report.html --tokenizer gpt2/ --prompt-loss-weight 0
     """
-    from tokentype_cli import inspect_shard
+    from tokentype_cli.inspect import shard as inspect_shard
+    from tokentype_cli.inspect import summary as inspect_summary
+    from tokentype_cli.report import rows as row_view
 
     if ledger is not None and html is None:
         raise click.UsageError("--ledger goes with --html (validate takes one for its thresholds)")
@@ -126,7 +131,7 @@ def inspect_command(
         return
     if rows_spec is None:
         with progress_bar(None, "tok", "inspect", quiet) as advance:
-            summary = inspect_shard.summarize(
+            summary = inspect_summary.summarize(
                 paths,
                 prompt_loss_weight,
                 progress=advance,
@@ -136,14 +141,14 @@ def inspect_command(
         if as_json:
             emit_json(summary.as_dict())
         else:
-            click.echo(inspect_shard.format_summary(summary), nl=False)
+            click.echo(inspect_summary.format_summary(summary), nl=False)
         return
     files = inspect_shard.shard_files(*paths)
     color = color and not as_json
     results = []
     if color:
         # color=True: click would strip the codes again when it thinks stdout is no terminal.
-        click.echo(inspect_shard.color_legend(color=True), color=True)
+        click.echo(row_view.color_legend(color=True), color=True)
     for file in files:
         total = inspect_shard.row_count(file, allow_external)
         shown = []
@@ -155,7 +160,7 @@ def inspect_command(
                 continue
             click.echo(inspect_shard.format_row_header(row, total, types, prompt_loss_weight))
             click.echo(
-                inspect_shard.format_row(
+                row_view.format_row(
                     ids,
                     types,
                     tokenizer=tokenizer,
@@ -184,7 +189,7 @@ def _write_html(
     ledger: Path | None,
     quiet: bool,
 ) -> None:
-    from tokentype_cli.report.html import ReportOptions, build_report, render_html, write_report
+    from tokentype_cli.inspect.html import ReportOptions, build_report, render_html, write_report
 
     options = ReportOptions(
         prompt_loss_weight=prompt_loss_weight,

@@ -37,7 +37,7 @@ def repack_command(file: Path, output: Path | None, as_json: bool, quiet: bool) 
         tokentype repack other_tool.h5 -o shard.h5 && tokentype validate shard.h5 --strict
         tokentype repack shard.h5 --json | jq '.datasets | keys'
     """
-    from tokentype_cli.schema import repack_shard
+    from tokentype_cli.schema.repack import repack_shard
 
     result = repack_shard(file, output=output)
     if as_json:

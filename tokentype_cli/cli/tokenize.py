@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -31,7 +32,9 @@ from tokentype_cli.tokenize.options import (
     PACKING_CHOICES,
     TRAIN_ON,
 )
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # The reference spells the shuffle `--shuffle on_RAM|large_file|False`; here it is a bare flag.
 _SHUFFLE_VALUES = {"on_ram": "--shuffle", "large_file": "--shuffle", "false": "--no-shuffle"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,8 +18,10 @@ from tokentype_cli.cli.base import (
     prompt_loss_weight_option,
     tokenizer_option,
 )
-from tokentype_cli.dataset.findings import TrainingOptions, is_dataset_folder
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
+from tokentype_cli.validate.findings import TrainingOptions, is_dataset_folder
+
+if TYPE_CHECKING:
+    from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
 @cli.command("validate")
@@ -173,8 +176,9 @@ def validate_command(
         tokentype validate out.h5 --min-learned-per-row 16 --max-padding-share 0.3 \\
             --max-truncated-share 0.01 --max-rows-without-loss 0
     """
-    from tokentype_cli.validate import ValidateOptions, check_names, totals, validate_paths
-    from tokentype_cli.validate import as_json as report_json
+    from tokentype_cli.validate.findings import ValidateOptions, check_names, totals
+    from tokentype_cli.validate.findings import as_json as report_json
+    from tokentype_cli.validate.paths import validate_paths
 
     options = ValidateOptions(
         vocab_size=vocab_size,
@@ -213,7 +217,7 @@ def validate_command(
 
 def _validate_report(reports: list) -> str:
     """Each file's findings with their fix, then the totals."""
-    from tokentype_cli.validate import totals
+    from tokentype_cli.validate.findings import totals
 
     lines: list[str] = []
     for report in reports:

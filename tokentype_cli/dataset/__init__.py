@@ -1,3 +1,3 @@
-"""Training-ready dataset folders: split planning and the seeded shuffle, balancing,
-`metadata.yaml`, the sha256 manifest, multi-machine task records, and the folder checks that
-`validate` and `inspect` run. `layout` names every file of the folder."""
+"""`tokenize --dataset`: training-ready dataset folders. `layout` names every file of the folder;
+`plan` (split counts, the seeded shuffle), `route`, `balance`, `metadata` (metadata.yaml,
+tokenizer/, manifest) and `build` (tasks, workers, the finish)."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokentype_cli.schema import copy_rows_in_place, truncate_rows_in_place
+from tokentype_cli.schema.rows import copy_rows_in_place, truncate_rows_in_place
 
 
 @dataclass(frozen=True)

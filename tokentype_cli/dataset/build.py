@@ -61,23 +61,19 @@ from tokentype_cli.dataset.route import (
     spool_stdin,
 )
 from tokentype_cli.errors import InputError, OptionError, ShardError
-from tokentype_cli.schema import (
-    Provenance,
-    atomic_path,
-    first_line,
-    temporary_folder,
-    temporary_name,
-)
+from tokentype_cli.schema.names import Provenance
+from tokentype_cli.schema.read import first_line
+from tokentype_cli.schema.temporary import temporary_folder, temporary_name
+from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.options import COLUMNAR, TokenizeOptions
 from tokentype_cli.tokenize.pipeline import (
     Metrics,
-    chat_renderer,
     check_columns,
     check_targets,
-    tokenize_batches,
+    tokenize_lines,
 )
-from tokentype_cli.tokenize.read import batches, display_name
+from tokentype_cli.tokenize.read import display_name
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 TASKS_SUFFIX = ".tokentype-tasks"
@@ -253,17 +249,8 @@ def tokenize_split(
     encoder = encoder or _WORKER.get("encoder") or "auto"
     parts = _parts(job.stage)
     name = job.split.file_name()
-    chat = chat_renderer(tokenizer, job.options, job.inputs.fmt == "chat")
-    source = batches(
-        _split_lines(job),
-        job.inputs.fmt,
-        job.options,
-        keep_raw=job.rejects,
-        batch_bytes=1 << 19,
-        chat=chat,
-    )
-    metrics = tokenize_batches(
-        source,
+    metrics = tokenize_lines(
+        [(_split_lines(job), job.inputs.fmt)],
         job.stage / name,
         tokenizer,
         job.options,

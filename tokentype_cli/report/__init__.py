@@ -1,3 +1,2 @@
-"""Reports: `rows` (the row view and palette every report shares), `diff`, `html`
-(`inspect --html`) with its per-row statistics (`profile`), and `ledger` (a tokenize ledger read
-back)."""
+"""What every report shares: `rows` (the row view and palette of `inspect --rows`, `--html` and
+`diff`), `ledger` (a tokenize ledger read back) and `options`."""

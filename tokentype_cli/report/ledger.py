@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokentype_cli.errors import InputError
-from tokentype_cli.schema import first_line
+from tokentype_cli.schema.read import first_line
 
 STATUSES = ("packed", "truncated", "partly_dropped", "dropped", "rejected")
 # Lines that lost tokens for being too long: cut to fit, or dropped whole (`single::drop`).

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokentype_cli.schema import PADDING, TOKEN_TYPE_NAMES, TokenType
+from tokentype_cli.schema.names import PADDING, TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # Padding runs at least this long are shown as one "… N × pad" segment.

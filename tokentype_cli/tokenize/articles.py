@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokentype_cli.errors import TokenizerError
-from tokentype_cli.schema import DTYPE, TokenType
+from tokentype_cli.schema.names import TokenType
+from tokentype_cli.schema.storage import DTYPE
 from tokentype_cli.tokenize.encode import Encoded
 from tokentype_cli.tokenize.options import CATEGORY_SHIFT, TYPE_MASK
 from tokentype_cli.tokenizer_loader import LoadedTokenizer

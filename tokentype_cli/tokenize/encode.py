@@ -17,7 +17,8 @@ import numpy as np
 from tokenizers import pre_tokenizers
 
 from tokentype_cli.errors import TokenizerError
-from tokentype_cli.schema import DTYPE, TokenType
+from tokentype_cli.schema.names import TokenType
+from tokentype_cli.schema.storage import DTYPE
 from tokentype_cli.tokenize.chat import type_tokens
 from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.read import Batch

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from tokentype_cli.errors import EncoderCheckError, OptionError
-from tokentype_cli.schema import DTYPE
+from tokentype_cli.schema.storage import DTYPE
 from tokentype_cli.tokenize.fast_bpe import MARK, AddedToken, TiktokenPlan, plan_tiktoken
 from tokentype_cli.tokenize.options import ENCODERS
 from tokentype_cli.tokenizer_loader import LoadedTokenizer

@@ -18,7 +18,7 @@ has the lowest rank. With the token ids as ranks the two are the same algorithm 
   whole); otherwise such tokens stay out of the ranks, as no merge reaches them.
 - Everything around the model is mirrored or refused: "pre-tokenizer", one of the regexes below
   (Oniguruma in `tokenizers` and fancy-regex in tiktoken split every code point alike with
-  them: tests/test_encoders.py, TOKENTYPE_EXHAUSTIVE=1); "normalizer", none or NFC (applied with
+  them: tests/tokenize/test_encoders.py, TOKENTYPE_EXHAUSTIVE=1); "normalizer", none or NFC (applied with
   `tokenizers`' own NFC); "byte-level alphabet", all 256 byte tokens present, so no byte ever
   becomes unknown; "model", BPE without dropout, byte fallback or affixes; "added tokens", split
   out by the encoder as `tokenizers` does; "post-processor", fixed ids around each text at most.

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from tokentype_cli.schema import TokenType
+from tokentype_cli.schema.names import TokenType
 from tokentype_cli.tokenize.articles import Articles
 from tokentype_cli.tokenize.pack import Placement
 from tokentype_cli.tokenize.read import Batch
@@ -41,7 +41,7 @@ class Ledger:
         chat: dict[int, tuple[int, int]] | None = None,
     ) -> None:
         """`chat`: per batch line holding a conversation, (seams, open turns)."""
-        per_line: dict[int, list[tuple[int, ...]]] = {}
+        per_line: dict[int, list[list[int]]] = {}
         columns = (
             placement.row,
             placement.offset,

@@ -72,7 +72,9 @@ class TokenizeOptions:
     def check(self) -> None:
         if self.max_line_bytes < 1:
             raise OptionError(f"--max-line-bytes must be at least 1, got {self.max_line_bytes}")
-        from tokentype_cli.schema import MAX_SEQ_LENGTH  # heavy (h5py): only when a run starts
+        from tokentype_cli.schema.names import (
+            MAX_SEQ_LENGTH,  # heavy (h5py): only when a run starts
+        )
 
         if not 1 <= self.seq_len <= MAX_SEQ_LENGTH:
             raise OptionError(

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokentype_cli.schema import DTYPE, TokenType
+from tokentype_cli.schema.names import TokenType
+from tokentype_cli.schema.storage import DTYPE
 from tokentype_cli.tokenize.options import PACKING_CHOICES
 
 

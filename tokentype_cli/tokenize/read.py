@@ -469,18 +469,6 @@ def batches(
         yield batch
 
 
-def file_batches(
-    paths: list[str], formats: list[str], options: TokenizeOptions, **kwargs
-) -> Iterator[Batch]:
-    """Batches of every input in order; a batch never spans two inputs."""
-    for path, fmt in zip(paths, formats, strict=True):
-        if fmt in COLUMNAR:
-            lines = columnar_lines(path, max_bytes=options.max_line_bytes)
-        else:
-            lines = input_lines(path)
-        yield from batches(lines, fmt, options, **kwargs)
-
-
 def columnar_lines(
     path: str, name: str | None = None, max_bytes: int | None = None
 ) -> Iterator[InputLine]:

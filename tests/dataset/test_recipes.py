@@ -1,0 +1,101 @@
+"""The README's recipes for many machines, run for real: a Makefile under make -j and a Slurm
+array script with the variables Slurm sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CODON_MODEL_CONFIG as MODEL_CONFIG
+from tests.helpers import CODON_VOCAB, ROOT, invoke, write_pairs
+
+RECIPES = ROOT / "docs" / "recipes"
+OPTIONS = (
+    f"--max-seq-length 8 --packing single::drop --train-files 4 --dev-files 1 --test-files 1"
+    f" --shuffle --seed 3 --model-config {MODEL_CONFIG}"
+)
+
+
+def manifest_hashes(folder: Path) -> dict[str, str]:
+    data = json.loads((folder / "sha256" / "files_metadata.json").read_text())
+    return {key: value["sha256"] for key, value in data.items()}
+
+
+@pytest.fixture
+def reference(tmp_path) -> tuple[Path, Path]:
+    source = write_pairs(tmp_path / "data.jsonl", 200)
+    folder = tmp_path / "one_process"
+    result = invoke(
+        "tokenize", source, "--dataset", folder, "--tokenizer", CODON_VOCAB, *OPTIONS.split()
+    )
+    assert result.exit_code == 0, result.output
+    return source, folder
+
+
+def environment() -> dict[str, str]:
+    # The venv's bin holds the tokentype script; nothing assumes a bare `python`.
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_recipe_under_make_j(reference, tmp_path):
+    source, expected = reference
+    command = [
+        "make", "-f", str(RECIPES / "dataset.mk"), "-j3", f"INPUT={source.name}",
+        f"TOKENIZER={CODON_VOCAB}", "DATASET=ds", "TASKS=3", f"OPTIONS={OPTIONS}",
+    ]  # fmt: skip
+    first = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert manifest_hashes(tmp_path / "ds") == manifest_hashes(expected)
+    assert not (tmp_path / ".ds.tokentype-tasks").exists()
+    # Up to date: nothing runs again.
+    stamp = (tmp_path / "ds" / "metadata.yaml").stat().st_mtime_ns
+    again = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True)
+    assert again.returncode == 0 and "tokenize" not in again.stdout, again.stdout
+    assert (tmp_path / "ds" / "metadata.yaml").stat().st_mtime_ns == stamp
+    # A new input rebuilds the folder in place.
+    time.sleep(0.01)
+    write_pairs(source, 150, seed=9)
+    rebuilt = subprocess.run(
+        command, cwd=tmp_path, env=environment(), capture_output=True, text=True
+    )
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert manifest_hashes(tmp_path / "ds") != manifest_hashes(expected)
+
+
+def test_slurm_array_recipe(reference, tmp_path):
+    source, expected = reference
+    script = RECIPES / "slurm_dataset.sh"
+    env = {
+        **environment(),
+        "INPUT": str(source),
+        "TOKENIZER": str(CODON_VOCAB),
+        "DATASET": str(tmp_path / "ds"),
+        "OPTIONS": OPTIONS,
+        "SLURM_ARRAY_TASK_COUNT": "3",
+        "SLURM_CPUS_PER_TASK": "1",
+    }
+    for task in range(3):
+        done = subprocess.run(
+            ["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finish = subprocess.run(
+        ["bash", str(script), "--finish"], env=env, capture_output=True, text=True
+    )
+    assert finish.returncode == 0, finish.stdout + finish.stderr
+    assert manifest_hashes(tmp_path / "ds") == manifest_hashes(expected)
+
+
+def test_the_readme_shows_the_recipes_that_run_here():
+    readme = (ROOT / "README.md").read_text()
+    for recipe in ("dataset.mk", "slurm_dataset.sh"):
+        assert (RECIPES / recipe).read_text() in readme, f"README's copy of {recipe} is stale"

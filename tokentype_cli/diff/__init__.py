@@ -1,0 +1,1 @@
+"""`diff`: what two builds teach, row by row (`compare`)."""
