@@ -44,6 +44,7 @@ QUICK = {
     "foundation": ["bench_foundation.py", "--tokens", "12e6", "--small-tokens", "3e6"],
     "diff": ["bench_diff.py", "--tokens", "6e6"],
     "chat": ["bench_chat.py", "--conversations", "2000", "--repeat", "1"],
+    "parquet": ["bench_parquet.py", "--mb", "4", "--repeat", "1"],
 }
 FULL = {
     "foundation": ["bench_foundation.py"],
@@ -52,6 +53,7 @@ FULL = {
     "dataset": ["bench_dataset.py"],
     "diff": ["bench_diff.py"],
     "chat": ["bench_chat.py"],
+    "parquet": ["bench_parquet.py"],
     "hf_datasets": ["bench_hf_datasets.py", "--lines", "20000", "--repeat", "3"],
 }
 # Scripts that take a --folder for what they build.

@@ -34,6 +34,20 @@ tokentype validate "$out/tokenized2.h5" --tokenizer "$vocab" --require-types
 show "$out/tokenized2.h5"
 echo "  ledger: $(cat "$out/tokenized2.ledger.jsonl")"
 
+step "tokenize a Hugging Face-style folder of Parquet files (the tokentype[parquet] extra): the same arrays as example 1"
+"$py" - "$here/example1.jsonl" "$out/hub/data/train-00000-of-00001.parquet" <<'PY'
+import json, pathlib, sys
+import pyarrow as pa, pyarrow.parquet as pq
+rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
+target = pathlib.Path(sys.argv[2])
+target.parent.mkdir(parents=True)
+pq.write_table(pa.Table.from_pylist(rows), target)
+PY
+tokentype tokenize "$out/hub" -o "$out/tokenized_parquet.h5" --tokenizer "$vocab" --max-seq-length 7 \
+    --ledger "$out/tokenized_parquet.ledger.jsonl" --quiet
+show "$out/tokenized_parquet.h5"
+echo "  ledger: $(cut -c1-80 "$out/tokenized_parquet.ledger.jsonl")..."
+
 step "Example 1: input_ids from another tool, types added with add-types"
 "$py" "$here/make_shard.py" "$here/example1_ids.jsonl" "$out/example1.h5"
 tokentype add-types "$out/example1.h5" "$here/example1_types.jsonl"

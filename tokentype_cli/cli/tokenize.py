@@ -24,6 +24,8 @@ from tokentype_cli.cli.base import (
 )
 from tokentype_cli.tokenize.options import (
     BOUNDARIES,
+    DEFAULT_ALPACA_TEMPLATE,
+    DEFAULT_ALPACA_TEMPLATE_NO_INPUT,
     DEFAULT_MAX_LINE_BYTES,
     ENCODERS,
     INPUT_FORMATS,
@@ -84,6 +86,16 @@ def _categories(ctx: click.Context, param: click.Parameter, value: Path | None):
             f'{value}: write a JSON list of distinct names, e.g. ["math", "code"]', ctx, param
         )
     return tuple(names)
+
+
+def _role_map(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]):
+    from tokentype_cli.errors import OptionError
+    from tokentype_cli.tokenize.shapes import parse_role_map
+
+    try:
+        return parse_role_map(value)
+    except OptionError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
 
 
 def _task(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -240,8 +252,10 @@ def dataset_options(command):
     "--input-format",
     type=click.Choice(INPUT_FORMATS),
     default=None,
-    help="Format of every input. Default: by extension (.jsonl/.json, .txt); jsonl for -."
-    " jsonl lines holding a conversation are read as chat; chat requires every line to be one.",
+    help="Shape of every input's lines or rows. Default: by extension (.jsonl/.json, .txt,"
+    " .parquet, .arrow); jsonl for -. jsonl lines and Parquet/Arrow rows holding messages,"
+    " ShareGPT conversations or Alpaca instruction/output are read as such; chat, sharegpt and"
+    " alpaca require every line to be one.",
 )
 @click.option(
     "--max-seq-length",
@@ -280,14 +294,18 @@ def dataset_options(command):
     help="Where separators (type 3) go: the end of each line's article, or also every pair's eos.",
 )
 @click.option(
-    "--prompt-key", "--prompt_keyword", "prompt_key", default="prompt", help="Prompt field."
+    "--prompt-key",
+    "--prompt_keyword",
+    "prompt_key",
+    default="prompt",
+    help="Prompt field (a Parquet/Arrow input's column).",
 )
 @click.option(
     "--completion-key",
     "--completion_keyword",
     "completion_key",
     default="completion",
-    help="Completion field.",
+    help="Completion field (a Parquet/Arrow input's column).",
 )
 @click.option(
     "--no-space-separator",
@@ -387,6 +405,29 @@ def dataset_options(command):
     ' An assistant message with "weight": 0 never learns.',
 )
 @click.option(
+    "--role-map",
+    "role_map",
+    metavar="FROM=TO",
+    multiple=True,
+    callback=_role_map,
+    help="Read conversation role FROM as TO (system, user, assistant, tool, ...; or FROM itself"
+    " to pass a role the template knows). Repeatable. ShareGPT's human, gpt, function_call and"
+    " observation are mapped already; any other unknown role is an error.",
+)
+@click.option(
+    "--alpaca-template",
+    default=None,
+    show_default=repr(DEFAULT_ALPACA_TEMPLATE)[1:-1],
+    help="The prompt of an Alpaca record with an input: {instruction} and {input} are replaced,"
+    " {{ }} is a literal brace.",
+)
+@click.option(
+    "--alpaca-template-no-input",
+    default=None,
+    show_default=DEFAULT_ALPACA_TEMPLATE_NO_INPUT,
+    help="The prompt of an Alpaca record whose input is empty or absent.",
+)
+@click.option(
     "--seam-report",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -454,6 +495,9 @@ def tokenize_command(
     chat_template: str | None,
     chat_template_name: str | None,
     train_on: str,
+    role_map: tuple[tuple[str, str], ...],
+    alpaca_template: str | None,
+    alpaca_template_no_input: str | None,
     seam_report: Path | None,
     max_seams: int | None,
     ledger: Path | None,
@@ -478,7 +522,7 @@ def tokenize_command(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Tokenize JSONL, TXT or chat conversations into packed rows with token_type_ids.
+    """Tokenize JSONL, TXT, Parquet/Arrow or chat conversations into packed rows with token_type_ids.
 
     JSONL lines are {"prompt": ..., "completion": ...} or a list of such objects (as in
     generative_data_prep); TXT lines are completion-only articles. Prompt tokens get type 0,
@@ -486,6 +530,24 @@ def tokenize_command(
     are read compressed), a folder (its *.jsonl or *.txt files, sorted by name), a FIFO, or - for
     stdin. Lines end at \\n, \\r\\n or a lone \\r, as in the reference; a UTF-8 byte order mark is
     skipped; blank JSONL lines are skipped and counted (lines_blank).
+
+    Parquet and Arrow (with the tokentype[parquet] extra): .parquet, .arrow and .feather files,
+    folders of them in name order (a Hugging Face dataset's clone or its data/ folder of
+    train-00000-of-00004.parquet shards; a folder of several splits is refused), and
+    datasets.save_to_disk folders. Each row is read as the JSON line of the same content (a
+    struct is an object, a list a list, a null a missing key), a record batch at a time; rows are
+    numbered from 0 within their file (file:row in messages, "row" in the ledger), and
+    --skip-bad-lines writes rejected rows as JSON lines. --prompt-key and --completion-key name
+    the columns.
+
+    Shapes (JSONL lines and rows alike, detected when the keys leave no doubt or set by
+    --input-format): ShareGPT {"conversations": [{"from": "human", "value": ...}, ...]} (an
+    optional "system"; human/user, gpt/assistant, function_call (learned, as the model writes
+    it), observation/tool and system map to chat roles) and a conversations list of
+    role/content messages are chat conversations; Alpaca {"instruction", "input", "output"}
+    is a pair whose prompt is --alpaca-template (or --alpaca-template-no-input when the input is
+    empty). A conversation role that is not a chat role (system, developer, user, assistant,
+    tool, ipython, function) after --role-map is a bad line naming the roles seen.
 
     Chat: a JSONL line {"messages": [{"role": ..., "content": ...}, ...], "tools": [...]} (or a
     bare list of messages) is a conversation, rendered with the tokenizer's chat template as
@@ -514,7 +576,8 @@ def tokenize_command(
     end-of-turn token: a special token or the eos), conversations_with_seams and seams; and, as
     every writing command, inputs, output, seq_len and token_types (docs/json.md).
 
-    --ledger writes one JSON object per input line, all with the same keys: input, line, status
+    --ledger writes one JSON object per input line, all with the same keys: input, line (or row,
+    from 0, for a Parquet/Arrow row), status
     (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
     prompt_only, prompt_only_row, empty or blank; for rejected: the error; else null), tokens, rows (a
     list of [row, offset, count] pieces in the output), cut_left, cut_right, dropped_too_long,
@@ -530,6 +593,7 @@ def tokenize_command(
         tokentype tokenize chat.jsonl -o sft.h5 --tokenizer qwen/ --packing greedy::drop
         cat a.jsonl b.jsonl | tokentype tokenize - -o out.h5 --tokenizer gpt2/ --json | jq .rows
         tokentype tokenize chat.jsonl -o sft.h5 --tokenizer qwen/ --seam-report seams.jsonl
+        tokentype tokenize hub-clone/ --dataset sft/ --tokenizer qwen/ --role-map bot=assistant
     """
     from tokentype_cli.loss import type_shares
     from tokentype_cli.tokenize.options import TokenizeOptions
@@ -558,6 +622,9 @@ def tokenize_command(
         chat_template=chat_template,
         chat_template_name=chat_template_name,
         train_on=train_on,
+        role_map=role_map,
+        alpaca_template=alpaca_template,
+        alpaca_template_no_input=alpaca_template_no_input,
     )
     paths = list(inputs)
     if dataset is None:

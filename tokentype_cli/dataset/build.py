@@ -66,8 +66,13 @@ from tokentype_cli.schema.read import first_line
 from tokentype_cli.schema.temporary import temporary_folder, temporary_name
 from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenize.encoders import TextEncoder
-from tokentype_cli.tokenize.options import TokenizeOptions
-from tokentype_cli.tokenize.pipeline import Metrics, check_targets, tokenize_lines
+from tokentype_cli.tokenize.options import COLUMNAR, TokenizeOptions
+from tokentype_cli.tokenize.pipeline import (
+    Metrics,
+    check_columns,
+    check_targets,
+    tokenize_lines,
+)
 from tokentype_cli.tokenize.read import display_name
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
@@ -281,7 +286,8 @@ def _write_test_split(
         for number, line in enumerate(lines, 1):
             handle.write(line.raw if line.raw.endswith(b"\n") else line.raw + b"\n")
             if records is not None:
-                record = {"input": line.source, "line": line.number, "test_line": number}
+                unit = "row" if inputs.fmt in COLUMNAR else "line"
+                record = {"input": line.source, unit: line.number, "test_line": number}
                 records.write(json.dumps(record, ensure_ascii=False) + "\n")
     bucket.remove()
 
@@ -349,6 +355,7 @@ class Build:
     def _prepare(self, stage: Path) -> tuple[InputSet, SplitPlan]:
         paths, fmt = resolve_inputs(self.inputs, self.options.input_format)
         check_targets(paths, {"--ledger": self.ledger_path, "--skip-bad-lines": self.rejects_path})
+        check_columns(paths, [fmt] * len(paths), self.options)
         names = [display_name(path) for path in paths]
         if "-" in paths:
             if self.task is not None or self.finish:
@@ -660,9 +667,10 @@ def _ledger_record(record: dict, split: Split, name: str, moves: dict[str, list]
     """A split's ledger record with its split, the file it was routed to, and each row piece as
     [file, row, offset, count] where the piece is after balancing."""
     if split.kind == "test":
+        unit = "row" if "row" in record else "line"
         return {
             "input": record["input"],
-            "line": record["line"],
+            unit: record[unit],
             "status": "test",
             "split": "test",
             "file": f"{TEST_DIR}/{name}",

@@ -20,6 +20,8 @@ import numpy as np
 
 from tokentype_cli.dataset.plan import SplitPlan, destinations
 from tokentype_cli.errors import InputError
+from tokentype_cli.tokenize import columnar
+from tokentype_cli.tokenize.options import COLUMNAR
 from tokentype_cli.tokenize.read import (
     InputLine,
     check_inputs,
@@ -44,6 +46,22 @@ class InputSet:
     def total_lines(self) -> int:
         return sum(self.line_counts)
 
+    @property
+    def first_number(self) -> int:
+        """What the first line of an input is numbered: lines from 1, Parquet/Arrow rows from 0."""
+        return 0 if self.fmt in COLUMNAR else 1
+
+
+def blocks(path: str, name: str, fmt: str) -> Iterator[tuple[bytes, np.ndarray]]:
+    """An input's lines a block at a time (read.line_blocks); a Parquet/Arrow file's rows as JSON
+    lines, which is how they are routed, kept in buckets and tokenized."""
+    if fmt in COLUMNAR:
+        return columnar.json_blocks(path, name)
+    return line_blocks(path, name)
+
+
+_FORMAT_NAMES = {"jsonl": "JSONL", "txt": "TXT", "parquet": "Parquet", "arrow": "Arrow"}
+
 
 def resolve_inputs(paths: list[str], given_format: str | None) -> tuple[list[str], str]:
     """Expand folders, check every input exists, and agree on one format."""
@@ -53,8 +71,9 @@ def resolve_inputs(paths: list[str], given_format: str | None) -> tuple[list[str
     if len(set(formats.values())) > 1:
         first = {fmt: path for path, fmt in reversed(formats.items())}
         raise InputError(
-            f"the inputs mix formats ({first.get('jsonl')} is JSONL, {first.get('txt')} is TXT);"
-            " a dataset is built from one format: pass --input-format or split the build"
+            "the inputs mix formats ("
+            + ", ".join(f"{path} is {_FORMAT_NAMES.get(fmt, fmt)}" for fmt, path in first.items())
+            + "); a dataset is built from one format: pass --input-format or split the build"
         )
     return expanded, next(iter(formats.values()))
 
@@ -70,13 +89,22 @@ def spool_stdin(folder: Path) -> Path:
 
 
 def scan_inputs(paths: list[str], names: list[str], fmt: str) -> InputSet:
-    """Count each input's lines (as the tokenizer will see them) and fingerprint the content."""
+    """Count each input's lines (as the tokenizer will see them) and fingerprint the content.
+
+    A Parquet/Arrow file's rows are counted from its metadata, and its bytes are its fingerprint;
+    its size is that of its Arrow data (Parquet's uncompressed size), which is what the default
+    number of train files follows, as it follows a JSONL file's size."""
     digest = hashlib.sha256()
     counts = []
     total_bytes = 0
     for path, name in zip(paths, names, strict=True):
+        if fmt in COLUMNAR:
+            count, size = columnar.scan(path, name, digest)
+            total_bytes += size
+            counts.append(count)
+            continue
         count = 0
-        for data, ends in line_blocks(path, name):
+        for data, ends in blocks(path, name, fmt):
             digest.update(data)
             total_bytes += len(data)
             count += len(ends)
@@ -108,7 +136,7 @@ class Bucket:
         order = np.argsort(positions, kind="stable")
         starts = np.cumsum((0, *inputs.line_counts))
         which = np.searchsorted(starts, numbers, side="right") - 1
-        line_in_input = numbers - starts[which] + 1
+        line_in_input = numbers - starts[which] + inputs.first_number
         names = inputs.names
         with open(self.text_path, "rb") as handle:
             descriptor = handle.fileno()
@@ -142,7 +170,7 @@ def route(
     try:
         number = 0
         for path, name in zip(inputs.paths, inputs.names, strict=True):
-            for data, ends in line_blocks(path, name):
+            for data, ends in blocks(path, name, inputs.fmt):
                 count = len(ends)
                 numbers = np.arange(number, number + count, dtype=np.int64)
                 number += count

@@ -202,6 +202,7 @@ def _add_ledgers(report: Report) -> None:
             report.ledger.by_status += tally.by_status
             report.ledger.by_reason += tally.by_reason
             report.ledger.tokens_cut += tally.tokens_cut
+            report.ledger.first_cut_where = report.ledger.first_cut_where or tally.first_cut_where
         report.ledger_files.append(ledger)
 
 
@@ -654,7 +655,7 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 {% for error in report.ledger_errors %}<p class="note">skipped: {{ error }}</p>
 {% endfor %}
 {% if report.ledger %}
-<p class="note">{{ "{:,}".format(report.ledger.lines) }} lines in {{ ledger_names }}: {{ "{:,}".format(report.ledger.by_status["packed"]) }} packed whole, {{ "{:,}".format(report.ledger.cut_for_length) }} cut or dropped for length ({{ "%.2f%%"|format(100 * report.ledger.cut_share) }}), {{ "{:,}".format(report.ledger.tokens_cut) }} tokens lost to length.</p>
+<p class="note">{{ "{:,}".format(report.ledger.lines) }} lines in {{ ledger_names }}: {{ "{:,}".format(report.ledger.by_status["packed"]) }} packed whole, {{ "{:,}".format(report.ledger.cut_for_length) }} cut or dropped for length ({{ "%.2f%%"|format(100 * report.ledger.cut_share) }}), {{ "{:,}".format(report.ledger.tokens_cut) }} tokens lost to length{% if report.ledger.first_cut_where %} (first: {{ report.ledger.first_cut_where }}){% endif %}.</p>
 {{ reasons }}
 {% endif %}
 </section>

@@ -34,6 +34,9 @@ class LedgerTally:
     tokens_cut: int = 0
     first_cut_line: int | None = None  # the ledger's `line` of the first line cut for length
     first_cut_row: int | None = None  # the shard row where that line's tokens start
+    # Where that line came from, for messages: "line N", or "FILE:ROW" for a Parquet/Arrow row
+    # (the ledger names those by `row`, from 0, and a row number alone finds nothing).
+    first_cut_where: str | None = None
 
     @property
     def cut_for_length(self) -> int:
@@ -105,7 +108,11 @@ def _count(tally: LedgerTally, path: Path, number: int, line: str) -> None:
     tally.by_reason[(status, reason)] += 1
     cut = record.get("cut_left", 0) + record.get("cut_right", 0)
     tally.tokens_cut += cut + record.get("dropped_too_long", 0)
-    if (status, reason) in CUT_FOR_LENGTH and tally.first_cut_line is None:
-        tally.first_cut_line = record.get("line", number)
+    if (status, reason) in CUT_FOR_LENGTH and tally.first_cut_where is None:
+        if "row" in record and "line" not in record:
+            tally.first_cut_where = f"{record.get('input', path)}:{record['row']}"
+        else:
+            tally.first_cut_line = record.get("line", number)
+            tally.first_cut_where = f"line {tally.first_cut_line}"
         rows = record.get("rows") or []
         tally.first_cut_row = rows[0][0] if rows else None

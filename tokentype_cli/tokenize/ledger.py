@@ -74,7 +74,7 @@ class Ledger:
                 status, reason = "dropped", "blank"
             record: dict[str, object] = {
                 "input": batch.line_source[index],
-                "line": batch.line_number[index],
+                batch.unit: batch.line_number[index],
                 "status": status,
                 "reason": reason,
                 "tokens": line_tokens[index],

@@ -5,11 +5,18 @@ No heavy imports: the CLI reads the choices at start-up.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 from tokentype_cli.errors import OptionError
 
-INPUT_FORMATS = ("jsonl", "txt", "chat")
+INPUT_FORMATS = ("jsonl", "txt", "chat", "sharegpt", "alpaca")
+# Record shapes a JSON line or a Parquet/Arrow row may take beside prompt/completion (shapes.py).
+SHAPES = ("chat", "sharegpt", "alpaca")
+# Inputs read by pyarrow a record batch at a time: their rows are records as JSON lines are.
+COLUMNAR = ("parquet", "arrow")
+DEFAULT_ALPACA_TEMPLATE = "{instruction}\n\n{input}"
+DEFAULT_ALPACA_TEMPLATE_NO_INPUT = "{instruction}"
 TRAIN_ON = ("assistant", "last", "all")  # --train-on: which assistant turns of a conversation learn
 BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attention-boundary
 OVERFLOWS = ("drop", "truncate_left", "truncate_right")
@@ -56,6 +63,11 @@ class TokenizeOptions:
     chat_template: str | None = None  # a .jinja file; None: the tokenizer's
     chat_template_name: str | None = None  # one of the tokenizer's named templates
     train_on: str = "assistant"
+    # --role-map FROM=TO pairs, and the Alpaca prompt templates (shapes.py; None: the defaults,
+    # so provenance records a choice only when one was made).
+    role_map: tuple[tuple[str, str], ...] = ()
+    alpaca_template: str | None = None
+    alpaca_template_no_input: str | None = None
 
     def check(self) -> None:
         if self.max_line_bytes < 1:
@@ -86,8 +98,31 @@ class TokenizeOptions:
                 )
         if self.train_on not in TRAIN_ON:
             raise OptionError(f"--train-on {self.train_on!r} is unknown; use {', '.join(TRAIN_ON)}")
+        for flag, template, fields in (
+            ("--alpaca-template", self.alpaca_template, ("instruction", "input")),
+            ("--alpaca-template-no-input", self.alpaca_template_no_input, ("instruction",)),
+        ):
+            if template is not None:
+                check_alpaca_template(template, flag, fields)
 
     @property
     def chats(self) -> bool:
-        """Every line is a conversation (--input-format chat or --apply-chat-template)."""
-        return self.input_format == "chat" or self.apply_chat_template
+        """Every line is a conversation (--input-format chat or sharegpt, --apply-chat-template)."""
+        return self.input_format in ("chat", "sharegpt") or self.apply_chat_template
+
+
+def check_alpaca_template(template: str, flag: str, fields: tuple[str, ...]) -> None:
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise OptionError(
+            f"{flag} {template!r}: {exc}; write {{instruction}} and {{input}}, and {{{{ }}}} for"
+            " a literal brace"
+        ) from exc
+    unknown = sorted(used - set(fields))
+    if unknown or "instruction" not in used:
+        what = f"names {unknown[0]!r}" if unknown else "has no {instruction}"
+        raise OptionError(
+            f"{flag} {template!r} {what}; use {' and '.join('{' + f + '}' for f in fields)}"
+            " (and {{ }} for a literal brace)"
+        )

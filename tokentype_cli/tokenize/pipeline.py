@@ -35,6 +35,7 @@ from tokentype_cli.schema.names import (
     TokenType,
 )
 from tokentype_cli.schema.write import ShardWriter, atomic_path, same_file
+from tokentype_cli.tokenize import columnar
 from tokentype_cli.tokenize.accounting import (
     DroppedArticles,
     lines_with_special_tokens,
@@ -46,18 +47,20 @@ from tokentype_cli.tokenize.chat import Chat
 from tokentype_cli.tokenize.encode import Encoded, Encoder
 from tokentype_cli.tokenize.encoders import TextEncoder, build_encoder
 from tokentype_cli.tokenize.ledger import Ledger
-from tokentype_cli.tokenize.options import CATEGORY_SHIFT, TYPE_MASK, TokenizeOptions
+from tokentype_cli.tokenize.options import CATEGORY_SHIFT, COLUMNAR, TYPE_MASK, TokenizeOptions
 from tokentype_cli.tokenize.pack import Packer, PackResult
 from tokentype_cli.tokenize.read import (
     Batch,
     InputLine,
     batches,
     check_inputs,
+    columnar_lines,
     display_name,
     expand_inputs,
     input_format,
     input_lines,
 )
+from tokentype_cli.tokenize.shapes import missing_columns
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 
@@ -268,7 +271,17 @@ def tokenize_files(
             "--seam-report": seam_report_path,
         },
     )
-    sources = [(input_lines(path), input_format(path, options.input_format)) for path in inputs]
+    formats = [input_format(path, options.input_format) for path in inputs]
+    check_columns(inputs, formats, options)
+    sources = [
+        (
+            columnar_lines(path, max_bytes=options.max_line_bytes)
+            if fmt in COLUMNAR
+            else input_lines(path),
+            fmt,
+        )
+        for path, fmt in zip(inputs, formats, strict=True)
+    ]
     return tokenize_lines(
         sources,
         output,
@@ -340,6 +353,16 @@ def tokenize_lines(
         allow_empty=allow_empty,
         encoder=encoder,
     )
+
+
+def check_columns(paths: list[str], formats: list[str], options: TokenizeOptions) -> None:
+    """Open every Parquet/Arrow input and fail, before any row is read, on one that lacks the
+    columns these options read."""
+    for path, fmt in zip(paths, formats, strict=True):
+        if fmt in COLUMNAR:
+            columnar.check_columns(
+                path, display_name(path), lambda names: missing_columns(names, options)
+            )
 
 
 def text_encoder_for(
@@ -573,7 +596,7 @@ def _count_conversations(
             line = line_of[text]
             record = {
                 "input": batch.line_source[line],
-                "line": batch.line_number[line],
+                batch.unit: batch.line_number[line],
                 "token": token,
                 "id": token_id,
                 "text": decode([token_id])[0],

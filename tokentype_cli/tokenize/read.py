@@ -1,7 +1,7 @@
 """Read JSONL / TXT inputs into batches of texts to encode, checking every line.
 
 Inputs are files (plain, .gz or .zst), folders of them, streams (FIFOs, /dev/stdin) or - for
-stdin. Lines end where Python's universal newlines end them (\n, \r\n or a lone \r), as in the
+stdin; Parquet and Arrow files are read by columnar.py, each row a line holding its record. Lines end where Python's universal newlines end them (\n, \r\n or a lone \r), as in the
 reference's text-mode reading, and a UTF-8 byte order mark at the start of an input is skipped.
 
 A batch holds the texts of up to a few thousand lines, and for each prompt/completion pair which
@@ -35,7 +35,11 @@ from tokentype_cli.tokenize.chat import (
     chat_line,
     is_conversation,
 )
-from tokentype_cli.tokenize.options import INPUT_FORMATS, TokenizeOptions
+from tokentype_cli.tokenize.columnar import columnar_format, folder_files
+from tokentype_cli.tokenize.columnar import dumps as row_json
+from tokentype_cli.tokenize.columnar import rows as columnar_rows
+from tokentype_cli.tokenize.options import COLUMNAR, INPUT_FORMATS, SHAPES, TokenizeOptions
+from tokentype_cli.tokenize.shapes import ShapeError, normalise
 
 if TYPE_CHECKING:
     from tokentype_cli.tokenize.chat import Chat
@@ -45,8 +49,8 @@ _COMPRESSED = (".gz", ".zst")
 _BOM = b"\xef\xbb\xbf"
 # Formats people try that are not text lines: the first bytes of the file, and what to say.
 _NOT_TEXT = {
-    b"PAR1": "a Parquet file, which tokenize does not read; convert it to JSONL first"
-    " (e.g. duckdb -c \"COPY (SELECT * FROM 'FILE') TO 'FILE.jsonl'\")",
+    b"PAR1": "a Parquet file named as text; name it .parquet, which tokenize reads as Parquet",
+    b"ARROW1": "an Arrow IPC file named as text; name it .arrow, which tokenize reads as Arrow",
     b"\x89HDF": "an HDF5 file (already tokenized?); tokenize reads JSONL or TXT",
     b"PK\x03\x04": "a zip archive; unpack it and pass the JSONL or TXT inside",
 }
@@ -56,8 +60,12 @@ class InputLine(NamedTuple):
     """One line of an input: where it came from (for messages and the ledger) and its bytes."""
 
     source: str  # the input's display name (<stdin> for -)
-    number: int  # 1-based line number in that input
+    number: int  # 1-based line number in that input (a Parquet/Arrow row's number, from 0)
     raw: bytes  # the line with its newline normalised to \n (none on a last line without one)
+    # A Parquet/Arrow row: its record, which is json.loads(raw); None for a text line. Such a
+    # row's raw may be b"" (made when needed), and `size` then bounds its length.
+    value: dict | None = None
+    size: int = 0
 
 
 @dataclass
@@ -85,6 +93,9 @@ class Batch:
     conversations: dict[int, Conversation] = field(default_factory=dict)
     chat_lines: set[int] = field(default_factory=set)
     learns_nothing: set[int] = field(default_factory=set)
+    # What line_number counts: "line" (from 1), or "row" of a Parquet/Arrow file (from 0); the
+    # ledger's key for it.
+    unit: str = "line"
 
     @property
     def line_count(self) -> int:
@@ -108,7 +119,18 @@ def _base_suffix(path: str) -> str:
 
 
 def input_format(path: str, given: str | None) -> str:
-    """The format of one input: --input-format, else its extension; stdin defaults to JSONL."""
+    """The format of one input: --input-format, else its extension; stdin defaults to JSONL.
+
+    A Parquet or Arrow file is that whatever --input-format: the option then says the shape of
+    its rows (shapes.py)."""
+    columnar = None if path == "-" else columnar_format(path)
+    if columnar is not None:
+        if given == "txt":
+            raise OptionError(
+                f"{path}: --input-format txt reads text lines; a {columnar.title()} file holds"
+                " records: leave --input-format out or give jsonl, chat, sharegpt or alpaca"
+            )
+        return columnar
     if given:
         return given
     if path == "-":
@@ -116,16 +138,16 @@ def input_format(path: str, given: str | None) -> str:
     suffix = _base_suffix(path)
     found = _EXTENSIONS.get(suffix)
     if found is None:
-        if suffix == ".parquet":
-            raise InputError(f"{path}: {_NOT_TEXT[b'PAR1']}")
         raise OptionError(
-            f"{path}: cannot tell the format from the extension; pass --input-format jsonl or txt"
+            f"{path}: cannot tell the format from the extension (.jsonl, .txt, .parquet, .arrow);"
+            " pass --input-format jsonl or txt"
         )
     return found
 
 
 def expand_inputs(paths: Iterable[str]) -> list[str]:
-    """Files as given; a folder becomes its *.jsonl or *.txt files (also .gz/.zst), sorted by name.
+    """Files as given; a folder becomes its *.jsonl or *.txt files (also .gz/.zst), sorted by name,
+    or its Parquet/Arrow files (columnar.folder_files: Hub and save_to_disk folders too).
 
     A folder holding both JSONL and TXT files is an error naming one of each, since a folder is
     read as one dataset in one format.
@@ -140,13 +162,25 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
             fmt = _EXTENSIONS.get(_base_suffix(str(child)))
             if fmt is not None and child.suffix.lower() != ".json" and _is_readable_file(child):
                 by_format.setdefault(fmt, []).append(str(child))
+        columnar = folder_files(Path(path))
+        if columnar is not None:
+            if by_format:
+                text = next(iter(by_format.values()))[0]
+                raise InputError(
+                    f"{path}: the folder mixes Parquet/Arrow ({columnar[0]}) and text ({text})"
+                    " files; keep one format per folder or name the files"
+                )
+            found.extend(columnar)
+            continue
         if len(by_format) > 1:
             raise InputError(
                 f"{path}: the folder mixes JSONL ({by_format['jsonl'][0]}) and TXT"
                 f" ({by_format['txt'][0]}) files; keep one format per folder or name the files"
             )
         if not by_format:
-            raise InputError(f"{path}: the folder holds no *.jsonl or *.txt files")
+            raise InputError(
+                f"{path}: the folder holds no *.jsonl, *.txt, *.parquet or *.arrow files"
+            )
         found.extend(next(iter(by_format.values())))
     return found
 
@@ -169,8 +203,8 @@ def check_inputs(paths: list[str]) -> None:
         if not _is_readable_file(Path(path)):
             what = "is a folder" if Path(path).is_dir() else "no such file"
             raise InputError(f"{path}: {what}; pass a JSONL or TXT file, or - for stdin")
-        if not stat.S_ISREG(Path(path).stat().st_mode):
-            continue  # a stream: its first bytes must not be consumed here
+        if not stat.S_ISREG(Path(path).stat().st_mode) or columnar_format(path):
+            continue  # a stream: its first bytes must not be consumed here; pyarrow checks its own
         try:
             with open(path, "rb") as handle:
                 head = handle.read(4)
@@ -188,7 +222,7 @@ def input_size(paths: list[str]) -> int | None:
 
     Missing inputs count as empty: check_inputs reports them, once the run starts.
     """
-    if any(p == "-" or Path(p).suffix.lower() in _COMPRESSED for p in paths):
+    if any(p == "-" or Path(p).suffix.lower() in _COMPRESSED or columnar_format(p) for p in paths):
         return None
     sizes = []
     for path in paths:
@@ -328,11 +362,12 @@ class LineError(Exception):
     """A line that cannot be used; message is 'what is wrong; the fix'."""
 
 
-def _text_field(item: dict, key: str, where: str, required: bool) -> str:
+def _text_field(item: dict, key: str, where: str, required: bool, noun: str = "field") -> str:
+    """`noun`: what the record's keys are to the user, fields of a JSON line or columns."""
     if key not in item:
         if required:
             raise LineError(
-                f"no {key!r} field{where}; add it (it may be empty) or name the field with"
+                f"no {key!r} {noun}{where}; add it (it may be empty) or name the {noun} with"
                 " --completion-key"
             )
         return ""
@@ -340,8 +375,8 @@ def _text_field(item: dict, key: str, where: str, required: bool) -> str:
     if not isinstance(value, str):
         flag = "--completion-key" if required else "--prompt-key"
         raise LineError(
-            f"field {key!r}{where} is {type(value).__name__ if value is not None else 'null'},"
-            f" not a string; make it a string or pick another field with {flag}"
+            f"{noun} {key!r}{where} is {type(value).__name__ if value is not None else 'null'},"
+            f" not a string; make it a string or pick another {noun} with {flag}"
         )
     return value
 
@@ -361,43 +396,52 @@ def batches(
 
     `chat` renders conversations (chat.Chat); without it a conversation line is an error.
     """
-    if fmt not in INPUT_FORMATS:
+    if fmt not in INPUT_FORMATS and fmt not in COLUMNAR:
         raise OptionError(f"unknown input format {fmt!r}; use {' or '.join(INPUT_FORMATS)}")
+    shape = fmt if fmt in SHAPES else None
+    if shape is None and options.input_format in SHAPES:
+        shape = options.input_format
     if fmt == "txt" and options.apply_chat_template:
         raise OptionError(
             "--apply-chat-template reads prompt/completion JSONL; TXT lines have no prompt"
         )
     split_pairs = options.packing_boundary == "prompt_completion_pair"
-    batch = Batch()
-    for source, number, raw in lines:
+    unit = "row" if fmt in COLUMNAR else "line"
+    batch = Batch(unit=unit)
+    for source, number, raw, value, size in lines:
         index = batch.line_count
         marks = (len(batch.texts), len(batch.pair_line))
         batch.line_source.append(source)
         batch.line_number.append(number)
-        batch.nbytes += len(raw)
+        if keep_raw and value is not None and not raw:
+            raw = row_json(value)
+        batch.nbytes += len(raw) or size
         if keep_raw:
             batch.raw.append(raw)
         text = ""
         try:
             if len(raw) > options.max_line_bytes:
                 raise LineError(
-                    f"the line is {len(raw) / (1 << 20):.1f} MiB, over the limit of"
+                    f"the {unit} is {len(raw) / (1 << 20):.1f} MiB, over the limit of"
                     f" {options.max_line_bytes / (1 << 20):.1f} MiB (encoding it would take about"
                     " 130 times that in memory); split it, or raise --max-line-bytes"
                 )
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise LineError(
-                    f"invalid UTF-8 at byte {exc.start}; convert the file to UTF-8"
-                    " (e.g. iconv -f latin1 -t utf-8)"
-                ) from None
-            if fmt == "txt":
-                _add_txt(batch, index, text)
-            elif not text.strip():
-                batch.blank.add(index)
+            if value is not None:  # a Parquet/Arrow row, already a record
+                _add_record(batch, index, value, options, split_pairs, shape, chat)
             else:
-                _add_jsonl(batch, index, text, options, split_pairs, fmt, chat)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise LineError(
+                        f"invalid UTF-8 at byte {exc.start}; convert the file to UTF-8"
+                        " (e.g. iconv -f latin1 -t utf-8)"
+                    ) from None
+                if fmt == "txt":
+                    _add_txt(batch, index, text)
+                elif not text.strip():
+                    batch.blank.add(index)
+                else:
+                    _add_jsonl(batch, index, text, options, split_pairs, shape, chat)
         except LineError as exc:
             message = str(exc)
             chat_list = index in batch.chat_lines
@@ -412,15 +456,28 @@ def batches(
                     f"; if {source} is one JSON array, not JSON Lines, convert it:"
                     f" jq -c '.[]' {source} > lines.jsonl"
                 )
+            if value is not None and not raw:  # a row's JSON line, made for the rejects
+                raw = row_json(value)
             batch.rejected[index] = (message, raw)
             _drop_line(batch, index, marks)
         if batch.line_count >= batch_lines or batch.nbytes >= batch_bytes:
             advance(batch.nbytes)
             yield batch
-            batch = Batch()
+            batch = Batch(unit=unit)
     if batch.line_count:
         advance(batch.nbytes)
         yield batch
+
+
+def columnar_lines(
+    path: str, name: str | None = None, max_bytes: int | None = None
+) -> Iterator[InputLine]:
+    """The rows of a Parquet or Arrow file as lines: numbered from 0, with the record itself (so
+    it is not parsed again). The raw bytes are its JSON line; with `max_bytes`, only for rows
+    that may be longer than that (b"" for the others, made if the row is rejected)."""
+    source = name or display_name(path)
+    for number, raw, record, size in columnar_rows(path, source, max_bytes):
+        yield InputLine(source, number, raw, record, size)
 
 
 def _drop_line(batch: Batch, index: int, marks: tuple[int, int]) -> None:
@@ -469,7 +526,7 @@ def _add_jsonl(
     text: str,
     options: TokenizeOptions,
     split_pairs: bool,
-    fmt: str = "jsonl",
+    shape: str | None = None,
     chat: Chat | None = None,
 ) -> None:
     try:
@@ -483,12 +540,28 @@ def _add_jsonl(
             "JSON nested too deeply to read (thousands of levels); a prompt/completion or chat"
             " line needs a few"
         ) from None
+    _add_record(batch, index, loaded, options, split_pairs, shape, chat)
+
+
+def _add_record(
+    batch: Batch,
+    index: int,
+    loaded: object,
+    options: TokenizeOptions,
+    split_pairs: bool,
+    shape: str | None = None,
+    chat: Chat | None = None,
+) -> None:
+    try:
+        loaded = normalise(loaded, shape, options, "column" if batch.unit == "row" else "field")
+    except ShapeError as exc:
+        raise LineError(str(exc)) from None
     if options.apply_chat_template and not is_conversation(loaded):
         _add_conversation(
             batch, index, _pairs_as_chat(batch, index, loaded, options), chat, options
         )
         return
-    if fmt == "chat" or is_conversation(loaded):
+    if shape in ("chat", "sharegpt") or is_conversation(loaded):
         if split_pairs or options.attention_boundary != "jsonl":
             raise LineError(
                 "a chat conversation is one article; leave --packing-boundary and"
@@ -549,8 +622,9 @@ def _pairs(
                 f"{'list element ' + str(position) if where else 'the line'} is not an object;"
                 ' each must be {"prompt": ..., "completion": ...}'
             )
-        completion = _text_field(item, options.completion_key, where, required=True)
-        prompt = _text_field(item, options.prompt_key, where, required=False)
+        noun = "column" if batch.unit == "row" else "field"
+        completion = _text_field(item, options.completion_key, where, True, noun)
+        prompt = _text_field(item, options.prompt_key, where, False, noun)
         if not completion and not options.keep_prompt_only:
             batch.skipped_pairs[index] = batch.skipped_pairs.get(index, 0) + 1
             continue

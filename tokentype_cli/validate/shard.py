@@ -112,7 +112,7 @@ def _check_ledger(report: FileReport, limit: float, ledger: Path | None) -> None
             ERROR,
             f"{path}: {tally.cut_share:.2%} of the {tally.lines:,} input lines in {ledger} were cut"
             f" or dropped for length ({tally.cut_for_length:,} lines, {tally.tokens_cut:,} tokens;"
-            f" first: line {tally.first_cut_line}), more than --max-truncated-share {limit:g}",
+            f" first: {tally.first_cut_where}), more than --max-truncated-share {limit:g}",
             tally.cut_for_length,
             tally.first_cut_row,
         )
