@@ -343,12 +343,22 @@ def test_a_normalizer_it_cannot_mirror_is_refused(trained, tmp_path, normalizer)
     refused(save(variant(trained, normalizer=normalizer), tmp_path, "norm"), "normalizer")
 
 
-def test_merges_out_of_rank_order_are_refused(trained, tmp_path):
+def test_merges_out_of_id_order_are_ranked_by_their_place(trained, tmp_path):
+    """tokenizers ranks a merge by its place in the list, not by the id it makes (GPT-NeoX's
+    whitespace tokens have the last ids and the first merges)."""
     spec = variant(trained)
     vocab = spec["model"]["vocab"]
     first, second = ("".join(m) for m in spec["model"]["merges"][10:12])
     vocab[first], vocab[second] = vocab[second], vocab[first]
-    refused(save(spec, tmp_path, "swapped"), "merges order")
+    path = save(spec, tmp_path, "swapped")
+    fast = build_encoder(load_tokenizer(path), "auto")
+    assert fast.name == "tiktoken"
+    assert_same(fast, TokenizersEncoder(load_tokenizer(path)), MULTILINGUAL + bench_texts(1000))
+
+
+def test_a_merge_of_a_later_merges_result_is_refused(tmp_path):
+    path = save(tiny_bpe(["bc", "abc"], ["a bc", "b c"]), tmp_path, "tiny")
+    refused(path, "merges order")
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,10 @@ PATTERNS = {
     r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
 
+# Bytes no UTF-8 text holds (overlong lead bytes, and lead bytes past U+10FFFF): a vocabulary may
+# lack their tokens, as GPT-NeoX's and MPT's do, for no str can reach them.
+UNREACHABLE_BYTES = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
+
 # The encoder marks text boundaries and added tokens for tiktoken with strings starting with MARK;
 # its U+FDD0 is a noncharacter, not something text carries, and text that does carry one never
 # takes the fast path, so every MARK tiktoken sees was put there.
@@ -97,6 +101,10 @@ class TiktokenPlan:
     prefix: tuple[int, ...]  # the post-processor's ids before each text
     suffix: tuple[int, ...]
     trim_offsets: bool  # the post-processor trims whitespace from offsets
+    # The tokenizers id of each tiktoken rank when they differ (merges not in id order), else ().
+    id_of_rank: tuple[int, ...] = field(default=(), repr=False)
+    # Bytes text can hold that have no token: a batch holding one goes to tokenizers.
+    missing_bytes: tuple[int, ...] = ()
 
 
 def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
@@ -136,7 +144,7 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
     pattern_name, pattern, add_prefix_space = _pre_tokenizer(spec.get("pre_tokenizer"), fail)
     nfc = _normalizer(spec.get("normalizer"), fail)
     prefix, suffix, trim_offsets = _post_processor(spec.get("post_processor"), fail)
-    ranks = _ranks(model, fail)
+    ranks, id_of_rank, missing_bytes = _ranks(model, fail)
     added = _added_tokens(spec.get("added_tokens") or [], nfc, fail)
     return TiktokenPlan(
         pattern_name=pattern_name,
@@ -148,6 +156,8 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
         prefix=prefix,
         suffix=suffix,
         trim_offsets=trim_offsets,
+        id_of_rank=id_of_rank,
+        missing_bytes=missing_bytes,
     )
 
 
@@ -268,16 +278,13 @@ def _template(step, fail) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(before), tuple(after)
 
 
-def _ranks(model: dict, fail) -> dict[bytes, int]:
-    """The tiktoken ranks: the 256 byte tokens and every merge's result, by id."""
+def _ranks(model: dict, fail) -> tuple[dict[bytes, int], tuple[int, ...], tuple[int, ...]]:
+    """The tiktoken ranks (the byte tokens and every merge's result), the id of each rank when
+    ranks are not ids (else empty), and the missing byte tokens text can hold."""
     vocab: dict[str, int] = model.get("vocab") or {}
-    missing = [c for c in BYTE_CHARS if c not in vocab]
-    if missing:
-        raise fail(
-            "byte-level alphabet",
-            f"{len(missing)} of the 256 byte tokens are missing (e.g. {missing[0]!r}); those"
-            " bytes would become unknown tokens",
-        )
+    missing = [b for b, c in enumerate(BYTE_CHARS) if c not in vocab]
+    holdable = tuple(b for b in missing if b not in UNREACHABLE_BYTES)
+    present = [c for c in BYTE_CHARS if c in vocab]
     merges = model.get("merges") or []
     firsts, seconds = _merge_parts(merges, fail)
     get = vocab.__getitem__
@@ -288,30 +295,38 @@ def _ranks(model: dict, fail) -> dict[bytes, int]:
     except KeyError as exc:
         raise fail("merges order", f"a merge names {exc.args[0]!r}, not in the vocabulary") from exc
     n = max(vocab.values()) + 1
-    byte_ids = np.asarray([vocab[c] for c in BYTE_CHARS], np.int64)
-    if len(z):
-        steps = np.diff(z)
-        if (steps == 0).any():
-            at = int(np.argmax(steps == 0)) + 1
+    byte_ids = np.asarray([vocab[c] for c in present], np.int64)
+    m = len(z)
+    # tokenizers ranks a merge by its place in the list, tiktoken by its result's rank: with one
+    # merge per token they agree when the ranks are the places. Ids in list order need no mapping.
+    in_id_order = bool((np.diff(z) > 0).all())
+    rank_of = np.full(n, -1, np.int64)
+    if in_id_order:
+        rank_of[byte_ids] = byte_ids
+        rank_of[z] = z
+        size = n
+    else:
+        rank_of[byte_ids] = np.arange(len(byte_ids))
+        size = len(byte_ids) + m
+    if m:
+        first_of = np.full(n, -1, np.int64)
+        first_of[z[::-1]] = np.arange(m)[::-1]
+        again = first_of[z] != np.arange(m)
+        if again.any():
+            at = int(np.argmax(again))
+            earlier = int(first_of[z[at]])
             raise fail(
                 "merges order",
-                f"merges {at - 1} and {at} both make {firsts[at] + seconds[at]!r} (as in tokenizers"
+                f"merges {earlier} and {at} both make {firsts[at] + seconds[at]!r} (as in tokenizers"
                 " converted from tiktoken, which list every split of a token); their order breaks"
                 " ties between equal tokens differently from tiktoken's leftmost-first",
             )
-        if (steps < 0).any():
-            at = int(np.argmax(steps < 0)) + 1
-            raise fail(
-                "merges order",
-                f"merge {at} ({firsts[at]} {seconds[at]}) makes id {z[at]}, not more than the"
-                f" previous merge's {z[at - 1]}; tiktoken would merge in another order",
-            )
-        result_of = np.full(n, -1, np.int64)  # id -> position of the merge making it
-        result_of[z] = np.arange(len(z))
+        if not in_id_order:
+            rank_of[z] = len(byte_ids) + np.arange(m)
+        zr = rank_of[z]
         for side, name in ((u, "first"), (v, "second")):
-            is_byte = np.isin(side, byte_ids)
-            made = result_of[side]
-            late = ~is_byte & ((made < 0) | (made >= np.arange(len(z))))
+            rank = rank_of[side]
+            late = (rank < 0) | (rank >= zr)
             if late.any():
                 at = int(np.argmax(late))
                 raise fail(
@@ -319,24 +334,25 @@ def _ranks(model: dict, fail) -> dict[bytes, int]:
                     f"merge {at} ({firsts[at]} {seconds[at]}): its {name} part is neither a byte nor"
                     " made by an earlier merge",
                 )
-        bad = _not_self_encoding(u, v, z, n)
+        bad = _not_self_encoding(rank_of[u], rank_of[v], zr, size)
         if len(bad):
-            at = int(result_of[bad[0]])
+            at = int(np.flatnonzero(zr == bad[0])[0])
             raise fail(
                 "self-encoding",
                 f"{len(bad)} tokens do not come out of the merges as themselves"
-                f" (e.g. id {bad[0]}, {firsts[at] + seconds[at]!r}); tiktoken would merge them anyway",
+                f" (e.g. id {z[at]}, {firsts[at] + seconds[at]!r}); tiktoken would merge them anyway",
             )
-    keep = np.zeros(n, bool)
-    keep[byte_ids] = True
-    keep[z] = True
+    keep = rank_of >= 0
     tokens = list(vocab)
     ids = np.fromiter(vocab.values(), np.int64, len(vocab))
-    if model.get("ignore_merges") and not keep[ids].all():
-        orphan = tokens[int(np.argmin(keep[ids]))]
+    is_byte = np.zeros(n, bool)
+    is_byte[byte_ids] = True
+    if model.get("ignore_merges") and not (keep[ids] | is_byte[ids]).all():
+        orphans = ~keep[ids]
+        orphan = tokens[int(np.argmax(orphans))]
         raise fail(
             "vocabulary",
-            f"ignore_merges is set and {int((~keep[ids]).sum())} tokens are made by no merge"
+            f"ignore_merges is set and {int(orphans.sum())} tokens are made by no merge"
             f" (e.g. {orphan!r}); tokenizers would emit them whole, tiktoken cannot",
         )
     kept = keep[ids]
@@ -352,10 +368,15 @@ def _ranks(model: dict, fail) -> dict[bytes, int]:
     lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
     ends = np.cumsum(lengths)
     pieces = map(spelled.__getitem__, map(slice, (ends - lengths).tolist(), ends.tolist()))
-    ranks = dict(zip(pieces, ids[kept].tolist(), strict=True))
+    ranks = dict(zip(pieces, rank_of[ids[kept]].tolist(), strict=True))
     if len(ranks) != int(keep.sum()):
         raise fail("vocabulary", "two tokens share an id or a spelling")
-    return ranks
+    id_of_rank: tuple[int, ...] = ()
+    if not in_id_order:
+        table = np.full(size, -1, np.int64)
+        table[rank_of[ids[kept]]] = ids[kept]
+        id_of_rank = tuple(table.tolist())
+    return ranks, id_of_rank, holdable
 
 
 def _merge_parts(merges: list, fail) -> tuple[list[str], list[str]]:
