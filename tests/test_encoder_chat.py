@@ -41,7 +41,7 @@ def conversations(count: int, seed: int) -> list[dict]:
     out = []
     for _ in range(count):
         messages = []
-        for turn in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(1, 3)):
             for role in ("user", "assistant"):
                 words = rng.choices(WORDS, k=rng.randint(0, 12))
                 messages.append({"role": role, "content": "".join(words)})
