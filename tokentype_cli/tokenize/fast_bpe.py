@@ -472,11 +472,12 @@ def _count_splits(spelled: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
     )
     cut = starts[token] + 1 + offset
 
-    def member(values: np.ndarray) -> np.ndarray:
-        at = np.minimum(np.searchsorted(known, values), len(known) - 1)
-        return known[at] == values
-
-    return int((member(hashed(starts[token], cut)) & member(hashed(cut, ends[token]))).sum())
+    values = np.concatenate([hashed(starts[token], cut), hashed(cut, ends[token])])
+    order = np.argsort(values)  # sorted queries search far faster
+    at = np.minimum(np.searchsorted(known, values[order]), len(known) - 1)
+    found = np.empty(len(values), bool)
+    found[order] = known[at] == values[order]
+    return int((found[: len(token)] & found[len(token) :]).sum())
 
 
 def _merge_parts(merges: list, fail) -> tuple[list[str], list[str]]:
