@@ -22,9 +22,11 @@ has the lowest rank. With the token ids as ranks the two are the same algorithm 
 - Everything around the model is mirrored or refused: "pre-tokenizer", one of the regexes below
   (Oniguruma in `tokenizers` and fancy-regex in tiktoken split every code point alike with
   them: tests/test_encoders.py, TOKENTYPE_EXHAUSTIVE=1); "normalizer", none or NFC (applied with
-  `tokenizers`' own NFC); "byte-level alphabet", the 256 byte tokens present, but for bytes no
-  UTF-8 text holds (texts holding another missing byte go to `tokenizers`); "model", BPE without dropout, byte fallback or affixes; "added tokens", split
-  out by the encoder as `tokenizers` does; "post-processor", fixed ids around each text at most.
+  `tokenizers`' own NFC); "byte-level alphabet", tokens spelled in byte-level characters (a
+  missing byte token is no matter when no UTF-8 text holds the byte; a text holding another goes
+  to `tokenizers`, which drops the byte); "model", BPE without dropout, byte fallback or affixes;
+  "added tokens", split out by the encoder as `tokenizers` does; "post-processor", fixed ids
+  around each text at most.
 
 Each failed check raises EncoderCheckError naming it; `--encoder auto` then uses `tokenizers`.
 """
