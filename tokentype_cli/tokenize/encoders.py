@@ -13,6 +13,7 @@ for Llama-3's 280k merges (counting every split of every token).
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import re
 from collections.abc import Sequence
@@ -190,6 +191,16 @@ class TiktokenEncoder:
 
             self.nfc = normalizers.NFC().normalize_str
         self.rewrites = plan.nfc or plan.add_prefix_space or bool(plan.added)
+        # Added tokens with no flags, all found in one pass (all normalized or none), in text
+        # nothing else rewrites: one regex substitution per text puts their markers in, as a
+        # chat template's special tokens need, instead of the piece-by-piece split.
+        self.substitute = None
+        plain = not any(t.lstrip or t.rstrip or t.single_word for t in plan.added)
+        one_pass = len({t.normalized for t in plan.added}) == 1
+        if everything and plain and one_pass and not plan.nfc and not plan.add_prefix_space:
+            regex, by_content = everything
+            markers = {c: _marker(self.index_of[t.id]) for c, t in by_content.items()}
+            self.substitute = functools.partial(regex.sub, lambda m: markers[m.group()])
 
     def __getstate__(self) -> dict:
         return {"plan": self.plan, "fallback": self.fallback}
@@ -350,6 +361,8 @@ class TiktokenEncoder:
 
     def _prepare(self, texts: list[str]) -> list[str]:
         plan = self.plan
+        if self.substitute is not None and not self.fallback.tokenizer.encode_special_tokens:
+            return list(map(self.substitute, texts))
         if not plan.add_prefix_space and not plan.nfc and not self.any_added("".join(texts)):
             return texts
         out = []
