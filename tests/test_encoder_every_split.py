@@ -20,7 +20,7 @@ from tokenizers.trainers import BpeTrainer
 
 from tokentype_cli.errors import OptionError
 from tokentype_cli.tokenize.encoders import TiktokenEncoder, TokenizersEncoder, build_encoder
-from tokentype_cli.tokenize.fast_bpe import BYTE_CHARS, PATTERNS
+from tokentype_cli.tokenize.fast_bpe import BYTE_CHARS, PATTERNS, _count_splits
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
 TEXTS = [
@@ -330,3 +330,13 @@ def test_real_tokenizers_converted_here_give_the_same_ids(tmp_path, name):
     texts = TEXTS + RUNS[:2000]
     texts += ["".join(rng.choices(TEXTS + RUNS[:50], k=8)) for _ in range(300)]
     assert_same(save(spec, tmp_path, name), texts)
+
+
+def test_the_split_count_is_a_literal_count(trained_ranks):
+    tokens = [*trained_ranks, b"", b"\x00\x00\x00", b"zz"]
+    lengths = np.asarray([len(t) for t in tokens])
+    ends = np.cumsum(lengths)
+    spelled = np.frombuffer(b"".join(tokens), np.uint8)
+    known = set(tokens)
+    literal = sum(t[:k] in known and t[k:] in known for t in tokens for k in range(1, len(t)))
+    assert _count_splits(spelled, ends - lengths, ends) == literal

@@ -461,7 +461,8 @@ def _count_splits(spelled: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
     powers = np.cumprod(np.r_[1, np.full(size, base)].astype(np.uint64), dtype=np.uint64)
     inverse = pow(base, -1, 1 << 64)
     inverses = np.cumprod(np.r_[1, np.full(size, inverse)].astype(np.uint64), dtype=np.uint64)
-    sums = np.r_[np.uint64(0), np.cumsum(spelled.astype(np.uint64) * powers[:size])]
+    # Bytes count from 1: a zero byte would add nothing, and NUL runs of any length would match.
+    sums = np.r_[np.uint64(0), np.cumsum((spelled.astype(np.uint64) + 1) * powers[:size])]
 
     def hashed(first: np.ndarray, stop: np.ndarray) -> np.ndarray:
         return (sums[stop] - sums[first]) * inverses[first]
