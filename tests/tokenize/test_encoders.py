@@ -342,12 +342,22 @@ def test_a_normalizer_it_cannot_mirror_is_refused(trained, tmp_path, normalizer)
     refused(save(variant(trained, normalizer=normalizer), tmp_path, "norm"), "normalizer")
 
 
-def test_merges_out_of_rank_order_are_refused(trained, tmp_path):
+def test_merges_out_of_id_order_are_ranked_by_their_place(trained, tmp_path):
+    """tokenizers ranks a merge by its place in the list, not by the id it makes (GPT-NeoX's
+    whitespace tokens have the last ids and the first merges)."""
     spec = variant(trained)
     vocab = spec["model"]["vocab"]
     first, second = ("".join(m) for m in spec["model"]["merges"][10:12])
     vocab[first], vocab[second] = vocab[second], vocab[first]
-    refused(save(spec, tmp_path, "swapped"), "merges order")
+    path = save(spec, tmp_path, "swapped")
+    fast = build_encoder(load_tokenizer(path), "auto")
+    assert fast.name == "tiktoken"
+    assert_same(fast, TokenizersEncoder(load_tokenizer(path)), MULTILINGUAL + bench_texts(1000))
+
+
+def test_a_merge_of_a_later_merges_result_is_refused(tmp_path):
+    path = save(tiny_bpe(["bc", "abc"], ["a bc", "b c"]), tmp_path, "tiny")
+    refused(path, "merges order")
 
 
 @pytest.mark.parametrize(
@@ -360,7 +370,7 @@ def test_merges_out_of_rank_order_are_refused(trained, tmp_path):
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
     ],
 )  # fmt: skip
-def test_a_pre_tokenizer_other_than_the_three_regexes_is_refused(trained, tmp_path, pre_tokenizer):
+def test_a_pre_tokenizer_other_than_the_known_regexes_is_refused(trained, tmp_path, pre_tokenizer):
     refused(save(variant(trained, pre_tokenizer=pre_tokenizer), tmp_path, "pre"), "pre-tokenizer")
 
 
@@ -549,6 +559,8 @@ def test_every_code_point_splits_alike(conformance_dir, tmp_path, pattern):
     for first in range(0, len(points), 4096):
         texts = [
             f"a{c}a {c}1{c}\n{c} {c}{c}'{c}s '{c} x{c}\u0301 {c}\u00a0\n\n{c}"
+            # case classes (o200k, tekken), a contraction after a word, '/' after punctuation
+            f" A{c}b{c}B{c}'S {c}/\n{c}\r/ 1234{c}"
             for c in map(chr, points[first : first + 4096])
         ]
         assert_same(fast, reference, texts)

@@ -1,15 +1,15 @@
 """Encode a batch's texts into one flat id array, and find the line the tokenizer refuses.
 
 Prompt and completion texts go through the encoder layer (encoders.py: tiktoken where it gives
-the tokenizer's ids). Conversations are encoded whole with character offsets by the tokenizer
-itself, and each token takes its type from the characters it covers (chat.type_tokens), here in
-the encoder threads.
+the tokenizer's ids). Conversations go through it too, whole and without the post-processor's
+ids, with each token's place in its text (byte offsets summed from the ids where the vocabulary
+allows, else the tokenizer's own offsets), and each token takes its type from the characters it
+covers (chat.type_tokens), here in the encoder threads.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 from dataclasses import dataclass
 
@@ -84,21 +84,22 @@ def byte_lengths(tokenizer) -> np.ndarray | None:
     return table
 
 
-def encode_with_offsets(tokenizer, texts: list[str], table: np.ndarray | None = None) -> Offsets:
+def encode_with_offsets(
+    encoder: TextEncoder, texts: list[str], table: np.ndarray | None = None
+) -> Offsets:
     """Encode whole texts without adding special tokens, with each token's place in its text.
 
-    Everything chat typing needs from the encoder goes through here, so another encoder can
-    replace it. With a byte_lengths() table, places are byte offsets summed from the ids (the
-    tokenizer's own offsets cost more to bring into Python than the encoding saves); when a
-    text's bytes do not add up (a normalizer changed it), the tokenizer's character offsets.
+    Everything chat typing needs from the encoder goes through here. With a byte_lengths()
+    table, places are byte offsets summed from the ids, so any encoder giving the tokenizer's ids
+    gives the same places (and the tokenizer's own offsets cost more to bring into Python than
+    the encoding saves); when a text's bytes do not add up (a normalizer changed it), or with no
+    table, the tokenizer's character offsets.
     """
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-    lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
-    total = int(lengths.sum())
-    ids = np.fromiter(
-        itertools.chain.from_iterable(e.ids for e in encodings), dtype=DTYPE, count=total
-    )
-    if table is not None and (not len(ids) or int(ids.max()) < len(table)):
+    if table is None:
+        return _character_offsets(encoder, texts)
+    encoded = encoder.encode(texts, add_special_tokens=False)
+    ids, lengths = encoded.ids, encoded.length
+    if not len(ids) or int(ids.max()) < len(table):
         sizes = table[ids]
         ends = np.cumsum(sizes)
         first = np.cumsum(lengths) - lengths
@@ -111,12 +112,16 @@ def encode_with_offsets(tokenizer, texts: list[str], table: np.ndarray | None = 
         if np.array_equal(np.concatenate([[0], ends])[first + lengths] - before, text_bytes):
             end = ends - np.repeat(before, lengths)
             return Offsets(ids, lengths, np.stack([end - sizes, end], axis=1), True)
-    spans = np.fromiter(
-        itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings)),
-        dtype=np.int64,
-        count=2 * total,
-    ).reshape(total, 2)
-    return Offsets(ids, lengths, spans, False)
+    return _character_offsets(encoder, texts)
+
+
+def _character_offsets(encoder: TextEncoder, texts: list[str]) -> Offsets:
+    # The tokenizer's own offsets: the encoders' offsets are proven equal only where they agree
+    # on the ids, so take them from tokenizers (the reference the encoder falls back to).
+    reference = getattr(encoder, "fallback", encoder)
+    encoded = reference.encode_with_offsets(texts, add_special_tokens=False)
+    spans = np.stack([encoded.char_start, encoded.char_end], axis=1)
+    return Offsets(encoded.ids, encoded.length, spans, False)
 
 
 class Encoder:
@@ -127,9 +132,11 @@ class Encoder:
     ) -> None:
         """`text_encoder` encodes prompt and completion texts (see text_encoder_for: with
         --split-special-tokens it works on a copy of the tokenizer); conversations go through
-        `tokenizer` itself, whose special tokens a template writes on purpose."""
+        its sibling reading special tokens as `tokenizer` does, for a template writes them on
+        purpose."""
         self.loaded = tokenizer
         self.text_encoder = text_encoder
+        self.chat_encoder = text_encoder.for_conversations(tokenizer)
         self.tokenizer = tokenizer.tokenizer
         # The reference encodes without the tokenizer file's truncation or padding settings.
         self.tokenizer.no_truncation()
@@ -159,7 +166,7 @@ class Encoder:
             encoded = self.text_encoder.encode(batch.texts)
             return Encoded(batch, encoded.ids, encoded.start, encoded.length)
         places = encode_with_offsets(
-            self.tokenizer, [batch.texts[i] for i in chat], self.byte_lengths
+            self.chat_encoder, [batch.texts[i] for i in chat], self.byte_lengths
         )
         chat_ids, chat_lengths = places.ids, places.lengths
         is_chat = np.zeros(len(batch.texts), bool)
@@ -242,7 +249,7 @@ class Encoder:
         for index, text in enumerate(batch.texts):
             try:
                 if index in batch.conversations:
-                    encode_with_offsets(self.tokenizer, [text], self.byte_lengths)
+                    encode_with_offsets(self.chat_encoder, [text], self.byte_lengths)
                 else:
                     self.text_encoder.encode([text])
             except Exception as exc:

@@ -2,13 +2,18 @@
 
 `build_encoder(tokenizer, "auto")` returns tiktoken's when `fast_bpe` shows it gives the same ids,
 else `tokenizers`'. Both have `encode(texts)` and `encode_with_offsets(texts)` (per-token character
-offsets in each text, for work that types text by character) and pickle, so worker processes can
-be handed one or build their own: building tiktoken's (checks, ranks and tiktoken's own set-up)
-takes about a third of a second for GPT-2's 50k tokens, about a second for 150k.
+offsets in each text, for work that types text by character), either without the post-processor's
+ids (`add_special_tokens=False`, as conversations are encoded), and `for_conversations(tokenizer)`
+(the same encoder reading special tokens in text as that tokenizer does), and pickle, so worker
+processes can be handed one or build their own: building tiktoken's (checks, ranks and tiktoken's
+own set-up) takes about a third of a second for GPT-2's 50k tokens, about a second for 150k, a few
+for Llama-3's 280k merges (counting every split of every token).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import re
 from collections.abc import Sequence
@@ -52,12 +57,20 @@ class TextEncoder(Protocol):
 
     name: str  # "tokenizers" or "tiktoken", for metrics and provenance
 
-    def encode(self, texts: Sequence[str]) -> EncodedTexts:
-        """Every text's ids, as `tokenizers`' encode_batch with special tokens added."""
+    def encode(self, texts: Sequence[str], add_special_tokens: bool = True) -> EncodedTexts:
+        """Every text's ids, as `tokenizers`' encode_batch (with the post-processor's ids unless
+        add_special_tokens is False)."""
         ...
 
-    def encode_with_offsets(self, texts: Sequence[str]) -> EncodedTexts:
+    def encode_with_offsets(
+        self, texts: Sequence[str], add_special_tokens: bool = True
+    ) -> EncodedTexts:
         """The same ids, with each token's character offsets in its text."""
+        ...
+
+    def for_conversations(self, loaded: LoadedTokenizer) -> TextEncoder:
+        """This encoder reading special tokens in text as `loaded.tokenizer` does (conversations
+        keep a template's <|im_end|> one token under --split-special-tokens)."""
         ...
 
 
@@ -73,14 +86,16 @@ class TokenizersEncoder:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
 
-    def encode(self, texts: Sequence[str]) -> EncodedTexts:
+    def encode(self, texts: Sequence[str], add_special_tokens: bool = True) -> EncodedTexts:
         # encode_batch_fast (tokenizers 0.20+) skips the offsets nobody reads here.
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        return self._flatten(encode(list(texts)))
+        return self._flatten(encode(list(texts), add_special_tokens=add_special_tokens))
 
-    def encode_with_offsets(self, texts: Sequence[str]) -> EncodedTexts:
+    def encode_with_offsets(
+        self, texts: Sequence[str], add_special_tokens: bool = True
+    ) -> EncodedTexts:
         # encode_batch_fast does not track offsets.
-        encodings = self.tokenizer.encode_batch(list(texts))
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
         result = self._flatten(encodings)
         total = len(result.ids)
         offsets = itertools.chain.from_iterable(e.offsets for e in encodings)
@@ -88,6 +103,9 @@ class TokenizersEncoder:
         result.char_start = pairs[0::2].copy()
         result.char_end = pairs[1::2].copy()
         return result
+
+    def for_conversations(self, loaded: LoadedTokenizer) -> TokenizersEncoder:
+        return self if loaded.tokenizer is self.tokenizer else TokenizersEncoder(loaded)
 
     @staticmethod
     def _flatten(encodings: list) -> EncodedTexts:
@@ -142,6 +160,15 @@ class TiktokenEncoder:
         self.base = max([*plan.ranks.values(), *(t.id for t in plan.added)]) + 1
         self.separator_id = self.base + len(plan.added)
         self.added_ids = np.asarray([t.id for t in plan.added], DTYPE)
+        # tiktoken's ids (ranks, then markers, then the separator) to tokenizers' ids, in one take.
+        ranks = np.asarray(plan.id_of_rank, np.int64) if plan.id_of_rank else np.arange(self.base)
+        self.to_id = np.concatenate(
+            [np.pad(ranks, (0, self.base - len(ranks)), constant_values=-1), self.added_ids, [-1]]
+        ).astype(DTYPE)
+        self.missing = None
+        if plan.missing_bytes:
+            self.missing = np.zeros(256, bool)
+            self.missing[list(plan.missing_bytes)] = True
         self.index_of = {t.id: k for k, t in enumerate(plan.added)}
         specials = {_marker(k): self.base + k for k in range(len(plan.added))}
         specials[_SEPARATOR] = self.separator_id
@@ -164,6 +191,16 @@ class TiktokenEncoder:
 
             self.nfc = normalizers.NFC().normalize_str
         self.rewrites = plan.nfc or plan.add_prefix_space or bool(plan.added)
+        # Added tokens with no flags, all found in one pass (all normalized or none), in text
+        # nothing else rewrites: one regex substitution per text puts their markers in, as a
+        # chat template's special tokens need, instead of the piece-by-piece split.
+        self.substitute = None
+        plain = not any(t.lstrip or t.rstrip or t.single_word for t in plan.added)
+        one_pass = len({t.normalized for t in plan.added}) == 1
+        if everything and plain and one_pass and not plan.nfc and not plan.add_prefix_space:
+            regex, by_content = everything
+            markers = {c: _marker(self.index_of[t.id]) for c, t in by_content.items()}
+            self.substitute = functools.partial(regex.sub, lambda m: markers[m.group()])
 
     def __getstate__(self) -> dict:
         return {"plan": self.plan, "fallback": self.fallback}
@@ -173,30 +210,50 @@ class TiktokenEncoder:
         self.fallback = state["fallback"]
         self._build()
 
-    def encode(self, texts: Sequence[str]) -> EncodedTexts:
+    def for_conversations(self, loaded: LoadedTokenizer) -> TiktokenEncoder:
+        if loaded.tokenizer is self.fallback.tokenizer:
+            return self
+        sibling = copy.copy(self)  # shares the tiktoken Encoding, which is thread-safe
+        sibling.fallback = self.fallback.for_conversations(loaded)
+        return sibling
+
+    def encode(self, texts: Sequence[str], add_special_tokens: bool = True) -> EncodedTexts:
         texts = list(texts)
+        held = self._holding_missing_bytes(texts)
+        if held is not None:
+            return _merge_encoded(
+                held,
+                self.fallback.encode([t for t, h in zip(texts, held, strict=True) if h],
+                                     add_special_tokens),
+                self.encode([t for t, h in zip(texts, held, strict=True) if not h],
+                            add_special_tokens),
+            )  # fmt: skip
         try:
             prepared = self._prepare(texts) if self.rewrites else texts
             ids = self._encode_joined(texts, prepared)
         except (_Unsure, UnicodeEncodeError):
-            return self.fallback.encode(texts)
+            return self.fallback.encode(texts, add_special_tokens)
         keep = ids != self.separator_id
         ends = np.flatnonzero(~keep)
         length = np.diff(ends, prepend=-1) - 1
-        return self._frame(EncodedTexts(self._hf_ids(ids[keep]), length))
+        encoded = EncodedTexts(self._hf_ids(ids[keep]), length)
+        return self._frame(encoded) if add_special_tokens else encoded
 
-    def encode_with_offsets(self, texts: Sequence[str]) -> EncodedTexts:
+    def encode_with_offsets(
+        self, texts: Sequence[str], add_special_tokens: bool = True
+    ) -> EncodedTexts:
         """The ids with character offsets, tokenizers' way: a token holding part of a character
         spans the whole character; an added token spans the whitespace it strips."""
         texts = list(texts)
         if self.plan.trim_offsets or self.plan.add_prefix_space:
-            return self.fallback.encode_with_offsets(texts)  # offsets tiktoken has no part in
+            # offsets tiktoken has no part in
+            return self.fallback.encode_with_offsets(texts, add_special_tokens)
         try:
             segments = [self._segments(text, exact=True) for text in texts]
             prepared = ["".join(self._render(p) for p, _, _ in pieces) for pieces in segments]
             ids = self._encode_joined(texts, prepared)
         except (_Unsure, UnicodeEncodeError):
-            return self.fallback.encode_with_offsets(texts)
+            return self.fallback.encode_with_offsets(texts, add_special_tokens)
         joined = _SEPARATOR.join(prepared) + _SEPARATOR
         starts, ends = self._joined_offsets(ids, joined)
         # Every piece of the joined string: where it starts there and its span in its text.
@@ -218,7 +275,19 @@ class TiktokenEncoder:
         char_end = np.where(marked_, last_[piece], first_[piece] + ends[keep] - at_[piece])
         length = np.diff(np.flatnonzero(~keep), prepend=-1) - 1
         encoded = EncodedTexts(self._hf_ids(ids[keep]), length, char_start, char_end)
-        return self._frame(encoded)
+        return self._frame(encoded) if add_special_tokens else encoded
+
+    def _holding_missing_bytes(self, texts: list[str]) -> list[bool] | None:
+        """Which texts hold a byte the vocabulary has no token for (None: none does)."""
+        if self.missing is None or not texts:
+            return None
+        if not self.missing[:0x80].any() and all(map(str.isascii, texts)):
+            return None
+        try:
+            held = [bool(self.missing[np.frombuffer(t.encode(), np.uint8)].any()) for t in texts]
+        except UnicodeEncodeError:
+            return None  # lone surrogates: the batch goes to tokenizers anyway
+        return held if any(held) else None
 
     def _encode_joined(self, texts: list[str], prepared: list[str]) -> np.ndarray:
         if not texts:
@@ -232,15 +301,15 @@ class TiktokenEncoder:
             else MARK[1] in "".join(texts)
         ):
             raise _Unsure
+        if self.missing is not None and (self.missing[:0x80].any() or not joined.isascii()):
+            raw = np.frombuffer(joined.encode("utf-8"), np.uint8)
+            if self.missing[raw].any():
+                raise _Unsure  # tokenizers drops a byte it has no token for; tiktoken cannot
         return self.encoding.encode_to_numpy(joined, allowed_special=self.allowed)
 
     def _hf_ids(self, ids: np.ndarray) -> np.ndarray:
-        """tiktoken's ids as tokenizers': markers back to their added tokens' ids."""
-        out = ids.astype(DTYPE)
-        if len(self.added_ids):
-            marker = ids >= self.base
-            out[marker] = self.added_ids[ids[marker] - self.base]
-        return out
+        """tiktoken's ids as tokenizers': ranks to ids, markers to their added tokens' ids."""
+        return self.to_id[ids]
 
     def _joined_offsets(self, ids: np.ndarray, joined: str) -> tuple[np.ndarray, np.ndarray]:
         """Each token's [start, end) in `joined`, in characters (a split character: all of it)."""
@@ -292,6 +361,8 @@ class TiktokenEncoder:
 
     def _prepare(self, texts: list[str]) -> list[str]:
         plan = self.plan
+        if self.substitute is not None and not self.fallback.tokenizer.encode_special_tokens:
+            return list(map(self.substitute, texts))
         if not plan.add_prefix_space and not plan.nfc and not self.any_added("".join(texts)):
             return texts
         out = []
@@ -362,6 +433,19 @@ class TiktokenEncoder:
         if done < end:
             out.append((None, done, end))
         return out
+
+
+def _merge_encoded(first: list[bool], chosen: EncodedTexts, rest: EncodedTexts) -> EncodedTexts:
+    """One batch's result from the texts flagged in `first` (encoded as `chosen`) and the others."""
+    flagged = np.asarray(first, bool)
+    length = np.zeros(len(flagged), np.int64)
+    length[flagged] = chosen.length
+    length[~flagged] = rest.length
+    token_flagged = np.repeat(flagged, length)
+    ids = np.empty(int(length.sum()), DTYPE)
+    ids[token_flagged] = chosen.ids
+    ids[~token_flagged] = rest.ids
+    return EncodedTexts(ids, length)
 
 
 def _marker(index: int) -> str:

@@ -6,9 +6,12 @@ comes first in the merges list until none applies. tiktoken splits with the same
 takes a piece that is a token whole, and otherwise merges the adjacent pair whose concatenation
 has the lowest rank. With the token ids as ranks the two are the same algorithm when:
 
-- "merges order": one merge per token, in id order, and each merge's parts are bytes or earlier
-  merges' results. Then "first in the list" is "lowest rank", and `tokenizers` applies the merges
-  rule by rule, in list order, each left to right.
+- "merges order": one merge per token, each merge's parts bytes or earlier merges' results, and
+  each merge's place in the list as its result's rank (the ids when the list is in id order,
+  else mapped back to ids after encoding). Then "first in the list" is "lowest rank", and
+  `tokenizers` applies the merges rule by rule, in list order, each left to right. Or, for
+  tokenizers converted from tiktoken: ignore_merges, every split of every token listed, by the
+  id made; see `_every_split_ranks` for why ties then break alike (no further checks needed).
 - "self-encoding": every token of the ranks comes out of the merges as itself when its bytes are
   encoded alone (`_not_self_encoding`). Two adjacent tokens of a `tokenizers` state never merged
   across their joint, so encoding their concatenation alone stops at those two; hence, when the
@@ -19,9 +22,11 @@ has the lowest rank. With the token ids as ranks the two are the same algorithm 
 - Everything around the model is mirrored or refused: "pre-tokenizer", one of the regexes below
   (Oniguruma in `tokenizers` and fancy-regex in tiktoken split every code point alike with
   them: tests/tokenize/test_encoders.py, TOKENTYPE_EXHAUSTIVE=1); "normalizer", none or NFC (applied with
-  `tokenizers`' own NFC); "byte-level alphabet", all 256 byte tokens present, so no byte ever
-  becomes unknown; "model", BPE without dropout, byte fallback or affixes; "added tokens", split
-  out by the encoder as `tokenizers` does; "post-processor", fixed ids around each text at most.
+  `tokenizers`' own NFC); "byte-level alphabet", tokens spelled in byte-level characters (a
+  missing byte token is no matter when no UTF-8 text holds the byte; a text holding another goes
+  to `tokenizers`, which drops the byte); "model", BPE without dropout, byte fallback or affixes;
+  "added tokens", split out by the encoder as `tokenizers` does; "post-processor", fixed ids
+  around each text at most.
 
 Each failed check raises EncoderCheckError naming it; `--encoder auto` then uses `tokenizers`.
 """
@@ -45,7 +50,20 @@ PATTERNS = {
     r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
     "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
     r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    # Llama-4's (tiktoken's o200k_base, GPT-4o's).
+    "o200k": r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+"
+    r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    # Mistral's tekken (Nemo, Pixtral, Mistral Small 3 and later).
+    "tekken": r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
+
+# Bytes no UTF-8 text holds (overlong lead bytes, and lead bytes past U+10FFFF): a vocabulary may
+# lack their tokens, as GPT-NeoX's and MPT's do, for no str can reach them.
+UNREACHABLE_BYTES = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
 
 # The encoder marks text boundaries and added tokens for tiktoken with strings starting with MARK;
 # its U+FDD0 is a noncharacter, not something text carries, and text that does carry one never
@@ -97,6 +115,10 @@ class TiktokenPlan:
     prefix: tuple[int, ...]  # the post-processor's ids before each text
     suffix: tuple[int, ...]
     trim_offsets: bool  # the post-processor trims whitespace from offsets
+    # The tokenizers id of each tiktoken rank when they differ (merges not in id order), else ().
+    id_of_rank: tuple[int, ...] = field(default=(), repr=False)
+    # Bytes text can hold that have no token: a batch holding one goes to tokenizers.
+    missing_bytes: tuple[int, ...] = ()
 
 
 def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
@@ -136,7 +158,7 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
     pattern_name, pattern, add_prefix_space = _pre_tokenizer(spec.get("pre_tokenizer"), fail)
     nfc = _normalizer(spec.get("normalizer"), fail)
     prefix, suffix, trim_offsets = _post_processor(spec.get("post_processor"), fail)
-    ranks = _ranks(model, fail)
+    ranks, id_of_rank, missing_bytes = _ranks(model, fail)
     added = _added_tokens(spec.get("added_tokens") or [], nfc, fail)
     return TiktokenPlan(
         pattern_name=pattern_name,
@@ -148,6 +170,8 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
         prefix=prefix,
         suffix=suffix,
         trim_offsets=trim_offsets,
+        id_of_rank=id_of_rank,
+        missing_bytes=missing_bytes,
     )
 
 
@@ -197,7 +221,8 @@ def _pre_tokenizer(spec, fail) -> tuple[str, str, bool]:
             if not names:
                 raise fail(
                     "pre-tokenizer",
-                    f"the Split regex {regex!r} is not GPT-2's, Llama-3's or Qwen2's",
+                    f"the Split regex {regex!r} is not GPT-2's, Llama-3's, Qwen2's, Llama-4's"
+                    " or tekken's",
                 )
             if split.get("behavior") != "Isolated" or split.get("invert"):
                 raise fail("pre-tokenizer", "the Split does not isolate the regex matches")
@@ -268,16 +293,13 @@ def _template(step, fail) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(before), tuple(after)
 
 
-def _ranks(model: dict, fail) -> dict[bytes, int]:
-    """The tiktoken ranks: the 256 byte tokens and every merge's result, by id."""
+def _ranks(model: dict, fail) -> tuple[dict[bytes, int], tuple[int, ...], tuple[int, ...]]:
+    """The tiktoken ranks (the byte tokens and every merge's result), the id of each rank when
+    ranks are not ids (else empty), and the missing byte tokens text can hold."""
     vocab: dict[str, int] = model.get("vocab") or {}
-    missing = [c for c in BYTE_CHARS if c not in vocab]
-    if missing:
-        raise fail(
-            "byte-level alphabet",
-            f"{len(missing)} of the 256 byte tokens are missing (e.g. {missing[0]!r}); those"
-            " bytes would become unknown tokens",
-        )
+    missing = [b for b, c in enumerate(BYTE_CHARS) if c not in vocab]
+    holdable = tuple(b for b in missing if b not in UNREACHABLE_BYTES)
+    present = [c for c in BYTE_CHARS if c in vocab]
     merges = model.get("merges") or []
     firsts, seconds = _merge_parts(merges, fail)
     get = vocab.__getitem__
@@ -288,30 +310,39 @@ def _ranks(model: dict, fail) -> dict[bytes, int]:
     except KeyError as exc:
         raise fail("merges order", f"a merge names {exc.args[0]!r}, not in the vocabulary") from exc
     n = max(vocab.values()) + 1
-    byte_ids = np.asarray([vocab[c] for c in BYTE_CHARS], np.int64)
-    if len(z):
-        steps = np.diff(z)
-        if (steps == 0).any():
-            at = int(np.argmax(steps == 0)) + 1
-            raise fail(
-                "merges order",
-                f"merges {at - 1} and {at} both make {firsts[at] + seconds[at]!r} (as in tokenizers"
-                " converted from tiktoken, which list every split of a token); their order breaks"
-                " ties between equal tokens differently from tiktoken's leftmost-first",
-            )
-        if (steps < 0).any():
-            at = int(np.argmax(steps < 0)) + 1
-            raise fail(
-                "merges order",
-                f"merge {at} ({firsts[at]} {seconds[at]}) makes id {z[at]}, not more than the"
-                f" previous merge's {z[at - 1]}; tiktoken would merge in another order",
-            )
-        result_of = np.full(n, -1, np.int64)  # id -> position of the merge making it
-        result_of[z] = np.arange(len(z))
+    byte_ids = np.asarray([vocab[c] for c in present], np.int64)
+    m = len(z)
+    # tokenizers ranks a merge by its place in the list, tiktoken by its result's rank: with one
+    # merge per token they agree when the ranks are the places. Ids in list order need no mapping.
+    in_id_order = bool((np.diff(z) > 0).all())
+    rank_of = np.full(n, -1, np.int64)
+    if in_id_order:
+        rank_of[byte_ids] = byte_ids
+        rank_of[z] = z
+        size = n
+    else:
+        rank_of[byte_ids] = np.arange(len(byte_ids))
+        size = len(byte_ids) + m
+    if m:
+        first_of = np.full(n, -1, np.int64)
+        first_of[z[::-1]] = np.arange(m)[::-1]
+        again = first_of[z] != np.arange(m)
+        if again.any():
+            at = int(np.argmax(again))
+            earlier = int(first_of[z[at]])
+            if not model.get("ignore_merges"):
+                raise fail(
+                    "merges order",
+                    f"merges {earlier} and {at} both make {firsts[at] + seconds[at]!r} and"
+                    " ignore_merges is not set: a piece that is a token may not encode as itself",
+                )
+            return _every_split_ranks(vocab, u, v, z, holdable, fail)
+        if not in_id_order:
+            rank_of[z] = len(byte_ids) + np.arange(m)
+        zr = rank_of[z]
         for side, name in ((u, "first"), (v, "second")):
-            is_byte = np.isin(side, byte_ids)
-            made = result_of[side]
-            late = ~is_byte & ((made < 0) | (made >= np.arange(len(z))))
+            rank = rank_of[side]
+            late = (rank < 0) | (rank >= zr)
             if late.any():
                 at = int(np.argmax(late))
                 raise fail(
@@ -319,24 +350,25 @@ def _ranks(model: dict, fail) -> dict[bytes, int]:
                     f"merge {at} ({firsts[at]} {seconds[at]}): its {name} part is neither a byte nor"
                     " made by an earlier merge",
                 )
-        bad = _not_self_encoding(u, v, z, n)
+        bad = _not_self_encoding(rank_of[u], rank_of[v], zr, size)
         if len(bad):
-            at = int(result_of[bad[0]])
+            at = int(np.flatnonzero(zr == bad[0])[0])
             raise fail(
                 "self-encoding",
                 f"{len(bad)} tokens do not come out of the merges as themselves"
-                f" (e.g. id {bad[0]}, {firsts[at] + seconds[at]!r}); tiktoken would merge them anyway",
+                f" (e.g. id {z[at]}, {firsts[at] + seconds[at]!r}); tiktoken would merge them anyway",
             )
-    keep = np.zeros(n, bool)
-    keep[byte_ids] = True
-    keep[z] = True
+    keep = rank_of >= 0
     tokens = list(vocab)
     ids = np.fromiter(vocab.values(), np.int64, len(vocab))
-    if model.get("ignore_merges") and not keep[ids].all():
-        orphan = tokens[int(np.argmin(keep[ids]))]
+    is_byte = np.zeros(n, bool)
+    is_byte[byte_ids] = True
+    if model.get("ignore_merges") and not (keep[ids] | is_byte[ids]).all():
+        orphans = ~keep[ids]
+        orphan = tokens[int(np.argmax(orphans))]
         raise fail(
             "vocabulary",
-            f"ignore_merges is set and {int((~keep[ids]).sum())} tokens are made by no merge"
+            f"ignore_merges is set and {int(orphans.sum())} tokens are made by no merge"
             f" (e.g. {orphan!r}); tokenizers would emit them whole, tiktoken cannot",
         )
     kept = keep[ids]
@@ -352,10 +384,103 @@ def _ranks(model: dict, fail) -> dict[bytes, int]:
     lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
     ends = np.cumsum(lengths)
     pieces = map(spelled.__getitem__, map(slice, (ends - lengths).tolist(), ends.tolist()))
-    ranks = dict(zip(pieces, ids[kept].tolist(), strict=True))
+    ranks = dict(zip(pieces, rank_of[ids[kept]].tolist(), strict=True))
     if len(ranks) != int(keep.sum()):
         raise fail("vocabulary", "two tokens share an id or a spelling")
-    return ranks
+    id_of_rank: tuple[int, ...] = ()
+    if not in_id_order:
+        table = np.full(size, -1, np.int64)
+        table[rank_of[ids[kept]]] = ids[kept]
+        id_of_rank = tuple(table.tolist())
+    return ranks, id_of_rank, holdable
+
+
+def _every_split_ranks(
+    vocab: dict[str, int], u: np.ndarray, v: np.ndarray, z: np.ndarray, holdable, fail
+) -> tuple[dict[bytes, int], tuple[int, ...], tuple[int, ...]]:
+    """The ranks of a tokenizer converted from tiktoken: ignore_merges and every split of every
+    token listed, by result id (Llama-3, Llama-4, tekken). Then `tokenizers` merges the adjacent
+    pair making the lowest id, as tiktoken does, and breaks ties between pairs making one token
+    by their order in the list, then leftmost; tiktoken leftmost. The two choose alike because no
+    state of tiktoken's run holds two different splits of one token as adjacent pairs:
+
+    - Locality: if tiktoken's run on a text reaches a state with adjacent tokens a, b, its run on
+      the bytes of ab alone passes through [a, b]. Its merges inside the span of ab are the run's
+      own, in the same order: each was the lowest (rank, position) pair of the whole text, so of
+      the span, and the pairs inside the span are the same in both runs.
+    - So two adjacent pairs a, b and c, d making one token T put [a, b] and [c, d] in the one run
+      on T's bytes; a run's states only coarsen, so it has one state of two tokens: a, b = c, d.
+
+    With every split listed, `tokenizers`' candidates are tiktoken's (any adjacent pair whose
+    concatenation is a token), and both order them by the id made, the same split at a tie, then
+    leftmost; a piece that is a token is emitted whole by both (ignore_merges). So every token is
+    a rank, by its id, and no merges-order or self-encoding check is needed.
+    """
+    steps = np.diff(z)
+    if (steps < 0).any():
+        at = int(np.argmax(steps < 0)) + 1
+        raise fail(
+            "merges order",
+            f"merge {at} makes id {z[at]}, less than the previous merge's {z[at - 1]}; with"
+            " several merges per token they must be listed by the id they make",
+        )
+    tokens = list(vocab)
+    try:
+        spelled = "".join(tokens).translate(_TO_LATIN1).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise fail(
+            "byte-level alphabet", "a token is not spelled in byte-level characters"
+        ) from exc
+    lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
+    ends = np.cumsum(lengths)
+    pieces = list(map(spelled.__getitem__, map(slice, (ends - lengths).tolist(), ends.tolist())))
+    ranks = dict(zip(pieces, vocab.values(), strict=True))
+    if len(ranks) != len(vocab) or len(set(ranks.values())) != len(ranks):
+        raise fail("vocabulary", "two tokens share an id or a spelling")
+    pairs = np.sort(u * (int(z.max()) + 1) + v)
+    listed = int((np.diff(pairs) != 0).sum()) + 1
+    # The listed merges are splits of tokens into two tokens; as many as there are means all.
+    splits = _count_splits(np.frombuffer(spelled, np.uint8), ends - lengths, ends)
+    if splits != listed:
+        raise fail(
+            "merges order",
+            f"the merges list {listed} of the {splits} splits of tokens into two tokens; with"
+            " several merges per token every split must be listed, as tiktoken merges any",
+        )
+    return ranks, (), holdable
+
+
+def _count_splits(spelled: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> int:
+    """How many (token, cut) pairs cut a token into two tokens; tokens are spelled[start:end].
+
+    Substrings are compared by a polynomial hash mod 2**64 (the base is odd, so invertible): a
+    collision can only add a split, which makes the caller refuse, never accept.
+    """
+    base = 0x100000001B3
+    size = len(spelled)
+    powers = np.cumprod(np.r_[1, np.full(size, base)].astype(np.uint64), dtype=np.uint64)
+    inverse = pow(base, -1, 1 << 64)
+    inverses = np.cumprod(np.r_[1, np.full(size, inverse)].astype(np.uint64), dtype=np.uint64)
+    # Bytes count from 1: a zero byte would add nothing, and NUL runs of any length would match.
+    sums = np.r_[np.uint64(0), np.cumsum((spelled.astype(np.uint64) + 1) * powers[:size])]
+
+    def hashed(first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        return (sums[stop] - sums[first]) * inverses[first]
+
+    known = np.sort(hashed(starts, ends))
+    cuts = ends - starts - 1
+    token = np.repeat(np.arange(len(starts)), np.maximum(cuts, 0))
+    offset = np.arange(len(token)) - np.repeat(
+        np.cumsum(np.maximum(cuts, 0)) - cuts.clip(0), cuts.clip(0)
+    )
+    cut = starts[token] + 1 + offset
+
+    values = np.concatenate([hashed(starts[token], cut), hashed(cut, ends[token])])
+    order = np.argsort(values)  # sorted queries search far faster
+    at = np.minimum(np.searchsorted(known, values[order]), len(known) - 1)
+    found = np.empty(len(values), bool)
+    found[order] = known[at] == values[order]
+    return int((found[: len(token)] & found[len(token) :]).sum())
 
 
 def _merge_parts(merges: list, fail) -> tuple[list[str], list[str]]:
