@@ -27,6 +27,7 @@ from tests.helpers import (
 SHOWN = [
     (EXAMPLE1_IDS, EXAMPLE1_TYPES),  # tokenize example 1
     (EXAMPLE2_IDS, EXAMPLE2_TYPES),  # tokenize example 2, from stdin
+    (EXAMPLE1_IDS, EXAMPLE1_TYPES),  # tokenize example 1 from a Hub-style folder of Parquet
     (EXAMPLE1_IDS, EXAMPLE1_TYPES),  # add-types
     (EXAMPLE1_IDS, EXAMPLE1_ALT_TYPES),  # add-types, the second typing
     (EXAMPLE2_IDS, EXAMPLE2_TYPES),  # add-types, example 2
