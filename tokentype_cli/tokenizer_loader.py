@@ -33,8 +33,10 @@ SPECIAL_TOKEN_KEYS = (
     "mask_token",
     "additional_special_tokens",
 )
-# A Hugging Face model id: NAME or ORG/NAME (the hub's characters).
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# A Hugging Face model id: NAME or ORG/NAME (the hub's characters); a missing *.json is a path.
+MODEL_ID = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$(?<!\.json)", re.ASCII
+)
 # What a download fetches: every tokenizer file and the model config, never the weights.
 DOWNLOAD_PATTERNS = ("*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken")
 
@@ -244,15 +246,15 @@ def resolve_model_id(model_id: str) -> Path:
     )
     if _offline():
         raise TokenizerError(
-            f"{model_id}: no such tokenizer file or folder, and not in the Hugging Face cache"
-            f" ({cache}) while HF_HUB_OFFLINE is set; {fetch}"
+            f"{model_id}: no such tokenizer file or folder, nor a model in the Hugging Face cache"
+            f" {cache} (HF_HUB_OFFLINE is set); {fetch}"
         )
     try:
         # Imported on use: a few hundred milliseconds, and only an id that is not cached pays.
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         raise TokenizerError(
-            f"{model_id}: not a tokenizer file or folder, not cached in {cache}, and"
+            f"{model_id}: no such tokenizer file or folder, not cached in {cache}, and"
             f" huggingface_hub is not installed to download it; {fetch}"
         ) from exc
     try:
@@ -264,7 +266,7 @@ def resolve_model_id(model_id: str) -> Path:
     except Exception as exc:  # the hub raises many kinds: network, 401, 404, disk
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TokenizerError(
-            f"{model_id}: not a tokenizer file or folder, not cached in {cache}, and the download"
+            f"{model_id}: no such tokenizer file or folder, not cached in {cache}, and the download"
             f" failed ({reason}); check the id, or {fetch}"
         ) from exc
     if not (folder / "tokenizer.json").is_file():

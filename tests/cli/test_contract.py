@@ -10,7 +10,17 @@ import pytest
 from tests.helpers import CODON_VOCAB, invoke
 from tokentype_cli.cli import cli
 
-COMMANDS = ["tokenize", "assign-types", "add-types", "validate", "inspect", "diff", "repack"]
+COMMANDS = [
+    "tokenize",
+    "assign-types",
+    "add-types",
+    "validate",
+    "inspect",
+    "diff",
+    "repack",
+    "pipeline",
+    "data_prep",
+]
 # The HDF5 argument comes first for these; the rest are filled with harmless values.
 HDF5_COMMANDS = {
     "assign-types": [],
@@ -99,13 +109,17 @@ def test_tokenize_missing_input_is_exit_1(tmp_path):
 REQUIRED_OPTION_VALUES = {
     "--tokenizer": str(CODON_VOCAB),
 }
-REQUIRED_ARGUMENTS = {"tokenize": ["in.jsonl"]}
+REQUIRED_ARGUMENTS = {"tokenize": ["in.jsonl"], "pipeline": ["in.jsonl"], "data_prep": ["in.jsonl"]}
 
 
 def _required_options(command: str) -> list[str]:
+    # GDP's underscore spellings are aliases: the option is named by tokentype's spelling.
+    own = [
+        [name for name in param.opts if "_" not in name] for param in cli.commands[command].params
+    ]
     return [
-        param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
-        for param in cli.commands[command].params
+        names[-1] if names[-1].startswith("--") else names[0]
+        for param, names in zip(cli.commands[command].params, own, strict=True)
         if param.param_type_name == "option" and param.required
     ]
 

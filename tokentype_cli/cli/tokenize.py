@@ -20,6 +20,7 @@ from tokentype_cli.cli.base import (
     progress_bar,
     provenance,
     quiet_option,
+    special_tokens_option,
     tokenizer_option,
 )
 from tokentype_cli.tokenize.options import (
@@ -215,9 +216,50 @@ def dataset_options(command):
         ),
         click.option(
             "--overwrite",
+            "--overwrite_output_path",
+            "overwrite",
             is_flag=True,
-            help="Replace an existing --dataset folder (it is swapped out only once the new one"
-            " is complete).",
+            help="Replace an existing -o shard or --dataset folder (swapped out only once the new"
+            " one is complete); a file that is not HDF5 is never replaced.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def gdp_options(command):
+    """generative_data_prep's flags with no tokentype spelling of their own: accepted so its
+    command lines run, hidden from --help (the README's table maps them)."""
+    options = [
+        click.option(
+            "--input_path",
+            "--input_file_path",
+            "gdp_inputs",
+            multiple=True,
+            hidden=True,
+            help="An input file or folder (GDP's spelling of INPUT).",
+        ),
+        click.option(
+            "--output_path",
+            "gdp_output",
+            type=click.Path(path_type=Path),
+            default=None,
+            hidden=True,
+            help="GDP's output: a folder (pipeline, --dataset) or an .hdf5 file (data_prep, -o).",
+        ),
+        click.option(
+            "--ignore_input_format_error",
+            "ignore_format_errors",
+            is_flag=True,
+            hidden=True,
+            help="Skip malformed lines, writing them to json_error_log/ beside the output.",
+        ),
+        click.option(
+            "--silent",
+            is_flag=True,
+            hidden=True,
+            help="GDP's --quiet.",
         ),
     ]
     for option in reversed(options):
@@ -226,7 +268,7 @@ def dataset_options(command):
 
 
 @cli.command("tokenize", cls=TokenizeCommand)
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.argument("inputs", nargs=-1, required=False, metavar="INPUT...")
 @click.option(
     "-o",
     "--output",
@@ -424,7 +466,18 @@ def dataset_options(command):
     " the ids of tokenizers (byte-level BPE with a GPT-2, Llama-3 or Qwen2 pre-tokenizer), else"
     " tokenizers; tiktoken: fail naming the check that does not hold. The ids are the same.",
 )
+@click.option(
+    "--log-file",
+    "--log_file_path",
+    "log_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the command line and the summary to this file. Default: none; with GDP's"
+    " pipeline and data_prep commands, logs.log in the output folder, as GDP writes it.",
+)
+@special_tokens_option
 @dataset_options
+@gdp_options
 @json_option
 @quiet_option
 @click.pass_context
@@ -475,6 +528,11 @@ def tokenize_command(
     model_type: str | None,
     overwrite: bool,
     encoder: str,
+    log_file: Path | None,
+    gdp_inputs: tuple[str, ...],
+    gdp_output: Path | None,
+    ignore_format_errors: bool,
+    silent: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -559,7 +617,16 @@ def tokenize_command(
         chat_template_name=chat_template_name,
         train_on=train_on,
     )
-    paths = list(inputs)
+    paths = [*inputs, *gdp_inputs]
+    if not paths:
+        raise click.UsageError("Missing argument 'INPUT...' (or --input_path).", ctx)
+    quiet = quiet or silent
+    if gdp_output is not None:
+        output, dataset = _gdp_target(ctx, gdp_output, output, dataset)
+    if log_file is None:
+        log_file = _gdp_log_file(ctx, output, dataset)
+    if ignore_format_errors and rejects is None:
+        rejects = _gdp_rejects(paths, output, dataset)
     if dataset is None:
         dataset_flags = [
             name for name, value in (
@@ -569,7 +636,6 @@ def tokenize_command(
                 ("--no-balance", no_balance or None), ("--keep-splits", keep_splits or None),
                 ("--workers", workers), ("--task", task), ("--finish", finish or None),
                 ("--model-config", model_config), ("--tokenizer-model-type", model_type),
-                ("--overwrite", overwrite or None),
             ) if value is not None
         ]  # fmt: skip
         if output is None:
@@ -578,6 +644,10 @@ def tokenize_command(
             )
         if dataset_flags:
             raise click.UsageError(f"{dataset_flags[0]} needs --dataset DIR", ctx)
+        from tokentype_cli.tokenize.pipeline import check_targets
+
+        check_targets(paths, {"-o": output})  # writing onto an input has a message of its own
+        _check_output_file(ctx, output, overwrite)
     elif output is not None:
         raise click.UsageError(
             "-o and --dataset exclude each other: write a shard or a folder", ctx
@@ -619,11 +689,16 @@ def tokenize_command(
             progress=(lambda text: None) if quiet or not sys.stderr.isatty() else message,
             encoder=text_encoder,
         )
+        staged_rejects = rejects
         report = build.run()
+        summary_text = _dataset_summary(report)
         if as_json:
             emit_json(_dataset_json(report, paths))
         elif not quiet:
-            message(_dataset_summary(report))
+            message(summary_text)
+        if report.finished:
+            _settle_gdp_logs(ctx, dataset, staged_rejects if ignore_format_errors else None)
+            _append_log(ctx, log_file, summary_text)
         return
     record = {
         "inputs": paths,
@@ -653,11 +728,109 @@ def tokenize_command(
         "seq_len": max_seq_length,
         "token_types": None if no_types else type_shares(metrics.tokens_by_type),
     }
+    declined = getattr(text_encoder, "declined", None)
+    summary_text = _tokenize_summary(summary, output, rejects, declined)
     if as_json:
         emit_json(summary)
     elif not quiet:
-        declined = getattr(text_encoder, "declined", None)
-        message(_tokenize_summary(summary, output, rejects, declined))
+        message(summary_text)
+    _append_log(ctx, log_file, summary_text)
+
+
+# GDP's commands say where their output goes; plain tokenize tells by the name's suffix.
+GDP_TARGET_KEY = "tokentype.gdp_target"
+HDF5_SUFFIXES = (".hdf5", ".h5")
+
+
+def _gdp_target(
+    ctx: click.Context, given: Path, output: Path | None, dataset: Path | None
+) -> tuple[Path | None, Path | None]:
+    """Route GDP's --output_path: a dataset folder for pipeline, one file for data_prep."""
+    target = ctx.meta.get(GDP_TARGET_KEY) or (
+        "output" if given.suffix.lower() in HDF5_SUFFIXES else "dataset"
+    )
+    if output is not None or dataset is not None:
+        raise click.UsageError("--output_path names the output: leave out -o and --dataset", ctx)
+    if target == "output":
+        if str(given) == "-":
+            raise click.UsageError("--output_path: an HDF5 file cannot go to stdout", ctx)
+        return given, None
+    return None, given
+
+
+def _gdp_log_file(ctx: click.Context, output: Path | None, dataset: Path | None) -> Path | None:
+    """GDP's default log: logs.log in the output folder (the dataset, or the file's folder)."""
+    if not ctx.meta.get(GDP_TARGET_KEY):
+        return None
+    return (dataset if dataset is not None else output.parent) / "logs.log"
+
+
+def _gdp_rejects(paths: list[str], output: Path | None, dataset: Path | None) -> Path:
+    """Where --ignore_input_format_error puts skipped lines: GDP's json_error_log/ folder.
+
+    A dataset folder appears whole at the end, so its lines wait beside it and move in after
+    the manifest; as .log files the manifest check skips them, as GDP's does.
+    """
+    stem = Path(paths[0]).stem if paths[0] != "-" else "stdin"
+    if dataset is not None:
+        return dataset.parent / f".{dataset.name}.json_error_log.{stem}.log"
+    folder = output.parent / "json_error_log"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{stem}.log"
+
+
+def _settle_gdp_logs(ctx: click.Context, dataset: Path, rejects: Path | None) -> None:
+    if rejects is None or not rejects.is_file():
+        return
+    folder = dataset / "json_error_log"
+    folder.mkdir(exist_ok=True)
+    name = rejects.name.removeprefix(f".{dataset.name}.json_error_log.")
+    rejects.replace(folder / name)
+
+
+def _append_log(ctx: click.Context, log_file: Path | None, summary: str) -> None:
+    """Append the command line and the summary, as GDP's logs.log records a run."""
+    if log_file is None:
+        return
+    import shlex
+
+    from tokentype_cli import __version__
+
+    command = shlex.join(["tokentype", *sys.argv[1:]]) if sys.argv else "tokentype"
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as handle:
+            handle.write(f"tokentype {__version__}: {command}\n{summary}\n\n")
+    except OSError as exc:
+        message(f"warning: {log_file}: cannot write the log ({exc.strerror or exc})")
+
+
+# The signature HDF5 writes at the start of a file (tokentype writes no user block).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_output_file(ctx: click.Context, output: Path, overwrite: bool) -> None:
+    """An existing -o file is replaced only with --overwrite, and only when it is HDF5."""
+    if not output.exists():
+        return
+    if output.is_dir():
+        raise click.UsageError(f"-o {output} is a folder; name a file (or use --dataset)", ctx)
+    try:
+        with open(output, "rb") as handle:
+            head = handle.read(len(HDF5_SIGNATURE))
+    except OSError:
+        head = b""
+    gdp = bool(ctx.meta.get(GDP_TARGET_KEY))
+    flag, option = ("--output_path", "--overwrite_output_path") if gdp else ("-o", "--overwrite")
+    if head != HDF5_SIGNATURE:
+        raise click.UsageError(
+            f"{flag} {output} exists and is not an HDF5 file; it is never replaced: name another",
+            ctx,
+        )
+    if not overwrite:
+        raise click.UsageError(
+            f"{flag} {output} already exists; pass {option} to replace it or name another", ctx
+        )
 
 
 def _dataset_json(report, inputs: list[str]) -> dict:
