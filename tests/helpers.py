@@ -108,3 +108,17 @@ def write_pairs(path: Path, count: int, seed: int = 0) -> Path:
 def invoke_tokenize(*args, input=None):
     """Run `tokentype tokenize ARGS...` in-process."""
     return invoke("tokenize", *args, input=input)
+
+
+def hub_cache(root: Path, model_id: str, source: Path, revision: str = "0123abcd") -> Path:
+    """A Hugging Face cache under `root` holding `model_id` as the hub lays it out
+    (models--ORG--NAME/snapshots/REV, refs/main naming REV), its files copied from `source`."""
+    model = root / ("models--" + model_id.replace("/", "--"))
+    snapshot = model / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for file in source.iterdir():
+        if file.is_file():
+            (snapshot / file.name).write_bytes(file.read_bytes())
+    (model / "refs").mkdir()
+    (model / "refs" / "main").write_text(revision)
+    return snapshot
