@@ -317,6 +317,26 @@ def _with_special_tokens(file: Path, data: dict, special: dict[str, object]) -> 
     return data
 
 
+# config.json keys naming how many positions a model has (GPT-2's, then most others').
+POSITION_KEYS = ("n_positions", "max_position_embeddings")
+
+
+def model_positions(config: Path) -> tuple[int, str] | None:
+    """The positions the model of `config` (a config.json) has, and the key naming them; None
+    when the file is absent, unreadable or names none."""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key in POSITION_KEYS:
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, key
+    return None
+
+
 def _is_id(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 

@@ -8,7 +8,6 @@ import click
 from tokentype_cli.cli.base import cli, gdp_spelling, shown_names
 from tokentype_cli.cli.tokenize import GDP_TARGET_KEY, TokenizeCommand, tokenize_command
 
-
 # GDP flags spelled as tokentype spells them: listed in GDP's help too.
 GDP_PLAIN_NAMES = ("--shuffle", "--silent")
 

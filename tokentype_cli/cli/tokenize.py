@@ -659,6 +659,7 @@ def tokenize_command(
             ctx,
         )
     text_encoder = text_encoder_for(tokenizer, options, encoder)
+    _warn_beyond_model(tokenizer, model_config, max_seq_length, quiet)
     if dataset is not None:
         from tokentype_cli.dataset.build import Build, DatasetOptions, cores
 
@@ -735,6 +736,21 @@ def tokenize_command(
     elif not quiet:
         message(summary_text)
     _append_log(ctx, log_file, summary_text)
+
+
+def _warn_beyond_model(
+    tokenizer: LoadedTokenizer, model_config: Path | None, max_seq_length: int, quiet: bool
+) -> None:
+    """Rows longer than the model has positions fail in training, or are cut silently."""
+    from tokentype_cli.tokenizer_loader import model_positions
+
+    config = model_config or tokenizer.path.parent / "config.json"
+    found = model_positions(config)
+    if found is not None and max_seq_length > found[0] and not quiet:
+        message(
+            f"warning: --max-seq-length {max_seq_length:,} is longer than the model's"
+            f" {found[0]:,} positions ({config}: {found[1]}); tokenize with at most that"
+        )
 
 
 # GDP's commands say where their output goes; plain tokenize tells by the name's suffix.
