@@ -180,10 +180,12 @@ def build_report(
 
 
 def _add_ledgers(report: Report) -> None:
+    # A dataset build's ledger sits beside its folder (DIR.ledger.jsonl), a shard's beside it.
+    beside = [e.path for e in report.files] + ([report.path] if report.folder else [])
     ledgers = (
         [report.options.ledger]
         if report.options.ledger is not None
-        else [found for e in report.files if (found := ledger_beside(e.path)) is not None]
+        else [found for path in beside if (found := ledger_beside(path)) is not None]
     )
     for ledger in ledgers:
         try:
