@@ -17,7 +17,13 @@ from tests.helpers import CODON_VOCAB, EXAMPLE2_IDS, EXAMPLE2_TYPES, invoke, wri
 from tokentype_cli.inspect.html import SAMPLE_TOKENS, default_sample_size, split_of
 from tokentype_cli.report.rows import PALETTE
 
-CHROMIUM = Path("/usr/bin/chromium")
+# The usual names of a headless-capable Chromium on PATH, the first one found.
+CHROMIUM_NAMES = ("chromium", "chromium-headless-shell", "chromium-browser", "google-chrome")
+CHROMIUM = next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+NO_CHROMIUM = (
+    f"no headless Chromium on PATH (looked for {', '.join(CHROMIUM_NAMES)}): install one with"
+    " `apt-get install -y chromium` or `npx @puppeteer/browsers install chrome-headless-shell`"
+)
 
 
 def synthetic(rows: int, seq_len: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -276,7 +282,7 @@ document.getElementById("page").addEventListener("load", function () {
 """
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"headless Chromium not installed at {CHROMIUM}")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_page_renders_in_headless_chromium(tmp_path):
     root = write_dataset(tmp_path / "ds", files=12, rows=8, seq_len=64)
     report(root, "--tokenizer", CODON_VOCAB)
@@ -288,7 +294,7 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     )
     profile = tmp_path / "chromium-profile"
     command = [
-        str(CHROMIUM),
+        CHROMIUM,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
