@@ -150,6 +150,13 @@ def dataset_options(command):
             help="Test files (instead of --test-ratio).  [default: 0]",
         ),
         click.option(
+            "--accept-zero-splits",
+            is_flag=True,
+            help="Accept a --dev-ratio or --test-ratio that the reference's arithmetic turns into"
+            " no file (0.1 of 4 train files), as the reference does silently; by default that"
+            " fails naming the --train-files or --dev-files/--test-files that give one.",
+        ),
+        click.option(
             "--shuffle/--no-shuffle",
             default=False,
             help="Shuffle lines across the splits, seeded by --seed (the reference's on_RAM,"
@@ -517,6 +524,7 @@ def tokenize_command(
     dev_files: int | None,
     test_ratio: float | None,
     test_files: int | None,
+    accept_zero_splits: bool,
     shuffle: bool,
     seed: int,
     no_balance: bool,
@@ -633,6 +641,7 @@ def tokenize_command(
                 ("--train-files", train_files), ("--dev-ratio", dev_ratio),
                 ("--dev-files", dev_files), ("--test-ratio", test_ratio),
                 ("--test-files", test_files), ("--shuffle", shuffle or None),
+                ("--accept-zero-splits", accept_zero_splits or None),
                 ("--no-balance", no_balance or None), ("--keep-splits", keep_splits or None),
                 ("--workers", workers), ("--task", task), ("--finish", finish or None),
                 ("--model-config", model_config), ("--tokenizer-model-type", model_type),
@@ -680,6 +689,7 @@ def tokenize_command(
                 keep_splits=keep_splits,
                 model_config=model_config,
                 model_type=model_type,
+                accept_zero_splits=accept_zero_splits,
             ),
             workers=workers or cores(),
             task=task,

@@ -94,6 +94,7 @@ class DatasetOptions:
     keep_splits: bool = False
     model_config: Path | None = None
     model_type: str | None = None  # the exact tokenizer_model_type string, overriding the table
+    accept_zero_splits: bool = False  # a ratio may give no file, as the reference allows
 
 
 @dataclass
@@ -382,8 +383,9 @@ class Build:
         inputs = scan_inputs(paths, names, fmt)
         d = self.dataset
         plan = plan_splits(
-            inputs.bytes_read, d.train_files, d.dev_files, d.test_files, d.dev_ratio, d.test_ratio
-        )
+            inputs.bytes_read, d.train_files, d.dev_files, d.test_files, d.dev_ratio, d.test_ratio,
+            accept_zero=d.accept_zero_splits,
+        )  # fmt: skip
         check_enough_lines(plan, inputs.total_lines, ", ".join(names))
         return inputs, plan
 
