@@ -11,6 +11,7 @@ from click.core import ParameterSource
 from tokentype_cli.cli.base import (
     TOKEN_TYPE,
     allow_external_option,
+    check_existing_output,
     cli,
     color_option,
     emit_json,
@@ -256,6 +257,8 @@ def assign_types_command(
         "from_existing": structure.from_existing,
         "tokenizer": None if tokenizer is None else str(tokenizer.path),
     }
+    if not dry_run:
+        check_existing_output(ctx, output, overwrite, inputs=(file,))
     with progress_bar(None, "rows", "assign-types", quiet) as advance:
         report = assign_types(
             file,

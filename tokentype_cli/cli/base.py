@@ -361,7 +361,8 @@ def output_options(command: Callable) -> Callable:
     command = click.option(
         "--overwrite",
         is_flag=True,
-        help="Replace an existing token_type_ids dataset instead of failing.",
+        help="Replace an existing token_type_ids dataset (and an existing -o file) instead of"
+        " failing.",
     )(command)
     return click.option(
         "-o",
@@ -404,6 +405,46 @@ def hdf5_output(ctx: click.Context, param: click.Parameter, value: Path | None) 
             "an HDF5 file cannot go to stdout (it needs a seekable file); name a file", ctx, param
         )
     return value
+
+
+# The signature HDF5 writes at the start of a file (tokentype writes no user block).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_existing_output(
+    ctx: click.Context,
+    output: Path | None,
+    overwrite: bool,
+    inputs: tuple[Path | str, ...] = (),
+    flag: str = "-o",
+    overwrite_flag: str = "--overwrite",
+) -> None:
+    """An existing output file is replaced only with --overwrite, and only an HDF5 one (a typo
+    such as `-o notes.txt` must not destroy notes). An output that is one of the inputs is
+    left to the command, which names that mistake itself."""
+    if output is None or not output.exists():
+        return
+    for given in inputs:
+        with contextlib.suppress(OSError):
+            if str(given) != "-" and os.path.samefile(output, given):
+                return
+    if output.is_dir():
+        raise click.UsageError(f"{flag} {output} is a folder; name a file", ctx)
+    try:
+        with open(output, "rb") as handle:
+            head = handle.read(len(HDF5_SIGNATURE))
+    except OSError:
+        head = b""
+    if head != HDF5_SIGNATURE:
+        raise click.UsageError(
+            f"{flag} {output} exists and is not an HDF5 file; it is never replaced: name another",
+            ctx,
+        )
+    if not overwrite:
+        raise click.UsageError(
+            f"{flag} {output} already exists; pass {overwrite_flag} to replace it or name another",
+            ctx,
+        )
 
 
 def provenance(ctx: click.Context, **options) -> Provenance:

@@ -10,6 +10,7 @@ import click
 
 from tokentype_cli.cli.base import (
     TokentypeCommand,
+    check_existing_output,
     cli,
     emit_json,
     hdf5_output,
@@ -831,32 +832,11 @@ def _append_log(ctx: click.Context, log_file: Path | None, summary: str) -> None
         message(f"warning: {log_file}: cannot write the log ({exc.strerror or exc})")
 
 
-# The signature HDF5 writes at the start of a file (tokentype writes no user block).
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
 def _check_output_file(ctx: click.Context, output: Path, overwrite: bool) -> None:
     """An existing -o file is replaced only with --overwrite, and only when it is HDF5."""
-    if not output.exists():
-        return
-    if output.is_dir():
-        raise click.UsageError(f"-o {output} is a folder; name a file (or use --dataset)", ctx)
-    try:
-        with open(output, "rb") as handle:
-            head = handle.read(len(HDF5_SIGNATURE))
-    except OSError:
-        head = b""
     gdp = bool(ctx.meta.get(GDP_TARGET_KEY))
     flag, option = ("--output_path", "--overwrite_output_path") if gdp else ("-o", "--overwrite")
-    if head != HDF5_SIGNATURE:
-        raise click.UsageError(
-            f"{flag} {output} exists and is not an HDF5 file; it is never replaced: name another",
-            ctx,
-        )
-    if not overwrite:
-        raise click.UsageError(
-            f"{flag} {output} already exists; pass {option} to replace it or name another", ctx
-        )
+    check_existing_output(ctx, output, overwrite, flag=flag, overwrite_flag=option)
 
 
 def _dataset_json(report, inputs: list[str]) -> dict:

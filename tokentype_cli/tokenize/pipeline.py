@@ -389,15 +389,16 @@ def tokenize_batches(
             temporary = stack.enter_context(atomic_path(ledger_path))
             handle = stack.enter_context(open(temporary, "w", encoding="utf-8"))
             ledger = Ledger(handle, options.seq_len, packer.style == "full")
+        # The outputs but the ledger have a stack of their own: a run with no row abandons
+        # them, and the ledger still says what became of each line.
+        shard_stack = stack.enter_context(contextlib.ExitStack())
         if rejects_path is not None:
-            temporary = stack.enter_context(atomic_path(rejects_path))
-            rejects = stack.enter_context(open(temporary, "wb"))
+            temporary = shard_stack.enter_context(atomic_path(rejects_path))
+            rejects = shard_stack.enter_context(open(temporary, "wb"))
         seam_report = None
         if seam_report_path is not None:
-            temporary = stack.enter_context(atomic_path(seam_report_path))
-            seam_report = stack.enter_context(open(temporary, "w", encoding="utf-8"))
-        # Its own stack, so a run with no row abandons the shard but keeps the ledger.
-        shard_stack = stack.enter_context(contextlib.ExitStack())
+            temporary = shard_stack.enter_context(atomic_path(seam_report_path))
+            seam_report = shard_stack.enter_context(open(temporary, "w", encoding="utf-8"))
         writer = shard_stack.enter_context(
             ShardWriter(output, options.seq_len, datasets=names, provenance=provenance)
         )
