@@ -567,19 +567,8 @@ def tokenize_command(
     no token is skipped like a prompt-only pair; a conversation counts as one pair in the metrics.
     strftime_now uses SOURCE_DATE_EPOCH when set.
 
-    A summary goes to stderr; --json prints the metrics on stdout instead: encoder (the one that
-    ran), lines, lines_blank, lines_rejected,
-    pairs, pairs_skipped_prompt_only, articles, input_tokens, rows, max_seq_length,
-    output_tokens, tokens_by_type, tokens_truncated_left, tokens_truncated_right,
-    tokens_dropped_too_long (articles longer than a row, with ::drop),
-    tokens_dropped_prompt_only_rows, rows_dropped_prompt_only, articles_dropped ({too_long,
-    prompt_only_row}), articles_prompt_cut_away (every prompt token removed by truncate_left),
-    special_tokens_in_text (lines whose prompt or completion text holds a special token such as
-    <|endoftext|>), special_tokens_first (file:line of the first), packing_efficiency (the
-    non-padding share of the rows), conversations, conversations_learning_nothing,
-    conversations_with_open_turns (a learned turn whose last learned token is not an
-    end-of-turn token: a special token or the eos), conversations_with_seams and seams; and, as
-    every writing command, inputs, output, seq_len and token_types (docs/json.md).
+    A summary goes to stderr (what was cut, dropped or skipped, and why); --json prints the
+    metrics on stdout instead, every field listed in docs/json.md.
 
     --ledger writes one JSON object per input line, all with the same keys: input, line, status
     (packed, truncated, partly_dropped, dropped or rejected), reason (for dropped: too_long,
