@@ -57,7 +57,8 @@ def add_types_command(
     """
     from tokentype_cli.add_types.add import add_types
 
-    check_existing_output(ctx, output, overwrite, inputs=(file, source))
+    # SOURCE may be PATH:DATASET; an output naming its file is the library's to refuse.
+    check_existing_output(ctx, output, overwrite, inputs=(file, source, source.rpartition(":")[0]))
     stdin = sys.stdin if source == "-" else None
     result = add_types(
         file,

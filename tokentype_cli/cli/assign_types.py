@@ -258,7 +258,8 @@ def assign_types_command(
         "tokenizer": None if tokenizer is None else str(tokenizer.path),
     }
     if not dry_run:
-        check_existing_output(ctx, output, overwrite, inputs=(file,))
+        named = (file, rules_file, None if tokenizer is None else tokenizer.path)
+        check_existing_output(ctx, output, overwrite, inputs=tuple(p for p in named if p))
     with progress_bar(None, "rows", "assign-types", quiet) as advance:
         report = assign_types(
             file,

@@ -430,6 +430,8 @@ def check_existing_output(
                 return
     if output.is_dir():
         raise click.UsageError(f"{flag} {output} is a folder; name a file", ctx)
+    if not output.is_file():
+        return  # a FIFO or a device: reading it would block; the writer refuses it by name
     try:
         with open(output, "rb") as handle:
             head = handle.read(len(HDF5_SIGNATURE))
