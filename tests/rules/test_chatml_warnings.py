@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
-from tests.helpers import ROOT, invoke, jsonl
+from tests.helpers import ROOT, SAMPLE_DATA, invoke, jsonl
 
 CONVERSATION = {
     "messages": [
@@ -29,13 +31,24 @@ def chat_shard(tmp_path, conformance_dir):
     return shard, chatml
 
 
-def test_the_readme_chatml_example_runs(chat_shard, tmp_path):
-    shard, chatml = chat_shard
+def test_the_readme_chatml_example_runs(tmp_path):
+    # As the README runs it: on the quick start's chat.h5 and chat-tok/.
+    subprocess.run(
+        [sys.executable, str(SAMPLE_DATA / "make_chat_tokenizer.py"),
+         str(SAMPLE_DATA / "chat.jsonl"), str(tmp_path / "chat-tok")],
+        check=True,
+    )  # fmt: skip
+    shard = tmp_path / "chat.h5"
+    made = invoke(
+        "tokenize", SAMPLE_DATA / "chat.jsonl", "-o", shard, "--max-seq-length", 64,
+        "--tokenizer", tmp_path / "chat-tok", "--packing", "single::drop",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"tokentype assign-types chat\.h5 [^`]*?=prompt'", readme, re.S).group(0)
     args = re.findall(r"'[^']*'|\S+", command.replace("\\\n", " "))[1:]
     args = [a.strip("'") for a in args if a != "\\"]
-    args = [str(shard) if a == "chat.h5" else str(chatml) if a == "chat-tok/" else a for a in args]
+    args = [str(tmp_path / a) if a in ("chat.h5", "chat-tok/") else a for a in args]
     result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
