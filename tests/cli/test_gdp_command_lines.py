@@ -275,3 +275,15 @@ def test_gdp_spellings_are_hidden_from_help_and_completion():
     gdp_help = invoke("pipeline", "--help").stdout
     assert "--pretrained_tokenizer" in gdp_help and "--output_path" in gdp_help
     assert "--max-seq-length" not in gdp_help
+
+
+def test_a_folder_holding_files_needs_overwrite_output_path(gpt2_cached, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    args = ["pipeline", "--input_path", GT_INPUT, "--output_path", out,
+            "--pretrained_tokenizer", "openai-community/gpt2", "--num_training_splits", 2]  # fmt: skip
+    refused = invoke(*args)
+    assert refused.exit_code == 2 and "--overwrite_output_path" in refused.stderr
+    assert invoke(*args, "--overwrite_output_path", "--silent").exit_code == 0
+    assert not (out / "old.txt").exists()

@@ -621,6 +621,12 @@ def tokenize_command(
     quiet = quiet or silent
     if gdp_output is not None:
         output, dataset = _gdp_target(ctx, gdp_output, output, dataset)
+        if dataset is not None and not overwrite and dataset.is_dir() and any(dataset.iterdir()):
+            raise click.UsageError(
+                f"--output_path {dataset} holds files already; pass --overwrite_output_path to"
+                " replace it, or name an empty or new folder",
+                ctx,
+            )
     if log_file is None:
         log_file = _gdp_log_file(ctx, output, dataset)
     if ignore_format_errors and rejects is None:
