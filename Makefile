@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make test` also installs the test-only oracles (transformers, no torch); `make demo` does not.
+TEST_STAMP := $(VENV)/.installed-oracles
 DEMO := demo_out
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +18,27 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,oracles]'
+	touch $@
+
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# One worker per core; worksteal keeps the long subprocess tests from queuing behind one
+# worker. PYTEST_ARGS narrows a run (`make test PYTEST_ARGS=tests/cli`). pytest's exit 5 (no
+# test collected) fails with a sentence saying so: a run that tested nothing must not pass.
+PYTEST_ARGS ?=
+test: $(TEST_STAMP)
+	@status=0; $(BIN)/python -m pytest -q -n auto --dist worksteal $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then \
+		echo "make test: pytest collected no tests (exit 5); check testpaths and PYTEST_ARGS" >&2; \
+	fi; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -33,13 +48,14 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHON="$(CURDIR)/$(BIN)/python" bash sample_data/demo.sh $(DEMO)
 
 # Not tests: each prints a table of throughput and peak RSS next to plain h5py / a floor.
+# `make bench` gives the headline ratios at small sizes in a few minutes; `make bench-full` runs
+# every benchmark at its own sizes. Both remove what they wrote (benchmarks/run.py). The
+# comparison with Hugging Face datasets runs where datasets is installed (`.[compare]`).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_foundation.py
-	$(BIN)/python benchmarks/bench_assign_types.py
-	$(BIN)/python benchmarks/bench_tokenize.py
-	$(BIN)/python benchmarks/bench_dataset.py
-	$(BIN)/python benchmarks/bench_diff.py
-	$(BIN)/python benchmarks/bench_chat.py
+	$(BIN)/python benchmarks/run.py
+
+bench-full: $(STAMP)
+	$(BIN)/python benchmarks/run.py --full
 
 clean:
 	rm -rf $(DEMO) benchmarks/out .pytest_cache .ruff_cache .hypothesis

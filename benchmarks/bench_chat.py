@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tokenize import FLOOR, SEED_TEXT, run_measured
+from bench_tokenize import FLOOR, OUT, SEED_TEXT, run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "benchmarks" / "out"
 DEFAULT_TOKENIZER = ROOT.parent / "shared" / "conformance" / "tokenizer-chatml"
 SYSTEM = "You are a careful assistant. Answer the question about the town in plain English."
 

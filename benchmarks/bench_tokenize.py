@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "benchmarks" / "out"
+# benchmarks/run.py points this at a folder it removes afterwards.
+OUT = Path(os.environ.get("TOKENTYPE_BENCH_OUT", ROOT / "benchmarks" / "out"))
 DEFAULT_TOKENIZER = ROOT.parent / "shared" / "conformance" / "tokenizer-gpt2"
 
 SEED_TEXT = """
@@ -114,9 +115,12 @@ def make_input(path: Path, megabytes: float, min_lines: int) -> int:
     target = int(megabytes * 1e6)
     written = count = 0
     seed = 0
+    # The full-size inputs keep their 20,000-line chunks (and so their bytes); small ones stop
+    # closer to what was asked.
+    chunk = 20000 if min_lines >= 20000 else 4000
     with open(path, "w", encoding="utf-8") as handle:
         while written < target or count < min_lines:
-            for line in markov_lines(20000, seed):
+            for line in markov_lines(chunk, seed):
                 handle.write(line)
                 written += len(line.encode())
                 count += 1
@@ -200,6 +204,14 @@ def main() -> None:
         default=3,
         help="Rounds; the best wall time and the worst RSS are kept.",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="Only the --mb input, without the encoder build and offsets timings.",
+    )
+    parser.add_argument(
+        "--min-lines", type=int, default=100_000, help="Each input has at least this many lines."
+    )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -207,19 +219,28 @@ def main() -> None:
         train_large_vocabulary(args.train)
         return
     if args.generate:
-        print(make_input(args.generate, args.mb, 100_000))
+        print(make_input(args.generate, args.mb, args.min_lines))
         return
     if not (args.tokenizer / "tokenizer.json").is_file():
         raise SystemExit(f"{args.tokenizer}: no tokenizer.json (pass --tokenizer GPT2_FOLDER)")
     OUT.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     results = []
-    for megabytes in (args.small_mb, args.mb):
+    for megabytes in (args.mb,) if args.quick else (args.small_mb, args.mb):
         source = OUT / f"tokenize_{megabytes:g}mb.jsonl"
         # Generated in a child process: a child's peak RSS starts from its parent's at fork time,
         # so the parent must stay small for the measurements to mean anything.
         made = subprocess.run(
-            [python, __file__, "--generate", str(source), "--mb", str(megabytes)],
+            [
+                python,
+                __file__,
+                "--generate",
+                str(source),
+                "--mb",
+                str(megabytes),
+                "--min-lines",
+                str(args.min_lines),
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -275,8 +296,10 @@ def main() -> None:
                 }
             )
         print(f"{size:.1f} MB, {lines} lines, {tokens} tokens", file=sys.stderr)
-    builds = encoder_build_times(args.tokenizer, python)
-    offsets = offsets_times(args.tokenizer, OUT / f"tokenize_{args.small_mb:g}mb.jsonl", python)
+    builds, offsets = {}, {}
+    if not args.quick:
+        builds = encoder_build_times(args.tokenizer, python)
+        offsets = offsets_times(args.tokenizer, OUT / f"tokenize_{args.small_mb:g}mb.jsonl", python)
     header = f"{'input':>8} {'run':<26} {'wall s':>7} {'tokens/s':>10} {'RSS MiB':>8} {'/floor':>7} {'/fast':>7}"
     print(header)
     for r in results:

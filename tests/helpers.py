@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -21,6 +25,23 @@ CODON_VOCAB = SAMPLE_DATA / "codon_vocab.json"
 CODON_MODEL_CONFIG = SAMPLE_DATA / "codon_model_config.json"
 SHARED = ROOT.parent / "shared"
 CONFORMANCE = SHARED / "conformance"
+
+
+def conformance_table() -> dict[str, dict[str, str]]:
+    """{case: {column: cell}} from the table in the shared conformance README, which gives each
+    case's settings; empty where the folder is absent."""
+    readme = CONFORMANCE / "README.md"
+    if not readme.is_file():
+        return {}
+    rows = [line.strip() for line in readme.read_text().splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    table = {}
+    for line in rows[2:]:
+        cells = [cell.strip().strip("`") for cell in line.strip("|").split("|")]
+        row = dict(zip(header, cells, strict=True))
+        table[row["case"]] = row
+    return table
+
 
 # The source document's genetic-code examples.
 EXAMPLE1_IDS = [9, 5, 6, 10, 7, 8, 2]
@@ -122,3 +143,51 @@ def hub_cache(root: Path, model_id: str, source: Path, revision: str = "0123abcd
     (model / "refs").mkdir()
     (model / "refs" / "main").write_text(revision)
     return snapshot
+
+
+def wait_for_handlers(process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until `process` has installed its SIGINT and SIGTERM handlers (read from /proc): before
+    that a signal tests only Python's defaults, and its exit status would be -signum."""
+    status = Path(f"/proc/{process.pid}/status")
+    wanted = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # no /proc here: give the interpreter time to start
+            time.sleep(1.0)
+            return
+        caught = next((int(line.split()[1], 16) for line in lines if line.startswith("SigCgt:")), 0)
+        if caught & wanted == wanted:
+            return
+        time.sleep(0.01)
+
+
+# Runs the command, reads at most HEAD bytes of its stdout (then closes it, as `| head` does)
+# and prints its exit status and peak RSS in MB (the largest process it waited for).
+_MEASURE = """
+import resource, subprocess, sys
+head = int(sys.argv[1])
+process = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+process.stdout.read(head) if head else process.stdout.read()
+process.stdout.close()
+stderr = process.stderr.read()
+code = process.wait()
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+sys.stderr.write(stderr.decode(errors="replace"))
+"""
+
+
+def peak_rss(*args, head=0, timeout=120) -> tuple[int, int, str]:
+    """(exit code, peak RSS in MB, stderr) of `tokentype ARGS` in a process of its own; with
+    `head`, its stdout is closed after that many bytes."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(head), sys.executable, "-m", "tokentype_cli",
+         *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )  # fmt: skip
+    code, rss = map(int, done.stdout.split())
+    return code, rss, done.stderr

@@ -83,7 +83,8 @@ class LoadedTokenizer:
                     f"{self.path}: token id {token} is outside the vocabulary (0..{self.vocab_size - 1})"
                 )
             return int(token)
-        found = self.vocab.get(token)
+        # A bool is not an id (it is an int to Python) and is no vocabulary string either.
+        found = self.vocab.get(token) if isinstance(token, str) else None
         if found is None:
             raise TokenizerError(
                 f"{self.path}: token {token!r} is not in the vocabulary; check its spelling or give its id"
@@ -283,7 +284,8 @@ def _with_special_tokens(file: Path, data: dict, special: dict[str, object]) -> 
     data = dict(data)
     added = [dict(token) for token in data.get("added_tokens") or []]
     model = data["model"] if isinstance(data["model"], dict) else {}
-    vocab = model.get("vocab") if isinstance(model.get("vocab"), dict) else {}
+    found = model.get("vocab")
+    vocab: dict = found if isinstance(found, dict) else {}
     by_content = {token.get("content"): token for token in added}
     ids = [token.get("id", -1) for token in added]
     if vocab:

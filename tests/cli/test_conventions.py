@@ -103,6 +103,16 @@ def _no_env(monkeypatch):
     monkeypatch.delenv("FORCE_COLOR", raising=False)
 
 
+@pytest.fixture(params=["inspect", "diff"])
+def colouring(request, good, tmp_path):
+    """(args, exit code) of a command showing rows: inspect's rows, or diff's A above B."""
+    if request.param == "inspect":
+        return ["inspect", good, "--rows", 0], 0
+    # Two prompt tokens become completion; the first stays prompt, in the prompt colour.
+    retyped = write_shard(tmp_path / "retyped.h5", [EXAMPLE2_IDS], [[0, 1, 1, *EXAMPLE2_TYPES[3:]]])
+    return ["diff", good, retyped, "--rows", 1], 1  # they teach differently: exit 1
+
+
 @pytest.mark.parametrize(
     ("choice", "env", "coloured"),
     [
@@ -117,26 +127,30 @@ def _no_env(monkeypatch):
         (None, {"FORCE_COLOR": "1"}, True),
     ],
 )
-def test_inspect_rows_color_choice_and_environment(good, monkeypatch, choice, env, coloured):
+def test_rows_color_choice_and_environment(colouring, monkeypatch, choice, env, coloured):
     _no_env(monkeypatch)
+    args, code = colouring
     flag = [] if choice is None else ["--color", choice]
-    result = _rows("inspect", good, "--rows", 0, *flag, env=env)
-    assert result.exit_code == 0, result.output
+    result = _rows(*args, *flag, env=env)
+    assert result.exit_code == code, result.output
     assert (COLOURED in result.stdout) is coloured
     assert ("[prompt]" in result.stdout) is not coloured
     assert result.stderr == ""
 
 
-def test_auto_colours_a_terminal_unless_no_color(good, terminal, monkeypatch):
+def test_auto_colours_a_terminal_unless_no_color(colouring, terminal, monkeypatch):
     _no_env(monkeypatch)
-    assert COLOURED in _rows("inspect", good, "--rows", 0).stdout
-    assert COLOURED not in _rows("inspect", good, "--rows", 0, env={"NO_COLOR": "1"}).stdout
-    assert COLOURED not in _rows("inspect", good, "--rows", 0, "--color", "never").stdout
+    args, _ = colouring
+    assert COLOURED in _rows(*args).stdout
+    assert COLOURED not in _rows(*args, env={"NO_COLOR": "1"}).stdout
+    assert COLOURED not in _rows(*args, "--color", "never").stdout
 
 
-def test_json_is_never_coloured(good, monkeypatch):
+def test_json_is_never_coloured(colouring, monkeypatch):
     _no_env(monkeypatch)
-    result = _rows("inspect", good, "--rows", 0, "--json", "--color", "always")
+    args, code = colouring
+    result = _rows(*args, "--json", "--color", "always")
+    assert result.exit_code == code, result.output
     assert "\x1b[" not in result.stdout
     json.loads(result.stdout)
 
@@ -159,7 +173,7 @@ def test_a_bad_color_choice_is_exit_2(good):
     assert "'sometimes' is not one of 'auto', 'always', 'never'" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["inspect", "assign-types"])
+@pytest.mark.parametrize("command", ["inspect", "assign-types", "diff"])
 def test_every_colouring_command_has_the_same_color_option(command):
     (param,) = [p for p in cli.commands[command].params if p.name == "color"]
     assert param.opts == ["--color"]

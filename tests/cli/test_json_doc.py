@@ -72,8 +72,35 @@ def matches(value, kind: str) -> bool:
     return False
 
 
-def check(output: dict, fields: dict[str, tuple[str, bool]], seen: set[str]) -> None:
-    """Walk `output`, matching each key to a documented field (exact name first, then {name})."""
+# Fields every writing command adds after its own (docs/json.md's tokenize section ends in them).
+WRITING_FIELDS = ("inputs", "output", "seq_len", "token_types")
+
+
+def map_values(section: str, sections: dict) -> dict[str, dict[str, tuple[str, bool]]]:
+    """{map field: the table each of its values follows}, for maps whose values another section
+    lists: the dataset build's `metrics` hold, per split, the tokenize section's metrics."""
+    if section != "tokenize --dataset":
+        return {}
+    metrics = {
+        field: spec
+        for field, spec in sections["tokenize"].items()
+        if field.split(".")[0] not in WRITING_FIELDS
+    }
+    return {"metrics": metrics}
+
+
+def check(
+    output: dict,
+    fields: dict[str, tuple[str, bool]],
+    seen: set[str],
+    values_of: dict[str, dict[str, tuple[str, bool]]] | None = None,
+) -> None:
+    """Walk `output`, matching each key to a documented field (exact name first, then {name}).
+
+    A `map` is walked too: each value against `values_of[field]` where another table lists it,
+    else against the map's own `{key}` rows where the doc has them. `any` is not walked.
+    """
+    values_of = values_of or {}
 
     def children(parent: str) -> dict[str, str]:
         prefix = f"{parent}." if parent else ""
@@ -94,8 +121,16 @@ def check(output: dict, fields: dict[str, tuple[str, bool]], seen: set[str]) -> 
             kind, _ = fields[field]
             assert matches(item, kind), f"{field} = {item!r} is not {kind}"
             seen.add(field)
-            if kind.split()[0] in ("map", "any"):
+            if kind.split()[0] == "any":
                 continue
+            if kind.split()[0] == "map":
+                if isinstance(item, dict) and field in values_of:
+                    for element in item.values():
+                        assert isinstance(element, dict), f"{field} holds {element!r}"
+                        check(element, values_of[field], set())
+                    continue
+                if not children(field):
+                    continue
             if isinstance(item, dict):
                 walk(item, field)
             elif isinstance(item, list):
@@ -226,10 +261,11 @@ def test_the_doc_has_a_section_for_every_json_output():
 
 @pytest.mark.parametrize("section", SECTIONS)
 def test_output_matches_the_doc(section, shards):
-    fields = documented()[section]
+    sections = documented()
+    fields = sections[section]
     seen: set[str] = set()
     for output in outputs(section, shards):
-        check(output, fields, seen)
+        check(output, fields, seen, map_values(section, sections))
     assert sorted(set(fields) - seen) == [], "listed in docs/json.md but never produced"
 
 
@@ -262,6 +298,18 @@ def test_the_checker_catches_what_it_should():
         with pytest.raises(AssertionError, match=why):
             check(bad, fields, set())
     assert matches([1, None], "(integer or null)[]") and not matches([1.5], "integer[]")
+    # A map's values are checked against the table that lists them, or its own {key} rows.
+    per_split = {"rows": ("integer", True)}
+    maps = {"m": ("map", True), "n": ("map", True), "n.{file}": ("integer", True)}
+    check({"m": {"train": {"rows": 3}}, "n": {"a.h5": 1}}, maps, set(), {"m": per_split})
+    for bad, why in (
+        ({"m": {"train": {"rows": 3, "odd": 1}}, "n": {}}, "odd is not in"),
+        ({"m": {"train": {}}, "n": {}}, "rows is missing"),
+        ({"m": {"train": {"rows": "3"}}, "n": {}}, "is not integer"),
+        ({"m": {}, "n": {"a.h5": "1"}}, "is not integer"),
+    ):
+        with pytest.raises(AssertionError, match=why):
+            check(bad, maps, set(), {"m": per_split})
 
 
 def test_the_same_thing_has_the_same_name_and_value_across_commands(tmp_path):

@@ -18,7 +18,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import CODON_MODEL_CONFIG, CODON_VOCAB, CODONS, digest, invoke, write_pairs
+from tests.helpers import (
+    CODON_MODEL_CONFIG,
+    CODON_VOCAB,
+    CODONS,
+    digest,
+    invoke,
+    peak_rss,
+    write_pairs,
+)
 from tokentype_cli.dataset.balance import plan_balance
 from tokentype_cli.dataset.layout import REQUIRED_METADATA, manifest_files, manifest_key
 from tokentype_cli.dataset.plan import Permutation, destinations, plan_splits
@@ -48,6 +56,11 @@ def hdf5_files(folder: Path, kind: str) -> list[Path]:
 
 def folder_digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_manifest(digests: dict[str, str]) -> dict[str, str]:
+    """Folder digests less the manifest, whose modified times differ between builds."""
+    return {name: value for name, value in digests.items() if name != "sha256/files_metadata.json"}
 
 
 def manifest_hashes(folder: Path) -> dict[str, str]:
@@ -206,6 +219,30 @@ def test_seed_reproduces_and_another_seed_reorders(pairs, tmp_path):
     assert first != rows_of(unshuffled / "train_1_of_3.hdf5")
 
 
+def test_shuffle_holds_no_input_in_memory(tmp_path):
+    # 32 MB of long lines, 95% of them routed to the test split (copied as text, never
+    # tokenized): a shuffle that held the input, or even its lines' text, would add that much
+    # to the peak of the same build unshuffled.
+    rng = np.random.default_rng(5)
+    words = rng.choice(CODONS, (64, 500))
+    block = "".join(
+        json.dumps({"prompt": " ".join(row[:200]), "completion": " ".join(row[200:])}) + "\n"
+        for row in words
+    )  # 64 distinct lines, repeated: the build cannot tell, and writing them is quick
+    source = tmp_path / "in.jsonl"
+    source.write_text(block * 250)
+    assert source.stat().st_size > 30 << 20
+    peaks = {}
+    for order in ("--shuffle", "--no-shuffle"):
+        code, peaks[order], stderr = peak_rss(
+            "tokenize", source, "--dataset", tmp_path / order.strip("-"), "--tokenizer",
+            CODON_VOCAB, "--model-config", MODEL_CONFIG, "--max-seq-length", 1024,
+            "--train-files", 1, "--test-ratio", 0.95, "--workers", 1, "-q", order,
+        )  # fmt: skip
+        assert code == 0, stderr
+    assert peaks["--shuffle"] - peaks["--no-shuffle"] < 8, peaks
+
+
 def test_workers_and_tasks_give_byte_identical_folders(pairs, tmp_path):
     common = ("--train-files", 4, "--dev-files", 2, "--test-files", 1, "--shuffle", "--seed", 5)
     one, two, tasks = tmp_path / "one", tmp_path / "two", tmp_path / "tasks"
@@ -242,31 +279,57 @@ def test_finish_refuses_a_missing_or_mismatched_share(pairs, tmp_path):
     assert build([other_input], folder, *common, "--task", "1/2").exit_code == 0
     assert "other inputs" in build([pairs], folder, *common, "--finish").stderr
     assert not folder.exists()
+    # A share tokenized with another vocabulary (one token more) would put other ids in rows.
+    vocabulary = json.loads(CODON_VOCAB.read_text())
+    other_vocab = tmp_path / "other_vocab.json"
+    other_vocab.write_text(json.dumps({**vocabulary, "NEW": max(vocabulary.values()) + 1}))
+    other = invoke(
+        "tokenize", pairs, "--dataset", folder, "--tokenizer", other_vocab, "--model-config",
+        MODEL_CONFIG, "--max-seq-length", 8, "--packing", "single::drop", *common,
+        "--task", "1/2",
+    )  # fmt: skip
+    assert other.exit_code == 0, other.output
+    refused = build([pairs], folder, *common, "--finish")
+    assert refused.exit_code == 1 and not folder.exists()
+    assert "task 1/2 was built from another tokenizer than this --finish" in refused.stderr
     assert build([pairs], folder, *common, "--task", "1/2").exit_code == 0
     assert build([pairs], folder, *common, "--finish").exit_code == 0
     assert folder.is_dir()
 
 
-def test_a_killed_build_leaves_nothing_once_the_next_starts(tmp_path):
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_killed_build_leaves_nothing_once_the_next_starts(tmp_path, existing):
+    # existing: the kill comes during an --overwrite of a built folder, which must stay as it
+    # was; else no folder may appear. Either way the next build removes what the dead one left.
     source = write_pairs(tmp_path / "in.jsonl", 30000)
+    small = write_pairs(tmp_path / "small.jsonl", 40)
     folder = tmp_path / "ds"
+    before = None
+    if existing:
+        assert build([small], folder, "--train-files", 4).exit_code == 0
+        before = folder_digests(folder)
     command = [
         sys.executable, "-m", "tokentype_cli", "tokenize", str(source), "--dataset", str(folder),
         "--tokenizer", str(CODON_VOCAB), "--model-config", str(MODEL_CONFIG),
         "--max-seq-length", "8", "--packing", "single::drop", "--train-files", "4",
-        "--workers", "1",
+        "--workers", "1", "--overwrite",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(tmp_path.glob(".ds.tokentype-*.tmp")):
         time.sleep(0.01)
     time.sleep(0.3)
+    assert process.poll() is None, "the build ended before the kill"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not folder.exists()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in.jsonl"]
+    if existing:
+        assert folder_digests(folder) == before
+    else:
+        assert not folder.exists()
+    assert list(tmp_path.glob(".ds.tokentype-*.tmp"))  # a killed build cannot clean up
+    result = build([small], folder, "--train-files", 4, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in.jsonl", "small.jsonl"]
 
 
 def test_an_existing_folder_needs_overwrite(pairs, tmp_path):
@@ -339,19 +402,63 @@ def test_stdin_builds_the_same_folder(pairs, tmp_path):
     assert manifest_hashes(from_file) == manifest_hashes(from_stdin)
 
 
-def test_reference_spellings_port(pairs, tmp_path):
+def _with_categories(path: Path, count: int) -> Path:
+    """Pairs of varied lengths, every third in category "b", the rest in "a"."""
+    rng = np.random.default_rng(0)
+    lines = [
+        {"prompt": " ".join(rng.choice(CODONS, rng.integers(1, 4))),
+         "completion": " ".join(rng.choice(CODONS, rng.integers(1, 7))),
+         "category": "b" if k % 3 == 0 else "a"}
+        for k in range(count)
+    ]  # fmt: skip
+    return jsonl_lines(path, *lines)
+
+
+def test_reference_spellings_do_what_ours_do(tmp_path):
+    # Each reference spelling builds the folder its own spelling builds, file for file; and each
+    # option visibly acts (a spelling accepted and ignored would pass a names-only check).
+    source = _with_categories(tmp_path / "in.jsonl", 120)
+    names = tmp_path / "categories.json"
+    names.write_text(json.dumps(["a", "b"]))
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
-    assert build([pairs], ours, "--train-files", 3, "--dev-ratio", 0.25, "--shuffle").exit_code == 0
+    packed = {"seq_len": 16, "packing": "greedy::drop"}
+    assert build(
+        [source], ours, "--train-files", 3, "--dev-ratio", 0.25, "--shuffle", "--no-balance",
+        "--keep-splits", "--categories", names, "--workers", 1, **packed,
+    ).exit_code == 0  # fmt: skip
     ported = build(
-        [pairs], theirs, "--num_training_splits", 3, "--dev_ratio", 0.25, "--shuffle", "on_RAM",
-        "--do_not_balance_hdf5", "--num_workers", 1,
+        [source], theirs, "--num_training_splits", 3, "--dev_ratio", 0.25, "--shuffle", "on_RAM",
+        "--do_not_balance_hdf5", "--keep_split_jsonls", "--categories_path", names,
+        "--num_workers", 1, **packed,
     )  # fmt: skip
     assert ported.exit_code == 0, ported.output
-    assert sorted(p.name for p in ours.glob("*.hdf5")) == sorted(
-        p.name for p in theirs.glob("*.hdf5")
+    assert without_manifest(folder_digests(theirs)) == without_manifest(folder_digests(ours))
+    # --keep_split_jsonls kept each split's lines; --categories_path typed every token.
+    kept = sorted(theirs.glob("splits/*.jsonl"))
+    assert [p.name for p in kept] == [
+        "dev_1_of_1.jsonl", "train_1_of_3.jsonl", "train_2_of_3.jsonl", "train_3_of_3.jsonl",
+    ]  # fmt: skip
+    assert sorted(line for p in kept for line in p.read_text().splitlines()) == sorted(
+        source.read_text().splitlines()
     )
-    unshuffled = build([pairs], tmp_path / "off", "--train-files", 3, "--shuffle", "False")
+    assert json.loads((theirs / "category_to_id.json").read_text()) == {"a": 0, "b": 1}
+    for path in theirs.glob("*.hdf5"):
+        with h5py.File(path, "r") as f:
+            categories, types = f["category_ids"][:], f["token_type_ids"][:]
+        assert ((categories == -1) == (types == 2)).all() and set(categories.ravel()) >= {0, 1}
+    # --do_not_balance_hdf5 left the train files uneven, which balancing would not.
+    sizes = [len(rows_of(p)) for p in hdf5_files(theirs, "train")]
+    assert max(sizes) - min(sizes) > 1, sizes
+    # --shuffle on_RAM shuffled, and --shuffle False is --no-shuffle.
+    plain, off = tmp_path / "plain", tmp_path / "off"
+    rest = ("--train-files", 3, "--dev-ratio", 0.25, "--keep-splits")
+    assert build([source], plain, *rest, "--no-shuffle", **packed).exit_code == 0
+    unshuffled = build([source], off, *rest, "--shuffle", "False", **packed)
     assert unshuffled.exit_code == 0, unshuffled.output
+    assert without_manifest(folder_digests(off)) == without_manifest(folder_digests(plain))
+    lines = source.read_text().splitlines()
+    assert (plain / "splits" / "train_1_of_3.jsonl").read_text().splitlines() == lines[0::4]
+    assert (theirs / "splits" / "train_1_of_3.jsonl").read_text().splitlines() != lines[0::4]
 
 
 def test_missing_model_config_is_one_line_before_any_work(pairs, tmp_path):

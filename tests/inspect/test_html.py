@@ -17,13 +17,16 @@ from tests.helpers import CODON_VOCAB, EXAMPLE2_IDS, EXAMPLE2_TYPES, invoke, wri
 from tokentype_cli.inspect.html import SAMPLE_TOKENS, default_sample_size, split_of
 from tokentype_cli.report.rows import PALETTE
 
-# The usual names of a headless-capable Chromium on PATH, the first one found.
-CHROMIUM_NAMES = ("chromium", "chromium-headless-shell", "chromium-browser", "google-chrome")
-CHROMIUM = next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
-NO_CHROMIUM = (
-    f"no headless Chromium on PATH (looked for {', '.join(CHROMIUM_NAMES)}): install one with"
-    " `apt-get install -y chromium` or `npx @puppeteer/browsers install chrome-headless-shell`"
+# The names Chromium and its headless builds go by on PATH (Debian, Ubuntu's snap, Google's).
+BROWSERS = (
+    "chromium",
+    "chromium-browser",
+    "chromium-headless-shell",
+    "chrome-headless-shell",
+    "google-chrome",
+    "google-chrome-stable",
 )
+CHROMIUM = next((found for name in BROWSERS if (found := shutil.which(name))), None)
 
 
 def synthetic(rows: int, seq_len: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -282,7 +285,11 @@ document.getElementById("page").addEventListener("load", function () {
 """
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason=f"no headless Chromium on PATH (looked for {', '.join(BROWSERS)}); install one,"
+    " e.g. `apt-get install chromium` on Debian or Ubuntu",
+)
 def test_the_page_renders_in_headless_chromium(tmp_path):
     root = write_dataset(tmp_path / "ds", files=12, rows=8, seq_len=64)
     report(root, "--tokenizer", CODON_VOCAB)

@@ -20,42 +20,24 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import EXAMPLE1_IDS, EXAMPLE1_TYPES, ROOT, digest, invoke, write_shard
+from tests.helpers import (
+    EXAMPLE1_IDS,
+    EXAMPLE1_TYPES,
+    ROOT,
+    digest,
+    invoke,
+    peak_rss,
+    wait_for_handlers,
+    write_shard,
+)
 from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
 from tokentype_cli.schema.temporary import write_lock
 from tokentype_cli.schema.write import ShardWriter
 
 COMMAND = [sys.executable, "-m", "tokentype_cli"]
-# Runs the command, reads at most HEAD bytes of its stdout (then closes it, as `| head` does)
-# and prints its exit status and peak RSS in MB.
-MEASURE = """
-import resource, subprocess, sys
-head = int(sys.argv[1])
-process = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-process.stdout.read(head) if head else process.stdout.read()
-process.stdout.close()
-stderr = process.stderr.read()
-code = process.wait()
-print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
-sys.stderr.write(stderr.decode(errors="replace"))
-"""
 # Python, numpy, h5py and the CLI take about 70 MB; each bound below is far under what the same
 # file took before (given in the test).
 RSS_BOUND_MB = 250
-
-
-def peak_rss(*args, head=0, timeout=120) -> tuple[int, int, str]:
-    """(exit code, peak RSS in MB, stderr) of `tokentype ARGS` in a process of its own; with
-    `head`, its stdout is closed after that many bytes."""
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(head), *COMMAND, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
-    code, rss = map(int, done.stdout.split())
-    return code, rss, done.stderr
 
 
 def run(*args, timeout=60, **kwargs) -> subprocess.CompletedProcess:
@@ -170,31 +152,11 @@ def big_shard(tmp_path_factory):
     return path
 
 
-def _wait_for_handlers(process: subprocess.Popen) -> None:
-    """Until the run has installed its SIGINT and SIGTERM handlers (before that a signal would
-    only test Python's defaults)."""
-    status = Path(f"/proc/{process.pid}/status")
-    if not status.exists():
-        time.sleep(1.0)
-        return
-    wanted = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        caught = next(
-            (int(line.split()[1], 16) for line in status.read_text().splitlines()
-             if line.startswith("SigCgt:")),
-            0,
-        )  # fmt: skip
-        if caught & wanted == wanted:
-            return
-        time.sleep(0.01)
-
-
 def _started(args) -> subprocess.Popen:
     process = subprocess.Popen(
         [*COMMAND, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT
     )
-    _wait_for_handlers(process)
+    wait_for_handlers(process)
     return process
 
 

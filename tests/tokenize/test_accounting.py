@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import CODON_VOCAB, CONFORMANCE, jsonl, read
+from tests.helpers import CODON_VOCAB, CONFORMANCE, jsonl, read, wait_for_handlers
 from tests.helpers import invoke_tokenize as invoke
 
 GPT2 = CONFORMANCE / "tokenizer-gpt2"
@@ -95,26 +95,36 @@ def test_articles_dropped_are_counted_by_reason(tmp_path):
 
 
 def test_articles_dropped_in_full_packing_need_every_row_dropped(tmp_path):
-    # A prompt-only article spanning two rows, between articles with answers.
+    # Rows of 4 under full packing: line 1 (7 prompt tokens, ATG, EOS) spans three rows and only
+    # its first is prompt-only, so it is cut, not dropped. Line 2's completion " " encodes to no
+    # token, so its prompt and EOS fill rows without a completion token: every row it reached
+    # is dropped, and it alone counts.
     source = jsonl(
         tmp_path / "in.jsonl",
-        {"prompt": "GAA GAA GAA GAA GAA GAA GAA", "completion": ""},
+        {"prompt": "GAA GAA GAA GAA GAA GAA GAA", "completion": "ATG"},
+        {"prompt": "GAA GAA GAA GAA GAA GAA", "completion": " "},
         {"prompt": "GAA", "completion": "ATG"},
     )
-    found = metrics(
+    ledger = tmp_path / "ledger.jsonl"
+    dropped = metrics(
+        invoke(
+            source, "-o", tmp_path / "o.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 4,
+            "--ledger", ledger, "--json",
+        )
+    )  # fmt: skip
+    assert dropped["articles_dropped"] == {"too_long": 0, "prompt_only_row": 1}
+    assert dropped["rows_dropped_prompt_only"] == 3 and dropped["lines_dropped"] == 1
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [r["status"] for r in records] == ["partly_dropped", "dropped", "packed"]
+    assert records[1]["reason"] == "prompt_only_row"
+    kept = metrics(
         invoke(
             source, "-o", tmp_path / "o.h5", "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 4,
             "--keep-prompt-only-sequences", "--json",
         )
     )  # fmt: skip
-    assert found["articles_dropped"]["prompt_only_row"] == 0  # kept on request
-    dropped = metrics(
-        invoke(
-            source, "-o", tmp_path / "o.h5", "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 4,
-            "--packing", "greedy::truncate_right", "--json",
-        )
-    )  # fmt: skip
-    assert dropped["articles_dropped"]["prompt_only_row"] == 0  # the empty completion is skipped
+    assert kept["articles_dropped"]["prompt_only_row"] == 0  # kept on request
+    assert kept["rows_dropped_prompt_only"] == 0 and kept["lines_dropped"] == 0
 
 
 def test_a_prompt_cut_away_by_truncate_left_is_warned_about(tmp_path):
@@ -163,20 +173,22 @@ def test_a_signal_ends_a_run_reading_an_open_stdin_pipe(signum, code, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "tokentype_cli", "tokenize", "-", "-o", str(out),
          "--tokenizer", str(CODON_VOCAB)],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     with process:
         process.stdin.write(b'{"prompt": "GAA", "completion": "ATG"}\n')
         process.stdin.flush()
-        time.sleep(2.0)  # started and blocked reading the pipe, which stays open
+        wait_for_handlers(process)
+        time.sleep(0.5)  # blocked reading the pipe, which stays open
         started = time.monotonic()
         process.send_signal(signum)
         try:
             process.wait(timeout=10)
         finally:
             process.kill()
+        stderr = process.stderr.read().decode()
     assert time.monotonic() - started < 8
-    assert process.returncode in (code, -signum)
+    assert process.returncode == code, stderr
     assert not out.exists()
     assert [name for name in os.listdir(tmp_path)] == []
 

@@ -126,7 +126,7 @@ TOJSON_AND_LOOP_CONTROLS = (
     "name", ["CHATML", "CHATML_MARKED", "DROP_REASONING", "DEFAULT_SYSTEM", "TOJSON"]
 )
 def test_rendering_equals_transformers(tmp_path, hf_tokenizer, name):
-    from tests import test_tokenize_chat as templates
+    from tests.tokenize import test_chat as templates
     from tokentype_cli.tokenize.chat import Chat, chat_line
     from tokentype_cli.tokenize.options import TokenizeOptions
     from tokentype_cli.tokenizer_loader import load_tokenizer

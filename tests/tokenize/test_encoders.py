@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
 
-from tests.helpers import CODON_VOCAB, CONFORMANCE, ROOT, invoke
+from tests.helpers import CODON_VOCAB, CONFORMANCE, ROOT, conformance_table, invoke
 from tokentype_cli.errors import OptionError
 from tokentype_cli.tokenize.encoders import TiktokenEncoder, TokenizersEncoder, build_encoder
 from tokentype_cli.tokenize.fast_bpe import (
@@ -30,7 +30,6 @@ from tokentype_cli.tokenize.fast_bpe import (
 )
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
-CASES = ("generative_tuning", "pretraining", "data_prep_test")
 MULTILINGUAL = [
     "Grüße aus München, 1234567 Äpfel und 3.14159 Birnen!",
     "日本語のテキストと中文混合，还有한국어 문장도 있습니다。",
@@ -63,8 +62,8 @@ def bench_texts(lines: int) -> list[str]:
 
 def conformance_texts() -> list[str]:
     texts = []
-    for case in CASES:
-        for line in (CONFORMANCE / case / "input.jsonl").read_text(encoding="utf-8").splitlines():
+    for row in conformance_table().values():
+        for line in (CONFORMANCE / row["input"]).read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
             loaded = json.loads(line)

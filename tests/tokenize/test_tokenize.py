@@ -20,6 +20,7 @@ from tests.helpers import (
     EXAMPLE2_IDS,
     EXAMPLE2_TYPES,
     ROOT,
+    conformance_table,
     jsonl,
     read,
 )
@@ -30,29 +31,46 @@ def invoke(*args, input=None):
     return CliRunner().invoke(cli, ["tokenize", *[str(a) for a in args]], input=input)
 
 
-# --- the reference's three real cases ------------------------------------------------------------
+# --- the reference's real cases ------------------------------------------------------------------
 
-CASES = {
-    "generative_tuning": "single::drop",
-    "pretraining": "full",
-    "data_prep_test": "full",
-}
+# Every case the shared folder's README lists, with the settings its table gives; a column this
+# does not know fails the test rather than be ignored.
+CASES = sorted(conformance_table()) or ["(the shared folder is absent)"]
+# Table cells that are defaults here: no flag needed.
+_DEFAULTS = {"prompt-only sequences": "dropped"}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+def case_options(row: dict[str, str]) -> list[str]:
+    row = dict(row)
+    del row["case"], row["input"]
+    options = ["--max-seq-length", row.pop("max_seq_length"), "--packing", row.pop("packing")]
+    options += ["--packing-boundary", row.pop("packing boundary")]
+    options += ["--attention-boundary", row.pop("attention boundary")]
+    kept = row.pop("prompt-only sequences")
+    assert kept in ("kept", _DEFAULTS["prompt-only sequences"]), kept
+    if kept == "kept":
+        options.append("--keep-prompt-only-sequences")
+    assert not row, f"settings this test does not apply: {sorted(row)}"
+    return options
+
+
+def test_every_case_folder_is_in_the_table(conformance_dir):
+    folders = sorted(p.parent.name for p in conformance_dir.glob("*/expected.hdf5"))
+    assert folders == sorted(conformance_table())
+    assert len(folders) >= 3
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_conformance_case_is_identical(case, conformance_dir, tmp_path):
+    row = conformance_table()[case]
     out = tmp_path / f"{case}.h5"
     result = invoke(
-        conformance_dir / case / "input.jsonl",
+        conformance_dir / row["input"],
         "-o",
         out,
         "--tokenizer",
         conformance_dir / "tokenizer-gpt2",
-        "--max-seq-length",
-        1024,
-        "--packing",
-        CASES[case],
-        "--keep-prompt-only-sequences",
+        *case_options(row),
         "--quiet",
     )
     assert result.exit_code == 0, result.output
@@ -63,31 +81,35 @@ def test_conformance_case_is_identical(case, conformance_dir, tmp_path):
             np.testing.assert_array_equal(got[name][:], want[name][:])
 
 
-def test_conformance_with_reference_spellings(conformance_dir, tmp_path):
+# The reference's own spellings of the options case_options gives.
+REFERENCE_SPELLINGS = {
+    "--max-seq-length": "--max_seq_length",
+    "--packing": "--input_packing_config",
+    "--packing-boundary": "--packing_boundary",
+    "--attention-boundary": "--attention_boundary",
+    "--keep-prompt-only-sequences": "--keep_prompt_only_sequences",
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conformance_with_reference_spellings(case, conformance_dir, tmp_path):
+    row = conformance_table()[case]
     out = tmp_path / "ref.h5"
     result = invoke(
-        conformance_dir / "generative_tuning" / "input.jsonl",
+        conformance_dir / row["input"],
         "-o",
         out,
         "--tokenizer",
         conformance_dir / "tokenizer-gpt2",
-        "--max_seq_length",
-        1024,
-        "--input_packing_config",
-        "single::drop",
-        "--packing_boundary",
-        "jsonl",
-        "--attention_boundary",
-        "jsonl",
+        *[REFERENCE_SPELLINGS.get(option, option) for option in case_options(row)],
         "--prompt_keyword",
         "prompt",
         "--completion_keyword",
         "completion",
-        "--keep_prompt_only_sequences",
         "-q",
     )
     assert result.exit_code == 0, result.output
-    with h5py.File(conformance_dir / "generative_tuning" / "expected.hdf5") as want:
+    with h5py.File(conformance_dir / case / "expected.hdf5") as want:
         ids, types = read(out)
         assert ids == want["input_ids"][:].tolist()
         assert types == want["token_type_ids"][:].tolist()

@@ -19,7 +19,13 @@ from tokentype_cli.schema.storage import (
     schema_storage,
     storage,
 )
-from tokentype_cli.schema.write import RowAppender, atomic_path, create_file
+from tokentype_cli.schema.write import (
+    RowAppender,
+    atomic_path,
+    check_target,
+    create_file,
+    refuse_output_onto_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,14 @@ def repack_shard(path: str | os.PathLike, output: str | os.PathLike | None = Non
     already in the schema's storage is left byte-identical (nothing is written).
     """
     source_path = Path(path)
+    if output is not None:
+        # The rename into place would replace the input with its own half-read copy; in place
+        # is spelled without -o, as add-types and assign-types ask.
+        refuse_output_onto_inputs(
+            output,
+            {f"the input {source_path} itself (drop -o to rewrite it in place)": source_path},
+        )
+        check_target(output)
     target = Path(output) if output is not None else Path(os.path.realpath(source_path))
     with open_shard(source_path) as source:
         input_ids = require_rows_dataset(source, INPUT_IDS)

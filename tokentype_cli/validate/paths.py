@@ -90,7 +90,7 @@ def _beyond_model(reports: list[FileReport], options: ValidateOptions, config: P
         what = f"--max-seq-length {length:,} is"
     else:
         target = next((r for r in reports if r.seq_len and r.seq_len > positions), None)
-        length = target.seq_len if target is not None else 0
+        length = (target.seq_len or 0) if target is not None else 0
         what = f"rows of {length:,} tokens are"
     if target is None:
         return
