@@ -30,3 +30,10 @@ def conformance_dir() -> Path:
     if not CONFORMANCE.is_dir():
         pytest.skip(f"conformance cases not present at {CONFORMANCE} (outside the workplace)")
     return CONFORMANCE
+
+
+@pytest.fixture(autouse=True)
+def no_hub_network(tmp_path_factory, monkeypatch):
+    """No test reaches the Hugging Face hub: a model id resolves from an empty cache, offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-cache")))

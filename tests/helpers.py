@@ -131,6 +131,20 @@ def invoke_tokenize(*args, input=None):
     return invoke("tokenize", *args, input=input)
 
 
+def hub_cache(root: Path, model_id: str, source: Path, revision: str = "0123abcd") -> Path:
+    """A Hugging Face cache under `root` holding `model_id` as the hub lays it out
+    (models--ORG--NAME/snapshots/REV, refs/main naming REV), its files copied from `source`."""
+    model = root / ("models--" + model_id.replace("/", "--"))
+    snapshot = model / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for file in source.iterdir():
+        if file.is_file():
+            (snapshot / file.name).write_bytes(file.read_bytes())
+    (model / "refs").mkdir()
+    (model / "refs" / "main").write_text(revision)
+    return snapshot
+
+
 def wait_for_handlers(process: subprocess.Popen, timeout: float = 60) -> None:
     """Until `process` has installed its SIGINT and SIGTERM handlers (read from /proc): before
     that a signal tests only Python's defaults, and its exit status would be -signum."""

@@ -305,7 +305,7 @@ def test_bad_invocations_are_exit_2(tmp_path):
     assert result.exit_code == 2 and result.stdout == ""
     assert "two shards or two folders" in result.stderr
     result = run(a, tmp_path / "missing.h5")
-    assert result.exit_code == 1 and "missing.h5: no such file" in result.stderr
+    assert result.exit_code == 2 and "missing.h5: no such file" in result.stderr
 
 
 def test_changed_tokens_are_in_reverse_video_on_a_terminal(tmp_path, monkeypatch):
@@ -332,6 +332,8 @@ def test_exit_codes_through_a_real_process(tmp_path):
     command = [sys.executable, "-m", "tokentype_cli", "diff", str(a), str(b), "-q"]
     assert subprocess.run(command, capture_output=True).returncode == 1
     done = subprocess.run([*command, "--ignore", "order"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")  # -q: only the code
+    done = subprocess.run([*command[:-1], "--ignore", "order"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.endswith("same: both builds teach the same thing (ignoring order)\n")
 

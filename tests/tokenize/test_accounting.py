@@ -43,15 +43,24 @@ def test_special_token_written_in_text_is_counted_and_named(gpt2, tmp_path):
         {"prompt": "<|endoftext|>", "completion": "x"},
     )
     out = tmp_path / "out.h5"
-    found = metrics(invoke(source, "-o", out, "--tokenizer", gpt2, "--json"))
+    found = metrics(invoke(source, "-o", out, "--overwrite", "--tokenizer", gpt2, "--json"))
     assert found["special_tokens_in_text"] == 2
     assert found["special_tokens_first"] == f"{source}:2"
-    text = invoke(source, "-o", out, "--tokenizer", gpt2)
+    text = invoke(source, "-o", out, "--overwrite", "--tokenizer", gpt2)
     assert f"2 lines write a special token in their text (first: {source}:2)" in text.stderr
     assert "--split-special-tokens" in text.stderr
     ids, _ = read(out)
     split = metrics(
-        invoke(source, "-o", out, "--tokenizer", gpt2, "--json", "--split-special-tokens")
+        invoke(
+            source,
+            "-o",
+            out,
+            "--overwrite",
+            "--tokenizer",
+            gpt2,
+            "--json",
+            "--split-special-tokens",
+        )
     )
     assert split["special_tokens_in_text"] == 0
     plain, _ = read(out)
@@ -68,7 +77,7 @@ def test_articles_dropped_are_counted_by_reason(tmp_path):
     )
     found = metrics(
         invoke(
-            source, "-o", tmp_path / "o.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 7,
+            source, "-o", tmp_path / "o.h5", "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 7,
             "--packing", "single::drop", "--json",
         )
     )  # fmt: skip
@@ -77,7 +86,7 @@ def test_articles_dropped_are_counted_by_reason(tmp_path):
     # truncate_right keeps the long prompt and cuts the answer: the row has no completion left.
     cut = metrics(
         invoke(
-            source, "-o", tmp_path / "o.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 6,
+            source, "-o", tmp_path / "o.h5", "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 6,
             "--packing", "single::truncate_right", "--json",
         )
     )  # fmt: skip
@@ -110,7 +119,7 @@ def test_articles_dropped_in_full_packing_need_every_row_dropped(tmp_path):
     assert records[1]["reason"] == "prompt_only_row"
     kept = metrics(
         invoke(
-            source, "-o", tmp_path / "o.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 4,
+            source, "-o", tmp_path / "o.h5", "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 4,
             "--keep-prompt-only-sequences", "--json",
         )
     )  # fmt: skip
@@ -120,7 +129,16 @@ def test_articles_dropped_in_full_packing_need_every_row_dropped(tmp_path):
 
 def test_a_prompt_cut_away_by_truncate_left_is_warned_about(tmp_path):
     source = jsonl(tmp_path / "in.jsonl", {"prompt": "GAA GGC", "completion": "ATG ATC GAC ATG"})
-    args = (source, "-o", tmp_path / "o.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 4)
+    args = (
+        source,
+        "-o",
+        tmp_path / "o.h5",
+        "--overwrite",
+        "--tokenizer",
+        CODON_VOCAB,
+        "--max-seq-length",
+        4,
+    )
     found = metrics(invoke(*args, "--packing", "single::truncate_left", "--json"))
     assert found["articles_prompt_cut_away"] == 1
     text = invoke(*args, "--packing", "single::truncate_left")

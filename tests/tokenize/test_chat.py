@@ -132,7 +132,7 @@ def runs(shard: Path, folder: Path) -> list[list[tuple[str, str]]]:
 def tokenize(tmp_path, folder, *records, extra=(), name="in.jsonl"):
     source = write_lines(tmp_path / name, *records)
     out = tmp_path / "out.h5"
-    args = [source, "-o", out, "--tokenizer", folder, "--max-seq-length", 256]
+    args = [source, "-o", out, "--overwrite", "--tokenizer", folder, "--max-seq-length", 256]
     result = invoke("tokenize", *args, "--packing", "single::drop", "--json", *extra)
     return result, out
 

@@ -190,7 +190,17 @@ def test_list_line_stays_together_and_pair_boundaries(tmp_path):
     line = [{"prompt": "GAA", "completion": "ATG"}, {"prompt": "GCC", "completion": "GAC"}]
     source = jsonl(tmp_path / "list.jsonl", line)
     out = tmp_path / "out.h5"
-    base = [source, "-o", out, "--tokenizer", CODON_VOCAB, "--max-seq-length", 6, "-q"]
+    base = [
+        source,
+        "-o",
+        out,
+        "--overwrite",
+        "--tokenizer",
+        CODON_VOCAB,
+        "--max-seq-length",
+        6,
+        "-q",
+    ]
     assert invoke(*base).exit_code == 0
     assert read(out) == ([[9, 10, 2, 6, 8, 2]], [[0, 1, 1, 0, 1, 3]])
     assert invoke(*base, "--attention-boundary", "prompt_completion_pair").exit_code == 0
@@ -232,7 +242,7 @@ def test_missing_prompt_is_empty_and_keys_can_be_renamed(tmp_path):
 def test_prompt_only_pairs_and_rows(tmp_path):
     source = jsonl(tmp_path / "in.jsonl", {"prompt": "GAA GGC", "completion": ""}, CODON_PAIR)
     out = tmp_path / "out.h5"
-    base = [source, "-o", out, "--tokenizer", CODON_VOCAB, "--max-seq-length", 7]
+    base = [source, "-o", out, "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 7]
     result = invoke(*base, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["pairs_skipped_prompt_only"] == 1
@@ -271,7 +281,7 @@ def test_no_types_writes_input_ids_only(tmp_path):
 def test_summary_on_stderr_and_json_on_stdout(tmp_path):
     source = jsonl(tmp_path / "in.jsonl", CODON_PAIR)
     out = tmp_path / "out.h5"
-    args = [source, "-o", out, "--tokenizer", CODON_VOCAB, "--max-seq-length", 11]
+    args = [source, "-o", out, "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 11]
     text = invoke(*args)
     assert text.exit_code == 0 and text.stdout == ""
     assert "1 row x 11 tokens from 1 line (1 article, 1 pair)" in text.stderr
@@ -384,13 +394,26 @@ def test_existing_output_survives_a_failed_run(tmp_path):
     source = jsonl(tmp_path / "in.jsonl", CODON_PAIR)
     out = tmp_path / "out.h5"
     assert (
-        invoke(source, "-o", out, "--tokenizer", CODON_VOCAB, "--max-seq-length", 7, "-q").exit_code
+        invoke(
+            source,
+            "-o",
+            out,
+            "--overwrite",
+            "--tokenizer",
+            CODON_VOCAB,
+            "--max-seq-length",
+            7,
+            "-q",
+        ).exit_code
         == 0
     )
     before = out.read_bytes()
     jsonl(source, CODON_PAIR, "{broken")
     assert (
-        invoke(source, "-o", out, "--tokenizer", CODON_VOCAB, "--max-seq-length", 7).exit_code == 1
+        invoke(
+            source, "-o", out, "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 7
+        ).exit_code
+        == 1
     )
     assert out.read_bytes() == before
 
@@ -488,7 +511,7 @@ def test_summary_counts_are_singular_for_one(tmp_path):
     prompt_only = {"prompt": "GAA", "completion": ""}
     source = jsonl(tmp_path / "in.jsonl", CODON_PAIR, prompt_only, "{broken")
     result = invoke(
-        source, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 7,
+        source, "-o", tmp_path / "out.h5", "--overwrite", "--tokenizer", CODON_VOCAB, "--max-seq-length", 7,
         "--skip-bad-lines", tmp_path / "rejects.jsonl",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -497,7 +520,14 @@ def test_summary_counts_are_singular_for_one(tmp_path):
     # Full packing splits the article; its first row holds prompt tokens only and is dropped.
     split = jsonl(tmp_path / "split.jsonl", {"prompt": "GAA GGC GCC", "completion": "ATG ATC"})
     result = invoke(
-        split, "-o", tmp_path / "out.h5", "--tokenizer", CODON_VOCAB, "--max-seq-length", 3
+        split,
+        "-o",
+        tmp_path / "out.h5",
+        "--overwrite",
+        "--tokenizer",
+        CODON_VOCAB,
+        "--max-seq-length",
+        3,
     )
     assert result.exit_code == 0, result.output
     assert "  3 tokens dropped: 1 row without completion tokens" in result.stderr
@@ -532,7 +562,7 @@ def test_without_a_pad_token_padding_follows_the_eos_override(tmp_path):
     vocab.write_text(json.dumps({"</s>": 0, "A": 1, "B": 2, "|": 3}))
     source = jsonl(tmp_path / "in.jsonl", {"prompt": "A", "completion": "B"})
     out = tmp_path / "out.h5"
-    args = [source, "-o", out, "--tokenizer", vocab, "--max-seq-length", 5, "-q"]
+    args = [source, "-o", out, "--overwrite", "--tokenizer", vocab, "--max-seq-length", 5, "-q"]
     assert invoke(*args).exit_code == 0
     assert read(out) == ([[1, 2, 0, 0, 0]], [[0, 1, 3, 2, 2]])
     assert invoke(*args, "--eos-token", "|").exit_code == 0

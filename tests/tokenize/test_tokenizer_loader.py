@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,54 @@ def test_missing_paths(tmp_path):
         load_tokenizer(tmp_path / "nope.json")
     with pytest.raises(TokenizerError, match=r"holds no tokenizer\.json"):
         load_tokenizer(tmp_path)
+
+
+# --- Hugging Face model ids ---------------------------------------------------------------------
+
+
+def _fake_hub(monkeypatch, source, calls):
+    """huggingface_hub with a snapshot_download that copies `source` into the cache layout."""
+    import sys
+    import types
+
+    from tests.helpers import hub_cache
+
+    def snapshot_download(repo_id, allow_patterns=None, cache_dir=None):
+        calls.append((repo_id, tuple(allow_patterns), cache_dir))
+        return str(hub_cache(Path(cache_dir), repo_id, source))
+
+    module = types.ModuleType("huggingface_hub")
+    module.snapshot_download = snapshot_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", module)
+
+
+def test_a_model_id_not_cached_is_downloaded_without_weights(tmp_path, monkeypatch):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "tokenizer.json").write_text(
+        json.dumps({"model": {"type": "WordLevel", "vocab": {"a": 0, "</s>": 1}, "unk_token": "a"}})
+    )
+    calls = []
+    _fake_hub(monkeypatch, source, calls)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    loaded = load_tokenizer("acme/tiny")
+    assert loaded.eos_id == 1
+    ((repo, patterns, cache),) = calls
+    assert repo == "acme/tiny" and cache == str(tmp_path / "cache")
+    assert "*.json" in patterns and not any("safetensors" in p or ".bin" in p for p in patterns)
+    load_tokenizer("acme/tiny")  # now cached: no second download
+    assert len(calls) == 1
+
+
+def test_offline_never_downloads(tmp_path, monkeypatch):
+    calls = []
+    _fake_hub(monkeypatch, tmp_path, calls)
+    with pytest.raises(TokenizerError, match="HF_HUB_OFFLINE is set") as error:
+        load_tokenizer("acme/tiny")
+    assert calls == [] and "hf download acme/tiny" in str(error.value)
+
+
+def test_a_missing_json_path_is_not_taken_for_a_model_id(tmp_path):
+    with pytest.raises(TokenizerError, match="check the path"):
+        load_tokenizer("tok/tokenizer.json")

@@ -13,6 +13,7 @@ from tokentype_cli.cli import (  # noqa: F401
     add_types,
     assign_types,
     diff,
+    gdp,
     inspect,
     repack,
     tokenize,

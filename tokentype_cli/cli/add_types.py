@@ -9,6 +9,7 @@ import click
 
 from tokentype_cli.cli.base import (
     allow_external_option,
+    check_existing_output,
     cli,
     emit_json,
     json_option,
@@ -56,6 +57,8 @@ def add_types_command(
     """
     from tokentype_cli.add_types.add import add_types
 
+    # SOURCE may be PATH:DATASET; an output naming its file is the library's to refuse.
+    check_existing_output(ctx, output, overwrite, inputs=(file, source, source.rpartition(":")[0]))
     stdin = sys.stdin if source == "-" else None
     result = add_types(
         file,

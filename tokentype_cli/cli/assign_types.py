@@ -11,6 +11,7 @@ from click.core import ParameterSource
 from tokentype_cli.cli.base import (
     TOKEN_TYPE,
     allow_external_option,
+    check_existing_output,
     cli,
     color_option,
     emit_json,
@@ -192,8 +193,8 @@ def assign_types_command(
             --rule 'through:"### Response:"=prompt' --require-match
         tokentype assign-types alpaca.h5 --tokenizer gpt2/ --explain 'through:"### Response:"'
         tokentype assign-types shard.h5 --rules rules.toml -o typed.h5 --require-match
-        tokentype assign-types chat.h5 --tokenizer tok/ --overwrite \\
-            --rule 'between:"<|user|>" .. "<|assistant|>"=prompt' --dry-run --color always | less -R
+        tokentype assign-types chat.h5 --tokenizer tok/ --from-existing --overwrite --dry-run \\
+            --rule 'between:"<|im_start|>user" .. "<|im_start|>assistant"=prompt' | less -R
         tokentype assign-types shard.h5 --sep 2 --rule 'span:2:4=0' --json | jq '.rules'
     """
     from tokentype_cli.errors import RuleError
@@ -256,6 +257,9 @@ def assign_types_command(
         "from_existing": structure.from_existing,
         "tokenizer": None if tokenizer is None else str(tokenizer.path),
     }
+    if not dry_run:
+        named = (file, rules_file, None if tokenizer is None else tokenizer.path)
+        check_existing_output(ctx, output, overwrite, inputs=tuple(p for p in named if p))
     with progress_bar(None, "rows", "assign-types", quiet) as advance:
         report = assign_types(
             file,
@@ -384,4 +388,5 @@ def _assign_types_summary(report) -> str:
     for label, counts in table:
         values = "  ".join(f"{int(c):>{w}}" for c, w in zip(counts, columns, strict=True))
         lines.append(f"  {label:<{label_width}}  {values}")
+    lines.extend(f"  warning: {text}" for text in report.warnings())
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,14 +31,46 @@ if TYPE_CHECKING:
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
+def gdp_spelling(name: str) -> bool:
+    """generative_data_prep's underscore spellings (`--max_seq_length`): accepted as aliases so
+    its command lines run, but kept out of --help and tab completion."""
+    return name.startswith("--") and "_" in name
+
+
+@contextmanager
+def shown_names(params: Sequence[click.Parameter], keep: Callable[[str], bool]) -> Iterator[None]:
+    """Let help show only the option names `keep` accepts (an option keeps at least one)."""
+    saved = []
+    for param in params:
+        if isinstance(param, click.Option):
+            kept = [name for name in param.opts if keep(name)]
+            if kept and kept != param.opts:
+                saved.append((param, param.opts))
+                param.opts = kept
+    try:
+        yield
+    finally:
+        for param, opts in saved:
+            param.opts = opts
+
+
 class TokentypeCommand(click.Command):
-    """A command whose conflicting options (OptionError) are usage errors showing its own usage."""
+    """A command whose conflicting options (OptionError) are usage errors showing its own usage,
+    and whose GDP spellings are accepted but not shown."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except OptionError as exc:
             raise click.UsageError(str(exc), ctx) from exc
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with shown_names(self.get_params(ctx), lambda name: not gdp_spelling(name)):
+            super().format_options(ctx, formatter)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str):
+        items = super().shell_complete(ctx, incomplete)
+        return [item for item in items if not gdp_spelling(str(item.value))]
 
 
 class TokentypeGroup(click.Group):
@@ -220,14 +252,17 @@ def tokenizer_option(
     `for_encoding`: the command encodes text, so the loader keeps what the fast encoder's
     checks read (see load_tokenizer).
     """
-    text = 'tokenizer.json, a folder holding one, or a plain {"TOKEN": id} vocabulary JSON.' + (
-        f" {help_extra}" if help_extra else ""
+    text = (
+        'tokenizer.json, a folder holding one, a plain {"TOKEN": id} vocabulary JSON, or a'
+        " Hugging Face model id (ORG/NAME: from the local cache, else downloaded unless"
+        " HF_HUB_OFFLINE is set)." + (f" {help_extra}" if help_extra else "")
     )
 
     def decorate(command: Callable) -> Callable:
         # No explicit default: click 8.5 skips its required check when one is given, even None.
         return click.option(
             "--tokenizer",
+            "--pretrained_tokenizer",
             "tokenizer",
             type=click.Path(exists=False, path_type=Path),
             required=required,
@@ -246,9 +281,43 @@ def _load_tokenizer_callback(
     from tokentype_cli.tokenizer_loader import load_tokenizer  # numpy, tokenizers: on use
 
     try:
-        return load_tokenizer(value, keep_definition=keep)
+        return load_tokenizer(
+            str(value), keep_definition=keep, special_tokens=ctx.meta.get(SPECIAL_TOKENS_KEY)
+        )
     except TokentypeError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from exc
+        raise click.BadParameter(str(exc), ctx, param, param_hint="'--tokenizer'") from exc
+
+
+SPECIAL_TOKENS_KEY = "tokentype.special_tokens"
+
+
+def special_tokens_option(command: Callable) -> Callable:
+    """`--special-tokens JSON`: read before --tokenizer (eager), which adds them on loading."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None):
+        if value is None:
+            return None
+        from tokentype_cli.tokenizer_loader import parse_special_tokens
+
+        try:
+            ctx.meta[SPECIAL_TOKENS_KEY] = parse_special_tokens(value)
+        except TokentypeError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from exc
+        return ctx.meta[SPECIAL_TOKENS_KEY]
+
+    return click.option(
+        "--special-tokens",
+        "--special_tokens_dict",
+        "special_tokens",
+        metavar="JSON",
+        default=None,
+        is_eager=True,
+        expose_value=False,
+        callback=remember,
+        help="Add special tokens to the tokenizer before tokenizing, as transformers'"
+        """ add_special_tokens does, e.g. '{"sep_token": "[SEP]"}'; a --dataset's tokenizer/"""
+        " carries them.",
+    )(command)
 
 
 def prompt_loss_weight_option(help_extra: str = "") -> Callable:
@@ -294,7 +363,8 @@ def output_options(command: Callable) -> Callable:
     command = click.option(
         "--overwrite",
         is_flag=True,
-        help="Replace an existing token_type_ids dataset instead of failing.",
+        help="Replace an existing token_type_ids dataset (and an existing -o file) instead of"
+        " failing.",
     )(command)
     return click.option(
         "-o",
@@ -337,6 +407,48 @@ def hdf5_output(ctx: click.Context, param: click.Parameter, value: Path | None) 
             "an HDF5 file cannot go to stdout (it needs a seekable file); name a file", ctx, param
         )
     return value
+
+
+# The signature HDF5 writes at the start of a file (tokentype writes no user block).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_existing_output(
+    ctx: click.Context,
+    output: Path | None,
+    overwrite: bool,
+    inputs: tuple[Path | str, ...] = (),
+    flag: str = "-o",
+    overwrite_flag: str = "--overwrite",
+) -> None:
+    """An existing output file is replaced only with --overwrite, and only an HDF5 one (a typo
+    such as `-o notes.txt` must not destroy notes). An output that is one of the inputs is
+    left to the command, which names that mistake itself."""
+    if output is None or not output.exists():
+        return
+    for given in inputs:
+        with contextlib.suppress(OSError):
+            if str(given) != "-" and os.path.samefile(output, given):
+                return
+    if output.is_dir():
+        raise click.UsageError(f"{flag} {output} is a folder; name a file", ctx)
+    if not output.is_file():
+        return  # a FIFO or a device: reading it would block; the writer refuses it by name
+    try:
+        with open(output, "rb") as handle:
+            head = handle.read(len(HDF5_SIGNATURE))
+    except OSError:
+        head = b""
+    if head != HDF5_SIGNATURE:
+        raise click.UsageError(
+            f"{flag} {output} exists and is not an HDF5 file; it is never replaced: name another",
+            ctx,
+        )
+    if not overwrite:
+        raise click.UsageError(
+            f"{flag} {output} already exists; pass {overwrite_flag} to replace it or name another",
+            ctx,
+        )
 
 
 def provenance(ctx: click.Context, **options) -> Provenance:

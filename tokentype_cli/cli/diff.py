@@ -14,7 +14,6 @@ from tokentype_cli.cli.base import (
     json_option,
     progress_bar,
     prompt_loss_weight_option,
-    quiet_option,
     tokenizer_option,
 )
 from tokentype_cli.report.options import IGNORABLE
@@ -59,7 +58,13 @@ def _ignore(ctx: click.Context, param: click.Parameter, value: str | None) -> fr
 @tokenizer_option(help_extra="Decodes the tokens of --rows (ids are shown without one).")
 @color_option
 @json_option
-@quiet_option
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print nothing, not even the report or --json: only the exit code tells (0 the same,"
+    " 1 different, 2 cannot compare).",
+)
 @click.pass_context
 def diff_command(
     ctx: click.Context,
@@ -80,7 +85,8 @@ def diff_command(
     still compares; within matched rows every token's type is compared. The report gives rows,
     tokens by type and the learned weight of each build, rows only in A or only in B, and a
     from -> to matrix of the tokens whose type changed. Exit 0 when both teach the same thing,
-    1 when they differ (or a file cannot be read), 2 for a bad invocation.
+    1 when they differ, 2 when they cannot be compared (a file missing or unreadable, a bad
+    invocation), as diff(1) does.
 
     Example:
 
@@ -94,9 +100,20 @@ def diff_command(
     options = DiffOptions(
         prompt_loss_weight=prompt_loss_weight or 0.0, ignore=ignore, show_rows=show_rows
     )
-    with progress_bar(None, "tok", "diff", quiet) as advance:
-        result = diff_builds(a, b, options, progress=advance)
-    if as_json:
+    from tokentype_cli.errors import OptionError, TokentypeError
+
+    try:
+        with progress_bar(None, "tok", "diff", quiet) as advance:
+            result = diff_builds(a, b, options, progress=advance)
+    except OptionError:
+        raise
+    except TokentypeError as exc:
+        # diff(1): trouble is 2, so `diff a b || echo changed` never mistakes it for a change.
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(2)
+    if quiet:
+        pass
+    elif as_json:
         emit_json(result.as_dict())
     else:
         click.echo(format_diff(result), nl=False)

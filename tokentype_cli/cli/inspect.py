@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     metavar="SPEC",
     help="Show these rows token by token instead of the summary: 0, -1, 3:6, or 0,5,9.",
 )
-@tokenizer_option(help_extra="Decodes the tokens of --rows (ids are shown without one).")
+@tokenizer_option(
+    help_extra="Decodes the tokens of --rows (ids are shown without one). Default: a dataset"
+    " folder's own tokenizer/."
+)
 @click.option("--ids", "show_ids", is_flag=True, help="With --tokenizer, show each token's id too.")
 @prompt_loss_weight_option(
     help_extra="Adds each type's share of the loss weight and the rows carrying no loss."
@@ -70,7 +73,7 @@ if TYPE_CHECKING:
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="With --html: the `tokenize --ledger` file to chart (default: SHARD.ledger.jsonl beside"
-    " each shard).",
+    " each shard, DIR.ledger.jsonl beside a dataset folder).",
 )
 @allow_external_option
 @json_option
@@ -118,6 +121,8 @@ def inspect_command(
     from tokentype_cli.inspect import summary as inspect_summary
     from tokentype_cli.report import rows as row_view
 
+    if tokenizer is None:
+        tokenizer = _folder_tokenizer(paths)
     if ledger is not None and html is None:
         raise click.UsageError("--ledger goes with --html (validate takes one for its thresholds)")
     if html is not None:
@@ -177,6 +182,24 @@ def inspect_command(
         else:
             many = {"path": str(paths[0])} if len(paths) == 1 else {}
             emit_json(many | {"inputs": [str(p) for p in paths], "files": results})
+
+
+def _folder_tokenizer(paths: tuple[Path, ...]) -> LoadedTokenizer | None:
+    """The tokenizer/ of the dataset folder a path is (or is in): what built its ids."""
+    from tokentype_cli.dataset.layout import TOKENIZER_DIR
+    from tokentype_cli.errors import TokentypeError
+    from tokentype_cli.tokenizer_loader import load_tokenizer
+    from tokentype_cli.validate.findings import is_dataset_folder
+
+    for path in paths:
+        folder = path if path.is_dir() else path.parent
+        own = folder / TOKENIZER_DIR
+        if is_dataset_folder(folder) and (own / "tokenizer.json").is_file():
+            try:
+                return load_tokenizer(own)
+            except TokentypeError:
+                return None  # ids are shown without one; validate names what is wrong
+    return None
 
 
 def _write_html(

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from tokentype_cli.cli.base import cli, emit_json, hdf5_output, json_option, message, quiet_option
+from tokentype_cli.cli.base import (
+    check_existing_output,
+    cli,
+    emit_json,
+    hdf5_output,
+    json_option,
+    message,
+    quiet_option,
+)
 
 
 @cli.command("repack")
@@ -19,9 +27,17 @@ from tokentype_cli.cli.base import cli, emit_json, hdf5_output, json_option, mes
     callback=hdf5_output,
     help="Write the repacked shard here and leave FILE untouched (default: replace FILE).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing -o file (only an HDF5 one is ever replaced).",
+)
 @json_option
 @quiet_option
-def repack_command(file: Path, output: Path | None, as_json: bool, quiet: bool) -> None:
+@click.pass_context
+def repack_command(
+    ctx: click.Context, file: Path, output: Path | None, overwrite: bool, as_json: bool, quiet: bool
+) -> None:
     """Rewrite a shard's datasets in the schema's storage, fixing validate's storage warnings.
 
     input_ids, token_type_ids and category_ids become int32, gzip level 4 with the shuffle
@@ -39,6 +55,7 @@ def repack_command(file: Path, output: Path | None, as_json: bool, quiet: bool) 
     """
     from tokentype_cli.schema.repack import repack_shard
 
+    check_existing_output(ctx, output, overwrite, inputs=(file,))
     result = repack_shard(file, output=output)
     if as_json:
         emit_json(

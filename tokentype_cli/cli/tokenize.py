@@ -10,6 +10,7 @@ import click
 
 from tokentype_cli.cli.base import (
     TokentypeCommand,
+    check_existing_output,
     cli,
     emit_json,
     hdf5_output,
@@ -20,6 +21,7 @@ from tokentype_cli.cli.base import (
     progress_bar,
     provenance,
     quiet_option,
+    special_tokens_option,
     tokenizer_option,
 )
 from tokentype_cli.tokenize.options import (
@@ -161,6 +163,13 @@ def dataset_options(command):
             help="Test files (instead of --test-ratio).  [default: 0]",
         ),
         click.option(
+            "--accept-zero-splits",
+            is_flag=True,
+            help="Accept a --dev-ratio or --test-ratio that the reference's arithmetic turns into"
+            " no file (0.1 of 4 train files), as the reference does silently; by default that"
+            " fails naming the --train-files or --dev-files/--test-files that give one.",
+        ),
+        click.option(
             "--shuffle/--no-shuffle",
             default=False,
             help="Shuffle lines across the splits, seeded by --seed (the reference's on_RAM,"
@@ -227,9 +236,50 @@ def dataset_options(command):
         ),
         click.option(
             "--overwrite",
+            "--overwrite_output_path",
+            "overwrite",
             is_flag=True,
-            help="Replace an existing --dataset folder (it is swapped out only once the new one"
-            " is complete).",
+            help="Replace an existing -o shard or --dataset folder (swapped out only once the new"
+            " one is complete); a file that is not HDF5 is never replaced.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def gdp_options(command):
+    """generative_data_prep's flags with no tokentype spelling of their own: accepted so its
+    command lines run, hidden from --help (the README's table maps them)."""
+    options = [
+        click.option(
+            "--input_path",
+            "--input_file_path",
+            "gdp_inputs",
+            multiple=True,
+            hidden=True,
+            help="An input file or folder (GDP's spelling of INPUT).",
+        ),
+        click.option(
+            "--output_path",
+            "gdp_output",
+            type=click.Path(path_type=Path),
+            default=None,
+            hidden=True,
+            help="GDP's output: a folder (pipeline, --dataset) or an .hdf5 file (data_prep, -o).",
+        ),
+        click.option(
+            "--ignore_input_format_error",
+            "ignore_format_errors",
+            is_flag=True,
+            hidden=True,
+            help="Skip malformed lines, writing them to json_error_log/ beside the output.",
+        ),
+        click.option(
+            "--silent",
+            is_flag=True,
+            hidden=True,
+            help="GDP's --quiet.",
         ),
     ]
     for option in reversed(options):
@@ -238,7 +288,7 @@ def dataset_options(command):
 
 
 @cli.command("tokenize", cls=TokenizeCommand)
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.argument("inputs", nargs=-1, required=False, metavar="INPUT...")
 @click.option(
     "-o",
     "--output",
@@ -465,7 +515,18 @@ def dataset_options(command):
     " the ids of tokenizers (byte-level BPE with a GPT-2, Llama-3 or Qwen2 pre-tokenizer), else"
     " tokenizers; tiktoken: fail naming the check that does not hold. The ids are the same.",
 )
+@click.option(
+    "--log-file",
+    "--log_file_path",
+    "log_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the command line and the summary to this file. Default: none; with GDP's"
+    " pipeline and data_prep commands, logs.log in the output folder, as GDP writes it.",
+)
+@special_tokens_option
 @dataset_options
+@gdp_options
 @json_option
 @quiet_option
 @click.pass_context
@@ -508,6 +569,7 @@ def tokenize_command(
     dev_files: int | None,
     test_ratio: float | None,
     test_files: int | None,
+    accept_zero_splits: bool,
     shuffle: bool,
     seed: int,
     no_balance: bool,
@@ -519,6 +581,11 @@ def tokenize_command(
     model_type: str | None,
     overwrite: bool,
     encoder: str,
+    log_file: Path | None,
+    gdp_inputs: tuple[str, ...],
+    gdp_output: Path | None,
+    ignore_format_errors: bool,
+    silent: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -562,19 +629,8 @@ def tokenize_command(
     no token is skipped like a prompt-only pair; a conversation counts as one pair in the metrics.
     strftime_now uses SOURCE_DATE_EPOCH when set.
 
-    A summary goes to stderr; --json prints the metrics on stdout instead: encoder (the one that
-    ran), lines, lines_blank, lines_rejected,
-    pairs, pairs_skipped_prompt_only, articles, input_tokens, rows, max_seq_length,
-    output_tokens, tokens_by_type, tokens_truncated_left, tokens_truncated_right,
-    tokens_dropped_too_long (articles longer than a row, with ::drop),
-    tokens_dropped_prompt_only_rows, rows_dropped_prompt_only, articles_dropped ({too_long,
-    prompt_only_row}), articles_prompt_cut_away (every prompt token removed by truncate_left),
-    special_tokens_in_text (lines whose prompt or completion text holds a special token such as
-    <|endoftext|>), special_tokens_first (file:line of the first), packing_efficiency (the
-    non-padding share of the rows), conversations, conversations_learning_nothing,
-    conversations_with_open_turns (a learned turn whose last learned token is not an
-    end-of-turn token: a special token or the eos), conversations_with_seams and seams; and, as
-    every writing command, inputs, output, seq_len and token_types (docs/json.md).
+    A summary goes to stderr (what was cut, dropped or skipped, and why); --json prints the
+    metrics on stdout instead, every field listed in docs/json.md.
 
     --ledger writes one JSON object per input line, all with the same keys: input, line (or row,
     from 0, for a Parquet/Arrow row), status
@@ -626,17 +682,32 @@ def tokenize_command(
         alpaca_template=alpaca_template,
         alpaca_template_no_input=alpaca_template_no_input,
     )
-    paths = list(inputs)
+    paths = [*inputs, *gdp_inputs]
+    if not paths:
+        raise click.UsageError("Missing argument 'INPUT...' (or --input_path).", ctx)
+    quiet = quiet or silent
+    if gdp_output is not None:
+        output, dataset = _gdp_target(ctx, gdp_output, output, dataset)
+        if dataset is not None and not overwrite and dataset.is_dir() and any(dataset.iterdir()):
+            raise click.UsageError(
+                f"--output_path {dataset} holds files already; pass --overwrite_output_path to"
+                " replace it, or name an empty or new folder",
+                ctx,
+            )
+    if log_file is None:
+        log_file = _gdp_log_file(ctx, output, dataset)
+    if ignore_format_errors and rejects is None:
+        rejects = _gdp_rejects(paths, output, dataset)
     if dataset is None:
         dataset_flags = [
             name for name, value in (
                 ("--train-files", train_files), ("--dev-ratio", dev_ratio),
                 ("--dev-files", dev_files), ("--test-ratio", test_ratio),
                 ("--test-files", test_files), ("--shuffle", shuffle or None),
+                ("--accept-zero-splits", accept_zero_splits or None),
                 ("--no-balance", no_balance or None), ("--keep-splits", keep_splits or None),
                 ("--workers", workers), ("--task", task), ("--finish", finish or None),
                 ("--model-config", model_config), ("--tokenizer-model-type", model_type),
-                ("--overwrite", overwrite or None),
             ) if value is not None
         ]  # fmt: skip
         if output is None:
@@ -645,6 +716,10 @@ def tokenize_command(
             )
         if dataset_flags:
             raise click.UsageError(f"{dataset_flags[0]} needs --dataset DIR", ctx)
+        from tokentype_cli.tokenize.pipeline import check_targets
+
+        check_targets(paths, {"-o": output})  # writing onto an input has a message of its own
+        _check_output_file(ctx, output, overwrite)
     elif output is not None:
         raise click.UsageError(
             "-o and --dataset exclude each other: write a shard or a folder", ctx
@@ -656,6 +731,7 @@ def tokenize_command(
             ctx,
         )
     text_encoder = text_encoder_for(tokenizer, options, encoder)
+    _warn_beyond_model(tokenizer, model_config, max_seq_length, quiet)
     if dataset is not None:
         from tokentype_cli.dataset.build import Build, DatasetOptions, cores
 
@@ -676,6 +752,7 @@ def tokenize_command(
                 keep_splits=keep_splits,
                 model_config=model_config,
                 model_type=model_type,
+                accept_zero_splits=accept_zero_splits,
             ),
             workers=workers or cores(),
             task=task,
@@ -686,11 +763,16 @@ def tokenize_command(
             progress=(lambda text: None) if quiet or not sys.stderr.isatty() else message,
             encoder=text_encoder,
         )
+        staged_rejects = rejects
         report = build.run()
+        summary_text = _dataset_summary(report)
         if as_json:
             emit_json(_dataset_json(report, paths))
         elif not quiet:
-            message(_dataset_summary(report))
+            message(summary_text)
+        if report.finished:
+            _settle_gdp_logs(ctx, dataset, staged_rejects if ignore_format_errors else None)
+            _append_log(ctx, log_file, summary_text)
         return
     record = {
         "inputs": paths,
@@ -720,11 +802,103 @@ def tokenize_command(
         "seq_len": max_seq_length,
         "token_types": None if no_types else type_shares(metrics.tokens_by_type),
     }
+    declined = getattr(text_encoder, "declined", None)
+    summary_text = _tokenize_summary(summary, output, rejects, declined)
     if as_json:
         emit_json(summary)
     elif not quiet:
-        declined = getattr(text_encoder, "declined", None)
-        message(_tokenize_summary(summary, output, rejects, declined))
+        message(summary_text)
+    _append_log(ctx, log_file, summary_text)
+
+
+def _warn_beyond_model(
+    tokenizer: LoadedTokenizer, model_config: Path | None, max_seq_length: int, quiet: bool
+) -> None:
+    """Rows longer than the model has positions fail in training, or are cut silently."""
+    from tokentype_cli.tokenizer_loader import model_positions
+
+    config = model_config or tokenizer.path.parent / "config.json"
+    found = model_positions(config)
+    if found is not None and max_seq_length > found[0] and not quiet:
+        message(
+            f"warning: --max-seq-length {max_seq_length:,} is longer than the model's"
+            f" {found[0]:,} positions ({config}: {found[1]}); tokenize with at most that"
+        )
+
+
+# GDP's commands say where their output goes; plain tokenize tells by the name's suffix.
+GDP_TARGET_KEY = "tokentype.gdp_target"
+HDF5_SUFFIXES = (".hdf5", ".h5")
+
+
+def _gdp_target(
+    ctx: click.Context, given: Path, output: Path | None, dataset: Path | None
+) -> tuple[Path | None, Path | None]:
+    """Route GDP's --output_path: a dataset folder for pipeline, one file for data_prep."""
+    target = ctx.meta.get(GDP_TARGET_KEY) or (
+        "output" if given.suffix.lower() in HDF5_SUFFIXES else "dataset"
+    )
+    if output is not None or dataset is not None:
+        raise click.UsageError("--output_path names the output: leave out -o and --dataset", ctx)
+    if target == "output":
+        if str(given) == "-":
+            raise click.UsageError("--output_path: an HDF5 file cannot go to stdout", ctx)
+        return given, None
+    return None, given
+
+
+def _gdp_log_file(ctx: click.Context, output: Path | None, dataset: Path | None) -> Path | None:
+    """GDP's default log: logs.log in the output folder (the dataset, or the file's folder)."""
+    if not ctx.meta.get(GDP_TARGET_KEY):
+        return None
+    return (dataset if dataset is not None else output.parent) / "logs.log"
+
+
+def _gdp_rejects(paths: list[str], output: Path | None, dataset: Path | None) -> Path:
+    """Where --ignore_input_format_error puts skipped lines: GDP's json_error_log/ folder.
+
+    A dataset folder appears whole at the end, so its lines wait beside it and move in after
+    the manifest; as .log files the manifest check skips them, as GDP's does.
+    """
+    stem = Path(paths[0]).stem if paths[0] != "-" else "stdin"
+    if dataset is not None:
+        return dataset.parent / f".{dataset.name}.json_error_log.{stem}.log"
+    folder = output.parent / "json_error_log"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{stem}.log"
+
+
+def _settle_gdp_logs(ctx: click.Context, dataset: Path, rejects: Path | None) -> None:
+    if rejects is None or not rejects.is_file():
+        return
+    folder = dataset / "json_error_log"
+    folder.mkdir(exist_ok=True)
+    name = rejects.name.removeprefix(f".{dataset.name}.json_error_log.")
+    rejects.replace(folder / name)
+
+
+def _append_log(ctx: click.Context, log_file: Path | None, summary: str) -> None:
+    """Append the command line and the summary, as GDP's logs.log records a run."""
+    if log_file is None:
+        return
+    import shlex
+
+    from tokentype_cli import __version__
+
+    command = shlex.join(["tokentype", *sys.argv[1:]]) if sys.argv else "tokentype"
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as handle:
+            handle.write(f"tokentype {__version__}: {command}\n{summary}\n\n")
+    except OSError as exc:
+        message(f"warning: {log_file}: cannot write the log ({exc.strerror or exc})")
+
+
+def _check_output_file(ctx: click.Context, output: Path, overwrite: bool) -> None:
+    """An existing -o file is replaced only with --overwrite, and only when it is HDF5."""
+    gdp = bool(ctx.meta.get(GDP_TARGET_KEY))
+    flag, option = ("--output_path", "--overwrite_output_path") if gdp else ("-o", "--overwrite")
+    check_existing_output(ctx, output, overwrite, flag=flag, overwrite_flag=option)
 
 
 def _dataset_json(report, inputs: list[str]) -> dict:

@@ -216,24 +216,45 @@ def validate_command(
 
 
 def _validate_report(reports: list) -> str:
-    """Each file's findings with their fix, then the totals."""
+    """Each file's findings with their fix, then the totals. A cause found in several files is
+    one finding naming the files (a 32-file folder is not 32 copies of one message)."""
     from tokentype_cli.validate.findings import totals
 
+    causes: dict[tuple[str, str], list] = {}
+    for report in reports:
+        for finding in report.findings:
+            causes.setdefault((finding.severity, finding.check), []).append((report, finding))
+    shared = {cause for cause, found in causes.items() if len(found) > 1}
     lines: list[str] = []
     for report in reports:
+        own = [f for f in report.findings if (f.severity, f.check) not in shared]
         if not report.findings:
             size = f" ({plural(report.rows, 'row')} x {report.seq_len})" if report.seq_len else ""
             lines.append(f"{report.path}: ok{size}")
             continue
+        if not own:
+            continue  # every finding is listed with the other files of its cause, below
         lines.append(
             f"{report.path}: {plural(report.errors, 'error')}, {plural(report.warnings, 'warning')}"
         )
         prefix = f"{report.path}: "
-        for finding in report.findings:
+        for finding in own:
             text = finding.message.removeprefix(prefix)
             lines.append(f"  {finding.severity:<7}  {finding.check}: {text}")
             if finding.fix:
                 lines.append(f"           fix: {finding.fix}")
+    for cause, found in causes.items():
+        if cause not in shared:
+            continue
+        severity, check = cause
+        names = [str(report.path) for report, _ in found]
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        first_report, first = found[0]
+        text = first.message.removeprefix(f"{first_report.path}: ")
+        lines.append(f"{plural(len(found), 'file')}: {shown}")
+        lines.append(f"  {severity:<7}  {check}: in each; the first, {first_report.path}: {text}")
+        if first.fix:
+            lines.append(f"           fix: {first.fix}")
     errors, warnings = totals(reports)
     lines.append(
         f"{plural(len(reports), 'file')}: {plural(errors, 'error')}, {plural(warnings, 'warning')}"

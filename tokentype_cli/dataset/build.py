@@ -94,6 +94,7 @@ class DatasetOptions:
     keep_splits: bool = False
     model_config: Path | None = None
     model_type: str | None = None  # the exact tokenizer_model_type string, overriding the table
+    accept_zero_splits: bool = False  # a ratio may give no file, as the reference allows
 
 
 @dataclass
@@ -128,12 +129,20 @@ def tasks_folder(folder: Path) -> Path:
 def _check_target(folder: Path, overwrite: bool) -> None:
     if not folder.parent.is_dir():
         raise OptionError(f"--dataset {folder}: folder {folder.parent} does not exist; create it")
-    if folder.exists() and not overwrite:
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"--dataset {folder} is a file; name a folder")
+    # An empty folder is taken as GDP takes it: job scripts create the output folder first.
+    if folder.exists() and not overwrite and not empty_folder(folder):
         raise OptionError(
             f"--dataset {folder} already exists; pass --overwrite to replace it or name another"
         )
-    if folder.exists() and not folder.is_dir():
-        raise OptionError(f"--dataset {folder} is a file; name a folder")
+
+
+def empty_folder(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and not any(folder.iterdir())
+    except OSError:
+        return False
 
 
 # --- inputs and fingerprints -----------------------------------------------------------------
@@ -367,8 +376,9 @@ class Build:
         inputs = scan_inputs(paths, names, fmt)
         d = self.dataset
         plan = plan_splits(
-            inputs.bytes_read, d.train_files, d.dev_files, d.test_files, d.dev_ratio, d.test_ratio
-        )
+            inputs.bytes_read, d.train_files, d.dev_files, d.test_files, d.dev_ratio, d.test_ratio,
+            accept_zero=d.accept_zero_splits,
+        )  # fmt: skip
         check_enough_lines(plan, inputs.total_lines, ", ".join(names))
         return inputs, plan
 
@@ -694,17 +704,22 @@ def _sum_metrics(parts: list[Metrics]) -> Metrics:
 
 
 def _prefixed(kind: str, metrics: Metrics) -> dict[str, object]:
-    """The split's metrics as `train_<name>`: the reference's names, then tokentype's."""
+    """The split's metrics as `train_<name>`: the reference's names meaning what the reference
+    means (articles: input lines read; completion tokens: types 1 and 3, both learned), then
+    tokentype's own under names of their own."""
     data = metrics.as_dict()
     by_type = data.pop("tokens_by_type")
+    data.pop("articles")
     out = {
         "sequences": metrics.rows,
-        "articles": metrics.articles,
+        "articles": metrics.lines,
         "input_tokens": metrics.input_tokens,
         "output_tokens": metrics.rows * metrics.seq_len,
         "prompt_tokens": by_type["prompt"],
-        "completion_tokens": by_type["completion"],
+        "completion_tokens": by_type["completion"] + by_type["separator"],
         "padding_tokens": by_type["padding"],
+        "packed_articles": metrics.articles,
+        "completion_tokens_without_separators": by_type["completion"],
         "separator_tokens": by_type["separator"],
         "tokens_dropped_from_packing": metrics.tokens_truncated_left
         + metrics.tokens_truncated_right
@@ -732,7 +747,8 @@ def _folder_mode() -> int:
 def _rename_into_place(stage: Path, folder: Path, overwrite: bool) -> None:
     """Make the finished folder appear at once; an existing one (with --overwrite) goes after."""
     old = None
-    if folder.exists():
+    # rename(2) replaces an empty folder in one step.
+    if folder.exists() and not empty_folder(folder):
         if not overwrite:
             raise OptionError(f"--dataset {folder} appeared while building; pass --overwrite")
         # Named as a temporary, so a build killed between the two renames leaves nothing that

@@ -3,8 +3,9 @@
     DIR/train_{k}_of_{T}.hdf5      k from 1, no zero padding
     DIR/dev_{k}_of_{D}.hdf5
     DIR/test_files/test_{k}_of_{X}.jsonl (or .txt)   test splits stay text
-    DIR/tokenizer/                 tokenizer.json, tokenizer_config.json, special_tokens_map.json,
-                                   config.json (the model's)
+    DIR/tokenizer/                 every tokenizer file of the source folder (tokenizer.json,
+                                   tokenizer_config.json, vocab.json, merges.txt, tokenizer.model,
+                                   ...), config.json (the model's)
     DIR/metadata.yaml              checked by the trainer before it starts (REQUIRED_METADATA)
     DIR/category_to_id.json        with --categories
     DIR/splits/                    the split text, with --keep-splits
@@ -27,12 +28,30 @@ TOKENIZER_DIR = "tokenizer"
 TEST_DIR = "test_files"
 SPLITS_DIR = "splits"
 CATEGORIES = "category_to_id.json"
+# Logs are appended to after the manifest is written (GDP: logs.log); checks skip them.
+LOG_SUFFIX = ".log"
 SPLITS = ("train", "dev", "test")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "config.json",
+)
+# Further files a Hugging Face tokenizer may read (slow tokenizers, sentencepiece, tiktoken,
+# chat templates) and the generation defaults saved beside them: tokenizer/ carries those the
+# source folder has, as GDP's save_pretrained copy does. Never weights.
+TOKENIZER_EXTRA_FILES = (
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.tiktoken",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
 )
 
 SPLIT_FILE = re.compile(r"^(?P<split>train|dev)_(?P<k>[1-9][0-9]*)_of_(?P<n>[1-9][0-9]*)\.hdf5$")

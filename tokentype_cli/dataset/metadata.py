@@ -14,6 +14,7 @@ from tokentype_cli.dataset.layout import (
     MANIFEST,
     MANIFEST_DIR,
     METADATA,
+    TOKENIZER_EXTRA_FILES,
     TOKENIZER_FILES,
     manifest_files,
     manifest_key,
@@ -112,24 +113,86 @@ def base_vocab_size(tokenizer: LoadedTokenizer) -> int:
 def write_tokenizer_folder(
     tokenizer: LoadedTokenizer, config_path: Path, folder: Path
 ) -> list[str]:
-    """Copy the files a Hugging Face loader reads, and the model config; return their names."""
+    """Copy every tokenizer file of the source folder and the model config; return their names.
+
+    Special tokens added with --special-tokens go into tokenizer.json and the configs, so the
+    folder loads as the tokenizer that tokenized the data.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     source = tokenizer.path.parent
+    from_folder = tokenizer.path.name == "tokenizer.json"
     written = []
-    for name in TOKENIZER_FILES:
+    for name in TOKENIZER_FILES + TOKENIZER_EXTRA_FILES:
         if name == "config.json":
             shutil.copyfile(config_path, folder / name)
         elif name == "tokenizer.json":
-            if tokenizer.path.name == "tokenizer.json":
+            if from_folder and not tokenizer.added_special:
                 shutil.copyfile(tokenizer.path, folder / name)
-            else:  # a plain vocabulary or another file name: the loaded tokenizer, serialised
+            else:  # a plain vocabulary, another file name, or added tokens: the loaded tokenizer
                 (folder / name).write_text(tokenizer.tokenizer.to_str(), encoding="utf-8")
-        elif (source / name).is_file() and tokenizer.path.name == "tokenizer.json":
+        elif from_folder and (source / name).is_file():
             shutil.copyfile(source / name, folder / name)
         else:
             continue
         written.append(name)
-    return written
+    if tokenizer.added_special:
+        written.extend(_record_special_tokens(tokenizer, folder, written))
+    return sorted(set(written), key=written.index)
+
+
+def _record_special_tokens(tokenizer: LoadedTokenizer, folder: Path, written: list[str]):
+    """Name the added special tokens in tokenizer_config.json and special_tokens_map.json (and
+    added_tokens.json beside a slow tokenizer's vocabulary), as save_pretrained writes them."""
+    special = tokenizer.added_special
+    ids = {
+        content: tokenizer.vocab[content]
+        for value in special.values()
+        for content in (value if isinstance(value, list) else [value])
+    }
+    names = []
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = folder / name
+        data = _json_object(path) if path.is_file() else {}
+        for key, value in special.items():
+            if key == "additional_special_tokens":
+                listed = data.get(key) if isinstance(data.get(key), list) else []
+                data[key] = listed + [token for token in value if token not in listed]
+            else:
+                data[key] = value
+        if name == "tokenizer_config.json":
+            decoder = data.get("added_tokens_decoder")
+            decoder = decoder if isinstance(decoder, dict) else {}
+            for content, token_id in ids.items():
+                decoder.setdefault(
+                    str(token_id),
+                    {
+                        "content": content,
+                        "lstrip": False,
+                        "normalized": False,
+                        "rstrip": False,
+                        "single_word": False,
+                        "special": True,
+                    },
+                )
+            data["added_tokens_decoder"] = decoder
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        names.append(name)
+    if "vocab.json" in written or "vocab.txt" in written:
+        path = folder / "added_tokens.json"
+        data = _json_object(path) if path.is_file() else {}
+        base = base_vocab_size(tokenizer)
+        data.update({content: i for content, i in ids.items() if i >= base})
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        names.append("added_tokens.json")
+    return names
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenizerError(f"{path}: not valid JSON ({exc}); fix or remove it") from exc
+    return data if isinstance(data, dict) else {}
 
 
 def write_metadata(folder: Path, metadata: Mapping[str, object]) -> Path:

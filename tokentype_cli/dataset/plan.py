@@ -77,8 +77,13 @@ def plan_splits(
     test_files: int | None = None,
     dev_ratio: float | None = None,
     test_ratio: float | None = None,
+    accept_zero: bool = False,
 ) -> SplitPlan:
-    """Split counts by the reference's arithmetic; counts and ratios for one kind are exclusive."""
+    """Split counts by the reference's arithmetic; counts and ratios for one kind are exclusive.
+
+    A ratio the arithmetic turns into no file at all (0.1 of 4 train files: the reference needs
+    9 for one dev file) is an OptionError naming the counts that give one, unless `accept_zero`.
+    """
     for kind, files, ratio in (("dev", dev_files, dev_ratio), ("test", test_files, test_ratio)):
         if files is not None and ratio is not None:
             raise OptionError(f"--{kind}-files and --{kind}-ratio exclude each other; give one")
@@ -91,7 +96,38 @@ def plan_splits(
         raise OptionError(f"--train-files must be at least 1, got {train}")
     if (dev_ratio or 0) + (test_ratio or 0) >= 1:
         raise OptionError("--dev-ratio plus --test-ratio must be below 1; lower one of them")
-    # The reference's arithmetic, for the kinds given as ratios.
+    plan = _arithmetic(train, dev_files, test_files, dev_ratio, test_ratio)
+    for kind, ratio in (("dev", dev_ratio), ("test", test_ratio)):
+        if accept_zero or not ratio or getattr(plan, kind):
+            continue
+        # The fewest train files for which the same ratios give one file of this kind.
+        needed = next(
+            (
+                more
+                for more in range(train + 1, train * 1000 + 1000)
+                if getattr(_arithmetic(more, dev_files, test_files, dev_ratio, test_ratio), kind)
+            ),
+            None,
+        )
+        more = f" --train-files {needed}, or" if needed is not None else ""
+        # The files the ratio asks for beside these train files, at least one.
+        asked = max(1, round(train * ratio / (1 - (dev_ratio or 0.0) - (test_ratio or 0.0))))
+        raise OptionError(
+            f"--{kind}-ratio {ratio:g} of {train} train files gives 0 {kind} files by the"
+            f" reference's arithmetic; pass{more} --{kind}-files {asked} instead of the ratio, or"
+            " --accept-zero-splits for the reference's silent 0"
+        )
+    return plan
+
+
+def _arithmetic(
+    train: int,
+    dev_files: int | None,
+    test_files: int | None,
+    dev_ratio: float | None,
+    test_ratio: float | None,
+) -> SplitPlan:
+    """The reference's arithmetic, for the kinds given as ratios."""
     total = int(train / (1 - (dev_ratio or 0.0) - (test_ratio or 0.0)))
     test = test_files if test_files is not None else int(total * (test_ratio or 0.0))
     if dev_files is not None:

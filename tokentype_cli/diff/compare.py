@@ -772,6 +772,8 @@ def format_diff(result: DiffResult) -> str:
             f" {_plural(result.tokens_changed, 'token')} (from \\ to):"
         )
         lines.extend(_matrix_lines(result.matrix))
+    elif not result.typed_on_one_side and not result.matched:
+        lines.append("types: not compared, as no row matched")
     elif not result.typed_on_one_side:
         lines.append("types: the same in every matched row")
     if result.typed_on_one_side:

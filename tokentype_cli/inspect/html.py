@@ -181,10 +181,12 @@ def build_report(
 
 
 def _add_ledgers(report: Report) -> None:
+    # A dataset build's ledger sits beside its folder (DIR.ledger.jsonl), a shard's beside it.
+    beside = [e.path for e in report.files] + ([report.path] if report.folder else [])
     ledgers = (
         [report.options.ledger]
         if report.options.ledger is not None
-        else [found for e in report.files if (found := ledger_beside(e.path)) is not None]
+        else [found for path in beside if (found := ledger_beside(path)) is not None]
     )
     for ledger in ledgers:
         try:
@@ -334,10 +336,19 @@ def _swatch(css_class: str) -> Markup:
     )
 
 
-def _stacked_bar(shares: list[tuple[str, str, float]], label: str) -> Markup:
-    """A 100% bar of (css class, name, share) parts, each with its share on hover."""
+# Labels are HTML over the bar, never SVG text: the bar's SVG stretches to its box, which would
+# squash text. A part's label shows only while the bar is wide enough for it (a container query
+# per width step, ~7 px per glyph at 11 px); the others have theirs on hover and in the legend.
+_BAR_WIDTHS = (300, 450, 600, 800, 1050)
+_GLYPH_PIXELS = 7.0
+
+
+def stacked_bar(shares: list[tuple[str, str, float]], label: str, mini: bool = False) -> Markup:
+    """A 100% bar of (css class, name, share) parts, each with its share on hover. A full bar
+    labels the parts wide enough for their label; a mini bar (a table cell) labels none and
+    lists the shares as text beneath."""
     x = 0.0
-    parts = []
+    parts, labels, listed = [], [], []
     for css_class, name, share in shares:
         if share <= 0:
             continue
@@ -346,18 +357,30 @@ def _stacked_bar(shares: list[tuple[str, str, float]], label: str) -> Markup:
             f'<rect x="{x:.2f}" y="0" width="{width:.2f}" height="24" fill="url(#p-{css_class})">'
             f"<title>{escape(name)} {share:.2%}</title></rect>"
         )
-        if width > 70:
-            parts.append(
-                f'<text x="{x + width / 2:.1f}" y="16" text-anchor="middle" class="on">'
-                f"{escape(name)} {share:.1%}</text>"
+        text = f"{name} {share:.1%}"
+        needed = (len(text) * _GLYPH_PIXELS + 12) / share
+        fits = next((w for w in _BAR_WIDTHS if w >= needed), None)
+        if not mini and fits is not None:
+            labels.append(
+                f'<span class="on w{fits}" style="left:{x / 10:.2f}%;width:{width / 10:.2f}%">'
+                f"{escape(text)}</span>"
             )
+        if share >= 0.005:
+            listed.append(f"{escape(name)} {share:.0%}")
         x += width
     if not parts:
         parts.append('<rect width="1000" height="24" fill="#f3f3f3"/>')
-    return Markup(
+    svg = (
         f'<svg class="bar" viewBox="0 0 1000 24" preserveAspectRatio="none" role="img"'
         f' aria-label="{escape(label)}">{"".join(parts)}</svg>'
     )
+    if mini:
+        return Markup(f'{svg}<div class="shares">{" · ".join(listed)}</div>')
+    return Markup(f'<div class="barbox">{svg}{"".join(labels)}</div>')
+
+
+def mini_bar(shares: list[tuple[str, str, float]], label: str) -> Markup:
+    return stacked_bar(shares, label, mini=True)
 
 
 def _type_shares(profile: Profile) -> list[tuple[str, str, float]]:
@@ -417,27 +440,60 @@ def _histogram(counts: np.ndarray | None, title: str, unit: str = "rows") -> Mar
     )
 
 
-def _bars(items: list[tuple[str, int]], title: str, unit: str) -> Markup:
-    """Vertical bars, one per item (name on hover): rows per file."""
+def _short_name(name: str) -> str:
+    """`train 3` for train_3_of_32.hdf5; other names without their suffix."""
+    match = re.match(r"^(?:.*/)?(train|dev)_(\d+)_of_\d+\.hdf5$", name)
+    return f"{match[1]} {match[2]}" if match else Path(name).stem
+
+
+def bars(items: list[tuple[str, int]], title: str, unit: str) -> Markup:
+    """Vertical bars, one per item, on a zero-based axis: rows per file. Up to 40 bars carry
+    their name and count; beyond, the first and last names mark the axis."""
     if not items:
         return Markup("")
-    peak = max(count for _, count in items) or 1
-    left, right, bottom = 40, 994, 108
+    counts = [count for _, count in items]
+    peak = max(counts) or 1
+    left, right, bottom, height = 40, 994, 108, 88
+    labelled = len(items) <= 40
     bar = (right - left) / len(items)
-    parts = [
-        f'<rect x="{left + i * bar + 0.5:.1f}" y="{bottom - 100 * count / peak:.1f}"'
-        f' width="{max(bar - 1, 0.6):.1f}" height="{100 * count / peak:.1f}">'
-        f"<title>{escape(name)}: {count:,} {unit}</title></rect>"
-        for i, (name, count) in enumerate(items)
-    ]
+    parts = []
+    for i, (name, count) in enumerate(items):
+        tall = height * count / peak
+        x = left + i * bar
+        parts.append(
+            f'<rect x="{x + 0.5:.1f}" y="{bottom - tall:.1f}" width="{max(bar - 1, 0.6):.1f}"'
+            f' height="{tall:.1f}"><title>{escape(name)}: {count:,} {unit}</title></rect>'
+        )
+        if labelled:
+            middle = x + bar / 2
+            parts.append(
+                f'<text x="{middle:.1f}" y="{bottom - tall - 3:.1f}" text-anchor="middle"'
+                f' class="tick">{count:,}</text>'
+                f'<text x="{middle:.1f}" y="{bottom + 13}" text-anchor="middle" class="tick">'
+                f"{escape(_short_name(name) if bar >= 34 else str(i + 1))}</text>"
+            )
+    if not labelled:
+        parts.append(
+            f'<text x="{left}" y="{bottom + 13}" class="tick">{escape(_short_name(items[0][0]))}'
+            f'</text><text x="{right}" y="{bottom + 13}" text-anchor="end" class="tick">'
+            f"{escape(_short_name(items[-1][0]))}</text>"
+        )
     axis = (
         f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>'
-        f'<text x="{left - 4}" y="16" text-anchor="end" class="tick">{peak:,}</text>'
+        f'<text x="{left - 4}" y="{bottom - height + 4}" text-anchor="end" class="tick">'
+        f"{peak:,}</text>"
+        f'<text x="{left - 4}" y="{bottom}" text-anchor="end" class="tick">0</text>'
     )
+    low, high = min(counts), max(counts)
+    spread = (
+        f"every file holds {high:,} {unit}" if low == high else f"{low:,}–{high:,} {unit} per file"
+    )
+    numbered = "" if labelled and bar >= 34 else "; bars numbered in file order"
     return Markup(
         f'<figure class="wide"><figcaption>{escape(title)}</figcaption>'
-        f'<svg viewBox="0 0 1000 116" role="img" aria-label="{escape(title)}">{axis}'
-        f"{''.join(parts)}</svg></figure>"
+        f'<svg viewBox="0 0 1000 126" role="img" aria-label="{escape(title)}">{axis}'
+        f'{"".join(parts)}</svg><p class="stat">{len(items):,} files · {spread}{numbered}</p>'
+        "</figure>"
     )
 
 
@@ -564,6 +620,14 @@ th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertic
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 td.bar{width:24%}
 td.bar svg.bar{height:16px}
+.barbox{position:relative}
+.barbox span.on{position:absolute;top:1px;height:24px;font:600 11px/24px system-ui,sans-serif;text-align:center;color:#fff;text-shadow:0 0 2px #000,0 0 2px #000;white-space:nowrap;overflow:hidden;pointer-events:none}
+td.bar .shares{font-size:.75em;color:var(--muted)}
+.barbox{container-type:inline-size}
+@container (max-width:449px){.barbox .w450{display:none}}
+@container (max-width:599px){.barbox .w600{display:none}}
+@container (max-width:799px){.barbox .w800{display:none}}
+@container (max-width:1049px){.barbox .w1050{display:none}}
 .sev{font-weight:700;text-transform:uppercase;font-size:.8em;padding:1px 6px;border-radius:4px}
 .sev.error{background:#D55E00;color:#fff}
 .sev.warning{background:#F0E442;color:#000}
@@ -634,7 +698,7 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 <table>
 <thead><tr><th>split</th><th class="n">files</th><th class="n">rows</th><th class="n">tokens</th><th>token types</th><th>loss</th><th class="n">padding</th><th class="n">rows without loss</th><th class="n">articles</th></tr></thead>
 <tbody>
-{% for name, p in report.splits.items() %}<tr data-split="{{ name }}"><td>{{ name }}</td><td class="n">{{ p.files }}</td><td class="n">{{ "{:,}".format(p.rows) }}</td><td class="n">{{ "{:,}".format(p.tokens) }}</td><td class="bar">{{ bar(type_shares(p), name ~ " token types") }}</td><td class="bar">{{ bar(loss_shares(p), name ~ " loss shares") }}</td><td class="n">{{ "%.2f%%"|format(100 * p.share(2)) }}</td><td class="n">{{ "{:,}".format(p.loss.rows_without_loss) }}</td><td class="n">{{ "{:,}".format(p.articles) }}</td></tr>
+{% for name, p in report.splits.items() %}<tr data-split="{{ name }}"><td>{{ name }}</td><td class="n">{{ p.files }}</td><td class="n">{{ "{:,}".format(p.rows) }}</td><td class="n">{{ "{:,}".format(p.tokens) }}</td><td class="bar">{{ mini_bar(type_shares(p), name ~ " token types") }}</td><td class="bar">{{ mini_bar(loss_shares(p), name ~ " loss shares") }}</td><td class="n">{{ "%.2f%%"|format(100 * p.share(2)) }}</td><td class="n">{{ "{:,}".format(p.loss.rows_without_loss) }}</td><td class="n">{{ "{:,}".format(p.articles) }}</td></tr>
 {% endfor %}</tbody>
 </table>
 {% endif %}
@@ -709,7 +773,7 @@ def render_html(report: Report) -> str:
     warnings = sum(e.report.warnings for e in report.files if e.report)
     histograms = [_histogram(total.histograms.get(key), title) for key, title in HISTOGRAMS.items()]
     first_rows, random_rows = default_sample_size(total.seq_len)
-    rows_per_file = _bars([(e.name, e.profile.rows) for e in report.files], "rows per file", "rows")
+    rows_per_file = bars([(e.name, e.profile.rows) for e in report.files], "rows per file", "rows")
 
     def yaml_value(value: object) -> str:
         if isinstance(value, (dict, list)):
@@ -731,7 +795,8 @@ def render_html(report: Report) -> str:
         type_css=Markup(_css()),
         patterns=_patterns(),
         swatch=_swatch,
-        bar=_stacked_bar,
+        bar=stacked_bar,
+        mini_bar=mini_bar,
         type_shares=_type_shares,
         loss_shares=_loss_shares,
         type_share_data=json.dumps(total.token_types()),

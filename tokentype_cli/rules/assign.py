@@ -14,7 +14,13 @@ from tokentype_cli.loss import as_small_types, type_counts, type_shares
 from tokentype_cli.rules.engine import N_TYPES, BlockResult, apply_rules, explain_rule
 from tokentype_cli.rules.parse import PATTERN_KINDS, Rule, Structure
 from tokentype_cli.rules.text import TokenTexts
-from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS, TOKEN_TYPE_NAMES, Provenance
+from tokentype_cli.schema.names import (
+    INPUT_IDS,
+    SEPARATOR,
+    TOKEN_TYPE_IDS,
+    TOKEN_TYPE_NAMES,
+    Provenance,
+)
 from tokentype_cli.schema.read import iter_row_chunks, open_shard, read_errors, require_rows_dataset
 from tokentype_cli.schema.write import (
     rewrite_target,
@@ -81,6 +87,28 @@ class AssignReport:
             if seam is not None and rule_report.first_seam is None:
                 rule_report.first_seam = (first_row + seam[0], seam[1], seam[2])
 
+    def warnings(self) -> list[str]:
+        """What looks like a mistake although the run did as asked: separators placed where the
+        file has others (ChatML's <|im_end|> is the EOS, so every turn end would be learned as
+        an article end), and rules that matched no article at all."""
+        out = []
+        existing = self.existing
+        if existing is not None and not self.structure.from_existing:
+            placed, had = int(self.before[SEPARATOR]), int(existing[SEPARATOR])
+            if placed != had:
+                out.append(
+                    f"the structure places {placed:,} separators where the file has {had:,}"
+                    " (--sep splits articles at every such token: in ChatML every <|im_end|>);"
+                    " pass --from-existing to keep the file's separators, or --sep with the"
+                    " token that ends an article"
+                )
+        for report in self.rules:
+            if self.articles and report.matched == 0:
+                out.append(
+                    f"{report.rule.where} matched no article; check its pattern with --explain"
+                )
+        return out
+
     def as_dict(self) -> dict[str, object]:
         structure = self.structure
         return {
@@ -115,6 +143,7 @@ class AssignReport:
             "token_types_existing": None if self.existing is None else type_shares(self.existing),
             # With --from-existing the rules start from the existing types, not a structure.
             "token_types_structure": None if structure.from_existing else type_shares(self.before),
+            "warnings": self.warnings(),
         }
 
 

@@ -460,16 +460,20 @@ def tokenize_batches(
             temporary = stack.enter_context(atomic_path(ledger_path))
             handle = stack.enter_context(open(temporary, "w", encoding="utf-8"))
             ledger = Ledger(handle, options.seq_len, packer.style == "full")
+        # The outputs but the ledger have a stack of their own: a run with no row abandons
+        # them, and the ledger still says what became of each line.
+        shard_stack = stack.enter_context(contextlib.ExitStack())
         if rejects_path is not None:
-            temporary = stack.enter_context(atomic_path(rejects_path))
-            rejects = stack.enter_context(open(temporary, "wb"))
+            temporary = shard_stack.enter_context(atomic_path(rejects_path))
+            rejects = shard_stack.enter_context(open(temporary, "wb"))
         seam_report = None
         if seam_report_path is not None:
-            temporary = stack.enter_context(atomic_path(seam_report_path))
-            seam_report = stack.enter_context(open(temporary, "w", encoding="utf-8"))
-        writer = stack.enter_context(
+            temporary = shard_stack.enter_context(atomic_path(seam_report_path))
+            seam_report = shard_stack.enter_context(open(temporary, "w", encoding="utf-8"))
+        writer = shard_stack.enter_context(
             ShardWriter(output, options.seq_len, datasets=names, provenance=provenance)
         )
+        no_rows = None
 
         def emit(result: PackResult) -> None:
             ids, types = result.ids, result.types
@@ -557,13 +561,48 @@ def tokenize_batches(
         if ledger is not None:
             ledger.flush(final=True)
         if metrics.rows == 0 and not allow_empty:
-            raise InputError(
-                f"{describe}: no rows to write (lines: {metrics.lines}, rejected:"
-                f" {metrics.lines_rejected}, prompt-only pairs skipped:"
-                f" {metrics.pairs_skipped_prompt_only}); check the input, --completion-key, or"
-                " pass --keep-prompt-only-sequences"
-            )
+            no_rows = InputError(f"{describe}: no rows to write: {no_rows_cause(metrics, options)}")
+            shard_stack.__exit__(InputError, no_rows, None)
+    if no_rows is not None:
+        raise no_rows
     return metrics
+
+
+def no_rows_cause(m: Metrics, options: TokenizeOptions) -> str:
+    """Why a run wrote no row, with its count and the fix: the first cause that explains it."""
+    read = m.lines - m.lines_blank
+    if read == 0:
+        return f"no non-blank line in the input ({m.lines:,} lines read); check the input"
+    if m.lines_rejected == read:
+        return f"every one of the {read:,} lines was rejected (see the rejects file); fix them"
+    if m.conversations and m.conversations_learning_nothing == m.conversations:
+        return (
+            f"none of the {m.conversations:,} conversations has a turn that learns: no"
+            " 'assistant' role (ShareGPT's 'gpt' and 'human' must be renamed 'assistant' and"
+            " 'user'), or every assistant turn has weight 0; check the roles or --train-on"
+        )
+    if m.pairs_skipped_prompt_only and not m.pairs:
+        return (
+            f"every one of the {m.pairs_skipped_prompt_only:,} pairs has an empty completion; check"
+            f" --completion-key (now {options.completion_key!r}), or pass"
+            " --keep-prompt-only-sequences"
+        )
+    if m.articles and m.articles_dropped_too_long == m.articles:
+        return (
+            f"every one of the {m.articles:,} articles is longer than --max-seq-length"
+            f" {options.seq_len:,} and --packing {options.packing} drops it; raise"
+            " --max-seq-length or use a ::truncate_right packing"
+        )
+    if m.rows_dropped_prompt_only:
+        return (
+            f"all {m.rows_dropped_prompt_only:,} rows held prompt tokens only and were dropped;"
+            " check --completion-key, or pass --keep-prompt-only-sequences"
+        )
+    return (
+        f"lines: {m.lines:,}, rejected: {m.lines_rejected:,}, articles dropped as too long:"
+        f" {m.articles_dropped_too_long:,}, prompt-only pairs skipped:"
+        f" {m.pairs_skipped_prompt_only:,}; check the input"
+    )
 
 
 def _count_conversations(

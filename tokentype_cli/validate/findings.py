@@ -113,6 +113,8 @@ FIXES = {
     "zero-rows": "rebuild the shard from non-empty input",
     "seq-length": "re-tokenize with the --max-seq-length the model trains with",
     "seq-length-mixed": "re-tokenize every shard with one --max-seq-length",
+    "seq-length-beyond-model": "re-tokenize with a --max-seq-length within the model's positions,"
+    " or check that the tokenizer's config.json is the model's",
     "missing-types": "add types: `tokentype assign-types FILE ...` or `tokentype add-types FILE TYPES`",
     "type-out-of-range": "types are 0 prompt, 1 completion, 2 padding, 3 separator: rewrite them"
     " with `tokentype add-types FILE TYPES --overwrite`",
@@ -131,6 +133,8 @@ FIXES = {
     " with --split-special-tokens so such text is encoded as plain text",
     "separator-id": "separators should all be the tokenizer's EOS id: check the tokenizer used",
     "padding-id": "padding should be one id, the tokenizer's pad (or EOS) id: check the tokenizer",
+    "separator-run": "type padding 2, not 3: a run of separators is empty articles the model"
+    " learns to end again and again (tokentype add-types FILE TYPES --overwrite)",
     "padding-only-row": "drop rows holding only padding; they carry no loss",
     "no-learned-token-row": "mark each row's answer as completion, or end it with a separator",
     **DATASET_FIXES,
@@ -155,6 +159,7 @@ _DATASETS = {
     "zero-rows": INPUT_IDS,
     "seq-length": INPUT_IDS,
     "seq-length-mixed": INPUT_IDS,
+    "seq-length-beyond-model": INPUT_IDS,
     "negative-token-id": INPUT_IDS,
     "token-id-out-of-vocab": INPUT_IDS,
     "separator-id": INPUT_IDS,
@@ -166,6 +171,7 @@ _DATASETS = {
     "padding-then-content": TOKEN_TYPE_IDS,
     "truncated-eos": TOKEN_TYPE_IDS,
     "padding-only-row": TOKEN_TYPE_IDS,
+    "separator-run": TOKEN_TYPE_IDS,
     "no-learned-token-row": TOKEN_TYPE_IDS,
 }
 

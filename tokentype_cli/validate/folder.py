@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tokentype_cli.dataset.layout import (
+    LOG_SUFFIX,
     MANIFEST,
     METADATA,
     REQUIRED_METADATA,
@@ -466,6 +467,10 @@ def _check_manifest(folder: Path, report: FileReport) -> None:
     actual: dict[str, Path] = {}
     for file in manifest_files(folder):
         actual.setdefault(manifest_key(file.relative_to(folder)), file)
+    # Log files are appended after the manifest (GDP's logs.log), and GDP's own check skips them.
+    actual = {key: file for key, file in actual.items() if not key.endswith(LOG_SUFFIX)}
+    data = {key: entry for key, entry in data.items() if not key.endswith(LOG_SUFFIX)}
+    entries = {key: entry for key, entry in entries.items() if key in data}
     unlisted = [actual[key].relative_to(folder).as_posix() for key in actual if key not in data]
     if unlisted:
         report.add(

@@ -6,11 +6,16 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
+from tokentype_cli.dataset.layout import TOKENIZER_DIR
+from tokentype_cli.errors import TokenizerError
 from tokentype_cli.schema.read import find_shards
+from tokentype_cli.tokenizer_loader import load_tokenizer, model_positions
 from tokentype_cli.validate.findings import (
     ERROR,
+    WARNING,
     BlockObserver,
     FileReport,
     ValidateOptions,
@@ -31,10 +36,14 @@ def validate_paths(
     dataset folder (one with metadata.yaml) gets its own report first (`dataset.check`)."""
     reports: list[FileReport] = []
     seen: set[Path] = set()
+    loose: set[Path] = set()  # shards given outside a dataset folder
     for given in paths:
         given = Path(given)
         if is_dataset_folder(given):
-            reports.extend(check_dataset(given, options, progress))
+            folder_options = with_folder_tokenizer(given, options)
+            found = check_dataset(given, folder_options, progress)
+            _beyond_model(found, folder_options, given / TOKENIZER_DIR / "config.json")
+            reports.extend(found)
             seen.update(report.path.resolve() for report in reports)
             continue
         files = find_shards([given])
@@ -43,14 +52,54 @@ def validate_paths(
             report.add("no-shards", ERROR, f"{given}: folder holds no *.h5 or *.hdf5 files")
             reports.append(report)
             continue
+        loose.update(path.resolve() for path in files)
         for path in files:
             # A file named again (itself and through its folder) would count its findings twice.
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
             reports.append(validate_file(path, options, progress, on_block))
+    if options.tokenizer is not None:
+        shards = [report for report in reports if report.path.resolve() in loose]
+        _beyond_model(shards, options, options.tokenizer.path.parent / "config.json")
     _mixed_lengths(reports, options)
     return reports
+
+
+def with_folder_tokenizer(folder: Path, options: ValidateOptions) -> ValidateOptions:
+    """A dataset folder is checked against its own tokenizer/ unless --tokenizer names one."""
+    own = folder / TOKENIZER_DIR
+    if options.tokenizer is not None or not (own / "tokenizer.json").is_file():
+        return options
+    try:
+        return replace(options, tokenizer=load_tokenizer(own))
+    except TokenizerError:
+        return options  # the folder checks say what is wrong with the folder
+
+
+def _beyond_model(reports: list[FileReport], options: ValidateOptions, config: Path) -> None:
+    """A warning when rows are longer than the model has positions (config.json's n_positions or
+    max_position_embeddings): the trainer fails on them, or silently truncates."""
+    found = model_positions(config)
+    if found is None:
+        return
+    positions, key = found
+    if options.max_seq_length is not None and options.max_seq_length > positions:
+        target = reports[0] if reports else None
+        length = options.max_seq_length
+        what = f"--max-seq-length {length:,} is"
+    else:
+        target = next((r for r in reports if r.seq_len and r.seq_len > positions), None)
+        length = (target.seq_len or 0) if target is not None else 0
+        what = f"rows of {length:,} tokens are"
+    if target is None:
+        return
+    target.add(
+        "seq-length-beyond-model",
+        WARNING,
+        f"{target.path}: {what} longer than the model's {positions:,} positions ({config}: {key})",
+    )
+    settle(target, options.strict, options.ignore)
 
 
 def _mixed_lengths(reports: list[FileReport], options: ValidateOptions) -> None:

@@ -457,6 +457,7 @@ class _ContentChecker:
             TokenType.PADDING: set(),
         }
         self.hits = {name: _Hits() for name in FIXES}
+        self.longest_separator_run = 0
         self.tokens = 0
         self.padding = 0
 
@@ -501,6 +502,7 @@ class _ContentChecker:
             hits["eos-in-completion"].cells(
                 completion[:, :-1] & completion[:, 1:] & (ids[:, :-1] == self.eos), first_row
             )
+        self._separator_runs(sep, first_row)
         hits["padding-only-row"].rows(pad.all(axis=1), first_row)
         hits["no-learned-token-row"].rows(~learned.any(axis=1), first_row)
         weight = self.options.loss_weight
@@ -545,6 +547,18 @@ class _ContentChecker:
             # One mask in row-major order, so the first hit is the first cell either way.
             cut = np.concatenate([cut, at_end], axis=1)
         self.hits["truncated-eos"].cells(cut, first_row)
+
+    def _separator_runs(self, sep: np.ndarray, first_row: int) -> None:
+        """Rows with two separators in a row: an empty article between them. A row ending in
+        a long run is padding typed 3, the classic mistake of types written by hand."""
+        double = sep[:, :-1] & sep[:, 1:]
+        if not double.any():
+            return
+        self.hits["separator-run"].rows(double.any(axis=1), first_row)
+        counted = np.cumsum(sep, axis=1, dtype=np.int64)
+        # At each cell, the separators since the last other token: the run it ends.
+        since = np.maximum.accumulate(np.where(sep, 0, counted), axis=1)
+        self.longest_separator_run = max(self.longest_separator_run, int((counted - since).max()))
 
     def _special_ids(
         self, kind: TokenType, mask: np.ndarray, ids: np.ndarray, first_row: int
@@ -606,6 +620,11 @@ class _ContentChecker:
                 WARNING,
                 f"end-of-sequence id {self.eos} typed completion with more completion after it (a"
                 " literal EOS in the answer text teaches the model to stop mid-answer)",
+            ),
+            "separator-run": (
+                WARNING,
+                "rows with consecutive separators, each pair an empty article (longest run:"
+                f" {self.longest_separator_run:,})",
             ),
             "padding-only-row": (WARNING, "rows of only padding"),
             "no-learned-token-row": (
