@@ -14,11 +14,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tests.helpers import CODON_MODEL_CONFIG, CODON_VOCAB, ROOT, SAMPLE_DATA, write_pairs
 
-# Blocks that set the machine up rather than run tokentype.
-SETUP = ("make ", "eval ", "_TOKENTYPE_COMPLETE")
+# Blocks that set the machine up rather than run tokentype (a clone needs the network: _world
+# makes the folder it would give).
+SETUP = ("make ", "eval ", "_TOKENTYPE_COMPLETE", "git clone ")
 
 
 def examples() -> list[str]:
@@ -58,6 +61,8 @@ def _world(tmp: Path, env: dict) -> None:
         json.dumps({"prompt": "Say hello.", "completion": "Hello, nice to meet you."}) + "\n"
     )
     run(sys.executable, str(SAMPLE_DATA / "make_chat_tokenizer.py"), "chat.jsonl", "qwen")
+    if not (tmp / "qwen" / "config.json").exists():  # a model folder carries one
+        shutil.copy(CODON_MODEL_CONFIG, tmp / "qwen" / "config.json")
     pairs = str(tmp / "data" / "pairs.jsonl")
     common = ["--tokenizer", "tok/", "--max-seq-length", "16", "-q"]
     run("tokentype", "tokenize", pairs, "-o", "shard.h5", "--no-types", *common)
@@ -69,6 +74,12 @@ def _world(tmp: Path, env: dict) -> None:
     run("tokentype", "tokenize", pairs, "-o", "out.h5", "--ledger", "out.ledger.jsonl", *common)
     run("tokentype", "tokenize", pairs, "-o", "old.h5", *common)
     run("tokentype", "tokenize", pairs, "-o", "new.h5", "--packing", "greedy::drop", *common)
+    # hub/: what cloning a Hub dataset gives, Parquet shards under data/ (words qwen/ knows).
+    (tmp / "hub" / "data").mkdir(parents=True)
+    record = json.loads((tmp / "pairs.jsonl").read_text())
+    for k in range(4):
+        table = pa.Table.from_pylist([record] * 20)
+        pq.write_table(table, tmp / "hub" / "data" / f"train-{k:05d}-of-00004.parquet")
     for name in ("dataset", "build-v1", "build-v2", "old", "new"):
         run("tokentype", "tokenize", pairs, "--dataset", name, "--train-files", "8", *common)
 

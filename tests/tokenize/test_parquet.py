@@ -95,7 +95,7 @@ def arrays(path: Path):
 def tokenize(source, out, tokenizer, *extra):
     return invoke(
         "tokenize", source, "-o", out, "--tokenizer", tokenizer, "--max-seq-length", 64,
-        "--packing", "greedy::drop", "--json", *extra,
+        "--packing", "greedy::drop", "--json", "--overwrite", *extra,
     )  # fmt: skip
 
 

@@ -37,7 +37,7 @@ def run(tmp_path, tokenizer, *records, extra=(), name="in.jsonl"):
     out = tmp_path / f"{name}.h5"
     result = invoke(
         "tokenize", source, "-o", out, "--tokenizer", tokenizer, "--max-seq-length", 96,
-        "--packing", "single::drop", "--json", *extra,
+        "--packing", "single::drop", "--json", "--overwrite", *extra,
     )  # fmt: skip
     return result, out
 

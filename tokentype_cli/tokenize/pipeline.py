@@ -578,8 +578,8 @@ def no_rows_cause(m: Metrics, options: TokenizeOptions) -> str:
     if m.conversations and m.conversations_learning_nothing == m.conversations:
         return (
             f"none of the {m.conversations:,} conversations has a turn that learns: no"
-            " 'assistant' role (ShareGPT's 'gpt' and 'human' must be renamed 'assistant' and"
-            " 'user'), or every assistant turn has weight 0; check the roles or --train-on"
+            " 'assistant' turn, or every assistant turn has weight 0; check the roles"
+            " (--role-map FROM=assistant renames one) or --train-on"
         )
     if m.pairs_skipped_prompt_only and not m.pairs:
         return (
