@@ -33,7 +33,12 @@ def test_conversations_without_an_assistant_turn(tmp_path, conformance_dir):
     chatml = conformance_dir / "tokenizer-chatml"
     source = jsonl(
         tmp_path / "chat.jsonl",
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+            ]
+        },
     )
     result = invoke("tokenize", source, "-o", tmp_path / "o.h5", "--tokenizer", chatml)
     assert result.exit_code == 1, result.output
