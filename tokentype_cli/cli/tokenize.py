@@ -504,11 +504,13 @@ def tokenize_command(
     tokens_dropped_too_long (articles longer than a row, with ::drop),
     tokens_dropped_prompt_only_rows, rows_dropped_prompt_only, articles_dropped ({too_long,
     prompt_only_row}), articles_prompt_cut_away (every prompt token removed by truncate_left),
-    special_tokens_in_text (lines whose prompt or completion text holds a special token such as
-    <|endoftext|>), special_tokens_first (file:line of the first), packing_efficiency (the
-    non-padding share of the rows), conversations, conversations_learning_nothing,
-    conversations_with_open_turns (a learned turn whose last learned token is not an
-    end-of-turn token: a special token or the eos), conversations_with_seams and seams; and, as
+    special_tokens_in_text (lines whose prompt or completion text, or a conversation's messages,
+    hold a special token such as <|endoftext|>), special_tokens_first (file:line of the first),
+    packing_efficiency (the non-padding share of the rows), conversations,
+    conversations_learning_nothing, conversations_with_open_turns (a learned turn whose last
+    learned token is not an end-of-turn token: a special token or the eos),
+    conversations_with_seams, seams, assistant_turns (learned), tool_call_turns (learned turns
+    that call tools) and reasoning_tokens (learned tokens of reasoning text); and, as
     every writing command, inputs, output, seq_len and token_types (docs/json.md).
 
     --ledger writes one JSON object per input line, all with the same keys: input, line, status
@@ -759,6 +761,11 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str
             f" {plural(m['seams'], 'seam')} in {m['conversations_with_seams']:,},"
             f" {m['conversations_with_open_turns']:,} with a learned turn that never learns to"
             f" end, {m['conversations_learning_nothing']:,} learning nothing"
+        )
+        lines.append(
+            f"  {plural(m['assistant_turns'], 'learned assistant turn')}"
+            f" ({m['tool_call_turns']:,} calling tools),"
+            f" {plural(m['reasoning_tokens'], 'learned token')} of reasoning"
         )
     if m["lines_rejected"]:
         lines.append(f"  {plural(m['lines_rejected'], 'bad line')} written to {rejects}")

@@ -41,7 +41,15 @@ from pathlib import Path
 import numpy as np
 
 from tokentype_cli.errors import TemplateError
+from tokentype_cli.tokenize import template_limits
 from tokentype_cli.tokenize.options import TokenizeOptions
+from tokentype_cli.tokenize.template_limits import (
+    CONCAT,
+    Budget,
+    LimitExceeded,
+    Limits,
+    bounded_environment,
+)
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # Special-token names transformers passes to a template (its special_tokens_map).
@@ -183,12 +191,14 @@ class _Trace:
     # (loop, message index or -1 for another item, position); message -2 marks a loop's end.
     events: list[tuple[int, int, int]] = field(default_factory=list)
     generation: list[tuple[int, int]] = field(default_factory=list)
+    budget: Budget | None = None
 
 
 def _iteration(context, item: object, loop: int) -> str:
     trace = getattr(_local, "trace", None)
     if trace is not None:
         trace.events.append((loop, trace.index_of.get(id(item), -1), trace.pos))
+        trace.budget.step()
     return ""
 
 
@@ -224,13 +234,13 @@ _ENVIRONMENT = None
 
 
 def _environment():
-    """One sandboxed environment, set up as transformers sets up its own."""
+    """One sandboxed environment, set up as transformers sets up its own, with every way a
+    template can grow a value or spend time bounded (template_limits)."""
     global _ENVIRONMENT
     if _ENVIRONMENT is None:
         import jinja2
         import jinja2.ext
         from jinja2 import nodes
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         class GenerationBlocks(jinja2.ext.Extension):
             """`{% generation %}...{% endgeneration %}`: record where the block's text lands."""
@@ -250,7 +260,7 @@ def _environment():
                     trace.generation.append((trace.pos, trace.pos + len(text)))
                 return text
 
-        env = ImmutableSandboxedEnvironment(
+        env = bounded_environment(
             trim_blocks=True,
             lstrip_blocks=True,
             extensions=[GenerationBlocks, jinja2.ext.loopcontrols],
@@ -258,7 +268,9 @@ def _environment():
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
-        # pass_context: jinja never runs such a filter at compile time on a constant.
+        env.bound_filters()
+        # pass_context: jinja never runs such a filter at compile time on a constant. The probes
+        # are not bounded filters: they count their own steps, once per loop iteration.
         env.filters[_ITERATION] = jinja2.pass_context(_iteration)
         env.filters[_LOOP_END] = jinja2.pass_context(_loop_end)
         _ENVIRONMENT = env
@@ -289,10 +301,16 @@ def compile_template(source: TemplateSource) -> CompiledTemplate:
         )
         loops_over_content = any(_is_content(loop.iter) for loop in tree.find_all(nodes.For))
         _add_probes(tree, [0])
+        tree = _count_built_text(tree, False)
         template = env.from_string(tree)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             f"{source.where(exc.lineno)}: {exc.message}; fix the chat template"
+            " or pass another with --chat-template FILE.jinja"
+        ) from exc
+    except RecursionError as exc:
+        raise TemplateError(
+            f"{source.where(None)}: the chat template is nested too deeply to compile; fix it"
             " or pass another with --chat-template FILE.jinja"
         ) from exc
     return CompiledTemplate(source, template, marked, loops_over_content)
@@ -342,15 +360,54 @@ def _add_probes(node, counter: list[int]) -> None:
         node.body.insert(0, probe.set_lineno(node.lineno))
 
 
-def _render(compiled: CompiledTemplate, messages: list[dict], context: dict) -> tuple[str, _Trace]:
-    """Render once, recording where every probe and generation block ran."""
+def _count_built_text(node, captured: bool):
+    """`a ~ b`, and what a macro, set block, call block or filter block writes (held in memory
+    until it is written out, where _render counts it), go through the counting concat filter."""
+    from jinja2 import nodes
+
+    def concat(items: list, lineno: int):
+        return nodes.Filter(nodes.List(items), CONCAT, [], [], None, None).set_lineno(lineno)
+
+    if isinstance(node, nodes.Concat):
+        return concat([_count_built_text(n, captured) for n in node.nodes], node.lineno)
+    inner = captured or isinstance(
+        node, (nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.AssignBlock)
+    )
+    for name, value in node.iter_fields():
+        if isinstance(value, nodes.Node):
+            setattr(node, name, _count_built_text(value, inner))
+        elif isinstance(value, list):
+            setattr(
+                node,
+                name,
+                [_count_built_text(v, inner) if isinstance(v, nodes.Node) else v for v in value],
+            )
+    if captured and isinstance(node, nodes.Output):
+        items = [
+            nodes.Const(n.data) if isinstance(n, nodes.TemplateData) else n for n in node.nodes
+        ]
+        node.nodes = [concat(items, node.lineno)]
+    return node
+
+
+def _render(
+    compiled: CompiledTemplate, messages: list[dict], context: dict, limits: Limits
+) -> tuple[str, _Trace]:
+    """Render once within `limits`, recording where every probe and generation block ran."""
     trace = _Trace({id(message): index for index, message in enumerate(messages)})
     _local.trace = trace
     parts: list[str] = []
     try:
-        for block in compiled.template.generate(messages=messages, **context):
-            parts.append(block)
-            trace.pos += len(block)
+        with template_limits.active(limits) as budget:
+            trace.budget = budget
+            for block in compiled.template.generate(messages=messages, **context):
+                parts.append(block)
+                trace.pos += len(block)
+                if trace.pos > limits.chars:
+                    raise LimitExceeded(
+                        f"the rendering passed {limits.chars:,} characters, the limit"
+                        f" ({limits.chars_why})"
+                    )
     except Exception as exc:  # the template's own errors and Python's inside it
         raise ConversationError(_template_failure(compiled.source, exc)) from exc
     finally:
@@ -368,6 +425,14 @@ def _template_failure(source: TemplateSource, exc: Exception) -> str:
             line = tb.tb_lineno
         tb = tb.tb_next
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, LimitExceeded):
+        return (
+            f"the chat template went past a limit at {source.where(line)}: {text}; a chat"
+            " template renders a conversation in far less, so fix the template (or raise"
+            " --max-line-bytes if the conversation really is that large)"
+        )
+    if isinstance(exc, RecursionError):
+        text = "it recursed too deeply"
     if isinstance(exc, jinja2.TemplateError) and not isinstance(exc, jinja2.UndefinedError):
         what = f"the chat template refused the conversation: {text}"
     else:
@@ -376,31 +441,30 @@ def _template_failure(source: TemplateSource, exc: Exception) -> str:
 
 
 def _message_regions(trace: _Trace) -> dict[int, tuple[int, int]]:
-    """Message index -> (start, end) of the text its iteration of the message loop wrote."""
-    runs: list[tuple[int, list[tuple[int, int]], int]] = []  # (loop, iterations, end)
+    """Message index -> (start, end) of the text its loop iteration wrote.
+
+    Every loop over the messages counts (a template may split them over two loops, the history
+    and the turns after it); a message held by several (a loop that only scans the messages
+    writes nothing) takes the iteration that wrote the most.
+    """
+    runs: list[tuple[list[tuple[int, int]], int]] = []  # (iterations, end)
     open_runs: dict[int, list[tuple[int, int]]] = {}
     for loop, message, pos in trace.events:
         if message == -2:
             iterations = open_runs.pop(loop, None)
             if iterations:
-                runs.append((loop, iterations, pos))
+                runs.append((iterations, pos))
         else:
             open_runs.setdefault(loop, []).append((message, pos))
-    best: tuple[int, list[tuple[int, int]], int] | None = None
-    for run in runs:
-        _, iterations, end = run
-        if not any(message >= 0 for message, _ in iterations):
-            continue
-        if best is None or end - iterations[0][1] > best[2] - best[1][0][1]:
-            best = run
     regions: dict[int, tuple[int, int]] = {}
-    if best is None:
-        return regions
-    _, iterations, end = best
-    for k, (message, start) in enumerate(iterations):
-        stop = iterations[k + 1][1] if k + 1 < len(iterations) else end
-        if message >= 0 and message not in regions:
-            regions[message] = (start, stop)
+    for iterations, end in runs:
+        for k, (message, start) in enumerate(iterations):
+            if message < 0:
+                continue
+            stop = iterations[k + 1][1] if k + 1 < len(iterations) else end
+            known = regions.get(message)
+            if known is None or stop - start > known[1] - known[0]:
+                regions[message] = (start, stop)
     return regions
 
 
@@ -413,6 +477,21 @@ def _common_prefix(a: str, b: str) -> int:
     while high - low > 1:
         middle = (low + high) // 2
         if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _common_suffix(a: str, b: str, most: int) -> int:
+    """Length of the longest common suffix, at most `most`."""
+    n = min(len(a), len(b), most)
+    if a[len(a) - n :] == b[len(b) - n :]:
+        return n
+    low, high = 0, n
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[len(a) - middle :] == b[len(b) - middle :]:
             low = middle
         else:
             high = middle
@@ -522,23 +601,29 @@ class Conversation:
     # character (-1: none), whose token must be an end-of-turn token for the turn to teach the
     # model to stop.
     turn_ends: list[int]
+    # Reasoning text the template wrote inside learned turns: sorted, disjoint character ranges.
+    reasoning: list[tuple[int, int]] = field(default_factory=list)
+    # With --split-special-tokens: special-token text the messages wrote, to encode as text.
+    plain: list[tuple[int, int]] = field(default_factory=list)
+    writes_special: bool = False  # a message writes a special token's text (it became one)
+    assistant_turns: int = 0  # learned assistant turns
+    tool_call_turns: int = 0  # of which carry tool calls
 
     @property
     def learns(self) -> bool:
         return any(start < end for start, end in self.spans)
 
-    def in_chars(self) -> tuple[int, list[tuple[int, int]], list[int]]:
-        """The text's length, spans and turn ends, in characters."""
-        return len(self.text), self.spans, self.turn_ends
+    def in_chars(self) -> tuple[int, list, list[int], list]:
+        """The text's length, spans, turn ends and reasoning ranges, in characters."""
+        return len(self.text), self.spans, self.turn_ends, self.reasoning
 
-    def in_bytes(self) -> tuple[int, list[tuple[int, int]], list[int]]:
+    def in_bytes(self) -> tuple[int, list, list[int], list]:
         """The same in UTF-8 bytes, for an encoder that places tokens by bytes."""
         text = self.text
         if text.isascii():
             return self.in_chars()
-        marks = sorted(
-            {p for span in self.spans for p in span} | {c for c in self.turn_ends if c >= 0}
-        )
+        ranges = self.spans + self.reasoning
+        marks = sorted({p for span in ranges for p in span} | {c for c in self.turn_ends if c >= 0})
         at: dict[int, int] = {}
         done = count = 0
         for mark in marks:
@@ -548,7 +633,30 @@ class Conversation:
         # A turn's last character is counted by its last byte, which the token holding it ends at.
         ends = [at[c] + len(text[c].encode("utf-8")) - 1 if c >= 0 else -1 for c in self.turn_ends]
         spans = [(at[s], at[e]) for s, e in self.spans]
-        return len(text.encode("utf-8")), spans, ends
+        reasoning = [(at[s], at[e]) for s, e in self.reasoning]
+        return len(text.encode("utf-8")), spans, ends, reasoning
+
+
+@dataclass
+class _Shape:
+    """What a conversation's shape says about its template, whatever the contents.
+
+    `text` and `regions`: the conversation rendered with every assistant message reduced to
+    {"role": "assistant", "content": STAND-IN} and every other content replaced by a stand-in
+    (None when the template refuses that); `prompt`: what add_generation_prompt adds after the
+    messages before the first assistant turn (the header a model is given before it writes;
+    None when the template adds nothing or fails).
+    """
+
+    text: str | None
+    regions: dict[int, tuple[int, int]]
+    prompt: str | None
+
+
+# At most this many learned turns written outside the template's loop are attributed per
+# conversation: each costs a rendering of the whole conversation.
+MAX_TURNS_OUTSIDE_LOOP = 64
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 
 
 class Chat:
@@ -560,8 +668,10 @@ class Chat:
         self.name = options.chat_template_name
         self.explicit_file = options.chat_template
         self.eos_text = tokenizer.tokenizer.decode([eos_id], skip_special_tokens=False)
+        self.max_line_bytes = options.max_line_bytes
+        self.split_special = options.split_special_tokens
         self.compiled: dict[str | None, CompiledTemplate] = {}
-        self.stand_ins: dict[tuple, tuple[str, dict]] = {}
+        self.shapes: dict[tuple, _Shape] = {}
         if self.name is not None or self.explicit_file is not None:
             self.sources  # noqa: B018 (a wrong file or name fails now, not at a conversation)
 
@@ -619,6 +729,20 @@ class Chat:
             compiled = self.compiled[name] = compile_template(self.sources[name])
         return compiled
 
+    @cached_property
+    def specials(self):
+        """A pattern matching the text of every special token (and the EOS), longest first;
+        None for a tokenizer without any."""
+        import re
+
+        decoder = getattr(self.tokenizer.tokenizer, "get_added_tokens_decoder", None)
+        found = {t.content for t in decoder().values() if t.special} if decoder else set()
+        found.add(self.eos_text)
+        found.discard("")
+        if not found:
+            return None
+        return re.compile("|".join(re.escape(t) for t in sorted(found, key=len, reverse=True)))
+
     def conversation(self, line: ChatLine) -> Conversation:
         """Render a checked conversation and find the characters it learns."""
         compiled = self._template(line.tools)
@@ -629,23 +753,51 @@ class Chat:
             "documents": line.documents,
             "add_generation_prompt": False,
         }
-        text, trace = _render(compiled, messages, context)
+        limits = Limits.for_conversation(self.max_line_bytes, _items(line))
+        text, trace = _render(compiled, messages, context, limits)
         if self.train_on == "all":
-            spans, turns = [(0, len(text))], []
+            spans, turns, owned = [(0, len(text))], [], {}
         elif compiled.marked:
-            spans, turns = self._generation_spans(messages, trace)
+            spans, turns, owned = self._generation_spans(messages, trace)
         else:
-            spans, turns = self._content_spans(compiled, messages, context, text, trace)
+            spans, turns, owned = self._content_spans(
+                compiled, messages, context, text, trace, limits
+            )
         turn_ends = [_last_visible(text, turn) for turn in turns]
+        writes_special, plain = self._written_specials(compiled, messages, context, text, limits)
+        reasoning = _merged(
+            [r for i, turn in owned.items() if (r := _reasoning_in(text, messages[i], turn))]
+        )
         # One separator per conversation: a rendering that ends in the EOS and whitespace
         # (ChatML's "<|im_end|>\n") loses the whitespace so that EOS can be the separator.
         stripped = text.rstrip()
         if len(stripped) < len(text) and self.eos_text and stripped.endswith(self.eos_text):
             text = stripped
-            spans = [(start, min(end, len(text))) for start, end in spans if start < len(text)]
+            spans = _clipped(spans, len(text))
+            reasoning = _clipped(reasoning, len(text))
+            plain = _clipped(plain, len(text))
         # A turn followed only by the separator learns to end: the separator is always learned.
-        turn_ends = [c for c in turn_ends if text[c + 1 :].strip() not in ("", self.eos_text)]
-        return Conversation(text, _merged(spans), turn_ends)
+        # (Where that tail starts is found once: testing each turn's rest was quadratic.)
+        tail = len(text.rstrip())
+        body = text[:tail]
+        if self.eos_text and body.endswith(self.eos_text):
+            before_eos = len(body) - len(self.eos_text)
+            eos_tail = len(body[:before_eos].rstrip())
+            turn_ends = [c for c in turn_ends if not eos_tail <= c + 1 <= before_eos]
+        turn_ends = [c for c in turn_ends if c + 1 < tail]
+        tool_calls = sum(
+            1 for i, (a, b) in owned.items() if a < b and messages[i].get("tool_calls")
+        )
+        return Conversation(
+            text,
+            _merged(spans),
+            turn_ends,
+            reasoning,
+            plain,
+            writes_special,
+            assistant_turns=sum(1 for a, b in owned.values() if a < b),
+            tool_call_turns=tool_calls,
+        )
 
     def _learned_turns(self, messages: list[dict]) -> list[int]:
         assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
@@ -657,11 +809,10 @@ class Chat:
         """The template's {% generation %} blocks, less those of turns not learned."""
         blocks = trace.generation
         if not blocks:
-            return [], []
+            return [], [], {}
         assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
         weighted = any(messages[i].get("weight", 1) == 0 for i in assistants)
-        regions = _message_regions(trace)
-        owners = [_owner(regions, start) for start, _ in blocks]
+        owners = _owners(_message_regions(trace), [start for start, _ in blocks])
         if self.train_on == "assistant" and not weighted:
             keep = [True] * len(blocks)  # every block is learned, whoever wrote it
         else:
@@ -683,63 +834,287 @@ class Chat:
                     block
                 )
         spans = sorted(block for turn in turns.values() for block in turn)
-        return spans, list(turns.values())
+        owned = {
+            owner: (turn[0][0], turn[-1][1])
+            for owner, turn in turns.items()
+            if isinstance(owner, int) and messages[owner].get("role") == "assistant"
+        }
+        return spans, list(turns.values()), owned
 
-    def _content_spans(self, compiled, messages, context, text: str, trace: _Trace):
-        """Without generation blocks: each learned assistant message's text from its content on."""
+    def _content_spans(self, compiled, messages, context, text: str, trace: _Trace, limits):
+        """Without generation blocks: each learned assistant turn, from the first character it
+        writes after its header to the end of its end-of-turn marker.
+
+        The header is what the template's generation prompt writes (a model is given it and
+        writes the rest, a `<think>` the template opens included); a template without one, or a
+        turn that does not start with it, takes the text it shares with the conversation's
+        stand-in rendering. The end-of-turn marker is the special token the template writes
+        after the turn (as many from the end as the stand-in writes after its content); what
+        follows it (ChatML's newline) is the next turn's prompt.
+        """
         learned = self._learned_turns(messages)
         if not learned:
-            return [], []
+            return [], [], {}
         regions = _message_regions(trace)
-        loop_start = min((start for start, _ in regions.values()), default=len(text))
-        loop_end = max((end for _, end in regions.values()), default=len(text))
-        outside = text[:loop_start] + "\0" + text[loop_end:]
-        for index in [i for i in learned if i not in regions]:
-            # No iteration held it: skipped by the template ({% break %}, a slice), so it wrote
-            # nothing, unless the template writes it outside the loop, which cannot be typed.
-            content = _as_text(messages[index].get("content")).strip()
-            if content and content in outside:
-                raise ConversationError(
-                    f"cannot tell what assistant message {index} produced: the chat template"
-                    " writes it outside its loop over the messages; add {% generation %} blocks"
-                    " to the template (--chat-template FILE.jinja)"
-                )
-            learned.remove(index)
-        if not learned:
-            return [], []
-        other, other_regions = self._stand_in_rendering(compiled, messages, context)
-        spans = []
+        shape = self._shape(compiled, messages, context, limits)
+        owned: dict[int, tuple[int, int]] = {}
+        outside = []
         for index in learned:
-            start, end = regions[index]
-            if index in other_regions:
-                o_start, o_end = other_regions[index]
-                start += _common_prefix(text[start:end], other[o_start:o_end])
-            spans.append((start, end))
-        return spans, [[span] for span in spans]
+            region = regions.get(index)
+            if region is None or region[0] == region[1]:
+                outside.append(index)
+            else:
+                owned[index] = self._turn_in_region(index, region, text, shape)
+        if len(outside) > MAX_TURNS_OUTSIDE_LOOP:
+            raise ConversationError(
+                f"the chat template writes {len(outside)} assistant turns outside its loop over"
+                f" the messages, and tokentype attributes at most {MAX_TURNS_OUTSIDE_LOOP} such"
+                " turns per conversation (one rendering each); split the conversation or add"
+                " {% generation %} blocks to the template (--chat-template FILE.jinja)"
+            )
+        for index in outside:
+            turn = self._turn_outside(
+                compiled, messages, context, text, regions, index, shape, limits
+            )
+            if turn is not None:
+                owned[index] = turn
+        spans = [owned[i] for i in sorted(owned)]
+        return spans, [[span] for span in spans], owned
 
-    def _stand_in_rendering(self, compiled, messages, context):
-        """The conversation rendered with every content replaced by a stand-in, and its regions.
+    def _turn_in_region(self, index: int, region, text: str, shape: _Shape) -> tuple[int, int]:
+        start, end = region
+        piece = text[start:end]
+        head = 0
+        if shape.prompt:
+            head = self._not_inside_special(piece, _common_prefix(piece, shape.prompt))
+        if head == 0 and shape.text is not None and index in shape.regions:
+            o_start, o_end = shape.regions[index]
+            head = _common_prefix(piece, shape.text[o_start:o_end])
+        stop = len(piece)
+        markers = self._markers_after_content(index, shape)
+        if markers and self.specials is not None:
+            found = [m.end() for m in self.specials.finditer(piece, head)]
+            if found:
+                stop = found[-min(markers, len(found))]
+        return start + head, start + stop
 
-        It depends on the template, the roles and other keys of the messages and the tools, not
-        on the contents, so conversations of one shape (most of a data set) share one rendering.
+    def _not_inside_special(self, piece: str, head: int) -> int:
+        """`head`, or the start of a special token it would cut in two."""
+        if self.specials is None or head == 0:
+            return head
+        for match in self.specials.finditer(piece, max(0, head - 64), head + 64):
+            if match.start() < head < match.end():
+                return match.start()
+        return head
+
+    def _markers_after_content(self, index: int, shape: _Shape) -> int:
+        """How many special tokens the template writes after an assistant turn's content (1
+        when the stand-in rendering cannot tell)."""
+        if shape.text is None or index not in shape.regions or self.specials is None:
+            return 1
+        o_start, o_end = shape.regions[index]
+        at = shape.text.find(chr(_SENTINEL_BASE + index % 0xFFFD), o_start, o_end)
+        if at < 0:
+            return 1
+        return sum(1 for _ in self.specials.finditer(shape.text, at + 1, o_end))
+
+    def _turn_outside(self, compiled, messages, context, text, regions, index, shape, limits):
+        """A learned turn the template writes outside its loop over the messages (after the loop,
+        the last turn on its own, or every message at once): the text that changes when the
+        message is replaced by a stand-in is its own; its header is the generation prompt
+        before it, its end the first end-of-turn marker after it. None when it wrote nothing."""
+        changed = list(messages)
+        changed[index] = {
+            "role": "assistant",
+            "content": _sentinel(index, compiled.loops_over_content),
+        }
+        try:
+            other, _ = _render(compiled, changed, context, limits)
+        except ConversationError as exc:
+            why = f"it refuses a stand-in for that turn ({exc})"
+            raise _unattributable(compiled, index, why) from exc
+        if other == text:
+            return None  # skipped by the template ({% break %}, a slice)
+        head = _common_prefix(text, other)
+        tail = _common_suffix(text, other, min(len(text), len(other)) - head)
+        body_start, body_end = head, len(text) - tail
+        for message, (start, end) in regions.items():
+            if message != index and start < end and start < body_end and body_start < end:
+                why = f"changing it changes what message {message}'s loop iteration writes"
+                raise _unattributable(compiled, index, why)
+        start = body_start
+        if shape.prompt:
+            at = text.rfind(shape.prompt, 0, body_start)
+            gap_has_marker = (
+                self.specials is not None
+                and self.specials.search(text, at + len(shape.prompt), body_start) is not None
+            )
+            if at >= 0 and not gap_has_marker:
+                start = at + len(shape.prompt)
+        stop = body_end
+        if self.specials is not None and (marker := self.specials.search(text, body_end)):
+            stop = marker.end()
+        return start, stop
+
+    def _shape(self, compiled, messages, context, limits) -> _Shape:
+        """The stand-in rendering and generation prompt of the conversation's shape.
+
+        They depend on the template, the roles and other keys of the non-assistant messages and
+        the tools, not on the contents, so conversations of one shape (most of a data set) share
+        them.
         """
         key = (
             id(compiled),
-            tuple(tuple((k, repr(v)) for k, v in m.items() if k != "content") for m in messages),
+            tuple(_shape_of(m) for m in messages),
             repr(context.get("tools")),
             repr(context.get("documents")),
         )
-        found = self.stand_ins.get(key)
-        if found is None:
-            stand_ins = [
-                {**m, "content": _sentinel(i, compiled.loops_over_content)}
-                for i, m in enumerate(messages)
-            ]
-            other, trace = _render(compiled, stand_ins, context)
-            if len(self.stand_ins) >= 4096:  # bounded memory over unbounded shapes
-                self.stand_ins.clear()
-            found = self.stand_ins[key] = (other, _message_regions(trace))
+        found = self.shapes.get(key)
+        if found is not None:
+            return found
+        stand_ins = [_stand_in(i, m, compiled.loops_over_content) for i, m in enumerate(messages)]
+        try:
+            other, trace = _render(compiled, stand_ins, context, limits)
+            text, regions = other, _message_regions(trace)
+        except ConversationError:
+            text, regions = None, {}
+        first = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), None)
+        prompt = None
+        if first is not None:
+            try:
+                bare, _ = _render(compiled, stand_ins[:first], context, limits)
+                asking, _ = _render(
+                    compiled, stand_ins[:first], {**context, "add_generation_prompt": True}, limits
+                )
+                prompt = asking[_common_prefix(asking, bare) :] or None
+            except ConversationError:
+                prompt = None
+        if len(self.shapes) >= 4096:  # bounded memory over unbounded shapes
+            self.shapes.clear()
+        found = self.shapes[key] = _Shape(text, regions, prompt)
         return found
+
+    def _written_specials(self, compiled, messages, context, text: str, limits):
+        """Whether the messages write a special token's text (which then becomes that token),
+        and with --split-special-tokens where those texts are in the rendering, to be encoded as
+        text while the template's own markers stay special tokens."""
+        pattern = self.specials
+        if pattern is None or not any(_holds(pattern, m) for m in messages):
+            return False, []
+        if not self.split_special:
+            return True, []
+        # Render again with each such text replaced by a private-use character, then put the
+        # texts back: where the characters land is where the messages wrote them.
+        table: dict[str, str] = {}
+
+        def swap(match) -> str:
+            return table.setdefault(match.group(), chr(_PLAIN_BASE + len(table)))
+
+        swapped = [_map_strings(m, lambda v: pattern.sub(swap, v)) for m in messages]
+        other, _ = _render(compiled, swapped, context, limits)
+        back = {v: k for k, v in table.items()}
+        pieces: list[str] = []
+        plain = []
+        done = shift = 0
+        for at, char in enumerate(other):
+            if char in back:
+                special = back[char]
+                pieces.append(other[done:at])
+                pieces.append(special)
+                plain.append((at + shift, at + shift + len(special)))
+                shift += len(special) - 1
+                done = at + 1
+        pieces.append(other[done:])
+        if "".join(pieces) != text:
+            raise ConversationError(
+                "a message writes special-token text that the chat template treats differently"
+                " from other text, so --split-special-tokens cannot keep it apart from the"
+                " template's own; remove it from the message or leave out --split-special-tokens"
+            )
+        return False, plain
+
+
+_PLAIN_BASE = 0x100000  # plane 16 private use: no template or tokenizer treats it specially
+
+
+def _unattributable(compiled: CompiledTemplate, index: int, why: str) -> TemplateError:
+    """The whole run stops: every conversation of this template would fail alike."""
+    return TemplateError(
+        f"{compiled.source.origin}: cannot tell what assistant message {index} produced: the"
+        f" chat template writes it outside its loop over the messages and {why}; add"
+        " {% generation %} blocks to the template (--chat-template FILE.jinja)"
+    )
+
+
+def _items(line: ChatLine) -> int:
+    """Messages, content parts, tool calls, tools and documents: what a template loops over."""
+    count = len(line.messages) + len(line.tools or ()) + len(line.documents or ())
+    for message in line.messages:
+        for key in ("content", "tool_calls"):
+            value = message.get(key)
+            if isinstance(value, list):
+                count += len(value)
+    return count
+
+
+def _shape_of(message: dict) -> tuple:
+    if message.get("role") == "assistant":
+        return ("assistant",)
+    content = message.get("content")
+    kind = "none" if content is None else "empty" if content in ("", []) else "text"
+    return (kind, *((k, repr(v)) for k, v in message.items() if k != "content"))
+
+
+def _stand_in(index: int, message: dict, as_parts: bool) -> dict:
+    """An assistant message reduced to its role and a stand-in content; another message with its
+    content (when it has one) replaced by a stand-in."""
+    if message.get("role") == "assistant":
+        return {"role": "assistant", "content": _sentinel(index, as_parts)}
+    if message.get("content") in (None, "", []):
+        return dict(message)
+    return {**message, "content": _sentinel(index, as_parts)}
+
+
+def _holds(pattern, value: object) -> bool:
+    if isinstance(value, str):
+        return pattern.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds(pattern, v) for k, v in value.items() if k != "role")
+    if isinstance(value, list):
+        return any(_holds(pattern, v) for v in value)
+    return False
+
+
+def _map_strings(value: object, change):
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: v if k == "role" else _map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, change) for v in value]
+    return value
+
+
+def _reasoning_in(text: str, message: dict, turn: tuple[int, int]) -> tuple[int, int] | None:
+    """Where a learned turn's reasoning (its reasoning_content, or what its content holds
+    between <think> and </think>) is written inside the turn, if it is."""
+    found = None
+    for key in _REASONING_KEYS:
+        if isinstance(message.get(key), str):
+            found = message[key]
+            break
+    content = message.get("content")
+    if found is None and isinstance(content, str) and "</think>" in content:
+        found = content.split("</think>")[0].split("<think>")[-1]
+    found = (found or "").strip()
+    if not found:
+        return None
+    at = text.find(found, turn[0], turn[1])
+    return (at, at + len(found)) if at >= 0 else None
+
+
+def _clipped(ranges: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    return [(start, min(end, length)) for start, end in ranges if start < length]
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -761,11 +1136,24 @@ def _as_text(content: object) -> str:
     return content if isinstance(content, str) else ""
 
 
-def _owner(regions: dict[int, tuple[int, int]], position: int) -> int | None:
-    for message, (start, end) in regions.items():
-        if start <= position < end or start == position == end:
-            return message
-    return None
+def _owners(regions: dict[int, tuple[int, int]], positions: list[int]) -> list[int | None]:
+    """The message whose region holds each position (a binary search over the regions)."""
+    import bisect
+
+    ordered = sorted((start, end, message) for message, (start, end) in regions.items())
+    starts = [start for start, _, _ in ordered]
+    out: list[int | None] = []
+    for position in positions:
+        # Regions starting at the position come sorted by end: a non-empty one is taken before a
+        # message that wrote nothing there.
+        k = bisect.bisect_right(starts, position) - 1
+        owner = None
+        if k >= 0:
+            start, end, message = ordered[k]
+            if start <= position < end or start == position == end:
+                owner = message
+        out.append(owner)
+    return out
 
 
 def _sentinel(index: int, as_parts: bool) -> str | list[dict]:
