@@ -884,12 +884,17 @@ class Chat:
     def _turn_in_region(self, index: int, region, text: str, shape: _Shape) -> tuple[int, int]:
         start, end = region
         piece = text[start:end]
-        head = 0
+        head = None
         if shape.prompt:
-            head = self._not_inside_special(piece, _common_prefix(piece, shape.prompt))
-        if head == 0 and shape.text is not None and index in shape.regions:
+            head = self._not_inside_special(piece, _common_prefix(piece, shape.prompt)) or None
+        if shape.text is not None and index in shape.regions:
+            # The stand-in's turn starts with the header too, and parts from this turn where its
+            # content starts: that bounds a match with the generation prompt that went on into
+            # the content by chance ("<" of a content against "<think>").
             o_start, o_end = shape.regions[index]
-            head = _common_prefix(piece, shape.text[o_start:o_end])
+            shared = _common_prefix(piece, shape.text[o_start:o_end])
+            head = shared if head is None else min(head, shared)
+        head = head or 0
         stop = len(piece)
         markers = self._markers_after_content(index, shape)
         if markers and self.specials is not None:
