@@ -858,6 +858,7 @@ class Chat:
         regions = _message_regions(trace)
         shape = self._shape(compiled, messages, context, limits)
         owned: dict[int, tuple[int, int]] = {}
+        pieces: dict[int, list[tuple[int, int]]] = {}
         outside = []
         for index in learned:
             region = regions.get(index)
@@ -865,6 +866,7 @@ class Chat:
                 outside.append(index)
             else:
                 owned[index] = self._turn_in_region(index, region, text, shape)
+                pieces[index] = self._headers_left_out(text, owned[index], shape.prompt)
         if len(outside) > MAX_TURNS_OUTSIDE_LOOP:
             raise ConversationError(
                 f"the chat template writes {len(outside)} assistant turns outside its loop over"
@@ -878,8 +880,30 @@ class Chat:
             )
             if turn is not None:
                 owned[index] = turn
-        spans = [owned[i] for i in sorted(owned)]
-        return spans, [[span] for span in spans], owned
+                pieces[index] = [turn]
+        turns = [pieces[i] for i in sorted(pieces)]
+        return [span for turn in turns for span in turn], turns, owned
+
+    def _headers_left_out(self, text: str, turn: tuple[int, int], prompt: str | None):
+        """A turn that writes a second header after an end-of-turn marker (DeepSeek-R1's tool
+        calls, then an empty answer), split around it: after a marker the model has stopped, and
+        what follows up to its next generation prompt is given to it, not written by it."""
+        start, stop = turn
+        if not prompt or self.specials is None:
+            return [turn]
+        opener = self.specials.match(prompt)
+        if opener is None:
+            return [turn]
+        out = []
+        for marker in self.specials.finditer(text, start, stop):
+            after = marker.end()
+            if after < stop and text.startswith(opener.group(), after):
+                header = _common_prefix(text[after:stop], prompt)
+                header = self._not_inside_special(text[after:stop], header)
+                out.append((start, after))
+                start = after + header
+        out.append((start, stop))
+        return out
 
     def _turn_in_region(self, index: int, region, text: str, shape: _Shape) -> tuple[int, int]:
         start, end = region
