@@ -98,13 +98,8 @@ def template_sources(tokenizer: LoadedTokenizer, template_file: str | None) -> d
     """
     if template_file is not None:
         path = Path(template_file)
-        try:
-            return {None: TemplateSource(path.read_text(encoding="utf-8"), str(path), False)}
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or exc
-            raise TemplateError(
-                f"{path}: cannot read the chat template ({why}); check --chat-template"
-            ) from exc
+        text = _read_bounded(path, MAX_TEMPLATE_BYTES, "the chat template", "--chat-template")
+        return {None: TemplateSource(text, str(path), False)}
     folder = tokenizer.path.parent
     config = folder / "tokenizer_config.json"
     value = _read_json(config).get("chat_template") if config.is_file() else None
@@ -132,16 +127,43 @@ def template_sources(tokenizer: LoadedTokenizer, template_file: str | None) -> d
         )
     jinja_file = folder / "chat_template.jinja"
     if jinja_file.is_file():
-        return {
-            None: TemplateSource(jinja_file.read_text(encoding="utf-8"), str(jinja_file), False)
-        }
+        text = _read_bounded(jinja_file, MAX_TEMPLATE_BYTES, "the chat template", "the file")
+        return {None: TemplateSource(text, str(jinja_file), False)}
     return {}
 
 
-def _read_json(path: Path) -> dict:
+# A chat template is a few KB (the longest published ones, with tool-calling instructions, are
+# under 100 KB); a tokenizer's config holds its added tokens too.
+MAX_TEMPLATE_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def _read_bounded(path: Path, limit: int, what: str, fix: str) -> str:
+    """A regular file's text, refused past `limit` bytes (not a device or a pipe, which could
+    give gigabytes or nothing at all)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not path.is_file():
+            raise TemplateError(
+                f"{path}: {what} is not a regular file (a device, a pipe or missing); check {fix}"
+            )
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise TemplateError(
+                f"{path}: {what} is over the limit of {limit:,} bytes (a chat template is a few"
+                f" KB); check {fix}"
+            )
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise TemplateError(f"{path}: cannot read {what} ({why}); check {fix}") from exc
+
+
+def _read_json(path: Path) -> dict:
+    text = _read_bounded(path, MAX_CONFIG_BYTES, "the tokenizer's configuration", "the file")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise TemplateError(f"{path}: not valid JSON ({exc}); fix the file") from exc
     return data if isinstance(data, dict) else {}
 
