@@ -982,3 +982,24 @@ def test_types_equal_transformers_assistant_mask(tmp_path, name, transformers):
         if ids != hf_ids or [types[k] for k in kept] != [mask[k] for k in kept]:
             differing.append(number)
     assert not differing, f"conversations typed unlike transformers' mask: {differing[:10]}"
+
+
+def test_null_keys_are_left_out_as_transformers_does(tmp_path):
+    """transformers 5 drops a message's null-valued keys ("content": null beside tool calls)
+    before rendering, and templates test for the key."""
+    case = HERMES_CASE
+    template = (
+        "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' }}"
+        "{%- if m.content is defined %}{{- m.content | string }}{%- else %}{{- 'none' }}{%- endif %}"
+        "{{- '<|im_end|>\\n' }}{%- endfor %}"
+    )
+    folder = make_tokenizer(tmp_path / "tok", case, template)
+    line = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call("f", {})]},
+        ]
+    }
+    result, out = tokenize(tmp_path, folder, [line])
+    assert result.exit_code == 0, result.output
+    assert runs(out, folder)[0][-2:] == [("completion", "none"), ("separator", "<|im_end|>")]

@@ -1213,14 +1213,17 @@ def _sentinel(index: int, as_parts: bool) -> str | list[dict]:
 
 
 def _as_template_expects(messages: list[dict], loops_over_content: bool) -> list[dict]:
-    """Content parts as a list for templates that loop over them, else their texts joined by
-    newlines (as vLLM serves such templates), so text-only templates accept parts too."""
-    if loops_over_content:
-        return messages
+    """The messages as transformers (5.x) hands them to a template, keys whose value is null
+    left out (`"content": null` beside tool calls: templates test for a missing key); content
+    parts as a list for templates that loop over them, else their texts joined by newlines (as
+    vLLM serves such templates, where transformers would fail), so text-only templates accept
+    parts too."""
     out = []
     for message in messages:
+        if None in message.values():
+            message = {k: v for k, v in message.items() if v is not None}
         content = message.get("content")
-        if isinstance(content, list):
+        if isinstance(content, list) and not loops_over_content:
             message = {**message, "content": "\n".join(part["text"] for part in content)}
         out.append(message)
     return out
