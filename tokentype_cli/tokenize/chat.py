@@ -673,6 +673,9 @@ class _Shape:
     text: str | None
     regions: dict[int, tuple[int, int]]
     prompt: str | None
+    # Per assistant message: how many special tokens the template writes after its content
+    # (where the stand-in cannot tell, 1).
+    markers: dict[int, int] = field(default_factory=dict)
 
 
 # At most this many learned turns written outside the template's loop are attributed per
@@ -752,18 +755,25 @@ class Chat:
         return compiled
 
     @cached_property
-    def specials(self):
-        """A pattern matching the text of every special token (and the EOS), longest first;
-        None for a tokenizer without any."""
-        import re
-
+    def special_texts(self) -> list[str]:
+        """The text of every special token (and the EOS), longest first."""
         decoder = getattr(self.tokenizer.tokenizer, "get_added_tokens_decoder", None)
         found = {t.content for t in decoder().values() if t.special} if decoder else set()
         found.add(self.eos_text)
         found.discard("")
-        if not found:
-            return None
-        return re.compile("|".join(re.escape(t) for t in sorted(found, key=len, reverse=True)))
+        return sorted(found, key=len, reverse=True)
+
+    @cached_property
+    def specials(self):
+        """A pattern matching any special token's text; None for a tokenizer without any."""
+        import re
+
+        texts = self.special_texts
+        return re.compile("|".join(map(re.escape, texts))) if texts else None
+
+    @cached_property
+    def _special_starts(self) -> str:
+        return "".join({text[0] for text in self.special_texts})
 
     def conversation(self, line: ChatLine) -> Conversation:
         """Render a checked conversation and find the characters it learns."""
@@ -887,8 +897,7 @@ class Chat:
             if region is None or region[0] == region[1]:
                 outside.append(index)
             else:
-                owned[index] = self._turn_in_region(index, region, text, shape)
-                pieces[index] = self._headers_left_out(text, owned[index], shape.prompt)
+                owned[index], pieces[index] = self._turn_in_region(index, region, text, shape)
         if len(outside) > MAX_TURNS_OUTSIDE_LOOP:
             raise ConversationError(
                 f"the chat template writes {len(outside)} assistant turns outside its loop over"
@@ -906,28 +915,31 @@ class Chat:
         turns = [pieces[i] for i in sorted(pieces)]
         return [span for turn in turns for span in turn], turns, owned
 
-    def _headers_left_out(self, text: str, turn: tuple[int, int], prompt: str | None):
+    def _headers_left_out(self, piece, base, start, stop, found, prompt):
         """A turn that writes a second header after an end-of-turn marker (DeepSeek-R1's tool
         calls, then an empty answer), split around it: after a marker the model has stopped, and
-        what follows up to its next generation prompt is given to it, not written by it."""
-        start, stop = turn
-        if not prompt or self.specials is None:
-            return [turn]
-        opener = self.specials.match(prompt)
-        if opener is None:
-            return [turn]
+        what follows up to its next generation prompt is given to it, not written by it.
+        `found`: the special tokens of `piece` from `start` on; positions are `base` + those in
+        `piece`."""
+        opener = self.specials.match(prompt) if prompt else None
         out = []
-        for marker in self.specials.finditer(text, start, stop):
-            after = marker.end()
-            if after < stop and text.startswith(opener.group(), after):
-                header = _common_prefix(text[after:stop], prompt)
-                header = self._not_inside_special(text[after:stop], header)
-                out.append((start, after))
-                start = after + header
-        out.append((start, stop))
+        if opener is not None:
+            for marker in found:
+                after = marker.end()
+                if after >= stop:
+                    break
+                if piece.startswith(opener.group(), after):
+                    header = self._not_inside_special(
+                        piece[after:stop], _common_prefix(piece[after:stop], prompt)
+                    )
+                    out.append((base + start, base + after))
+                    start = after + header
+        out.append((base + start, base + stop))
         return out
 
-    def _turn_in_region(self, index: int, region, text: str, shape: _Shape) -> tuple[int, int]:
+    def _turn_in_region(self, index: int, region, text: str, shape: _Shape):
+        """The learned span of a turn its loop iteration wrote, and that span less any second
+        header inside it (_headers_left_out)."""
         start, end = region
         piece = text[start:end]
         head = None
@@ -941,13 +953,15 @@ class Chat:
             shared = _common_prefix(piece, shape.text[o_start:o_end])
             head = shared if head is None else min(head, shared)
         head = head or 0
+        if self.specials is None:
+            return (start + head, end), [(start + head, end)]
+        found = list(self.specials.finditer(piece, head))
         stop = len(piece)
-        markers = self._markers_after_content(index, shape)
-        if markers and self.specials is not None:
-            found = [m.end() for m in self.specials.finditer(piece, head)]
-            if found:
-                stop = found[-min(markers, len(found))]
-        return start + head, start + stop
+        markers = shape.markers.get(index, 1)
+        if markers and found:
+            stop = found[-min(markers, len(found))].end()
+        turn = (start + head, start + stop)
+        return turn, self._headers_left_out(piece, start, head, stop, found, shape.prompt)
 
     def _not_inside_special(self, piece: str, head: int) -> int:
         """`head`, or the start of a special token it would cut in two."""
@@ -957,17 +971,6 @@ class Chat:
             if match.start() < head < match.end():
                 return match.start()
         return head
-
-    def _markers_after_content(self, index: int, shape: _Shape) -> int:
-        """How many special tokens the template writes after an assistant turn's content (1
-        when the stand-in rendering cannot tell)."""
-        if shape.text is None or index not in shape.regions or self.specials is None:
-            return 1
-        o_start, o_end = shape.regions[index]
-        at = shape.text.find(chr(_SENTINEL_BASE + index % 0xFFFD), o_start, o_end)
-        if at < 0:
-            return 1
-        return sum(1 for _ in self.specials.finditer(shape.text, at + 1, o_end))
 
     def _turn_outside(self, compiled, messages, context, text, regions, index, shape, limits):
         """A learned turn the template writes outside its loop over the messages (after the loop,
@@ -1040,9 +1043,15 @@ class Chat:
                 prompt = asking[_common_prefix(asking, bare) :] or None
             except ConversationError:
                 prompt = None
+        markers = {}
+        if text is not None and self.specials is not None:
+            for index, (o_start, o_end) in regions.items():
+                at = text.find(chr(_SENTINEL_BASE + index % 0xFFFD), o_start, o_end)
+                if at >= 0 and messages[index].get("role") == "assistant":
+                    markers[index] = sum(1 for _ in self.specials.finditer(text, at + 1, o_end))
         if len(self.shapes) >= 4096:  # bounded memory over unbounded shapes
             self.shapes.clear()
-        found = self.shapes[key] = _Shape(text, regions, prompt)
+        found = self.shapes[key] = _Shape(text, regions, prompt, markers)
         return found
 
     def _written_specials(self, compiled, messages, context, text: str, limits):
@@ -1050,7 +1059,7 @@ class Chat:
         and with --split-special-tokens where those texts are in the rendering, to be encoded as
         text while the template's own markers stay special tokens."""
         pattern = self.specials
-        if pattern is None or not any(_holds(pattern, m) for m in messages):
+        if pattern is None or not _holds(pattern, self._special_starts, messages):
             return False, []
         if not self.split_special:
             return True, []
@@ -1126,14 +1135,26 @@ def _stand_in(index: int, message: dict, as_parts: bool) -> dict:
     return {**message, "content": _sentinel(index, as_parts)}
 
 
-def _holds(pattern, value: object) -> bool:
+def _holds(pattern, starts: str, messages: list[dict]) -> bool:
+    """Whether a string in the messages (roles aside) holds a special token's text."""
+    strings: list[str] = []
+    _strings(messages, strings)
+    text = "\0".join(strings)  # no special token holds a NUL, so no match spans two strings
+    # Most text holds none of the characters special tokens start with ("<", "["): a scan in C
+    # per character is cheaper than the pattern's.
+    return any(c in text for c in starts) and pattern.search(text) is not None
+
+
+def _strings(value: object, out: list[str]) -> None:
     if isinstance(value, str):
-        return pattern.search(value) is not None
-    if isinstance(value, dict):
-        return any(_holds(pattern, v) for k, v in value.items() if k != "role")
-    if isinstance(value, list):
-        return any(_holds(pattern, v) for v in value)
-    return False
+        out.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key != "role":
+                _strings(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
 
 
 def _map_strings(value: object, change):

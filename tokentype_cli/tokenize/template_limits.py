@@ -30,7 +30,13 @@ STEP_BASE = 100_000
 STEP_PER_ITEM = 100
 _POWER_BITS = 1 << 16  # integers past this are no template's business
 _TOJSON_INDENT = 1024
+_SHORT = 1 << 12
 CONCAT = "__tokentype_concat"  # the filter `~` and captured output are compiled to
+
+
+_STEPS_WHY = (
+    f"{STEP_BASE:,} plus {STEP_PER_ITEM} per message, content part, tool call, tool and document"
+)
 
 
 class LimitExceeded(Exception):
@@ -46,12 +52,7 @@ class Limits:
 
     @classmethod
     def for_conversation(cls, max_line_bytes: int, items: int) -> Limits:
-        return cls(
-            chars=2 * max_line_bytes,
-            steps=STEP_BASE + STEP_PER_ITEM * items,
-            steps_why=f"{STEP_BASE:,} plus {STEP_PER_ITEM} per message, content part, tool call,"
-            " tool and document",
-        )
+        return cls(2 * max_line_bytes, STEP_BASE + STEP_PER_ITEM * items, steps_why=_STEPS_WHY)
 
 
 class Budget:
@@ -270,6 +271,15 @@ def bounded_environment(**kwargs):
                     self.filters[name] = bounded_filter(name, func)
 
         def call_binop(self, context, operator: str, left, right):
+            # Templates join strings with + on every message: short ones cost no bookkeeping (a
+            # loop building a long one is bounded by its steps, and the result by this check).
+            if (
+                operator == "+"
+                and type(left) is str
+                and type(right) is str
+                and len(left) + len(right) < _SHORT
+            ):
+                return left + right
             budget = current()
             budget.step()
             if operator == "+":
