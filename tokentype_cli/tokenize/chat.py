@@ -14,15 +14,27 @@ same turns inside the whole conversation). The template is compiled with a probe
 every `{% for %}` body and after every loop: each probe records which message object the
 iteration holds (every message is a distinct dict, so this works whatever list the template loops
 over: `messages`, `messages[1:]`, a reversed copy) and how many characters had been written when
-it ran, the position transformers' generation tracker reads too. The loop whose iterations wrote
-the most text is the message loop; message i produced the text from its iteration's start to the
-next iteration's start (or the loop's end). The probes write nothing, so the text is exactly what
-transformers renders. Templates with `{% generation %}` blocks decide directly what is learned.
-Without blocks, an assistant message learns its text from where its content starts, found by
-rendering the conversation again with every content replaced by a private-use character: the
-assistant header is what the two renderings of that message share before they differ. That
-second rendering depends only on the conversation's shape (roles, other keys, tools), so it is
-cached and most conversations of a data set render once.
+it ran, the position transformers' generation tracker reads too. A message's region is the text
+its iteration wrote (in whichever loop wrote the most for it: a template may split the messages
+over two loops). The probes write nothing, so the text is exactly what transformers renders.
+Templates with `{% generation %}` blocks decide directly what is learned.
+
+Without blocks, a learned assistant turn runs from the first character it writes after its
+header to the end of its end-of-turn marker, the rule trainers use when they add generation
+blocks to published templates. The header is what the template's generation prompt writes
+(add_generation_prompt rendered after the messages before the first assistant turn), bounded by
+what the turn shares with a stand-in rendering in which every assistant message is reduced to
+{role, stand-in content} and every other content replaced by a stand-in; without a generation
+prompt, the stand-in alone decides. So a `<think>` the template opens is learned, and tool calls
+rendered without content differ from the stand-in and are learned. The marker is the special
+token the template writes after the content (as many from the end as the stand-in writes after
+its stand-in); what follows it is prompt. A turn written outside the loops (Nemotron's last turn,
+a template that writes everything after its loop) is the text that changes when that message
+alone is replaced by the stand-in, from the generation prompt before it to the first marker
+after it. Both stand-in renderings depend only on the conversation's shape (roles, other keys,
+tools), so they are cached and most conversations of a data set render once.
+
+Every rendering is bounded in size and work (template_limits.py).
 
 Rendering runs in the reader thread; the encoder threads type the tokens (type_tokens) from the
 learned character ranges.
