@@ -1003,3 +1003,28 @@ def test_null_keys_are_left_out_as_transformers_does(tmp_path):
     result, out = tokenize(tmp_path, folder, [line])
     assert result.exit_code == 0, result.output
     assert runs(out, folder)[0][-2:] == [("completion", "none"), ("separator", "<|im_end|>")]
+
+
+def test_a_turn_outside_the_loop_that_cannot_be_told_stops_the_run_once(tmp_path):
+    """The last turn is written after the loop and the template refuses it without a tool call,
+    so the turn cannot be compared with a stand-in: the run stops, naming the template, even with
+    --skip-bad-lines (every line would fail alike)."""
+    case = HERMES_CASE
+    template = (
+        "{%- for m in messages[:-1] %}{{- m.role + ':' + m.content + '<|im_end|>' }}{%- endfor %}"
+        "{%- if messages[-1].tool_calls is not defined %}"
+        "{{- raise_exception('the last turn must call a tool') }}{%- endif %}"
+        "{{- 'assistant:' + messages[-1].tool_calls[0].function.name + '<|im_end|>' }}"
+    )
+    folder = make_tokenizer(tmp_path / "tok", case, template)
+    line = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "", "tool_calls": [call("f", {})]},
+        ]
+    }
+    result, _ = tokenize(tmp_path, folder, [line, line], "--skip-bad-lines", tmp_path / "bad.jsonl")
+    assert_one_line_error(
+        result, 1, "in.jsonl:1:", "tokenizer_config.json (chat_template)",
+        "cannot tell what assistant message 1 produced", "{% generation %}",
+    )  # fmt: skip
