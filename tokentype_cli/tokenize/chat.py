@@ -1150,7 +1150,13 @@ def _stand_in(index: int, message: dict, as_parts: bool) -> dict:
 def _holds(pattern, starts: str, messages: list[dict]) -> bool:
     """Whether a string in the messages (roles aside) holds a special token's text."""
     strings: list[str] = []
-    _strings(messages, strings)
+    for message in messages:  # the usual string contents without a call each
+        for key, value in message.items():
+            if type(value) is str:
+                if key != "role":
+                    strings.append(value)
+            else:
+                _strings(value, strings)
     text = "\0".join(strings)  # no special token holds a NUL, so no match spans two strings
     # Most text holds none of the characters special tokens start with ("<", "["): a scan in C
     # per character is cheaper than the pattern's.

@@ -252,6 +252,7 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
 def bounded_environment(**kwargs):
     """transformers' sandbox (an ImmutableSandboxedEnvironment with `kwargs`), with every way to
     grow a value or spend time counted; call bound_filters() once its filters are all set."""
+    from jinja2.runtime import Macro
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class BoundedEnvironment(ImmutableSandboxedEnvironment):
@@ -315,12 +316,14 @@ def bounded_environment(**kwargs):
         def call(__self, __context, __obj, *args, **kwargs):
             budget = current()
             budget.step()
-            target = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
-            owner = getattr(target, "__self__", None)
-            if isinstance(owner, str):
-                _check_str_method(budget, owner, getattr(target, "__name__", ""), args, kwargs)
+            if not isinstance(__obj, Macro):  # a macro's output is counted as it is built
+                target = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped
+                owner = getattr(target, "__self__", None)
+                if isinstance(owner, str):
+                    _check_str_method(budget, owner, getattr(target, "__name__", ""), args, kwargs)
             result = super().call(__context, __obj, *args, **kwargs)
-            budget.value(result, "a call's result")
+            if type(result) is str or isinstance(result, (list, tuple)):
+                budget.value(result, "a call's result")
             return result
 
     return BoundedEnvironment(**kwargs)
