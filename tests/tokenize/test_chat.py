@@ -158,11 +158,10 @@ def chatml_expected(messages, learned, marked=False, default_system=None):
         add("completion", m["content"])
         if i == last:  # the trailing "\n" goes and the <|im_end|> is the separator
             add("separator", "<|im_end|>")
-        elif marked:  # the "\n" after the block is the template's, outside the block
+        else:  # the turn ends with its marker, with or without generation blocks; the "\n"
+            # after it is the template's, written after generation stops
             add("completion", "<|im_end|>")
             add("prompt", "\n")
-        else:  # the end-of-turn text up to the next message learns with the content
-            add("completion", "<|im_end|>\n")
     if out[-1][0] != "separator":  # a last turn that is not learned still ends in one
         text = out[-1][1]
         out[-1] = (out[-1][0], text[: -len("<|im_end|>\n")])
@@ -265,8 +264,8 @@ def test_template_that_drops_past_reasoning(tmp_path):
     assert runs(out, folder) == [
         [
             ("prompt", "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
-            ("completion", "Hello there<|im_end|>\n"),
-            ("prompt", "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"),
+            ("completion", "Hello there<|im_end|>"),
+            ("prompt", "\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"),
             ("completion", "<think>part</think>\n\nCiao"),
             ("separator", "<|im_end|>"),
         ]
@@ -622,14 +621,23 @@ def test_a_message_the_template_skips_learns_nothing(tmp_path):
     ]
 
 
-def test_an_assistant_message_written_outside_the_loop_is_refused(tmp_path):
+def test_an_assistant_message_written_outside_the_loop_is_attributed(tmp_path):
     template = (
         "{%- for m in messages[:-1] %}{{- m.role + ':' + m.content + '<|im_end|>' }}{%- endfor %}"
         "{{- 'assistant:' + messages[-1].content + '<|im_end|>' }}"
     )
     folder = make_tokenizer(tmp_path / "tok", template)
-    result, _ = tokenize(tmp_path, folder, {"messages": CONVERSATION})
-    assert_one_line_error(result, 1, "in.jsonl:1:", "assistant message 3", "outside its loop")
+    result, out = tokenize(tmp_path, folder, {"messages": CONVERSATION})
+    assert result.exit_code == 0, result.output
+    assert runs(out, folder) == [
+        [
+            ("prompt", "user:Hi<|im_end|>assistant:"),
+            ("completion", "Hello there<|im_end|>"),
+            ("prompt", "user:Bye<|im_end|>assistant:"),
+            ("completion", "Ciao"),
+            ("separator", "<|im_end|>"),
+        ]
+    ]
 
 
 def test_byte_places_and_character_offsets_type_alike(tmp_path, monkeypatch):
@@ -701,8 +709,8 @@ def test_a_tool_call_turn_learns_its_call(tmp_path):
     assert runs(out, folder) == [
         [
             ("prompt", "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"),
-            ("completion", '<tool>{"name": "add", "arguments": {"a": 1}}</tool><|im_end|>\n'),
-            ("prompt", "<|im_start|>tool\n2<|im_end|>\n<|im_start|>assistant\n"),
+            ("completion", '<tool>{"name": "add", "arguments": {"a": 1}}</tool><|im_end|>'),
+            ("prompt", "\n<|im_start|>tool\n2<|im_end|>\n<|im_start|>assistant\n"),
             ("completion", "2"),
             ("separator", "<|im_end|>"),
         ]

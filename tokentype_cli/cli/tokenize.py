@@ -619,10 +619,14 @@ def tokenize_command(
     Chat: a JSONL line {"messages": [{"role": ..., "content": ...}, ...], "tools": [...]} (or a
     bare list of messages) is a conversation, rendered with the tokenizer's chat template as
     transformers' apply_chat_template renders it (add_generation_prompt false) and tokenized
-    whole, adding no special tokens. Content may be a list of {"type": "text"} parts. Text inside
-    the template's {% generation %} blocks is completion; without such blocks, an assistant
-    message's text from its content to the next message (its end-of-turn) is completion and the
-    rest is prompt. A token straddling prompt and completion text (a seam) is completion when any
+    whole, adding no special tokens. Content may be a list of {"type": "text"} parts (joined with
+    newlines for a template that reads strings). Text inside the template's {% generation %}
+    blocks is completion; without such blocks, an assistant turn is completion from the first
+    character it writes after its header (the template's generation prompt; a <think> the
+    template opens, tool calls included) through its end-of-turn marker, and the rest (the
+    newline after <|im_end|>, the next header) is prompt. The rendering is bounded: twice
+    --max-line-bytes characters, and 100,000 template steps plus 100 per message, part, tool call,
+    tool and document. A token straddling prompt and completion text (a seam) is completion when any
     of its characters is, the rule behind transformers' assistant mask. Each conversation is one
     article ending in one separator: a rendering ending in the eos plus whitespace loses the
     whitespace and the eos is the separator; otherwise an eos is appended. A conversation learning
@@ -1003,6 +1007,11 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str
             f" {plural(m['seams'], 'seam')} in {m['conversations_with_seams']:,},"
             f" {m['conversations_with_open_turns']:,} with a learned turn that never learns to"
             f" end, {m['conversations_learning_nothing']:,} learning nothing"
+        )
+        lines.append(
+            f"  {plural(m['assistant_turns'], 'learned assistant turn')}"
+            f" ({m['tool_call_turns']:,} calling tools),"
+            f" {plural(m['reasoning_tokens'], 'learned token')} of reasoning"
         )
     if m["lines_rejected"]:
         lines.append(f"  {plural(m['lines_rejected'], 'bad line')} written to {rejects}")

@@ -23,24 +23,31 @@ def special_token_ids(tokenizer: LoadedTokenizer) -> np.ndarray:
 
 def lines_with_special_tokens(encoded: Encoded, special_ids: np.ndarray) -> np.ndarray:
     """Batch line indices whose prompt or completion text the tokenizer read a special token out
-    of, sorted (conversations are left out)."""
+    of, or whose conversation's messages wrote one (chat.Conversation.writes_special), sorted."""
+    batch = encoded.batch
+    written = np.empty(0, np.int64)
+    if batch.conversations:
+        pairs = zip(batch.pair_completion, batch.pair_line, strict=True)
+        chats = batch.conversations
+        written = np.asarray(
+            [line for text, line in pairs if text in chats and chats[text].writes_special], np.int64
+        )
     if not len(special_ids) or not len(encoded.flat):
-        return np.empty(0, np.int64)
+        return np.unique(written)
     hits = np.flatnonzero(np.isin(encoded.flat, special_ids))
     if not len(hits):
-        return np.empty(0, np.int64)
-    batch = encoded.batch
+        return np.unique(written)
     text_line = np.full(len(batch.texts), -1, np.int64)
     pair_line = np.asarray(batch.pair_line, np.int64)
     for column in (batch.pair_prompt, batch.pair_completion):
         index = np.asarray(column, np.int64)
         present = index >= 0
         text_line[index[present]] = pair_line[present]
-    # A chat template writes special tokens on purpose: only prompt/completion texts count.
+    # A chat template writes special tokens on purpose: conversations count by their messages.
     text_line[list(batch.conversations)] = -1
     text = np.searchsorted(encoded.text_start, hits, side="right") - 1
     lines = text_line[text]
-    return np.unique(lines[lines >= 0])
+    return np.unique(np.concatenate([lines[lines >= 0], written]))
 
 
 def prompts_cut_away(articles: Articles, placement: Placement) -> int:

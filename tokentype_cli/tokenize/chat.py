@@ -14,15 +14,27 @@ same turns inside the whole conversation). The template is compiled with a probe
 every `{% for %}` body and after every loop: each probe records which message object the
 iteration holds (every message is a distinct dict, so this works whatever list the template loops
 over: `messages`, `messages[1:]`, a reversed copy) and how many characters had been written when
-it ran, the position transformers' generation tracker reads too. The loop whose iterations wrote
-the most text is the message loop; message i produced the text from its iteration's start to the
-next iteration's start (or the loop's end). The probes write nothing, so the text is exactly what
-transformers renders. Templates with `{% generation %}` blocks decide directly what is learned.
-Without blocks, an assistant message learns its text from where its content starts, found by
-rendering the conversation again with every content replaced by a private-use character: the
-assistant header is what the two renderings of that message share before they differ. That
-second rendering depends only on the conversation's shape (roles, other keys, tools), so it is
-cached and most conversations of a data set render once.
+it ran, the position transformers' generation tracker reads too. A message's region is the text
+its iteration wrote (in whichever loop wrote the most for it: a template may split the messages
+over two loops). The probes write nothing, so the text is exactly what transformers renders.
+Templates with `{% generation %}` blocks decide directly what is learned.
+
+Without blocks, a learned assistant turn runs from the first character it writes after its
+header to the end of its end-of-turn marker, the rule trainers use when they add generation
+blocks to published templates. The header is what the template's generation prompt writes
+(add_generation_prompt rendered after the messages before the first assistant turn), bounded by
+what the turn shares with a stand-in rendering in which every assistant message is reduced to
+{role, stand-in content} and every other content replaced by a stand-in; without a generation
+prompt, the stand-in alone decides. So a `<think>` the template opens is learned, and tool calls
+rendered without content differ from the stand-in and are learned. The marker is the special
+token the template writes after the content (as many from the end as the stand-in writes after
+its stand-in); what follows it is prompt. A turn written outside the loops (Nemotron's last turn,
+a template that writes everything after its loop) is the text that changes when that message
+alone is replaced by the stand-in, from the generation prompt before it to the first marker
+after it. Both stand-in renderings depend only on the conversation's shape (roles, other keys,
+tools), so they are cached and most conversations of a data set render once.
+
+Every rendering is bounded in size and work (template_limits.py).
 
 Rendering runs in the reader thread; the encoder threads type the tokens (type_tokens) from the
 learned character ranges.
@@ -41,7 +53,15 @@ from pathlib import Path
 import numpy as np
 
 from tokentype_cli.errors import TemplateError
+from tokentype_cli.tokenize import template_limits
 from tokentype_cli.tokenize.options import TokenizeOptions
+from tokentype_cli.tokenize.template_limits import (
+    CONCAT,
+    Budget,
+    LimitExceeded,
+    Limits,
+    bounded_environment,
+)
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # Special-token names transformers passes to a template (its special_tokens_map).
@@ -90,13 +110,8 @@ def template_sources(tokenizer: LoadedTokenizer, template_file: str | None) -> d
     """
     if template_file is not None:
         path = Path(template_file)
-        try:
-            return {None: TemplateSource(path.read_text(encoding="utf-8"), str(path), False)}
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or exc
-            raise TemplateError(
-                f"{path}: cannot read the chat template ({why}); check --chat-template"
-            ) from exc
+        text = _read_bounded(path, MAX_TEMPLATE_BYTES, "the chat template", "--chat-template")
+        return {None: TemplateSource(text, str(path), False)}
     folder = tokenizer.path.parent
     config = folder / "tokenizer_config.json"
     value = _read_json(config).get("chat_template") if config.is_file() else None
@@ -124,16 +139,43 @@ def template_sources(tokenizer: LoadedTokenizer, template_file: str | None) -> d
         )
     jinja_file = folder / "chat_template.jinja"
     if jinja_file.is_file():
-        return {
-            None: TemplateSource(jinja_file.read_text(encoding="utf-8"), str(jinja_file), False)
-        }
+        text = _read_bounded(jinja_file, MAX_TEMPLATE_BYTES, "the chat template", "the file")
+        return {None: TemplateSource(text, str(jinja_file), False)}
     return {}
 
 
-def _read_json(path: Path) -> dict:
+# A chat template is a few KB (the longest published ones, with tool-calling instructions, are
+# under 100 KB); a tokenizer's config holds its added tokens too.
+MAX_TEMPLATE_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def _read_bounded(path: Path, limit: int, what: str, fix: str) -> str:
+    """A regular file's text, refused past `limit` bytes (not a device or a pipe, which could
+    give gigabytes or nothing at all)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not path.is_file():
+            raise TemplateError(
+                f"{path}: {what} is not a regular file (a device, a pipe or missing); check {fix}"
+            )
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise TemplateError(
+                f"{path}: {what} is over the limit of {limit:,} bytes (a chat template is a few"
+                f" KB); check {fix}"
+            )
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise TemplateError(f"{path}: cannot read {what} ({why}); check {fix}") from exc
+
+
+def _read_json(path: Path) -> dict:
+    text = _read_bounded(path, MAX_CONFIG_BYTES, "the tokenizer's configuration", "the file")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise TemplateError(f"{path}: not valid JSON ({exc}); fix the file") from exc
     return data if isinstance(data, dict) else {}
 
@@ -183,12 +225,14 @@ class _Trace:
     # (loop, message index or -1 for another item, position); message -2 marks a loop's end.
     events: list[tuple[int, int, int]] = field(default_factory=list)
     generation: list[tuple[int, int]] = field(default_factory=list)
+    budget: Budget | None = None
 
 
 def _iteration(context, item: object, loop: int) -> str:
     trace = getattr(_local, "trace", None)
     if trace is not None:
         trace.events.append((loop, trace.index_of.get(id(item), -1), trace.pos))
+        trace.budget.step()
     return ""
 
 
@@ -224,13 +268,13 @@ _ENVIRONMENT = None
 
 
 def _environment():
-    """One sandboxed environment, set up as transformers sets up its own."""
+    """One sandboxed environment, set up as transformers sets up its own, with every way a
+    template can grow a value or spend time bounded (template_limits)."""
     global _ENVIRONMENT
     if _ENVIRONMENT is None:
         import jinja2
         import jinja2.ext
         from jinja2 import nodes
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         class GenerationBlocks(jinja2.ext.Extension):
             """`{% generation %}...{% endgeneration %}`: record where the block's text lands."""
@@ -250,7 +294,7 @@ def _environment():
                     trace.generation.append((trace.pos, trace.pos + len(text)))
                 return text
 
-        env = ImmutableSandboxedEnvironment(
+        env = bounded_environment(
             trim_blocks=True,
             lstrip_blocks=True,
             extensions=[GenerationBlocks, jinja2.ext.loopcontrols],
@@ -258,7 +302,9 @@ def _environment():
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
-        # pass_context: jinja never runs such a filter at compile time on a constant.
+        env.bound_filters()
+        # pass_context: jinja never runs such a filter at compile time on a constant. The probes
+        # are not bounded filters: they count their own steps, once per loop iteration.
         env.filters[_ITERATION] = jinja2.pass_context(_iteration)
         env.filters[_LOOP_END] = jinja2.pass_context(_loop_end)
         _ENVIRONMENT = env
@@ -289,10 +335,16 @@ def compile_template(source: TemplateSource) -> CompiledTemplate:
         )
         loops_over_content = any(_is_content(loop.iter) for loop in tree.find_all(nodes.For))
         _add_probes(tree, [0])
+        tree = _count_built_text(tree, False)
         template = env.from_string(tree)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             f"{source.where(exc.lineno)}: {exc.message}; fix the chat template"
+            " or pass another with --chat-template FILE.jinja"
+        ) from exc
+    except RecursionError as exc:
+        raise TemplateError(
+            f"{source.where(None)}: the chat template is nested too deeply to compile; fix it"
             " or pass another with --chat-template FILE.jinja"
         ) from exc
     return CompiledTemplate(source, template, marked, loops_over_content)
@@ -342,15 +394,54 @@ def _add_probes(node, counter: list[int]) -> None:
         node.body.insert(0, probe.set_lineno(node.lineno))
 
 
-def _render(compiled: CompiledTemplate, messages: list[dict], context: dict) -> tuple[str, _Trace]:
-    """Render once, recording where every probe and generation block ran."""
+def _count_built_text(node, captured: bool):
+    """`a ~ b`, and what a macro, set block, call block or filter block writes (held in memory
+    until it is written out, where _render counts it), go through the counting concat filter."""
+    from jinja2 import nodes
+
+    def concat(items: list, lineno: int):
+        return nodes.Filter(nodes.List(items), CONCAT, [], [], None, None).set_lineno(lineno)
+
+    if isinstance(node, nodes.Concat):
+        return concat([_count_built_text(n, captured) for n in node.nodes], node.lineno)
+    inner = captured or isinstance(
+        node, (nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.AssignBlock)
+    )
+    for name, value in node.iter_fields():
+        if isinstance(value, nodes.Node):
+            setattr(node, name, _count_built_text(value, inner))
+        elif isinstance(value, list):
+            setattr(
+                node,
+                name,
+                [_count_built_text(v, inner) if isinstance(v, nodes.Node) else v for v in value],
+            )
+    if captured and isinstance(node, nodes.Output):
+        items = [
+            nodes.Const(n.data) if isinstance(n, nodes.TemplateData) else n for n in node.nodes
+        ]
+        node.nodes = [concat(items, node.lineno)]
+    return node
+
+
+def _render(
+    compiled: CompiledTemplate, messages: list[dict], context: dict, limits: Limits
+) -> tuple[str, _Trace]:
+    """Render once within `limits`, recording where every probe and generation block ran."""
     trace = _Trace({id(message): index for index, message in enumerate(messages)})
     _local.trace = trace
     parts: list[str] = []
     try:
-        for block in compiled.template.generate(messages=messages, **context):
-            parts.append(block)
-            trace.pos += len(block)
+        with template_limits.active(limits) as budget:
+            trace.budget = budget
+            for block in compiled.template.generate(messages=messages, **context):
+                parts.append(block)
+                trace.pos += len(block)
+                if trace.pos > limits.chars:
+                    raise LimitExceeded(
+                        f"the rendering passed {limits.chars:,} characters, the limit"
+                        f" ({limits.chars_why})"
+                    )
     except Exception as exc:  # the template's own errors and Python's inside it
         raise ConversationError(_template_failure(compiled.source, exc)) from exc
     finally:
@@ -368,6 +459,14 @@ def _template_failure(source: TemplateSource, exc: Exception) -> str:
             line = tb.tb_lineno
         tb = tb.tb_next
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, LimitExceeded):
+        return (
+            f"the chat template went past a limit at {source.where(line)}: {text}; a chat"
+            " template renders a conversation in far less, so fix the template (or raise"
+            " --max-line-bytes if the conversation really is that large)"
+        )
+    if isinstance(exc, RecursionError):
+        text = "it recursed too deeply"
     if isinstance(exc, jinja2.TemplateError) and not isinstance(exc, jinja2.UndefinedError):
         what = f"the chat template refused the conversation: {text}"
     else:
@@ -376,31 +475,30 @@ def _template_failure(source: TemplateSource, exc: Exception) -> str:
 
 
 def _message_regions(trace: _Trace) -> dict[int, tuple[int, int]]:
-    """Message index -> (start, end) of the text its iteration of the message loop wrote."""
-    runs: list[tuple[int, list[tuple[int, int]], int]] = []  # (loop, iterations, end)
+    """Message index -> (start, end) of the text its loop iteration wrote.
+
+    Every loop over the messages counts (a template may split them over two loops, the history
+    and the turns after it); a message held by several (a loop that only scans the messages
+    writes nothing) takes the iteration that wrote the most.
+    """
+    runs: list[tuple[list[tuple[int, int]], int]] = []  # (iterations, end)
     open_runs: dict[int, list[tuple[int, int]]] = {}
     for loop, message, pos in trace.events:
         if message == -2:
             iterations = open_runs.pop(loop, None)
             if iterations:
-                runs.append((loop, iterations, pos))
+                runs.append((iterations, pos))
         else:
             open_runs.setdefault(loop, []).append((message, pos))
-    best: tuple[int, list[tuple[int, int]], int] | None = None
-    for run in runs:
-        _, iterations, end = run
-        if not any(message >= 0 for message, _ in iterations):
-            continue
-        if best is None or end - iterations[0][1] > best[2] - best[1][0][1]:
-            best = run
     regions: dict[int, tuple[int, int]] = {}
-    if best is None:
-        return regions
-    _, iterations, end = best
-    for k, (message, start) in enumerate(iterations):
-        stop = iterations[k + 1][1] if k + 1 < len(iterations) else end
-        if message >= 0 and message not in regions:
-            regions[message] = (start, stop)
+    for iterations, end in runs:
+        for k, (message, start) in enumerate(iterations):
+            if message < 0:
+                continue
+            stop = iterations[k + 1][1] if k + 1 < len(iterations) else end
+            known = regions.get(message)
+            if known is None or stop - start > known[1] - known[0]:
+                regions[message] = (start, stop)
     return regions
 
 
@@ -413,6 +511,21 @@ def _common_prefix(a: str, b: str) -> int:
     while high - low > 1:
         middle = (low + high) // 2
         if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _common_suffix(a: str, b: str, most: int) -> int:
+    """Length of the longest common suffix, at most `most`."""
+    n = min(len(a), len(b), most)
+    if a[len(a) - n :] == b[len(b) - n :]:
+        return n
+    low, high = 0, n
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[len(a) - middle :] == b[len(b) - middle :]:
             low = middle
         else:
             high = middle
@@ -522,23 +635,29 @@ class Conversation:
     # character (-1: none), whose token must be an end-of-turn token for the turn to teach the
     # model to stop.
     turn_ends: list[int]
+    # Reasoning text the template wrote inside learned turns: sorted, disjoint character ranges.
+    reasoning: list[tuple[int, int]] = field(default_factory=list)
+    # With --split-special-tokens: special-token text the messages wrote, to encode as text.
+    plain: list[tuple[int, int]] = field(default_factory=list)
+    writes_special: bool = False  # a message writes a special token's text (it became one)
+    assistant_turns: int = 0  # learned assistant turns
+    tool_call_turns: int = 0  # of which carry tool calls
 
     @property
     def learns(self) -> bool:
         return any(start < end for start, end in self.spans)
 
-    def in_chars(self) -> tuple[int, list[tuple[int, int]], list[int]]:
-        """The text's length, spans and turn ends, in characters."""
-        return len(self.text), self.spans, self.turn_ends
+    def in_chars(self) -> tuple[int, list, list[int], list]:
+        """The text's length, spans, turn ends and reasoning ranges, in characters."""
+        return len(self.text), self.spans, self.turn_ends, self.reasoning
 
-    def in_bytes(self) -> tuple[int, list[tuple[int, int]], list[int]]:
+    def in_bytes(self) -> tuple[int, list, list[int], list]:
         """The same in UTF-8 bytes, for an encoder that places tokens by bytes."""
         text = self.text
         if text.isascii():
             return self.in_chars()
-        marks = sorted(
-            {p for span in self.spans for p in span} | {c for c in self.turn_ends if c >= 0}
-        )
+        ranges = self.spans + self.reasoning
+        marks = sorted({p for span in ranges for p in span} | {c for c in self.turn_ends if c >= 0})
         at: dict[int, int] = {}
         done = count = 0
         for mark in marks:
@@ -548,7 +667,33 @@ class Conversation:
         # A turn's last character is counted by its last byte, which the token holding it ends at.
         ends = [at[c] + len(text[c].encode("utf-8")) - 1 if c >= 0 else -1 for c in self.turn_ends]
         spans = [(at[s], at[e]) for s, e in self.spans]
-        return len(text.encode("utf-8")), spans, ends
+        reasoning = [(at[s], at[e]) for s, e in self.reasoning]
+        return len(text.encode("utf-8")), spans, ends, reasoning
+
+
+@dataclass
+class _Shape:
+    """What a conversation's shape says about its template, whatever the contents.
+
+    `text` and `regions`: the conversation rendered with every assistant message reduced to
+    {"role": "assistant", "content": STAND-IN} and every other content replaced by a stand-in
+    (None when the template refuses that); `prompt`: what add_generation_prompt adds after the
+    messages before the first assistant turn (the header a model is given before it writes;
+    None when the template adds nothing or fails).
+    """
+
+    text: str | None
+    regions: dict[int, tuple[int, int]]
+    prompt: str | None
+    # Per assistant message: how many special tokens the template writes after its content
+    # (where the stand-in cannot tell, 1).
+    markers: dict[int, int] = field(default_factory=dict)
+
+
+# At most this many learned turns written outside the template's loop are attributed per
+# conversation: each costs a rendering of the whole conversation.
+MAX_TURNS_OUTSIDE_LOOP = 64
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 
 
 class Chat:
@@ -560,8 +705,10 @@ class Chat:
         self.name = options.chat_template_name
         self.explicit_file = options.chat_template
         self.eos_text = tokenizer.tokenizer.decode([eos_id], skip_special_tokens=False)
+        self.max_line_bytes = options.max_line_bytes
+        self.split_special = options.split_special_tokens
         self.compiled: dict[str | None, CompiledTemplate] = {}
-        self.stand_ins: dict[tuple, tuple[str, dict]] = {}
+        self.shapes: dict[tuple, _Shape] = {}
         if self.name is not None or self.explicit_file is not None:
             self.sources  # noqa: B018 (a wrong file or name fails now, not at a conversation)
 
@@ -619,6 +766,27 @@ class Chat:
             compiled = self.compiled[name] = compile_template(self.sources[name])
         return compiled
 
+    @cached_property
+    def special_texts(self) -> list[str]:
+        """The text of every special token (and the EOS), longest first."""
+        decoder = getattr(self.tokenizer.tokenizer, "get_added_tokens_decoder", None)
+        found = {t.content for t in decoder().values() if t.special} if decoder else set()
+        found.add(self.eos_text)
+        found.discard("")
+        return sorted(found, key=len, reverse=True)
+
+    @cached_property
+    def specials(self):
+        """A pattern matching any special token's text; None for a tokenizer without any."""
+        import re
+
+        texts = self.special_texts
+        return re.compile("|".join(map(re.escape, texts))) if texts else None
+
+    @cached_property
+    def _special_starts(self) -> str:
+        return "".join({text[0] for text in self.special_texts})
+
     def conversation(self, line: ChatLine) -> Conversation:
         """Render a checked conversation and find the characters it learns."""
         compiled = self._template(line.tools)
@@ -629,23 +797,51 @@ class Chat:
             "documents": line.documents,
             "add_generation_prompt": False,
         }
-        text, trace = _render(compiled, messages, context)
+        limits = Limits.for_conversation(self.max_line_bytes, _items(line))
+        text, trace = _render(compiled, messages, context, limits)
         if self.train_on == "all":
-            spans, turns = [(0, len(text))], []
+            spans, turns, owned = [(0, len(text))], [], {}
         elif compiled.marked:
-            spans, turns = self._generation_spans(messages, trace)
+            spans, turns, owned = self._generation_spans(messages, trace)
         else:
-            spans, turns = self._content_spans(compiled, messages, context, text, trace)
+            spans, turns, owned = self._content_spans(
+                compiled, messages, context, text, trace, limits
+            )
         turn_ends = [_last_visible(text, turn) for turn in turns]
+        writes_special, plain = self._written_specials(compiled, messages, context, text, limits)
+        reasoning = _merged(
+            [r for i, turn in owned.items() if (r := _reasoning_in(text, messages[i], turn))]
+        )
         # One separator per conversation: a rendering that ends in the EOS and whitespace
         # (ChatML's "<|im_end|>\n") loses the whitespace so that EOS can be the separator.
         stripped = text.rstrip()
         if len(stripped) < len(text) and self.eos_text and stripped.endswith(self.eos_text):
             text = stripped
-            spans = [(start, min(end, len(text))) for start, end in spans if start < len(text)]
+            spans = _clipped(spans, len(text))
+            reasoning = _clipped(reasoning, len(text))
+            plain = _clipped(plain, len(text))
         # A turn followed only by the separator learns to end: the separator is always learned.
-        turn_ends = [c for c in turn_ends if text[c + 1 :].strip() not in ("", self.eos_text)]
-        return Conversation(text, _merged(spans), turn_ends)
+        # (Where that tail starts is found once: testing each turn's rest was quadratic.)
+        tail = len(text.rstrip())
+        body = text[:tail]
+        if self.eos_text and body.endswith(self.eos_text):
+            before_eos = len(body) - len(self.eos_text)
+            eos_tail = len(body[:before_eos].rstrip())
+            turn_ends = [c for c in turn_ends if not eos_tail <= c + 1 <= before_eos]
+        turn_ends = [c for c in turn_ends if c + 1 < tail]
+        tool_calls = sum(
+            1 for i, (a, b) in owned.items() if a < b and messages[i].get("tool_calls")
+        )
+        return Conversation(
+            text,
+            _merged(spans),
+            turn_ends,
+            reasoning,
+            plain,
+            writes_special,
+            assistant_turns=sum(1 for a, b in owned.values() if a < b),
+            tool_call_turns=tool_calls,
+        )
 
     def _learned_turns(self, messages: list[dict]) -> list[int]:
         assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
@@ -657,11 +853,10 @@ class Chat:
         """The template's {% generation %} blocks, less those of turns not learned."""
         blocks = trace.generation
         if not blocks:
-            return [], []
+            return [], [], {}
         assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
         weighted = any(messages[i].get("weight", 1) == 0 for i in assistants)
-        regions = _message_regions(trace)
-        owners = [_owner(regions, start) for start, _ in blocks]
+        owners = _owners(_message_regions(trace), [start for start, _ in blocks])
         if self.train_on == "assistant" and not weighted:
             keep = [True] * len(blocks)  # every block is learned, whoever wrote it
         else:
@@ -683,63 +878,333 @@ class Chat:
                     block
                 )
         spans = sorted(block for turn in turns.values() for block in turn)
-        return spans, list(turns.values())
+        owned = {
+            owner: (turn[0][0], turn[-1][1])
+            for owner, turn in turns.items()
+            if isinstance(owner, int) and messages[owner].get("role") == "assistant"
+        }
+        return spans, list(turns.values()), owned
 
-    def _content_spans(self, compiled, messages, context, text: str, trace: _Trace):
-        """Without generation blocks: each learned assistant message's text from its content on."""
+    def _content_spans(self, compiled, messages, context, text: str, trace: _Trace, limits):
+        """Without generation blocks: each learned assistant turn, from the first character it
+        writes after its header to the end of its end-of-turn marker.
+
+        The header is what the template's generation prompt writes (a model is given it and
+        writes the rest, a `<think>` the template opens included); a template without one, or a
+        turn that does not start with it, takes the text it shares with the conversation's
+        stand-in rendering. The end-of-turn marker is the special token the template writes
+        after the turn (as many from the end as the stand-in writes after its content); what
+        follows it (ChatML's newline) is the next turn's prompt.
+        """
         learned = self._learned_turns(messages)
         if not learned:
-            return [], []
+            return [], [], {}
         regions = _message_regions(trace)
-        loop_start = min((start for start, _ in regions.values()), default=len(text))
-        loop_end = max((end for _, end in regions.values()), default=len(text))
-        outside = text[:loop_start] + "\0" + text[loop_end:]
-        for index in [i for i in learned if i not in regions]:
-            # No iteration held it: skipped by the template ({% break %}, a slice), so it wrote
-            # nothing, unless the template writes it outside the loop, which cannot be typed.
-            content = _as_text(messages[index].get("content")).strip()
-            if content and content in outside:
-                raise ConversationError(
-                    f"cannot tell what assistant message {index} produced: the chat template"
-                    " writes it outside its loop over the messages; add {% generation %} blocks"
-                    " to the template (--chat-template FILE.jinja)"
-                )
-            learned.remove(index)
-        if not learned:
-            return [], []
-        other, other_regions = self._stand_in_rendering(compiled, messages, context)
-        spans = []
+        shape = self._shape(compiled, messages, context, limits)
+        owned: dict[int, tuple[int, int]] = {}
+        pieces: dict[int, list[tuple[int, int]]] = {}
+        outside = []
         for index in learned:
-            start, end = regions[index]
-            if index in other_regions:
-                o_start, o_end = other_regions[index]
-                start += _common_prefix(text[start:end], other[o_start:o_end])
-            spans.append((start, end))
-        return spans, [[span] for span in spans]
+            region = regions.get(index)
+            if region is None or region[0] == region[1]:
+                outside.append(index)
+            else:
+                owned[index], pieces[index] = self._turn_in_region(index, region, text, shape)
+        if len(outside) > MAX_TURNS_OUTSIDE_LOOP:
+            raise ConversationError(
+                f"the chat template writes {len(outside)} assistant turns outside its loop over"
+                f" the messages, and tokentype attributes at most {MAX_TURNS_OUTSIDE_LOOP} such"
+                " turns per conversation (one rendering each); split the conversation or add"
+                " {% generation %} blocks to the template (--chat-template FILE.jinja)"
+            )
+        for index in outside:
+            turn = self._turn_outside(
+                compiled, messages, context, text, regions, index, shape, limits
+            )
+            if turn is not None:
+                owned[index] = turn
+                pieces[index] = [turn]
+        turns = [pieces[i] for i in sorted(pieces)]
+        return [span for turn in turns for span in turn], turns, owned
 
-    def _stand_in_rendering(self, compiled, messages, context):
-        """The conversation rendered with every content replaced by a stand-in, and its regions.
+    def _headers_left_out(self, piece, base, start, stop, found, prompt):
+        """A turn that writes a second header after an end-of-turn marker (DeepSeek-R1's tool
+        calls, then an empty answer), split around it: after a marker the model has stopped, and
+        what follows up to its next generation prompt is given to it, not written by it.
+        `found`: the special tokens of `piece` from `start` on; positions are `base` + those in
+        `piece`."""
+        opener = self.specials.match(prompt) if prompt else None
+        out = []
+        if opener is not None:
+            for marker in found:
+                after = marker.end()
+                if after >= stop:
+                    break
+                if piece.startswith(opener.group(), after):
+                    header = self._not_inside_special(
+                        piece[after:stop], _common_prefix(piece[after:stop], prompt)
+                    )
+                    out.append((base + start, base + after))
+                    start = after + header
+        out.append((base + start, base + stop))
+        return out
 
-        It depends on the template, the roles and other keys of the messages and the tools, not
-        on the contents, so conversations of one shape (most of a data set) share one rendering.
+    def _turn_in_region(self, index: int, region, text: str, shape: _Shape):
+        """The learned span of a turn its loop iteration wrote, and that span less any second
+        header inside it (_headers_left_out)."""
+        start, end = region
+        piece = text[start:end]
+        head = None
+        if shape.prompt:
+            head = self._not_inside_special(piece, _common_prefix(piece, shape.prompt)) or None
+        if shape.text is not None and index in shape.regions:
+            # The stand-in's turn starts with the header too, and parts from this turn where its
+            # content starts: that bounds a match with the generation prompt that went on into
+            # the content by chance ("<" of a content against "<think>").
+            o_start, o_end = shape.regions[index]
+            shared = _common_prefix(piece, shape.text[o_start:o_end])
+            head = shared if head is None else min(head, shared)
+        head = head or 0
+        if self.specials is None:
+            return (start + head, end), [(start + head, end)]
+        found = list(self.specials.finditer(piece, head))
+        stop = len(piece)
+        markers = shape.markers.get(index, 1)
+        if markers and found:
+            stop = found[-min(markers, len(found))].end()
+        turn = (start + head, start + stop)
+        return turn, self._headers_left_out(piece, start, head, stop, found, shape.prompt)
+
+    def _not_inside_special(self, piece: str, head: int) -> int:
+        """`head`, or the start of a special token it would cut in two."""
+        if self.specials is None or head == 0:
+            return head
+        for match in self.specials.finditer(piece, max(0, head - 64), head + 64):
+            if match.start() < head < match.end():
+                return match.start()
+        return head
+
+    def _turn_outside(self, compiled, messages, context, text, regions, index, shape, limits):
+        """A learned turn the template writes outside its loop over the messages (after the loop,
+        the last turn on its own, or every message at once): the text that changes when the
+        message is replaced by a stand-in is its own; its header is the generation prompt
+        before it, its end the first end-of-turn marker after it. None when it wrote nothing."""
+        changed = list(messages)
+        changed[index] = {
+            "role": "assistant",
+            "content": _sentinel(index, compiled.loops_over_content),
+        }
+        try:
+            other, _ = _render(compiled, changed, context, limits)
+        except ConversationError as exc:
+            why = f"it refuses a stand-in for that turn ({exc})"
+            raise _unattributable(compiled, index, why) from exc
+        if other == text:
+            return None  # skipped by the template ({% break %}, a slice)
+        head = _common_prefix(text, other)
+        tail = _common_suffix(text, other, min(len(text), len(other)) - head)
+        body_start, body_end = head, len(text) - tail
+        for message, (start, end) in regions.items():
+            if message != index and start < end and start < body_end and body_start < end:
+                why = f"changing it changes what message {message}'s loop iteration writes"
+                raise _unattributable(compiled, index, why)
+        start = body_start
+        if shape.prompt:
+            at = text.rfind(shape.prompt, 0, body_start)
+            gap_has_marker = (
+                self.specials is not None
+                and self.specials.search(text, at + len(shape.prompt), body_start) is not None
+            )
+            if at >= 0 and not gap_has_marker:
+                start = at + len(shape.prompt)
+        stop = body_end
+        if self.specials is not None and (marker := self.specials.search(text, body_end)):
+            stop = marker.end()
+        return start, stop
+
+    def _shape(self, compiled, messages, context, limits) -> _Shape:
+        """The stand-in rendering and generation prompt of the conversation's shape.
+
+        They depend on the template, the roles and other keys of the non-assistant messages and
+        the tools, not on the contents, so conversations of one shape (most of a data set) share
+        them.
         """
         key = (
             id(compiled),
-            tuple(tuple((k, repr(v)) for k, v in m.items() if k != "content") for m in messages),
+            tuple(_shape_of(m) for m in messages),
             repr(context.get("tools")),
             repr(context.get("documents")),
         )
-        found = self.stand_ins.get(key)
-        if found is None:
-            stand_ins = [
-                {**m, "content": _sentinel(i, compiled.loops_over_content)}
-                for i, m in enumerate(messages)
-            ]
-            other, trace = _render(compiled, stand_ins, context)
-            if len(self.stand_ins) >= 4096:  # bounded memory over unbounded shapes
-                self.stand_ins.clear()
-            found = self.stand_ins[key] = (other, _message_regions(trace))
+        found = self.shapes.get(key)
+        if found is not None:
+            return found
+        stand_ins = [_stand_in(i, m, compiled.loops_over_content) for i, m in enumerate(messages)]
+        try:
+            other, trace = _render(compiled, stand_ins, context, limits)
+            text, regions = other, _message_regions(trace)
+        except ConversationError:
+            text, regions = None, {}
+        first = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), None)
+        prompt = None
+        if first is not None:
+            try:
+                bare, _ = _render(compiled, stand_ins[:first], context, limits)
+                asking, _ = _render(
+                    compiled, stand_ins[:first], {**context, "add_generation_prompt": True}, limits
+                )
+                prompt = asking[_common_prefix(asking, bare) :] or None
+            except ConversationError:
+                prompt = None
+        markers = {}
+        if text is not None and self.specials is not None:
+            for index, (o_start, o_end) in regions.items():
+                at = text.find(chr(_SENTINEL_BASE + index % 0xFFFD), o_start, o_end)
+                if at >= 0 and messages[index].get("role") == "assistant":
+                    markers[index] = sum(1 for _ in self.specials.finditer(text, at + 1, o_end))
+        if len(self.shapes) >= 4096:  # bounded memory over unbounded shapes
+            self.shapes.clear()
+        found = self.shapes[key] = _Shape(text, regions, prompt, markers)
         return found
+
+    def _written_specials(self, compiled, messages, context, text: str, limits):
+        """Whether the messages write a special token's text (which then becomes that token),
+        and with --split-special-tokens where those texts are in the rendering, to be encoded as
+        text while the template's own markers stay special tokens."""
+        pattern = self.specials
+        if pattern is None or not _holds(pattern, self._special_starts, messages):
+            return False, []
+        if not self.split_special:
+            return True, []
+        # Render again with each such text replaced by a private-use character, then put the
+        # texts back: where the characters land is where the messages wrote them.
+        table: dict[str, str] = {}
+
+        def swap(match) -> str:
+            return table.setdefault(match.group(), chr(_PLAIN_BASE + len(table)))
+
+        swapped = [_map_strings(m, lambda v: pattern.sub(swap, v)) for m in messages]
+        other, _ = _render(compiled, swapped, context, limits)
+        back = {v: k for k, v in table.items()}
+        pieces: list[str] = []
+        plain = []
+        done = shift = 0
+        for at, char in enumerate(other):
+            if char in back:
+                special = back[char]
+                pieces.append(other[done:at])
+                pieces.append(special)
+                plain.append((at + shift, at + shift + len(special)))
+                shift += len(special) - 1
+                done = at + 1
+        pieces.append(other[done:])
+        if "".join(pieces) != text:
+            raise ConversationError(
+                "a message writes special-token text that the chat template treats differently"
+                " from other text, so --split-special-tokens cannot keep it apart from the"
+                " template's own; remove it from the message or leave out --split-special-tokens"
+            )
+        return False, plain
+
+
+_PLAIN_BASE = 0x100000  # plane 16 private use: no template or tokenizer treats it specially
+
+
+def _unattributable(compiled: CompiledTemplate, index: int, why: str) -> TemplateError:
+    """The whole run stops: every conversation of this template would fail alike."""
+    return TemplateError(
+        f"{compiled.source.origin}: cannot tell what assistant message {index} produced: the"
+        f" chat template writes it outside its loop over the messages and {why}; add"
+        " {% generation %} blocks to the template (--chat-template FILE.jinja)"
+    )
+
+
+def _items(line: ChatLine) -> int:
+    """Messages, content parts, tool calls, tools and documents: what a template loops over."""
+    count = len(line.messages) + len(line.tools or ()) + len(line.documents or ())
+    for message in line.messages:
+        for key in ("content", "tool_calls"):
+            value = message.get(key)
+            if isinstance(value, list):
+                count += len(value)
+    return count
+
+
+def _shape_of(message: dict) -> tuple:
+    if message.get("role") == "assistant":
+        return ("assistant",)
+    content = message.get("content")
+    kind = "none" if content is None else "empty" if content in ("", []) else "text"
+    return (kind, *((k, repr(v)) for k, v in message.items() if k != "content"))
+
+
+def _stand_in(index: int, message: dict, as_parts: bool) -> dict:
+    """An assistant message reduced to its role and a stand-in content; another message with its
+    content (when it has one) replaced by a stand-in."""
+    if message.get("role") == "assistant":
+        return {"role": "assistant", "content": _sentinel(index, as_parts)}
+    if message.get("content") in (None, "", []):
+        return dict(message)
+    return {**message, "content": _sentinel(index, as_parts)}
+
+
+def _holds(pattern, starts: str, messages: list[dict]) -> bool:
+    """Whether a string in the messages (roles aside) holds a special token's text."""
+    strings: list[str] = []
+    for message in messages:  # the usual string contents without a call each
+        for key, value in message.items():
+            if type(value) is str:
+                if key != "role":
+                    strings.append(value)
+            else:
+                _strings(value, strings)
+    text = "\0".join(strings)  # no special token holds a NUL, so no match spans two strings
+    # Most text holds none of the characters special tokens start with ("<", "["): a scan in C
+    # per character is cheaper than the pattern's.
+    return any(c in text for c in starts) and pattern.search(text) is not None
+
+
+def _strings(value: object, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key != "role":
+                _strings(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
+
+
+def _map_strings(value: object, change):
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: v if k == "role" else _map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, change) for v in value]
+    return value
+
+
+def _reasoning_in(text: str, message: dict, turn: tuple[int, int]) -> tuple[int, int] | None:
+    """Where a learned turn's reasoning (its reasoning_content, or what its content holds
+    between <think> and </think>) is written inside the turn, if it is."""
+    found = None
+    for key in _REASONING_KEYS:
+        if isinstance(message.get(key), str):
+            found = message[key]
+            break
+    content = message.get("content")
+    if found is None and isinstance(content, str) and "</think>" in content:
+        found = content.split("</think>")[0].split("<think>")[-1]
+    found = (found or "").strip()
+    if not found:
+        return None
+    at = text.find(found, turn[0], turn[1])
+    return (at, at + len(found)) if at >= 0 else None
+
+
+def _clipped(ranges: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    return [(start, min(end, length)) for start, end in ranges if start < length]
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -761,11 +1226,24 @@ def _as_text(content: object) -> str:
     return content if isinstance(content, str) else ""
 
 
-def _owner(regions: dict[int, tuple[int, int]], position: int) -> int | None:
-    for message, (start, end) in regions.items():
-        if start <= position < end or start == position == end:
-            return message
-    return None
+def _owners(regions: dict[int, tuple[int, int]], positions: list[int]) -> list[int | None]:
+    """The message whose region holds each position (a binary search over the regions)."""
+    import bisect
+
+    ordered = sorted((start, end, message) for message, (start, end) in regions.items())
+    starts = [start for start, _, _ in ordered]
+    out: list[int | None] = []
+    for position in positions:
+        # Regions starting at the position come sorted by end: a non-empty one is taken before a
+        # message that wrote nothing there.
+        k = bisect.bisect_right(starts, position) - 1
+        owner = None
+        if k >= 0:
+            start, end, message = ordered[k]
+            if start <= position < end or start == position == end:
+                owner = message
+        out.append(owner)
+    return out
 
 
 def _sentinel(index: int, as_parts: bool) -> str | list[dict]:
@@ -774,14 +1252,17 @@ def _sentinel(index: int, as_parts: bool) -> str | list[dict]:
 
 
 def _as_template_expects(messages: list[dict], loops_over_content: bool) -> list[dict]:
-    """Content parts as a list for templates that loop over them, else their texts joined by
-    newlines (as vLLM serves such templates), so text-only templates accept parts too."""
-    if loops_over_content:
-        return messages
+    """The messages as transformers (5.x) hands them to a template, keys whose value is null
+    left out (`"content": null` beside tool calls: templates test for a missing key); content
+    parts as a list for templates that loop over them, else their texts joined by newlines (as
+    vLLM serves such templates, where transformers would fail), so text-only templates accept
+    parts too."""
     out = []
     for message in messages:
+        if None in message.values():
+            message = {k: v for k, v in message.items() if v is not None}
         content = message.get("content")
-        if isinstance(content, list):
+        if isinstance(content, list) and not loops_over_content:
             message = {**message, "content": "\n".join(part["text"] for part in content)}
         out.append(message)
     return out

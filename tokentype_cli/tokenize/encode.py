@@ -32,6 +32,7 @@ class ChatTokens:
     text_index: np.ndarray  # per conversation (batch text index), in text order
     seams: np.ndarray  # per conversation: tokens straddling prompt and completion characters
     open_turns: np.ndarray  # per conversation: learned turns with no learned end-of-turn token
+    reasoning: np.ndarray  # per conversation: learned tokens of reasoning text
     # Every seam token: its conversation's text index, its position in that conversation's
     # tokens, its id, and whether its first character is learned.
     seam_text: np.ndarray
@@ -165,9 +166,14 @@ class Encoder:
         if not chat:
             encoded = self.text_encoder.encode(batch.texts)
             return Encoded(batch, encoded.ids, encoded.start, encoded.length)
-        places = encode_with_offsets(
-            self.chat_encoder, [batch.texts[i] for i in chat], self.byte_lengths
-        )
+        texts = [batch.texts[i] for i in chat]
+        plain = [batch.conversations[i].plain for i in chat]
+        if any(plain):
+            # Rare (messages that write the template's markers, --split-special-tokens):
+            # tokenizers encodes those pieces apart.
+            places = self._encode_with_plain(texts, plain)
+        else:
+            places = encode_with_offsets(self.chat_encoder, texts, self.byte_lengths)
         chat_ids, chat_lengths = places.ids, places.lengths
         is_chat = np.zeros(len(batch.texts), bool)
         is_chat[chat] = True
@@ -205,6 +211,13 @@ class Encoder:
         ).reshape(-1, 3)
         typing = type_tokens(text_lengths, token_text, offsets, spans)
         types = typing.completion.astype(DTYPE)
+        thought = np.asarray(
+            [(k, s, e) for k, m in enumerate(measured) for s, e in m[3]], np.int64
+        ).reshape(-1, 3)
+        reasoning = np.zeros(len(chat), np.int64)
+        if len(thought):
+            inside = type_tokens(text_lengths, token_text, offsets, thought).completion
+            reasoning = np.bincount(token_text[inside & typing.completion], minlength=len(chat))
         # A learned turn must end in an end-of-turn token: find the token over each turn's last
         # learned character (a turn with none is open too).
         ends = [(k, c) for k, m in enumerate(measured) for c in m[2]]
@@ -229,12 +242,55 @@ class Encoder:
             text_index=np.asarray(chat, np.int64),
             seams=np.bincount(token_text[seam], minlength=len(chat)),
             open_turns=open_turns,
+            reasoning=reasoning,
             seam_text=np.asarray(chat, np.int64)[token_text[seam]],
             seam_token=seam - first[token_text[seam]],
             seam_id=ids[seam],
             seam_first_learned=typing.first_learned[seam],
         )
         return types, chat_tokens
+
+    @functools.cached_property
+    def splitting(self):
+        """A copy of the tokenizer that reads special tokens' text as text."""
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(self.tokenizer.to_str())
+        copy.encode_special_tokens = True
+        return copy
+
+    def _encode_with_plain(self, texts: list[str], plain: list[list[tuple[int, int]]]) -> Offsets:
+        """Conversations whose messages wrote special-token text, under --split-special-tokens:
+        that text is encoded apart as text and the rest as usual (a special token splits the
+        text around it in the same way), in character offsets."""
+        pieces: list[tuple[int, int, bool]] = []  # (text, start, plain) per piece
+        normal: list[str] = []
+        literal: list[str] = []
+        for k, (text, ranges) in enumerate(zip(texts, plain, strict=True)):
+            done = 0
+            for start, end in [*ranges, (len(text), len(text))]:
+                if start > done:
+                    pieces.append((k, done, False))
+                    normal.append(text[done:start])
+                if end > start:
+                    pieces.append((k, start, True))
+                    literal.append(text[start:end])
+                done = end
+        encoded = {
+            False: iter(self.tokenizer.encode_batch(normal, add_special_tokens=False)),
+            True: iter(self.splitting.encode_batch(literal, add_special_tokens=False)),
+        }
+        ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        lengths = np.zeros(len(texts), np.int64)
+        for k, start, is_plain in pieces:
+            encoding = next(encoded[is_plain])
+            ids.extend(encoding.ids)
+            spans.extend((start + a, start + b) for a, b in encoding.offsets)
+            lengths[k] += len(encoding.ids)
+        return Offsets(
+            np.asarray(ids, DTYPE), lengths, np.asarray(spans, np.int64).reshape(-1, 2), False
+        )
 
     def _reject_unencodable(self, batch: Batch) -> None:
         """Encode text by text to find the lines the tokenizer refuses, and set them aside."""

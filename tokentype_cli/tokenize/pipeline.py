@@ -95,6 +95,9 @@ class Metrics:
     conversations_with_open_turns: int = 0
     conversations_with_seams: int = 0
     seams: int = 0
+    assistant_turns: int = 0  # learned assistant turns
+    tool_call_turns: int = 0  # learned assistant turns that call tools
+    reasoning_tokens: int = 0  # learned tokens of reasoning text
     first_seam: str | None = None  # where, for the --max-seams message
 
     def absorb(self, other: Metrics) -> None:
@@ -151,6 +154,9 @@ class Metrics:
             "conversations_with_open_turns": self.conversations_with_open_turns,
             "conversations_with_seams": self.conversations_with_seams,
             "seams": self.seams,
+            "assistant_turns": self.assistant_turns,
+            "tool_call_turns": self.tool_call_turns,
+            "reasoning_tokens": self.reasoning_tokens,
         }
 
 
@@ -613,9 +619,13 @@ def _count_conversations(
     batch = encoded.batch
     metrics.conversations += len(batch.chat_lines)
     metrics.conversations_learning_nothing += len(batch.learns_nothing)
+    for conversation in batch.conversations.values():
+        metrics.assistant_turns += conversation.assistant_turns
+        metrics.tool_call_turns += conversation.tool_call_turns
     chat = encoded.chat
     if chat is None:
         return None
+    metrics.reasoning_tokens += int(chat.reasoning.sum())
     line_of = dict(zip(batch.pair_completion, batch.pair_line, strict=True))
     metrics.seams += int(chat.seams.sum())
     metrics.conversations_with_seams += int(np.count_nonzero(chat.seams))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from tokentype_cli.errors import InputError, OptionError
+from tokentype_cli.errors import InputError, OptionError, TemplateError
 from tokentype_cli.tokenize.chat import (
     ChatLine,
     Conversation,
@@ -663,6 +663,8 @@ def _add_conversation(
         conversation = chat.conversation(line)
     except ConversationError as exc:
         raise LineError(str(exc)) from None
+    except TemplateError as exc:  # the template cannot serve this run: stop it, naming the line
+        raise TemplateError(f"{batch.where(index)}: {exc}") from exc
     if not conversation.learns:
         batch.learns_nothing.add(index)
         if not options.keep_prompt_only:
