@@ -44,6 +44,7 @@ from tokentype_cli import __version__, interrupts
 from tokentype_cli.dataset import balance as balancing
 from tokentype_cli.dataset.layout import (
     CATEGORIES,
+    METADATA,
     SPLITS_DIR,
     TEST_DIR,
     TOKENIZER_DIR,
@@ -55,6 +56,7 @@ from tokentype_cli.dataset.metadata import (
     base_vocab_size,
     model_config_path,
     model_type_string,
+    source_date_epoch,
     write_manifest,
     write_metadata,
     write_tokenizer_folder,
@@ -71,7 +73,11 @@ from tokentype_cli.dataset.route import (
 from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.schema.names import Provenance
 from tokentype_cli.schema.read import first_line
-from tokentype_cli.schema.temporary import temporary_folder, temporary_name
+from tokentype_cli.schema.temporary import (
+    remove_stale_temporaries,
+    temporary_folder,
+    temporary_name,
+)
 from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.options import TokenizeOptions
@@ -343,6 +349,8 @@ class Build:
         # Before any work: the finish needs the model type, and a long build should not fail then.
         self._model_config = model_config_path(self.tokenizer, self.dataset.model_config)
         self._model_type = model_type_string(self._model_config, self.dataset.model_type)
+        source_date_epoch()  # a malformed value is refused now, not once the work is done
+        remove_stale_temporaries(folder.parent)  # a killed run's, even when this one stops soon
         if self.task is None and not self.finish:
             # The schema's temporary folder: named after this process, so a killed build's is
             # removed by the next one; removed on failure. The finish moves its files into a
@@ -354,9 +362,13 @@ class Build:
         root = tasks_folder(folder)
         if self.finish:
             if not root.is_dir():
-                raise OptionError(
+                if (folder / METADATA).is_file():
+                    raise InputError(
+                        f"{folder}: finished already (no task results at {root}); to build it"
+                        " again, run the --task K/N builds, then --finish"
+                    )
+                raise InputError(
                     f"--finish: no task results at {root}; run the --task K/N builds first"
-                    + (f" ({folder} exists: finished already?)" if folder.exists() else "")
                 )
             with _finish_lock(root, folder):
                 inputs, plan = self._prepare(root)
@@ -604,11 +616,11 @@ class Build:
         missing = [index for index in range(count) if (index, count) not in records]
         if missing:
             names = ", ".join(f"{index}/{count}" for index in missing)
-            runs = " ".join(f"--task {index}/{count}" for index in missing)
+            runs = ", ".join(f"--task {index}/{count}" for index in missing)
             raise InputError(
                 f"{self.folder}: {'tasks' if len(missing) > 1 else 'task'} {names}"
                 f" {'have' if len(missing) > 1 else 'has'} not finished"
-                f" (no record in {root / 'tasks'}); run {runs}"
+                f" (no record in {root / 'tasks'}); run {'each: ' if len(missing) > 1 else ''}{runs}"
             )
         shares = {}
         for index in range(count):
