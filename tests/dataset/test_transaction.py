@@ -269,3 +269,83 @@ def test_in_process_builds_also_honour_the_epoch(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         time.sleep(1.1)  # a later second: without the epoch the times would differ
     assert folder_digests(tmp_path / "a") == folder_digests(tmp_path / "b")
+
+
+# --- workers die with their parent ------------------------------------------------------------
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory) -> Path:
+    return write_pairs(tmp_path_factory.mktemp("large") / "in.jsonl", 60000)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the workers")
+def test_workers_die_with_a_sigkilled_parent(large, tmp_path):
+    process = subprocess.Popen(
+        command(large, tmp_path / "ds", "--workers", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = children(process.pid)
+        time.sleep(0.02)
+    time.sleep(0.5)  # initialised and waiting for work, or tokenizing
+    workers = children(process.pid)
+    assert len(workers) >= 2, workers
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(running(pid) for pid in workers):
+        time.sleep(0.1)
+    left = [pid for pid in workers if running(pid)]
+    for pid in left:  # the test's own orphans: do not leave them to tokenize on
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "worker processes outlived their SIGKILLed parent"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_is_one_line(large, tmp_path, signum):
+    # Ctrl-C, `timeout` and Slurm's scancel signal the workers too, not the parent alone.
+    for moment in (0.15, 0.3, 0.6):
+        process = subprocess.Popen(
+            command(large, tmp_path / "ds", "--workers", "2", "--overwrite"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(tmp_path.glob(".ds.*/parts")):
+            time.sleep(0.01)
+        time.sleep(moment * 4)  # the build takes some 6 s alone on one core
+        if process.poll() is None:
+            os.killpg(process.pid, signum)
+        stderr = process.communicate(timeout=60)[1].decode()
+        if process.returncode == 0:
+            continue  # finished before the signal: nothing to check at this moment
+        assert process.returncode == 128 + signum, stderr
+        assert stderr.strip().splitlines() == [
+            f"Aborted: {signal.Signals(signum).name} received; outputs were left as they were."
+        ]
+        assert not list(tmp_path.glob(".ds.*"))

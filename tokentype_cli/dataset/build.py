@@ -33,9 +33,12 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,9 +249,33 @@ def _split_lines(job: SplitJob) -> Iterator:
 _WORKER: dict[str, object] = {}
 
 
-def _start_worker(tokenizer_path: Path, encoder: TextEncoder | str) -> None:
+def _start_worker(tokenizer_path: Path, encoder: TextEncoder | str, parent: int) -> None:
+    _die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the parent stops the workers and says so once,
+    # rather than each worker printing a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["tokenizer"] = load_tokenizer(tokenizer_path)
     _WORKER["encoder"] = encoder
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the build's process ends, however it ends: a SIGKILLed parent runs
+    no clean-up, and its workers would tokenize on (or wait for work) for ever."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    else:  # no parent-death signal: watch for being handed to another parent
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
 
 
 def tokenize_split(
@@ -545,7 +572,7 @@ class Build:
                 workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(self.tokenizer.path, self.encoder),
+                initargs=(self.tokenizer.path, self.encoder, os.getpid()),
             )
         )
         stack.callback(_stop_workers, pool)
