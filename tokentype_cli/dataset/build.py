@@ -153,6 +153,45 @@ def _check_target(folder: Path, overwrite: bool) -> None:
         raise OptionError(f"--dataset {folder} is a file; name a folder")
 
 
+def _check_apart(folder: Path, inputs: list[str], outputs: dict[str, Path | None]) -> None:
+    """Refuse a DIR that would take the inputs or the run's other outputs with it.
+
+    DIR is replaced whole (renamed away, then removed): an input in it, or a folder of inputs
+    that is DIR or inside it, would be deleted; an output written into it would be too; and the
+    current folder (`.`, `..`) cannot be renamed at all."""
+    target = Path(os.path.realpath(folder))
+    here = Path(os.path.realpath(os.getcwd()))
+    if folder.name in (".", "..", "") or here.is_relative_to(target):
+        raise OptionError(
+            f"--dataset {folder} is the current folder or holds it; the build replaces DIR"
+            " whole: name a new folder, e.g. --dataset ./dataset"
+        )
+    for given in inputs:
+        if given == "-":
+            continue
+        source = Path(os.path.realpath(given))
+        how = (
+            "is"
+            if source == target
+            else "contains"
+            if source.is_relative_to(target)
+            else "lies inside"
+            if target.is_relative_to(source)
+            else None
+        )
+        if how is not None:
+            raise OptionError(
+                f"--dataset {folder} {how} the input {given}; the build replaces DIR whole:"
+                " name a folder apart from the inputs"
+            )
+    for flag, path in outputs.items():
+        if path is not None and Path(os.path.realpath(path)).is_relative_to(target):
+            raise OptionError(
+                f"{flag} {path} lies inside --dataset {folder}, which the build replaces whole;"
+                " write it beside DIR"
+            )
+
+
 # --- inputs and fingerprints -----------------------------------------------------------------
 
 
@@ -373,6 +412,11 @@ class Build:
         folder = self.folder
         # A task does not write DIR, so an existing one (a rebuild) is the finish's to replace.
         _check_target(folder, self.overwrite or self.task is not None)
+        _check_apart(
+            folder,
+            self.inputs,
+            {"--ledger": self.ledger_path, "--skip-bad-lines": self.rejects_path},
+        )
         # Before any work: the finish needs the model type, and a long build should not fail then.
         self._model_config = model_config_path(self.tokenizer, self.dataset.model_config)
         self._model_type = model_type_string(self._model_config, self.dataset.model_type)

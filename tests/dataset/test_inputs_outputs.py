@@ -1,0 +1,96 @@
+"""`--dataset DIR` against its inputs and outputs: a DIR that would take an input or an output
+with it, many splits under a low open-file limit, a full disk, odd entries in an input folder."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    CODON_MODEL_CONFIG,
+    CODON_VOCAB,
+    assert_one_line_error,
+    invoke,
+    write_pairs,
+)
+
+
+def build(inputs, folder, *extra):
+    return invoke(
+        "tokenize", *inputs, "--dataset", folder, "--tokenizer", CODON_VOCAB,
+        "--model-config", CODON_MODEL_CONFIG, "--max-seq-length", 8, "--packing",
+        "single::drop", "--train-files", 2, *extra,
+    )  # fmt: skip
+
+
+def command(*args) -> list[str]:
+    return [
+        sys.executable, "-m", "tokentype_cli", "tokenize", *map(str, args), "--tokenizer",
+        str(CODON_VOCAB), "--model-config", str(CODON_MODEL_CONFIG), "--max-seq-length", "8",
+        "--packing", "single::drop",
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_pairs(folder / "a.jsonl", 40)
+    write_pairs(folder / "b.jsonl", 40, seed=1)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("given", "dataset", "how"),
+    [
+        ("data", "data", "is the input data"),
+        ("data/a.jsonl", "data", "contains the input data/a.jsonl"),
+        ("data", "data/ds", "lies inside the input data"),
+    ],
+)
+def test_a_dir_that_would_take_an_input_with_it_is_refused(
+    data, tmp_path, monkeypatch, given, dataset, how
+):
+    monkeypatch.chdir(tmp_path)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    result = build([given], dataset, "--overwrite")
+    assert_one_line_error(result, 2, f"--dataset {dataset} {how}")
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+@pytest.mark.parametrize("dataset", [".", "..", "../data"])
+def test_the_current_folder_or_its_parent_is_refused(data, monkeypatch, dataset):
+    monkeypatch.chdir(data)
+    result = build(["a.jsonl"], dataset, "--overwrite")
+    assert_one_line_error(result, 2, "is the current folder or holds it")
+
+
+@pytest.mark.parametrize("flag", ["--ledger", "--skip-bad-lines"])
+def test_an_output_inside_the_dir_being_replaced_is_refused(data, tmp_path, flag):
+    folder = tmp_path / "ds"
+    assert build([data], folder).exit_code == 0
+    result = build([data], folder, "--overwrite", flag, folder / "out.jsonl")
+    assert_one_line_error(result, 2, f"{flag} {folder / 'out.jsonl'} lies inside --dataset")
+    assert (folder / "metadata.yaml").is_file()
+
+
+def test_many_splits_under_a_low_open_file_limit(tmp_path):
+    source = write_pairs(tmp_path / "in.jsonl", 500)
+
+    def limit() -> None:
+        # Two files per split held open at once would need 400 descriptors.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+    done = subprocess.run(
+        command(source, "--dataset", tmp_path / "ds", "--train-files", "200", "--workers", "1"),
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "ds").glob("train_*_of_200.hdf5"))) == 200
