@@ -94,3 +94,43 @@ def test_many_splits_under_a_low_open_file_limit(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "ds").glob("train_*_of_200.hdf5"))) == 200
+
+
+def limited(size: int):
+    def limit() -> None:
+        # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG, as on a full disk.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+@pytest.mark.parametrize("size", [20_000, 60_000, 100_000])
+def test_a_file_size_limit_during_a_build_is_one_line_and_leaves_nothing(tmp_path, size):
+    source = write_pairs(tmp_path / "in.jsonl", 6000)
+    for extra in (("--workers", "2"), ("--task", "0/2")):
+        done = subprocess.run(
+            command(source, "--dataset", tmp_path / "ds", "--train-files", "2", *extra),
+            capture_output=True,
+            text=True,
+            preexec_fn=limited(size),
+            timeout=300,
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert f"--dataset {tmp_path / 'ds'}: cannot be built: the file size limit" in done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_file_size_limit_during_a_finish_leaves_the_shares_to_finish_again(tmp_path):
+    source = write_pairs(tmp_path / "in.jsonl", 6000)
+    build_ = command(source, "--dataset", tmp_path / "ds", "--train-files", "2")
+    for index in range(2):
+        subprocess.run([*build_, "--task", f"{index}/2"], check=True, capture_output=True)
+    done = subprocess.run(
+        [*build_, "--finish"], capture_output=True, text=True, preexec_fn=limited(5_000)
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot be built: the file size limit is exceeded" in done.stderr
+    assert not (tmp_path / "ds").exists()
+    finished = subprocess.run([*build_, "--finish"], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr

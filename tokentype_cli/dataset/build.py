@@ -77,6 +77,7 @@ from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.schema.names import Provenance
 from tokentype_cli.schema.read import first_line
 from tokentype_cli.schema.temporary import (
+    no_room,
     remove_stale_temporaries,
     temporary_folder,
     temporary_name,
@@ -402,6 +403,26 @@ class Build:
     encoder: TextEncoder | str = "auto"  # what turns the splits' text into ids (not the arrays)
 
     def run(self) -> DatasetReport:
+        root = tasks_folder(self.folder)
+        made_root = not root.exists()
+        try:
+            return self._run()
+        except (OSError, RuntimeError, ShardError) as exc:
+            # Out of room anywhere (a bucket, a worker's shard, the finish's copies): the
+            # temporaries are gone by now, so say so once, naming the folder, not the file.
+            cause = exc.__cause__ if isinstance(exc, ShardError) else exc
+            why = no_room(cause) if cause is not None else None
+            if why is None:
+                raise
+            if made_root:
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)  # made by this task and left empty
+            raise ShardError(
+                f"--dataset {self.folder}: cannot be built: {why} ({first_line(cause)});"
+                " nothing was left: free some space (or raise the limit) and run it again"
+            ) from exc
+
+    def _run(self) -> DatasetReport:
         self.options.check()
         if self.task is not None and self.finish:
             raise OptionError(
