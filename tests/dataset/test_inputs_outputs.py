@@ -134,3 +134,36 @@ def test_a_file_size_limit_during_a_finish_leaves_the_shares_to_finish_again(tmp
     assert not (tmp_path / "ds").exists()
     finished = subprocess.run([*build_, "--finish"], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_broken_link_in_an_input_folder_is_named(data, tmp_path, kind):
+    link = data / "c.jsonl"
+    if kind == "dangling":
+        link.symlink_to(tmp_path / "gone.jsonl")
+    else:
+        link.symlink_to(link)
+    result = build([data], tmp_path / "ds")
+    why = "a dangling symbolic link" if kind == "dangling" else "a symbolic link loop"
+    assert_one_line_error(result, 1, f"{link}: {why} in the input folder {data}")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_names_with_line_breaks_and_terminal_escapes_stay_one_inert_line(data, tmp_path):
+    hostile = data / "x\n\x1b[2J\u2028.jsonl"
+    write_pairs(hostile, 10)
+    with open(hostile, "a") as handle:
+        handle.write('{"prompt": "AUG", "completion": \n')
+    for result in (build([hostile], tmp_path / "ds"), build([data], tmp_path / "ds")):
+        assert result.exit_code == 1, result.output
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "\x1b" not in result.stderr and "\u2028" not in result.stderr
+        assert "x\\n\\x1b[2J\\u2028.jsonl" in result.stderr
+    hostile.unlink()
+    link = data / "y\n.jsonl"
+    link.symlink_to(tmp_path / "gone")
+    result = build([data], tmp_path / "ds")
+    assert result.stderr.count("\n") == 1 and "y\\n.jsonl" in result.stderr
+    missing = invoke("validate", tmp_path / "no\nsuch\x1b[0m.h5")
+    assert missing.exit_code == 1 and "no\\nsuch\\x1b[0m.h5: 1 error" in missing.stdout
+    assert "\x1b" not in missing.stdout
