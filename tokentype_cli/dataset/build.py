@@ -916,14 +916,14 @@ def _read_record(path: Path) -> dict:
             and 0 <= task[0] < task[1]
         ):
             raise ValueError("'task' is not [K, N]")
-        if not isinstance(record.get("share"), str) or not _SHARE_NAME.match(record["share"]):
+        if not isinstance(record.get("share"), str) or not _SHARE_NAME.fullmatch(record["share"]):
             raise ValueError("'share' does not name a share folder")
         files = record.get("files")
         if not isinstance(files, dict):
             raise ValueError("'files' is not a mapping")
         for name, entry in files.items():
             if not (
-                _FILE_NAME.match(name)
+                _FILE_NAME.fullmatch(name)
                 and isinstance(entry, dict)
                 and type(entry.get("size")) is int
                 and isinstance(entry.get("sha256"), str)

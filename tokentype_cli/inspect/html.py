@@ -24,6 +24,7 @@ from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from tokentype_cli import __version__
+from tokentype_cli.dataset.read import METADATA_LIMIT, load_metadata_text, read_bounded
 from tokentype_cli.errors import InputError, ShardError
 from tokentype_cli.inspect.profile import HISTOGRAMS, Profile, empty_like
 from tokentype_cli.inspect.shard import format_row_header, parse_rows, read_rows, shard_files
@@ -206,16 +207,16 @@ def _add_ledgers(report: Report) -> None:
 
 def _add_metadata(report: Report) -> None:
     file = report.path / METADATA
-    if not file.is_file():
+    if not os.path.lexists(file):
         return
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_bounded(file, METADATA_LIMIT, METADATA).decode("utf-8")
+    except (InputError, UnicodeDecodeError) as exc:
         report.metadata_error = f"{file}: cannot be read ({exc})"
         return
     report.metadata_text = text[:_METADATA_CHARACTERS]
     try:
-        data = yaml.safe_load(text)
+        data = load_metadata_text(text)
     except yaml.YAMLError as exc:
         report.metadata_error = f"{file}: not valid YAML ({str(exc).splitlines()[0]})"
         return
