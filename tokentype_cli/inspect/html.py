@@ -39,7 +39,7 @@ from tokentype_cli.report.rows import (
 )
 from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.schema.read import open_shard
-from tokentype_cli.schema.write import atomic_path
+from tokentype_cli.schema.write import atomic_path, refuse_output_onto_inputs
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 from tokentype_cli.validate.findings import FileReport, ValidateOptions
 from tokentype_cli.validate.paths import validate_paths
@@ -748,7 +748,18 @@ def render_html(report: Report) -> str:
 
 
 def write_report(report: Report, target: str | os.PathLike) -> int:
-    """Write the page atomically to `target`; return its size in bytes."""
+    """Write the page atomically to `target`; return its size in bytes.
+
+    Never onto what the page was made from (the shard, a shard of the folder, a ledger it
+    charts, the folder's metadata.yaml): the rename would replace that input with the page."""
+    inputs: dict[str, Path | None] = {"the shard it reads": report.path}
+    for entry in report.files:
+        inputs[f"the shard {entry.name} it reads"] = entry.path
+    for ledger in report.ledger_files:
+        inputs[f"the ledger {ledger} it charts"] = Path(ledger)
+    if report.folder:
+        inputs[f"the folder's {METADATA}"] = report.path / METADATA
+    refuse_output_onto_inputs(target, inputs, "--html")
     data = render_html(report).encode("utf-8")
     try:
         with atomic_path(target) as temporary:
