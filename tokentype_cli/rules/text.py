@@ -400,10 +400,9 @@ def compile_patterns(patterns: tuple[TextPattern, ...]) -> tuple[Matcher, bool]:
     literal = all(not p.regex and ARTICLE_END not in p.source for p in patterns)
     compiled = re.compile(expression, re.MULTILINE)
     if literal:
-        return Matcher(compiled, None), literal
+        return Matcher(compiled), literal
     described = ", ".join(p.describe() for p in patterns if p.regex)
-    linear = _linear_time(expression)
-    return Matcher(linear or compiled, None if linear else described), literal
+    return Matcher(compiled, _linear_time(expression), described), literal
 
 
 # Escapes and classes whose meaning in RE2 differs from Python's (ASCII \w, \b, \d, \s;
@@ -423,7 +422,7 @@ def _linear_time(expression: str):
     options.max_mem = 64 << 20
     try:
         return re2.compile("(?m)" + expression, options)
-    except re2.error:
+    except (re2.error, UnicodeEncodeError):  # RE2 reads UTF-8: no lone surrogates
         return None
 
 
@@ -432,19 +431,26 @@ class _Expired(Exception):
 
 
 class Matcher:
-    """search/finditer over a compiled pattern; on Python's `re` with backtracking, bounded in
-    time: a pattern such as `(a+)+$` on a run of a's would otherwise never return."""
+    """search/finditer over a compiled pattern: RE2's where there is one, else Python's, bounded
+    in time when it is a regular expression (`(a+)+$` on a run of a's would never return)."""
 
-    def __init__(self, pattern, bounded: str | None) -> None:
+    def __init__(self, pattern: re.Pattern[str], linear=None, bounded: str | None = None) -> None:
         self.pattern = pattern
+        self.linear = linear
         self.bounded = bounded  # the patterns as written, for the message; None: unbounded
 
     def search(self, text: str, pos: int = 0, endpos: int | None = None):
         endpos = len(text) if endpos is None else endpos
+        if self.linear is not None:
+            with contextlib.suppress(UnicodeEncodeError):  # text holding undecodable bytes
+                return self.linear.search(text, pos, endpos)
         with self._limit():
             return self.pattern.search(text, pos, endpos)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
+        if self.linear is not None:
+            with contextlib.suppress(UnicodeEncodeError):
+                return [m.span() for m in self.linear.finditer(text)]
         with self._limit():
             return [m.span() for m in self.pattern.finditer(text)]
 
