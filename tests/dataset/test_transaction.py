@@ -349,3 +349,28 @@ def test_a_signal_to_the_whole_process_group_is_one_line(large, tmp_path, signum
             f"Aborted: {signal.Signals(signum).name} received; outputs were left as they were."
         ]
         assert not list(tmp_path.glob(".ds.*"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the workers")
+def test_a_worker_killed_mid_build_is_one_line(large, tmp_path):
+    process = subprocess.Popen(
+        command(large, tmp_path / "ds", "--workers", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".ds.*/.train_*.tmp")):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGSTOP)  # the build cannot end before the worker is gone
+    workers = [
+        pid
+        for pid in children(process.pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert workers
+    os.kill(workers[0], signal.SIGKILL)
+    process.send_signal(signal.SIGCONT)
+    stderr = process.communicate(timeout=120)[1].decode()
+    assert process.returncode == 1, stderr
+    assert stderr.count("\n") == 1 and "a worker process died while tokenizing" in stderr
+    assert not list(tmp_path.glob(".ds*"))

@@ -480,12 +480,13 @@ class Build:
         # lives, a lost node still running) never share a file, and each publishes whole.
         with temporary_folder(root / f"task_{index}_of_{count}") as work:
             inputs, plan = self._prepare(work)
+            record: dict = {}
             try:
                 report, record = self._run_task(work, inputs, plan, index, count)
                 self._publish(root, work, record, index, count)
             except (OSError, RuntimeError) as exc:
-                if work.is_dir() and root.is_dir():
-                    raise
+                if root.is_dir() and (work.is_dir() or "share" in record):
+                    raise  # not a vanished folder: the error says what it is
                 raise ShardError(
                     f"{root}: this task's staging folder was removed while it ran (a --finish"
                     f" completed, or it was deleted); run --task {index}/{count} again if"
@@ -655,8 +656,17 @@ class Build:
             return
         futures = {pool.submit(tokenize_split, job): job for job in jobs}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            future.result()
             job = futures[future]
+            try:
+                future.result()
+            except concurrent.futures.process.BrokenProcessPool as exc:
+                # A signal to the whole process group reaches the workers too: say that.
+                interrupts.check()
+                raise ShardError(
+                    f"--dataset {self.folder}: a worker process died while tokenizing"
+                    f" {job.split.file_name()} (killed, or out of memory); run again, with"
+                    " fewer --workers if memory is short"
+                ) from exc
             self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
 
     @staticmethod
