@@ -33,11 +33,12 @@ class Interrupted(SystemExit):
         return signal.Signals(self.signum).name
 
 
-def note(signum: int) -> None:
-    """Record a signal (the first one wins: it decides the exit status)."""
+def note(signum: int) -> int:
+    """Record a signal (the first one wins: it decides the exit status); return the first one."""
     global _received
     if _received is None:
         _received = signum
+    return _received
 
 
 def received() -> int | None:

@@ -158,6 +158,8 @@ class LossTally:
         first_row: int | None = None,
     ) -> None:
         if token_type_ids is None:
+            if shape is None:
+                raise TypeError("LossTally.add(None) needs shape=(rows, seq_len)")
             # Every target weighs 1: only rows without targets carry no loss.
             rows, seq_len = shape
             no_loss = np.full(rows, seq_len < 2, dtype=bool)

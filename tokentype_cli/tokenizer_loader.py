@@ -62,7 +62,8 @@ class LoadedTokenizer:
                     f"{self.path}: token id {token} is outside the vocabulary (0..{self.vocab_size - 1})"
                 )
             return int(token)
-        found = self.vocab.get(token)
+        # A bool is not an id (it is an int to Python) and is no vocabulary string either.
+        found = self.vocab.get(token) if isinstance(token, str) else None
         if found is None:
             raise TokenizerError(
                 f"{self.path}: token {token!r} is not in the vocabulary; check its spelling or give its id"

@@ -20,10 +20,9 @@ from tokentype_cli.loss import type_counts
 from tokentype_cli.schema.names import INPUT_IDS, MAX_TOKEN_TYPE, TOKEN_TYPE_IDS, Provenance
 from tokentype_cli.schema.read import iter_row_chunks, open_shard, read_errors, require_rows_dataset
 from tokentype_cli.schema.storage import step_rows
-from tokentype_cli.schema.temporary import temporary_folder, write_lock
+from tokentype_cli.schema.temporary import temporary_folder
 from tokentype_cli.schema.write import (
-    check_target,
-    refuse_output_onto_inputs,
+    rewrite_target,
     write_dataset_atomically,
 )
 
@@ -60,15 +59,7 @@ def add_types(
     """
     file = Path(file)
     inputs = {"the types source": None if source == STDIN else _split_source(source)[0]}
-    if output is not None:
-        refuse_output_onto_inputs(
-            output, {f"the input {file} itself (drop -o to rewrite it in place)": file, **inputs}
-        )
-    target = Path(output) if output is not None else Path(os.path.realpath(file))
-    if output is not None:
-        check_target(target)
-    # A missing FILE is open_shard's to report.
-    with write_lock(target) if file.exists() else contextlib.nullcontext():
+    with rewrite_target(file, output, inputs) as target:
         with open_shard(file, allow_external=allow_external) as shard, read_errors(file):
             rows, seq_len = require_rows_dataset(shard, INPUT_IDS).shape
             if TOKEN_TYPE_IDS in shard and not overwrite:
@@ -219,7 +210,7 @@ class _NpyRows:
         return block.reshape(-1, width)
 
 
-def _open_npy(path: Path) -> _NpyRows | np.ndarray:
+def _open_npy(path: Path) -> _NpyRows:
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)

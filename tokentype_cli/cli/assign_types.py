@@ -277,7 +277,8 @@ def assign_types_command(
             tokenizer=tokenizer,
         )
     preview = []
-    if report.preview_ids is not None:
+    # assign_types sets both or neither.
+    if report.preview_ids is not None and report.preview_types is not None:
         preview = list(enumerate(zip(report.preview_ids, report.preview_types, strict=True)))
     if as_json:
         data = report.as_dict()

@@ -6,6 +6,7 @@ import _thread
 import codecs
 import contextlib
 import functools
+import io
 import json
 import math
 import os
@@ -128,11 +129,12 @@ def usable_standard_streams() -> None:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives with the process)
     codecs.register_error("tokentype", _own_bytes_else_escaped)
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(errors="tokentype")
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError):
+                stream.reconfigure(errors="tokentype")
 
 
-def _own_bytes_else_escaped(error: UnicodeEncodeError) -> tuple[str | bytes, int]:
+def _own_bytes_else_escaped(error: UnicodeError) -> tuple[str | bytes, int]:
     """A file name that is not UTF-8 arrives as surrogate escapes: write its own bytes back (as
     `ls` does). Any other unencodable text is escaped rather than fail the command."""
     try:
@@ -156,12 +158,12 @@ def exit_on_signals() -> None:
 
     def stop(signum, frame) -> None:
         first = interrupts.received() is None
-        interrupts.note(signum)
+        deciding = interrupts.note(signum)
         if in_hook.is_set():
             return  # raised here it would be lost too; the redelivery is already asked for
         if first or interrupts.redelivery_wanted():
             interrupts.raised()
-            raise interrupts.Interrupted(interrupts.received())
+            raise interrupts.Interrupted(deciding)
 
     default_hook = sys.unraisablehook
 
@@ -185,7 +187,7 @@ def exit_on_signals() -> None:
             time.sleep(0.01)
             signum = interrupts.received()
             if interrupts.redelivery_wanted() and signum is not None:
-                _thread.interrupt_main(signum)
+                _thread.interrupt_main(signal.Signals(signum))
 
     threading.Thread(target=redeliverer, name="redeliver-signals", daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
@@ -439,4 +441,8 @@ def progress_bar(
         file=sys.stderr,
         leave=False,
     ) as bar:
-        yield bar.update
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        yield advance

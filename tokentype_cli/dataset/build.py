@@ -85,13 +85,8 @@ from tokentype_cli.schema.temporary import (
 from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.options import TokenizeOptions
-from tokentype_cli.tokenize.pipeline import (
-    Metrics,
-    chat_renderer,
-    check_targets,
-    tokenize_batches,
-)
-from tokentype_cli.tokenize.read import batches, display_name
+from tokentype_cli.tokenize.pipeline import Metrics, check_targets, tokenize_lines
+from tokentype_cli.tokenize.read import display_name
 from tokentype_cli.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 TASKS_SUFFIX = ".tokentype-tasks"
@@ -330,17 +325,8 @@ def tokenize_split(
     encoder = encoder or _WORKER.get("encoder") or "auto"
     parts = _parts(job.stage)
     name = job.split.file_name()
-    chat = chat_renderer(tokenizer, job.options, job.inputs.fmt == "chat")
-    source = batches(
-        _split_lines(job),
-        job.inputs.fmt,
-        job.options,
-        keep_raw=job.rejects,
-        batch_bytes=1 << 19,
-        chat=chat,
-    )
-    metrics = tokenize_batches(
-        source,
+    metrics = tokenize_lines(
+        [(_split_lines(job), job.inputs.fmt)],
         job.stage / name,
         tokenizer,
         job.options,

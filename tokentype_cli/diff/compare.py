@@ -403,7 +403,9 @@ def diff_builds(
     if a.is_dir():
         names_a = {f.name: f for f in build_a.files}
         names_b = {f.name: f for f in build_b.files}
-        pairs = [(f, names_b.get(f.name)) for f in build_a.files]
+        pairs: list[tuple[BuildFile | None, BuildFile | None]] = [
+            (f, names_b.get(f.name)) for f in build_a.files
+        ]
         pairs += [(None, f) for f in build_b.files if f.name not in names_a]
         result.files_only_in_a = [f.name for f in build_a.files if f.name not in names_b]
         result.files_only_in_b = [f.name for f in build_b.files if f.name not in names_a]
@@ -412,12 +414,11 @@ def diff_builds(
     ignore_padding = "padding" in options.ignore
     aligned: list[tuple[BuildFile, BuildFile]] = []
     for file_a, file_b in pairs:
-        same_shape = (
+        if (
             file_a is not None
             and file_b is not None
             and (file_a.rows, file_a.seq_len) == (file_b.rows, file_b.seq_len)
-        )
-        if same_shape:
+        ):
             aligned.append((file_a, file_b))
             _scan_aligned(build_a, file_a, build_b, file_b, result, ignore_padding, progress)
             continue
@@ -621,6 +622,7 @@ def _read_types_rows(file: BuildFile, rows: np.ndarray) -> Iterator[tuple[np.nda
     sorted_rows = rows[order]
     with readable(file.path), open_shard(file.path) as shard:
         types = types_dataset(shard, require_rows_dataset(shard, INPUT_IDS))
+        assert types is not None, "only rows typed in both builds are compared by their types"
         per_chunk = types.chunks[0] if types.chunks else 1024
         chunk = sorted_rows // per_chunk
         bounds = np.flatnonzero(np.diff(chunk)) + 1
@@ -732,7 +734,10 @@ def format_diff(result: DiffResult) -> str:
     """The human-readable comparison: both builds side by side, matching, type changes, verdict."""
     a, b = result.a, result.b
     lines = [_build_line("A", a), _build_line("B", b), ""]
-    table = [("rows", a.rows, b.rows), ("tokens", a.tokens, b.tokens)]
+    table: list[tuple[str, int | float, int | float]] = [
+        ("rows", a.rows, b.rows),
+        ("tokens", a.tokens, b.tokens),
+    ]
     if a.typed or b.typed:
         table += [
             (f"  {TOKEN_TYPE_NAMES[t]}", int(a.counts[t]), int(b.counts[t])) for t in TokenType

@@ -85,10 +85,12 @@ class DatasetSummary(ShardSummary):
 
 def dataset_summary(folder_summary: ShardSummary) -> DatasetSummary:
     """Turn `inspect`'s summary of a dataset folder into a DatasetSummary, files in split order."""
+    assert folder_summary.path is not None, "a dataset folder's summary names the folder"
     folder = Path(folder_summary.path)
     metadata = read_metadata(folder)
     named = split_files(folder)
-    by_path = {Path(s.path): s for s in folder_summary.files or []}
+    # Only totals lack a path; each file's summary names its file.
+    by_path = {s.path: s for s in folder_summary.files or [] if s.path is not None}
     order = [f.path for split in ("train", "dev") for f in named[split]]
     # Numbered files in numbering order (train_2 before train_10), any others after them.
     files = [by_path[p] for p in order if p in by_path]
@@ -109,11 +111,12 @@ def _split(name: str, named: list[SplitFile], by_path: dict[Path, ShardSummary])
         split.files = [(f.path, _count_lines(f.path)) for f in named]
         return split
     shards = [by_path[f.path] for f in named if f.path in by_path]
-    split.files = [(Path(s.path), s.rows) for s in shards]
+    split.files = [(f.path, by_path[f.path].rows) for f in named if f.path in by_path]
     lengths = {s.seq_len for s in shards}
     split.seq_len = lengths.pop() if len(lengths) == 1 else None
-    if shards and all(s.type_counts is not None for s in shards):
-        split.type_counts = sum(s.type_counts for s in shards)
+    counts = [s.type_counts for s in shards if s.type_counts is not None]
+    if shards and len(counts) == len(shards):
+        split.type_counts = sum(counts, np.zeros(len(TokenType) + 1, dtype=np.int64))
     return split
 
 

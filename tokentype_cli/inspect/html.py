@@ -34,6 +34,7 @@ from tokentype_cli.report.rows import (
     PALETTE,
     UNKNOWN_STYLE,
     Segment,
+    TypeStyle,
     row_segments,
     type_label,
 )
@@ -41,7 +42,7 @@ from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.schema.read import open_shard
 from tokentype_cli.schema.write import atomic_path, refuse_output_onto_inputs
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
-from tokentype_cli.validate.findings import FileReport, ValidateOptions
+from tokentype_cli.validate.findings import FileReport, Finding, ValidateOptions
 from tokentype_cli.validate.paths import validate_paths
 
 # The default sample: the first rows of the first file, and random rows (fixed seed) of all.
@@ -113,8 +114,8 @@ class Report:
     sample_note: str = ""
 
     @property
-    def findings(self) -> list[tuple[FileEntry | None, object]]:
-        found = []
+    def findings(self) -> list[tuple[FileEntry, Finding]]:
+        found: list[tuple[FileEntry, Finding]] = []
         for entry in self.files:
             if entry.report is not None:
                 found.extend((entry, finding) for finding in entry.report.findings)
@@ -287,7 +288,7 @@ def _add_samples(report: Report) -> None:
 # --- drawing -------------------------------------------------------------------------------------
 
 
-def _styles() -> list[tuple[str, str, object]]:
+def _styles() -> list[tuple[str, str, TypeStyle]]:
     """(css class, name, TypeStyle) of each type, then of values outside 0..3."""
     styles = [(f"t{int(t)}", TOKEN_TYPE_NAMES[t], PALETTE[t]) for t in TokenType]
     return [*styles, ("tx", "invalid", UNKNOWN_STYLE)]
@@ -494,10 +495,10 @@ def _row_html(sample: SampleRow) -> Markup:
     return Markup(joiner.join(_token_html(s) for s in sample.segments))
 
 
-def _stats(profile: Profile) -> list[tuple[str, str, str, object]]:
+def _stats(profile: Profile) -> list[tuple[str, str, str, int | float]]:
     """(key, label, shown text, exact value) of the headline numbers."""
     loss = profile.loss
-    stats = [
+    stats: list[tuple[str, str, str, int | float]] = [
         ("rows", "rows", f"{profile.rows:,}", profile.rows),
         ("tokens", "tokens", f"{profile.tokens:,}", profile.tokens),
         (

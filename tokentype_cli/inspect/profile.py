@@ -34,12 +34,11 @@ class Profile:
     files: int = 1
     typed: bool = True
     counts: np.ndarray = field(default_factory=lambda: np.zeros(N_TYPES + 1, np.int64))
-    loss: LossTally | None = None
+    loss: LossTally = field(init=False)
     histograms: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.loss is None:
-            self.loss = LossTally(self.prompt_loss_weight)
+        self.loss = LossTally(self.prompt_loss_weight)
 
     def add(self, first_row: int, ids: np.ndarray, types: np.ndarray | None) -> None:
         """Add one block of rows."""

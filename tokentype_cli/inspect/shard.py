@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, final
 
 import h5py
 import numpy as np
@@ -38,6 +39,29 @@ from tokentype_cli.tokenizer_loader import LoadedTokenizer
 # --- summary -------------------------------------------------------------------------------------
 
 
+# Final, so that `"files" in info` tells a folder's totals from one file's dataset info.
+@final
+class DatasetInfo(TypedDict):
+    """One dataset of one file, as `--json` shows it."""
+
+    shape: list[int] | None
+    dtype: str
+    compression: str | None
+    compression_opts: object
+    shuffle: bool
+    chunks: list[int] | None
+    maxshape: list[int | None] | None
+    attrs: dict[str, object]
+
+
+@final
+class DatasetTotal(TypedDict):
+    """One dataset name over the files of a folder."""
+
+    files: int
+    rows: int
+
+
 @dataclass
 class ShardSummary:
     """What `inspect` reports for one file, or for several (totals plus `files`).
@@ -48,7 +72,8 @@ class ShardSummary:
     path: Path | None
     rows: int = 0
     seq_len: int | None = None
-    datasets: dict[str, dict[str, object]] = field(default_factory=dict)
+    # DatasetInfo for one file, DatasetTotal for several.
+    datasets: Mapping[str, DatasetInfo | DatasetTotal] = field(default_factory=dict)
     # Tokens of each type 0..3, then of values outside 0..3; None when there are no types.
     type_counts: np.ndarray | None = None
     loss: LossTally | None = None
@@ -134,7 +159,7 @@ def shard_files(*paths: str | os.PathLike) -> list[Path]:
     return files
 
 
-def dataset_info(dataset: h5py.Dataset) -> dict[str, object]:
+def dataset_info(dataset: h5py.Dataset) -> DatasetInfo:
     """Shape, dtype, storage settings and attributes of one dataset, JSON-ready."""
     return {
         "shape": list(dataset.shape) if dataset.shape is not None else None,
@@ -326,15 +351,14 @@ def format_row_header(
 
 
 def summary_lines(s: ShardSummary) -> list[str]:
-    folder = s.files is not None
     seq_len = "mixed" if s.seq_len is None else f"{s.seq_len:,}"
     named = s.path if s.inputs is None else ", ".join(map(str, s.inputs))
-    head = f"{named}" + (f"  ({len(s.files)} files)" if folder else "")
+    head = f"{named}" + (f"  ({len(s.files)} files)" if s.files is not None else "")
     lines = [head, f"  rows {s.rows:,}  seq_len {seq_len}  tokens {s.tokens:,}"]
     lines.append("  datasets")
     width = max((len(name) for name in s.datasets), default=0)
     for name, info in s.datasets.items():
-        if folder:
+        if "files" in info:
             lines.append(f"    {name:<{width}}  in {info['files']} files, {info['rows']:,} rows")
             continue
         storage = info["compression"] or "uncompressed"
@@ -384,7 +408,7 @@ _NORMALIZATION_TEXT = {
 }
 
 
-def _shape(value: object) -> str:
+def _shape(value: Sequence[int | None] | None) -> str:
     if value is None:
         return "-"
     return "(" + ", ".join("None" if v is None else str(v) for v in value) + ")"

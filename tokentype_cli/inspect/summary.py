@@ -7,9 +7,18 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from tokentype_cli.inspect.folder import dataset_lines, dataset_summary
-from tokentype_cli.inspect.shard import ShardSummary, shard_files, summarize_file, summary_lines
+from tokentype_cli.inspect.shard import (
+    DatasetTotal,
+    ShardSummary,
+    shard_files,
+    summarize_file,
+    summary_lines,
+)
 from tokentype_cli.loss import LossTally
+from tokentype_cli.schema.names import TokenType
 from tokentype_cli.validate.findings import is_dataset_folder
 
 
@@ -36,16 +45,21 @@ def summarize(
     total.rows = sum(s.rows for s in summaries)
     lengths = {s.seq_len for s in summaries}
     total.seq_len = lengths.pop() if len(lengths) == 1 else None
+    totals: dict[str, DatasetTotal] = {}
     for s in summaries:
         for name, info in s.datasets.items():
-            entry = total.datasets.setdefault(name, {"files": 0, "rows": 0})
+            assert "shape" in info, "a file's summary holds each dataset's own info"
+            entry = totals.setdefault(name, {"files": 0, "rows": 0})
             entry["files"] += 1
             entry["rows"] += info["shape"][0] if info["shape"] else 0
-    if all(s.type_counts is not None for s in summaries):
-        total.type_counts = sum(s.type_counts for s in summaries)
+    total.datasets = totals
+    counts = [s.type_counts for s in summaries if s.type_counts is not None]
+    if len(counts) == len(summaries):
+        total.type_counts = sum(counts, np.zeros(len(TokenType) + 1, dtype=np.int64))
     if loss is not None:
         total.loss = LossTally(*loss)
         for s in summaries:
+            assert s.loss is not None, "summarize_file tallies the loss when given `loss`"
             total.loss.merge(s.loss)
     if len(given) == 1 and is_dataset_folder(given[0]):
         return dataset_summary(total)

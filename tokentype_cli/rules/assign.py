@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,10 +16,8 @@ from tokentype_cli.rules.parse import PATTERN_KINDS, Rule, Structure
 from tokentype_cli.rules.text import TokenTexts
 from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS, TOKEN_TYPE_NAMES, Provenance
 from tokentype_cli.schema.read import iter_row_chunks, open_shard, read_errors, require_rows_dataset
-from tokentype_cli.schema.temporary import write_lock
 from tokentype_cli.schema.write import (
-    check_target,
-    refuse_output_onto_inputs,
+    rewrite_target,
     write_dataset_atomically,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
@@ -169,15 +166,7 @@ def assign_types(
         ):  # fmt: skip
             pass
         return report
-    if output is not None:
-        refuse_output_onto_inputs(
-            output,
-            {f"the input {path} itself (drop -o to rewrite it in place)": path, **(inputs or {})},
-        )
-        check_target(output)
-    target = Path(output) if output is not None else Path(os.path.realpath(path))
-    # A missing FILE is open_shard's to report.
-    with write_lock(target) if path.exists() else contextlib.nullcontext():
+    with rewrite_target(path, output, inputs or {}):
         count_existing = _survey(path, structure, overwrite, dry_run, report, allow_external)
         # The report fills in as the blocks are computed.
         blocks = _blocks(

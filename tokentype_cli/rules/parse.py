@@ -46,7 +46,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from tokentype_cli.errors import OptionError, RuleError, TokenizerError
 from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType, parse_token_type
@@ -218,7 +218,7 @@ def resolve_token(value: object, tokenizer: LoadedTokenizer | None, where: str) 
         raise RuleError(f"{where}: {exc}") from exc
 
 
-def _is_table(value: object) -> bool:
+def _is_table(value: object) -> TypeGuard[Mapping[Any, Any]]:
     return isinstance(value, Mapping)
 
 
@@ -232,21 +232,42 @@ def _pattern(
 ) -> tuple[tuple[int, ...], tuple[TextPattern, ...]]:
     """A rules file's pattern: tokens (a token, or a list of them) or text ({"text": ...})."""
     items = value if isinstance(value, list) else [value]
-    if not items:
-        raise RuleError(f"{where}: empty pattern; give at least one token or a text")
     tables = [item for item in items if _is_table(item)]
+    _check_pattern_shape(len(items), len(tables), kind, where, _FILE_SYNTAX)
     if not tables:
         return _resolve_tokens(items, tokenizer, where, lambda text: _file_spelling(kind, text)), ()
-    if len(tables) != len(items):
-        raise RuleError(
-            f'{where}: a pattern is tokens (["ATG"], [10]) or text ({{"text": "..."}}), not both;'
-            " split it into two rules"
-        )
-    if len(tables) > 1 and kind != "token":
-        raise RuleError(
-            f"{where}: {kind} takes one text or regular expression; only token takes a list of them"
-        )
     return (), tuple(_file_text(table, tokenizer, where, ignore_case) for table in tables)
+
+
+@dataclass(frozen=True)
+class _Syntax:
+    """How a rules file or the command line spells the fix of a badly shaped pattern."""
+
+    mixed: str
+    many: str
+
+
+_FILE_SYNTAX = _Syntax(
+    mixed='a pattern is tokens (["ATG"], [10]) or text ({"text": "..."}), not both; split it'
+    " into two rules",
+    many="takes one text or regular expression; only token takes a list of them",
+)
+_CLI_SYNTAX = _Syntax(
+    mixed='a pattern is text ("...", re:"...") or tokens (ids, bare words, tok:"..."), not'
+    " both; put the whole text in one pair of quotes",
+    many="takes one text; put the whole text in one pair of quotes (only token takes several)",
+)
+
+
+def _check_pattern_shape(items: int, texts: int, kind: str, where: str, syntax: _Syntax) -> None:
+    """The checks both rule syntaxes share: a pattern is not empty, is all tokens or all text,
+    and only `token` takes several texts."""
+    if not items:
+        raise RuleError(f"{where}: empty pattern; give at least one token or a text")
+    if texts and texts != items:
+        raise RuleError(f"{where}: {syntax.mixed}")
+    if texts > 1 and kind != "token":
+        raise RuleError(f"{where}: {kind} {syntax.many}")
 
 
 def _file_text(
@@ -689,22 +710,11 @@ def _cli_pattern(
     spelling: Callable[[str], str],
 ) -> tuple[tuple[int, ...], tuple[TextPattern, ...]]:
     """One command-line pattern: tokens (ids, bare words, tok:) or text ("...", re:)."""
-    if not words:
-        raise RuleError(f"{where}: empty pattern; give at least one token or a text")
     texts = [w for w in words if w.kind in ("text", "regex")]
+    _check_pattern_shape(len(words), len(texts), kind, where, _CLI_SYNTAX)
     if not texts:
         values = [w.value for w in words]
         return _resolve_tokens(values, tokenizer, where, spelling), ()
-    if len(texts) != len(words):
-        raise RuleError(
-            f'{where}: a pattern is text ("...", re:"...") or tokens (ids, bare words,'
-            ' tok:"..."), not both; put the whole text in one pair of quotes'
-        )
-    if len(texts) > 1 and kind != "token":
-        raise RuleError(
-            f"{where}: {kind} takes one text; put the whole text in one pair of quotes"
-            " (only token takes several)"
-        )
     _need_tokenizer_for_text(tokenizer, where)
     return (), tuple(
         text_pattern(w.value, regex=w.kind == "regex", ignore_case=ignore_case, where=where)
@@ -730,11 +740,11 @@ def build_structure(
 
     `no_sep` / `no_pad` switch those defaults off (a rules file says the same with `sep = []`).
     """
-    for flag, off, given in (
+    for flag, off, other_given in (
         ("--no-sep", no_sep, bool(sep)),
         ("--no-pad", no_pad, pad is not None),
     ):
-        if off and given:
+        if off and other_given:
             raise OptionError(
                 f"{flag} and {flag.replace('no-', '')} contradict each other; drop one"
             )

@@ -57,14 +57,14 @@ def temporary_name(target: str | os.PathLike) -> Path:
     return target.parent / f".{stem}.tokentype-{_HOST}-{os.getpid()}-{token}.tmp"
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove temporaries (files or folders) in `folder` whose owner process is gone.
 
     A SIGKILLed run cannot clean up after itself; the next write into the folder does. Only
     names made by `temporary_name` on this host are considered, and never one whose owner is
     still running. Returns what was removed.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

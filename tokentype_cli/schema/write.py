@@ -81,6 +81,29 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 @contextlib.contextmanager
+def rewrite_target(
+    file: str | os.PathLike,
+    output: str | os.PathLike | None,
+    inputs: Mapping[str, str | os.PathLike | None],
+) -> Iterator[Path]:
+    """Where a rewrite of FILE goes (FILE itself, or `output`), checked and locked for the run.
+
+    `output` may name neither FILE nor any of `inputs` (what each is, by name); an in-place run
+    holds FILE's write lock from the start, so a second writer is refused before any work. A
+    missing FILE is left for open_shard to report.
+    """
+    file = Path(file)
+    if output is not None:
+        refuse_output_onto_inputs(
+            output, {f"the input {file} itself (drop -o to rewrite it in place)": file, **inputs}
+        )
+        check_target(output)
+    target = Path(output) if output is not None else Path(os.path.realpath(file))
+    with write_lock(target) if file.exists() else contextlib.nullcontext():
+        yield target
+
+
+@contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
 
@@ -109,14 +132,25 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(temporary, target)
     except BaseException as exc:
         temporary.unlink(missing_ok=True)
-        why = no_room(exc) if isinstance(exc, (OSError, RuntimeError)) else None
-        if why is not None and not isinstance(exc, ShardError):
-            raise ShardError(
-                f"{target}: cannot be written: {why} ({first_line(exc)}); nothing was written:"
-                " free some space or write elsewhere"
-            ) from exc
+        full = _no_room_error(target, exc, detail=True)
+        if full is not None:
+            raise full from exc
         raise
     _fsync_folder(folder)
+
+
+def _no_room_error(target: Path, exc: BaseException, detail: bool) -> ShardError | None:
+    """The one-line error for a write of `target` that ran out of room (disk, quota, file size
+    limit), or None for any other failure. `detail` adds the system's own words; HDF5's are long
+    and say no more than `why`."""
+    why = no_room(exc) if isinstance(exc, (OSError, RuntimeError)) else None
+    if why is None or isinstance(exc, ShardError):
+        return None
+    said = f" ({first_line(exc)})" if detail else ""
+    return ShardError(
+        f"{target}: cannot be written: {why}{said}; nothing was written: free some space or"
+        " write elsewhere"
+    )
 
 
 def _mode_for(target: Path) -> int:
@@ -252,6 +286,8 @@ class ShardWriter:
         if exc is not None:
             self._fail(exc)
             return
+        # __enter__ set both; only a writer used outside `with` gets here without them.
+        assert self._file is not None and self._atomic is not None
         try:
             for appender in self._appenders.values():
                 appender.flush()
@@ -266,12 +302,9 @@ class ShardWriter:
         """Abort; a write that ran out of room becomes one line naming the shard (_abort
         swallows atomic_path's own message)."""
         self._abort(exc)
-        why = no_room(exc) if isinstance(exc, (OSError, RuntimeError)) else None
-        if why is not None and not isinstance(exc, ShardError):
-            raise ShardError(
-                f"{self.path}: cannot be written: {why}; nothing was written: free some space"
-                " or write elsewhere"
-            ) from exc
+        full = _no_room_error(self.path, exc, detail=False)
+        if full is not None:
+            raise full from exc
 
     def _abort(self, exc: BaseException) -> None:
         if self._file is not None:

@@ -41,7 +41,7 @@ class Ledger:
         chat: dict[int, tuple[int, int]] | None = None,
     ) -> None:
         """`chat`: per batch line holding a conversation, (seams, open turns)."""
-        per_line: dict[int, list[tuple[int, ...]]] = {}
+        per_line: dict[int, list[list[int]]] = {}
         columns = (
             placement.row,
             placement.offset,

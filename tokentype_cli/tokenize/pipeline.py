@@ -14,10 +14,11 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import itertools
 import json
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -49,11 +50,13 @@ from tokentype_cli.tokenize.options import CATEGORY_SHIFT, TYPE_MASK, TokenizeOp
 from tokentype_cli.tokenize.pack import Packer, PackResult
 from tokentype_cli.tokenize.read import (
     Batch,
+    InputLine,
+    batches,
     check_inputs,
     display_name,
     expand_inputs,
-    file_batches,
     input_format,
+    input_lines,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -265,31 +268,76 @@ def tokenize_files(
             "--seam-report": seam_report_path,
         },
     )
-    formats = [input_format(path, options.input_format) for path in inputs]
-    chat = chat_renderer(tokenizer, options, any(fmt == "chat" for fmt in formats))
-    source = file_batches(
-        inputs,
-        formats,
-        options,
-        batch_lines=batch_lines,
-        batch_bytes=batch_bytes,
-        advance=advance,
-        keep_raw=rejects_path is not None,
-        chat=chat,
-    )
-    names = ", ".join(display_name(path) for path in inputs)
-    return tokenize_batches(
-        source,
+    sources = [(input_lines(path), input_format(path, options.input_format)) for path in inputs]
+    return tokenize_lines(
+        sources,
         output,
         tokenizer,
         options,
-        describe=names,
+        describe=", ".join(display_name(path) for path in inputs),
+        provenance=provenance,
+        ledger_path=ledger_path,
+        rejects_path=rejects_path,
+        seam_report_path=seam_report_path,
+        max_seams=max_seams,
+        advance=advance,
+        batch_lines=batch_lines,
+        batch_bytes=batch_bytes,
+        encoders=encoders,
+        encoder=encoder,
+    )
+
+
+def tokenize_lines(
+    sources: Sequence[tuple[Iterable[InputLine], str]],
+    output: str | Path,
+    tokenizer: LoadedTokenizer,
+    options: TokenizeOptions,
+    *,
+    describe: str,
+    advance: Callable[[int], None] = lambda n: None,
+    batch_lines: int = 2048,
+    batch_bytes: int = 1 << 19,
+    provenance: Provenance | None = None,
+    ledger_path: str | Path | None = None,
+    rejects_path: str | Path | None = None,
+    seam_report_path: str | Path | None = None,
+    max_seams: int | None = None,
+    encoders: int = 2,
+    allow_empty: bool = False,
+    encoder: str | TextEncoder = "auto",
+) -> Metrics:
+    """The one way lines become a shard, for `tokenize -o` (each input's lines) and a dataset
+    build (one split's lines): conversations rendered, lines batched in order (a batch never
+    spans two sources), then encoded, packed and written by tokenize_batches (which says what
+    the other arguments do). `sources` pairs each source's lines with its format."""
+    chat = chat_renderer(tokenizer, options, any(fmt == "chat" for _, fmt in sources))
+    batched = itertools.chain.from_iterable(
+        batches(
+            lines,
+            fmt,
+            options,
+            batch_lines=batch_lines,
+            batch_bytes=batch_bytes,
+            advance=advance,
+            keep_raw=rejects_path is not None,
+            chat=chat,
+        )
+        for lines, fmt in sources
+    )
+    return tokenize_batches(
+        batched,
+        output,
+        tokenizer,
+        options,
+        describe=describe,
         provenance=provenance,
         ledger_path=ledger_path,
         rejects_path=rejects_path,
         seam_report_path=seam_report_path,
         max_seams=max_seams,
         encoders=encoders,
+        allow_empty=allow_empty,
         encoder=encoder,
     )
 

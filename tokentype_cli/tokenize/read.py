@@ -441,14 +441,6 @@ def batches(
         yield batch
 
 
-def file_batches(
-    paths: list[str], formats: list[str], options: TokenizeOptions, **kwargs
-) -> Iterator[Batch]:
-    """Batches of every input in order; a batch never spans two inputs."""
-    for path, fmt in zip(paths, formats, strict=True):
-        yield from batches(input_lines(path), fmt, options, **kwargs)
-
-
 def _drop_line(batch: Batch, index: int, marks: tuple[int, int]) -> None:
     """Forget the texts and pairs a rejected line had added."""
     texts, pairs = marks

@@ -82,17 +82,17 @@ def validate_file(
         # h5py surfaces damaged metadata as any of these, from any attribute access.
         report.add("unreadable", ERROR, f"{path}: cannot be read ({first_line(exc)})")
     if options.max_truncated_share is not None:
-        _check_ledger(report, options)
+        _check_ledger(report, options.max_truncated_share, options.ledger)
     settle(report, options.strict, options.ignore)
     return report
 
 
-def _check_ledger(report: FileReport, options: ValidateOptions) -> None:
+def _check_ledger(report: FileReport, limit: float, ledger: Path | None) -> None:
     """--max-truncated-share: the share of the ledger's lines cut (or dropped) for length."""
     from tokentype_cli.report.ledger import ledger_beside, read_ledger
 
     path = report.path
-    ledger = options.ledger or ledger_beside(path)
+    ledger = ledger or ledger_beside(path)
     if ledger is None:
         report.add(
             "no-ledger",
@@ -106,7 +106,6 @@ def _check_ledger(report: FileReport, options: ValidateOptions) -> None:
     except InputError as exc:
         report.add("no-ledger", ERROR, f"{path}: {exc}")
         return
-    limit = options.max_truncated_share
     if tally.cut_share > limit:
         report.add(
             "truncated-share",
@@ -623,7 +622,8 @@ class _ContentChecker:
             name = TOKEN_TYPE_NAMES[kind]
             expected = " or ".join(map(str, self.allowed[kind]))
             reference = self.reference[kind]
-            seen = ", ".join(map(str, sorted(self.distinct[kind] | {reference} - {None})))
+            known = self.distinct[kind] if reference is None else self.distinct[kind] | {reference}
+            seen = ", ".join(map(str, sorted(known)))
             role = "EOS id" if kind == TokenType.SEPARATOR else "pad/EOS id"
             if reference is None:
                 text = (
