@@ -54,7 +54,7 @@ class TokentypeGroup(click.Group):
         except TokentypeError as exc:
             raise click.ClickException(printable(str(exc))) from exc
         except click.ClickException as exc:  # click's own, naming a path as given
-            exc.message = printable(exc.message)
+            object.__setattr__(exc, "message", printable(exc.message))  # Final in the stubs
             raise
         except interrupts.Interrupted as exc:
             click.echo(f"Aborted: {exc.name} received; outputs were left as they were.", err=True)

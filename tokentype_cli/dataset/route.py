@@ -149,9 +149,9 @@ def route(
     split order and written as one slice per split.
     """
     buckets = {split.index: Bucket(folder, split.file_name("bucket")) for split in plan.splits}
-    for index in sorted(wanted):
-        for path in (buckets[index].text_path, buckets[index].index_path):
-            path.write_bytes(b"")
+    for split_index in sorted(wanted):
+        for empty in (buckets[split_index].text_path, buckets[split_index].index_path):
+            empty.write_bytes(b"")
     # Pieces are gathered per split and appended in rounds, each bucket opened and closed in
     # turn: a file open per split would need two descriptors per split, and 512 splits meet the
     # common `ulimit -n 1024`.
@@ -184,11 +184,11 @@ def route(
                 pieces = zip(line_starts[low:high], line_ends[low:high], strict=True)
                 text = b"".join([view[a:b] for a, b in pieces])
                 chosen = keep[low:high]
-                index = np.stack([numbers[chosen], lengths[chosen]], axis=1).tobytes()
+                pairs = np.stack([numbers[chosen], lengths[chosen]], axis=1).tobytes()
                 texts, indexes = pending.setdefault(split, ([], []))
                 texts.append(text)
-                indexes.append(index)
-                pending_bytes += len(text) + len(index)
+                indexes.append(pairs)
+                pending_bytes += len(text) + len(pairs)
             if pending_bytes >= _PENDING_BYTES:
                 _append_pending(buckets, pending)
                 pending_bytes = 0
