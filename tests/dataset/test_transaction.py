@@ -236,6 +236,33 @@ def test_a_second_finish_is_refused_naming_the_first_ones_host_and_pid(built, tm
     assert run(source, tmp_path / "ds", "--finish").returncode == 0
 
 
+def test_two_finishes_started_together_build_once(built, tmp_path):
+    source, expected, pristine = built
+    shares_at(tmp_path, pristine)
+    finishes = [
+        subprocess.Popen(
+            command(source, tmp_path / "ds", "--finish"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=environment(),
+        )
+        for _ in range(2)
+    ]
+    outcomes = sorted(
+        (process.wait(timeout=300), process.stderr.read().decode()) for process in finishes
+    )
+    for process in finishes:
+        process.stderr.close()
+    (built_code, _), (refused_code, refused) = outcomes
+    assert (built_code, refused_code) == (0, 1), outcomes
+    assert refused.count("\n") == 1 and "Traceback" not in refused
+    assert any(
+        why in refused
+        for why in ("another --finish is running (host ", "finished already", "has just finished")
+    ), refused
+    assert folder_digests(tmp_path / "ds") == expected
+
+
 def test_source_date_epoch_must_be_a_number(built, tmp_path):
     source, _, _ = built
     result = subprocess.run(
