@@ -401,3 +401,24 @@ def test_a_worker_killed_mid_build_is_one_line(large, tmp_path):
     assert process.returncode == 1, stderr
     assert stderr.count("\n") == 1 and "a worker process died while tokenizing" in stderr
     assert not list(tmp_path.glob(".ds*"))
+
+
+def test_a_task_whose_staging_folder_vanishes_stops_with_one_line(large, tmp_path):
+    # A lost node's run that goes on after a --finish removed the tasks folder.
+    process = subprocess.Popen(
+        command(large, tmp_path / "ds", "--task", "0/2", "--workers", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    root = tmp_path / ".ds.tokentype-tasks"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(root.glob(".task_0_of_2.*/.train_*.tmp")):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGSTOP)
+    shutil.rmtree(root)
+    process.send_signal(signal.SIGCONT)
+    stderr = process.communicate(timeout=120)[1].decode()
+    assert process.returncode == 1, stderr
+    assert stderr.count("\n") == 1, stderr
+    assert "this task's staging folder was removed while it ran" in stderr
+    assert "run --task 0/2 again" in stderr

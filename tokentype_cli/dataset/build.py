@@ -470,7 +470,7 @@ class Build:
             try:
                 report, record = self._run_task(work, inputs, plan, index, count)
                 self._publish(root, work, record, index, count)
-            except (OSError, RuntimeError) as exc:
+            except (OSError, RuntimeError, ShardError) as exc:
                 if root.is_dir() and (work.is_dir() or "share" in record):
                     raise  # not a vanished folder: the error says what it is
                 raise ShardError(
