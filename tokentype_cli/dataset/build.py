@@ -288,7 +288,7 @@ def _start_worker(tokenizer_path: Path, encoder: TextEncoder | str, parent: int)
     _die_with_parent(parent)
     # Ctrl-C reaches the whole process group: the parent stops the workers and says so once,
     # rather than each worker printing a KeyboardInterrupt traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the parent started us: kept for good
     _WORKER["tokenizer"] = load_tokenizer(tokenizer_path)
     _WORKER["encoder"] = encoder
 
@@ -620,17 +620,25 @@ class Build:
             return None
         # Spawned, not forked: the parent runs threads (and the Rust tokenizer's pool), which a
         # fork would copy in whatever state they were in.
-        pool = stack.enter_context(
-            concurrent.futures.ProcessPoolExecutor(
-                workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(self.tokenizer.path, self.encoder, os.getpid()),
+        # The workers start with Ctrl-C ignored (an ignored signal stays ignored across exec,
+        # and Python keeps it so): one reaching the process group while they import would print
+        # a KeyboardInterrupt traceback from each. The parent ignores it only while it spawns
+        # them, some milliseconds; the signal mask is no help, as the children's is cleared.
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = stack.enter_context(
+                concurrent.futures.ProcessPoolExecutor(
+                    workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(self.tokenizer.path, self.encoder, os.getpid()),
+                )
             )
-        )
-        stack.callback(_stop_workers, pool)
-        for _ in range(workers):
-            pool.submit(int)  # start every worker now; the pool spawns them on demand
+            stack.callback(_stop_workers, pool)
+            for _ in range(workers):
+                pool.submit(int)  # start every worker now; the pool spawns them on demand
+        finally:
+            signal.signal(signal.SIGINT, handler)
         return pool
 
     def _tokenize(
