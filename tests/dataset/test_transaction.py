@@ -241,7 +241,7 @@ def test_two_finishes_started_together_build_once(built, tmp_path):
     shares_at(tmp_path, pristine)
     finishes = [
         subprocess.Popen(
-            command(source, tmp_path / "ds", "--finish"),
+            command(source, tmp_path / "ds", "--finish", "--overwrite"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=environment(),
