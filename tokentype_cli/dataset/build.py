@@ -974,6 +974,8 @@ def _finish_lock(root: Path, folder: Path) -> Iterator[None]:
     path = root / "finish.lock"
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError as exc:  # the tasks folder went as we came: another finish ended
+        raise InputError(f"{folder}: another --finish has just finished it; nothing to do") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot lock the finish ({first_line(exc)})") from exc
     try:
