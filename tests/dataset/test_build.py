@@ -653,17 +653,23 @@ def test_sigterm_stops_a_build_with_worker_processes_and_leaves_nothing(tmp_path
         "--workers", "2",
     ]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as process:
+        # A worker is writing a split's shard: the build is mid-tokenize.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list(tmp_path.glob(".ds.*/parts")):
-            time.sleep(0.05)
-        time.sleep(1.0)  # the workers are tokenizing
+        while time.monotonic() < deadline and not list(tmp_path.glob(".ds.*/.train_*.tmp")):
+            time.sleep(0.01)
+        # Stopped, the build cannot reach its rename however loaded the machine is; the SIGTERM
+        # is then pending and lands as soon as it runs again.
+        process.send_signal(signal.SIGSTOP)
+        assert process.poll() is None, "the build ended before the signal could land"
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
+        process.send_signal(signal.SIGCONT)
         process.wait(timeout=60)
         stopped = time.monotonic() - started
         stderr = process.stderr.read().decode()
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("Aborted: SIGTERM received")
     assert stopped < 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 

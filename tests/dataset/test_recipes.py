@@ -73,26 +73,48 @@ def test_makefile_recipe_under_make_j(reference, tmp_path):
 def test_slurm_array_recipe(reference, tmp_path):
     source, expected = reference
     script = RECIPES / "slurm_dataset.sh"
+    # A value with spaces inside OPTIONS, quoted as the script's comment says.
+    config = tmp_path / "model config.json"
+    shutil.copyfile(MODEL_CONFIG, config)
+    options = OPTIONS.replace(f"--model-config {MODEL_CONFIG}", f'--model-config "{config}"')
     env = {
         **environment(),
         "INPUT": str(source),
         "TOKENIZER": str(CODON_VOCAB),
         "DATASET": str(tmp_path / "ds"),
-        "OPTIONS": OPTIONS,
+        "OPTIONS": options + " --quiet",
+        "TASKS": "3",
         "SLURM_ARRAY_TASK_COUNT": "3",
         "SLURM_CPUS_PER_TASK": "1",
     }
-    for task in range(3):
-        done = subprocess.run(
-            ["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
+
+    def task(index: int, **extra) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": str(index), **extra},
             capture_output=True, text=True,
         )  # fmt: skip
+
+    def finish() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(script), "--finish"], env=env, capture_output=True, text=True
+        )
+
+    done = task(1)
+    assert done.returncode == 0, done.stderr
+    # Even with --quiet in OPTIONS, a task's log says what it built.
+    assert f"task 1/3 of {tmp_path / 'ds'} built" in done.stdout
+    early = finish()
+    assert early.returncode == 1
+    assert "tasks 0/3, 2/3 have not finished" in early.stderr
+    # Rerunning one task as `sbatch --array=K` does: Slurm counts one task in that submission.
+    for index in (0, 2):
+        done = task(index, SLURM_ARRAY_TASK_COUNT="1")
         assert done.returncode == 0, done.stderr
-    finish = subprocess.run(
-        ["bash", str(script), "--finish"], env=env, capture_output=True, text=True
-    )
-    assert finish.returncode == 0, finish.stdout + finish.stderr
+    finished = finish()
+    assert finished.returncode == 0, finished.stdout + finished.stderr
     assert manifest_hashes(tmp_path / "ds") == manifest_hashes(expected)
+    unset = task(0, TASKS="")
+    assert unset.returncode == 2 and "set TASKS" in unset.stderr
 
 
 def test_the_docs_show_the_recipes_that_run_here():

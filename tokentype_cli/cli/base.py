@@ -82,9 +82,12 @@ class TokentypeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OptionError as exc:
-            raise click.UsageError(str(exc), ctx) from exc
+            raise click.UsageError(printable(str(exc)), ctx) from exc
         except TokentypeError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(printable(str(exc))) from exc
+        except click.ClickException as exc:  # click's own, naming a path as given
+            object.__setattr__(exc, "message", printable(exc.message))  # Final in the stubs
+            raise
         except interrupts.Interrupted as exc:
             click.echo(f"Aborted: {exc.name} received; outputs were left as they were.", err=True)
             raise
@@ -478,9 +481,22 @@ def plural(count: int, noun: str) -> str:
 
 
 def message(text: str, quiet: bool = False) -> None:
-    """A human message on stderr."""
+    """A human message on stderr (its own line breaks kept, a name's escaped)."""
     if not quiet:
-        click.echo(text, err=True)
+        click.echo("\n".join(printable(line) for line in text.split("\n")), err=True)
+
+
+# Line breaks and terminal controls (C0, DEL, C1, the Unicode line and paragraph separators):
+# a file name holding one would break a one-line message or drive the terminal.
+_CONTROLS = {
+    code: (repr(chr(code))[1:-1] if code < 0x100 else f"\\u{code:04x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+def printable(text: str) -> str:
+    """`text` with control characters written as escapes (`\\n`, `\\x1b`): one line, inert."""
+    return text.translate(_CONTROLS)
 
 
 COLOR_CHOICES = ("auto", "always", "never")

@@ -14,6 +14,7 @@ from tokentype_cli.cli.base import (
     emit_json,
     json_option,
     message,
+    printable,
     progress_bar,
     prompt_loss_weight_option,
     quiet_option,
@@ -158,7 +159,7 @@ def inspect_command(
         total = inspect_shard.row_count(file, allow_external)
         shown = []
         if len(files) > 1 and not as_json:
-            click.echo(f"== {file} ==")
+            click.echo(f"== {printable(str(file))} ==")
         for row, ids, types in inspect_shard.read_rows(file, rows_spec, allow_external):
             if as_json:
                 shown.append(inspect_shard.row_as_dict(row, ids, types, tokenizer))

@@ -14,6 +14,7 @@ from tokentype_cli.cli.base import (
     json_option,
     max_seq_length_callback,
     plural,
+    printable,
     progress_bar,
     prompt_loss_weight_option,
     tokenizer_option,
@@ -259,4 +260,4 @@ def _validate_report(reports: list) -> str:
     lines.append(
         f"{plural(len(reports), 'file')}: {plural(errors, 'error')}, {plural(warnings, 'warning')}"
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"

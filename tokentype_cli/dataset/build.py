@@ -8,13 +8,16 @@ the finish does the same row moves in the same order however the shards were mad
 
 Where things live while building (beside DIR, so the final rename stays on one filesystem):
 
-    .DIR.tokentype-HOST-PID-*.tmp/   a one-process build (schema.temporary_folder): removed on
-                                     failure, and by the next write beside DIR once its process
-                                     is gone
+    .DIR.tokentype-HOST-PID-*.tmp/   a one-process build's work, and the folder a finish builds
+                                     (schema.temporary_folder): removed on failure, and by the
+                                     next write beside DIR once its process is gone
     .DIR.tokentype-tasks/            shared by the tasks of a multi-machine build until --finish
-        tasks/task_K_of_N.json       what task K built, from which inputs, with which options
-        parts/NAME.*                 per-split metrics, ledger and rejected lines
-        buckets/                     routed lines, removed as each split is tokenized
+        .task_K_of_N.tokentype-HOST-PID-*.tmp/   one run of task K: its own staging area
+        shares/task_K_of_N.HOST-PID-*/           a run's finished share, published by renaming
+                                                 its staging area; never changed afterwards
+        tasks/task_K_of_N.json       the record of the share that counts (the last published):
+                                     which inputs and options, and each file's size, sha256, rows
+        finish.lock                  held by the one --finish running (its host and pid inside)
 """
 
 from __future__ import annotations
@@ -22,24 +25,33 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
+import signal
+import socket
+import stat
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokentype_cli import __version__
+from tokentype_cli import __version__, interrupts
 from tokentype_cli.dataset import balance as balancing
 from tokentype_cli.dataset.layout import (
     CATEGORIES,
+    METADATA,
     SPLITS_DIR,
     TEST_DIR,
     TOKENIZER_DIR,
+    sha256_of,
     split_file_name,
 )
 from tokentype_cli.dataset.metadata import (
@@ -47,6 +59,7 @@ from tokentype_cli.dataset.metadata import (
     base_vocab_size,
     model_config_path,
     model_type_string,
+    source_date_epoch,
     write_manifest,
     write_metadata,
     write_tokenizer_folder,
@@ -63,7 +76,12 @@ from tokentype_cli.dataset.route import (
 from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.schema.names import Provenance
 from tokentype_cli.schema.read import first_line
-from tokentype_cli.schema.temporary import temporary_folder, temporary_name
+from tokentype_cli.schema.temporary import (
+    no_room,
+    remove_stale_temporaries,
+    temporary_folder,
+    temporary_name,
+)
 from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenize.encoders import TextEncoder
 from tokentype_cli.tokenize.options import COLUMNAR, TokenizeOptions
@@ -143,6 +161,45 @@ def empty_folder(folder: Path) -> bool:
         return folder.is_dir() and not any(folder.iterdir())
     except OSError:
         return False
+
+
+def _check_apart(folder: Path, inputs: list[str], outputs: dict[str, Path | None]) -> None:
+    """Refuse a DIR that would take the inputs or the run's other outputs with it.
+
+    DIR is replaced whole (renamed away, then removed): an input in it, or a folder of inputs
+    that is DIR or inside it, would be deleted; an output written into it would be too; and the
+    current folder (`.`, `..`) cannot be renamed at all."""
+    target = Path(os.path.realpath(folder))
+    here = Path(os.path.realpath(os.getcwd()))
+    if folder.name in (".", "..", "") or here.is_relative_to(target):
+        raise OptionError(
+            f"--dataset {folder} is the current folder or holds it; the build replaces DIR"
+            " whole: name a new folder, e.g. --dataset ./dataset"
+        )
+    for given in inputs:
+        if given == "-":
+            continue
+        source = Path(os.path.realpath(given))
+        how = (
+            "is"
+            if source == target
+            else "contains"
+            if source.is_relative_to(target)
+            else "lies inside"
+            if target.is_relative_to(source)
+            else None
+        )
+        if how is not None:
+            raise OptionError(
+                f"--dataset {folder} {how} the input {given}; the build replaces DIR whole:"
+                " name a folder apart from the inputs"
+            )
+    for flag, path in outputs.items():
+        if path is not None and Path(os.path.realpath(path)).is_relative_to(target):
+            raise OptionError(
+                f"{flag} {path} lies inside --dataset {folder}, which the build replaces whole;"
+                " write it beside DIR"
+            )
 
 
 # --- inputs and fingerprints -----------------------------------------------------------------
@@ -241,9 +298,33 @@ def _split_lines(job: SplitJob) -> Iterator:
 _WORKER: dict[str, object] = {}
 
 
-def _start_worker(tokenizer_path: Path, encoder: TextEncoder | str) -> None:
+def _start_worker(tokenizer_path: Path, encoder: TextEncoder | str, parent: int) -> None:
+    _die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the parent stops the workers and says so once,
+    # rather than each worker printing a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the parent started us: kept for good
     _WORKER["tokenizer"] = load_tokenizer(tokenizer_path)
     _WORKER["encoder"] = encoder
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the build's process ends, however it ends: a SIGKILLed parent runs
+    no clean-up, and its workers would tokenize on (or wait for work) for ever."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    else:  # no parent-death signal: watch for being handed to another parent
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
 
 
 def tokenize_split(
@@ -323,6 +404,26 @@ class Build:
     encoder: TextEncoder | str = "auto"  # what turns the splits' text into ids (not the arrays)
 
     def run(self) -> DatasetReport:
+        root = tasks_folder(self.folder)
+        made_root = not root.exists()
+        try:
+            return self._run()
+        except (OSError, RuntimeError, ShardError) as exc:
+            # Out of room anywhere (a bucket, a worker's shard, the finish's copies): the
+            # temporaries are gone by now, so say so once, naming the folder, not the file.
+            cause = exc.__cause__ if isinstance(exc, ShardError) else exc
+            why = no_room(cause) if cause is not None else None
+            if why is None:
+                raise
+            if made_root:
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)  # made by this task and left empty
+            raise ShardError(
+                f"--dataset {self.folder}: cannot be built: {why} ({first_line(cause)});"
+                " nothing was left: free some space (or raise the limit) and run it again"
+            ) from exc
+
+    def _run(self) -> DatasetReport:
         self.options.check()
         if self.task is not None and self.finish:
             raise OptionError(
@@ -333,31 +434,80 @@ class Build:
         folder = self.folder
         # A task does not write DIR, so an existing one (a rebuild) is the finish's to replace.
         _check_target(folder, self.overwrite or self.task is not None)
+        _check_apart(
+            folder,
+            self.inputs,
+            {"--ledger": self.ledger_path, "--skip-bad-lines": self.rejects_path},
+        )
         # Before any work: the finish needs the model type, and a long build should not fail then.
         self._model_config = model_config_path(self.tokenizer, self.dataset.model_config)
         self._model_type = model_type_string(self._model_config, self.dataset.model_type)
+        source_date_epoch()  # a malformed value is refused now, not once the work is done
+        remove_stale_temporaries(folder.parent)  # a killed run's, even when this one stops soon
         if self.task is None and not self.finish:
             # The schema's temporary folder: named after this process, so a killed build's is
-            # removed by the next one; removed on failure; renamed into place on success.
-            with temporary_folder(folder) as stage:
-                os.chmod(stage, _folder_mode())
-                inputs, plan = self._prepare(stage)
-                self._run_task(stage, inputs, plan, 0, 1)
-                return self._finish(stage, inputs, plan)
-        stage = tasks_folder(folder)
+            # removed by the next one; removed on failure. The finish moves its files into a
+            # second one, renamed into place on success.
+            with temporary_folder(folder) as work:
+                inputs, plan = self._prepare(work)
+                record = self._run_task(work, inputs, plan, 0, 1)[1]  # files unlisted: ours
+                return self._finish(inputs, plan, {0: (work, record)}, private=True)
+        root = tasks_folder(folder)
         if self.finish:
-            if not stage.is_dir():
-                raise OptionError(
-                    f"--finish: no task results at {stage}; run the --task K/N builds first"
+            if not root.is_dir():
+                if (folder / METADATA).is_file():
+                    raise InputError(
+                        f"{folder}: finished already (no task results at {root}); to build it"
+                        " again, run the --task K/N builds, then --finish"
+                    )
+                raise InputError(
+                    f"--finish: no task results at {root}; run the --task K/N builds first"
                 )
-            inputs, plan = self._prepare(stage)
-            return self._finish(stage, inputs, plan)
+            with _finish_lock(root, folder):
+                inputs, plan = self._prepare(root)
+                shares = self._check_tasks(root, inputs, plan)
+                report = self._finish(inputs, plan, shares, private=False)
+                # The folder is in place: the shares go. Renamed first, so a kill while removing
+                # leaves a temporary the next write beside DIR removes, never half the records.
+                gone = temporary_name(root)
+                os.replace(root, gone)
+                shutil.rmtree(gone, ignore_errors=True)
+                return report
         index, count = self.task
         if not 0 <= index < count:
             raise OptionError(f"--task {index}/{count}: K must be 0..{count - 1}")
-        stage.mkdir(exist_ok=True)
-        inputs, plan = self._prepare(stage)
-        return self._run_task(stage, inputs, plan, index, count)
+        root.mkdir(exist_ok=True)
+        # A staging folder of this run's own: two runs of one task (a requeue while the first
+        # lives, a lost node still running) never share a file, and each publishes whole.
+        with temporary_folder(root / f"task_{index}_of_{count}") as work:
+            inputs, plan = self._prepare(work)
+            record: dict = {}
+            try:
+                report, record = self._run_task(work, inputs, plan, index, count)
+                self._publish(root, work, record, index, count)
+            except (OSError, RuntimeError, ShardError) as exc:
+                if root.is_dir() and (work.is_dir() or "share" in record):
+                    raise  # not a vanished folder: the error says what it is
+                raise ShardError(
+                    f"{root}: this task's staging folder was removed while it ran (a --finish"
+                    f" completed, or it was deleted); run --task {index}/{count} again if"
+                    " the build still needs it"
+                ) from exc
+        return report
+
+    def _publish(self, root: Path, work: Path, record: dict, index: int, count: int) -> None:
+        """Rename the finished staging folder to a share of its own, then point the task's
+        record at it: the record is replaced atomically, so the last run to publish wins, whole."""
+        shares = root / "shares"
+        shares.mkdir(exist_ok=True)
+        run = work.name.rsplit(".tokentype-", 1)[-1].removesuffix(".tmp")
+        share = shares / f"task_{index}_of_{count}.{run}"
+        os.rename(work, share)
+        record["share"] = f"shares/{share.name}"
+        (root / "tasks").mkdir(exist_ok=True)
+        target = root / "tasks" / f"task_{index}_of_{count}.json"
+        with atomic_path(target) as temporary:
+            temporary.write_text(json.dumps(record, sort_keys=True, indent=1), encoding="utf-8")
 
     # -- planning
 
@@ -387,9 +537,11 @@ class Build:
 
     def _run_task(
         self, stage: Path, inputs: InputSet, plan: SplitPlan, index: int, count: int
-    ) -> DatasetReport:
+    ) -> tuple[DatasetReport, dict]:
+        """Build share K of N in STAGE, a folder of this run's own; return the report and the
+        task's record (what it built, from what, and each file's size, sha256 and rows)."""
         mine = [split for split in plan.splits if split.index % count == index]
-        for sub in ("parts", "buckets", "tasks"):
+        for sub in ("parts", "buckets"):
             (stage / sub).mkdir(exist_ok=True)
         if any(split.kind == "test" for split in mine):
             (stage / TEST_DIR).mkdir(exist_ok=True)
@@ -411,7 +563,7 @@ class Build:
         count: int,
         mine: list[Split],
         pool: concurrent.futures.ProcessPoolExecutor | None,
-    ) -> DatasetReport:
+    ) -> tuple[DatasetReport, dict]:
         self.progress(f"routing {inputs.total_lines:,} lines to {len(mine)} of {plan.total} splits")
         buckets = route(
             inputs,
@@ -453,13 +605,13 @@ class Build:
             if split.kind != "test"
         ]
         self._tokenize(jobs, pool)
-        target = stage / "tasks" / f"task_{index}_of_{count}.json"
-        with atomic_path(target) as temporary:
-            temporary.write_text(json.dumps(record, sort_keys=True, indent=1), encoding="utf-8")
+        shutil.rmtree(stage / "buckets")
         report = DatasetReport(self.folder, (index, count), False, plan, inputs.total_lines)
         for job in jobs:
             report.files[job.split.file_name()] = self._metrics(stage, job.split).rows
-        return report
+        if self.task is not None:  # a one-process build's finish reads its own files unchecked
+            record["files"] = _describe_files(stage, report.files)
+        return report, record
 
     def _provenance(self, inputs: InputSet, plan: SplitPlan, split: Split) -> Provenance:
         # No paths, no worker or task numbers: the same data gives the same bytes however built.
@@ -485,17 +637,25 @@ class Build:
             return None
         # Spawned, not forked: the parent runs threads (and the Rust tokenizer's pool), which a
         # fork would copy in whatever state they were in.
-        pool = stack.enter_context(
-            concurrent.futures.ProcessPoolExecutor(
-                workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(self.tokenizer.path, self.encoder),
+        # The workers start with Ctrl-C ignored (an ignored signal stays ignored across exec,
+        # and Python keeps it so): one reaching the process group while they import would print
+        # a KeyboardInterrupt traceback from each. The parent ignores it only while it spawns
+        # them, some milliseconds; the signal mask is no help, as the children's is cleared.
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = stack.enter_context(
+                concurrent.futures.ProcessPoolExecutor(
+                    workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(self.tokenizer.path, self.encoder, os.getpid()),
+                )
             )
-        )
-        stack.callback(_stop_workers, pool)
-        for _ in range(workers):
-            pool.submit(int)  # start every worker now; the pool spawns them on demand
+            stack.callback(_stop_workers, pool)
+            for _ in range(workers):
+                pool.submit(int)  # start every worker now; the pool spawns them on demand
+        finally:
+            signal.signal(signal.SIGINT, handler)
         return pool
 
     def _tokenize(
@@ -508,48 +668,76 @@ class Build:
             return
         futures = {pool.submit(tokenize_split, job): job for job in jobs}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            future.result()
             job = futures[future]
+            try:
+                future.result()
+            except concurrent.futures.process.BrokenProcessPool as exc:
+                # A signal to the whole process group reaches the workers too: say that.
+                interrupts.check()
+                raise ShardError(
+                    f"--dataset {self.folder}: a worker process died while tokenizing"
+                    f" {job.split.file_name()} (killed, or out of memory); run again, with"
+                    " fewer --workers if memory is short"
+                ) from exc
             self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
 
     @staticmethod
     def _metrics(stage: Path, split: Split) -> Metrics:
-        path = _parts(stage) / f"{split.file_name()}.metrics.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ShardError(f"{path}: the split's metrics are missing or damaged ({exc})") from exc
-        return Metrics(**data)
+        return _read_metrics(_parts(stage) / f"{split.file_name()}.metrics.json")
 
     # -- the finish
 
-    def _check_tasks(self, stage: Path, inputs: InputSet, plan: SplitPlan) -> None:
+    def _share_files(self, split: Split, fmt: str) -> list[tuple[str, bool]]:
+        """The files of a split's share the finish uses, as (path in the share, required)."""
+        text_ext = "txt" if fmt == "txt" else "jsonl"
+        ledger = self.ledger_path is not None
+        if split.kind == "test":
+            name = split.file_name(text_ext)
+            files = [(f"{TEST_DIR}/{name}", True)]
+            if ledger:
+                files.append((f"parts/{name}.ledger.jsonl", True))
+            return files
+        name = split.file_name()
+        files = [(name, True), (f"parts/{name}.metrics.json", True)]
+        if ledger:
+            files.append((f"parts/{name}.ledger.jsonl", True))
+        if self.rejects_path is not None:
+            files.append((f"parts/{name}.rejects", False))  # only where a line was rejected
+        if self.dataset.keep_splits:
+            files.append((f"{SPLITS_DIR}/{split.file_name(text_ext)}", True))
+        return files
+
+    def _check_tasks(
+        self, root: Path, inputs: InputSet, plan: SplitPlan
+    ) -> dict[int, tuple[Path, dict]]:
+        """Every task's share, checked against its record before any is used: the same inputs
+        and options as this --finish, and each file the plan needs of it the size, sha256 and
+        rows the task recorded. Returns {K: (share folder, record)}."""
         mine = self._fingerprint(inputs, plan)
         records = {}
-        for path in sorted((stage / "tasks").glob("task_*_of_*.json")):
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-                index, count = record["task"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise InputError(
-                    f"{path}: damaged task record ({exc}); run that task again"
-                ) from exc
-            records[(index, count)] = (path, record)
+        for path in sorted((root / "tasks").glob("task_*_of_*.json")):
+            record = _read_record(path)
+            records[tuple(record["task"])] = (path, record)
         if not records:
-            raise InputError(f"{stage}: no task has finished; run the --task K/N builds first")
+            raise InputError(f"{root}: no task has finished; run the --task K/N builds first")
         counts = {count for _, count in records}
         if len(counts) > 1:
             raise InputError(
-                f"{stage}: task records from builds split {sorted(counts)} ways; remove {stage}"
+                f"{root}: task records from builds split {sorted(counts)} ways; remove {root}"
                 " and run the tasks again with one N"
             )
         count = counts.pop()
+        missing = [index for index in range(count) if (index, count) not in records]
+        if missing:
+            names = ", ".join(f"{index}/{count}" for index in missing)
+            runs = ", ".join(f"--task {index}/{count}" for index in missing)
+            raise InputError(
+                f"{self.folder}: {'tasks' if len(missing) > 1 else 'task'} {names}"
+                f" {'have' if len(missing) > 1 else 'has'} not finished"
+                f" (no record in {root / 'tasks'}); run {'each: ' if len(missing) > 1 else ''}{runs}"
+            )
+        shares = {}
         for index in range(count):
-            if (index, count) not in records:
-                raise InputError(
-                    f"{self.folder}: task {index}/{count} has not finished (no record in"
-                    f" {stage / 'tasks'}); run it: --task {index}/{count}"
-                )
             path, record = records[(index, count)]
             if record.get("fingerprint") != mine:
                 why = _describe_difference(mine, record.get("fingerprint") or {})
@@ -566,76 +754,116 @@ class Build:
                         f"{self.folder}: task {index}/{count} ran without {flag}; run the tasks"
                         f" with {flag} to have it at --finish"
                     )
+            shares[index] = (root / record["share"], record)
+        self.progress("checking the shares")
+        for split in plan.splits:
+            share, record = shares[split.index % count]
+            task = f"{split.index % count}/{count}"
+            for name, required in self._share_files(split, inputs.fmt):
+                _verify_share_file(share, record, name, task, required)
+        return shares
 
-    def _finish(self, stage: Path, inputs: InputSet, plan: SplitPlan) -> DatasetReport:
-        self._check_tasks(stage, inputs, plan)
+    def _finish(
+        self,
+        inputs: InputSet,
+        plan: SplitPlan,
+        shares: dict[int, tuple[Path, dict]],
+        private: bool,
+    ) -> DatasetReport:
+        """Build DIR from the shares in a fresh temporary folder and rename it into place.
+
+        Shares are never changed: a kill at any moment leaves them as the tasks made them and
+        the next --finish builds the same folder. Only the files the plan names go into DIR.
+        `private`: the shares are this process's own (a one-process build), so their files are
+        moved rather than copied."""
+        count = len(shares)
+
+        def source(split: Split, name: str) -> Path:
+            return shares[split.index % count][0] / name
+
+        place = os.replace if private else shutil.copyfile
         config_path, model_type = self._model_config, self._model_type
         report = DatasetReport(self.folder, None, True, plan, inputs.total_lines)
         moves: dict[str, list[balancing.Move]] = {}
         max_batch: dict[str, int | None] = {"train": None, "dev": None}
-        for kind in ("train", "dev"):
-            splits = plan.of_kind(kind)
-            if not splits:
-                continue
-            paths = [stage / split.file_name() for split in splits]
-            for path in paths:
-                if not path.is_file():
-                    raise InputError(f"{path}: missing from the task results; run its task again")
-            parts = [self._metrics(stage, split) for split in splits]
-            rows = [part.rows for part in parts]
-            total = sum(rows)
-            if total < len(splits):
-                raise InputError(
-                    f"{self.folder}: {total:,} {kind} rows for {len(splits)} {kind} files; every"
-                    f" file needs a row: lower --{kind}-files"
-                )
-            if self.dataset.balance:
-                self.progress(f"balancing {len(splits)} {kind} files")
-                targets, moves[kind] = balancing.plan_balance(rows)
-                balancing.apply_balance(paths, rows)
-                rows = targets
-            elif min(rows) == 0:
-                empty = splits[rows.index(0)].file_name()
-                raise InputError(
-                    f"{self.folder}: {empty} has no rows; drop --no-balance or lower --{kind}-files"
-                )
-            for split, count in zip(splits, rows, strict=True):
-                report.files[split.file_name()] = count
-            max_batch[kind] = min(rows)
-            report.metrics[kind] = _sum_metrics(parts)
-        for path in (stage / "buckets").glob("*"):
-            path.unlink()
-        self._write_ledger(stage, plan, moves, inputs.fmt)
-        self._write_rejects(stage, plan)
-        write_tokenizer_folder(self.tokenizer, config_path, stage / TOKENIZER_DIR)
-        if self.options.categories is not None:
-            mapping = {name: index for index, name in enumerate(self.options.categories)}
-            (stage / CATEGORIES).write_text(json.dumps(mapping, indent=1) + "\n", encoding="utf-8")
-        metadata = base_metadata(
-            seq_len=self.options.seq_len,
-            vocab_size=base_vocab_size(self.tokenizer),
-            model_type=model_type,
-            train=plan.train,
-            dev=plan.dev,
-            test=plan.test,
-            max_batch_size_train=max_batch["train"],
-            max_batch_size_dev=max_batch["dev"],
-            seed=self.dataset.seed,
-            shuffle=self.dataset.shuffle,
-        )
-        for kind, metrics in report.metrics.items():
-            metadata.update(_prefixed(kind, metrics))
-        write_metadata(stage, metadata)
-        report.metadata = metadata
-        for sub in ("parts", "buckets", "tasks"):
-            shutil.rmtree(stage / sub, ignore_errors=True)
-        for spool in stage.glob("*.spool"):
-            spool.unlink()
-        write_manifest(stage)
-        _rename_into_place(stage, self.folder, self.overwrite)
+        text_ext = "txt" if inputs.fmt == "txt" else "jsonl"
+        with temporary_folder(self.folder) as out:
+            os.chmod(out, _folder_mode())
+            for kind in ("train", "dev"):
+                splits = plan.of_kind(kind)
+                if not splits:
+                    continue
+                parts = [
+                    _read_metrics(source(split, f"parts/{split.file_name()}.metrics.json"))
+                    for split in splits
+                ]
+                rows = [part.rows for part in parts]
+                total = sum(rows)
+                if total < len(splits):
+                    raise InputError(
+                        f"{self.folder}: {total:,} {kind} rows for {len(splits)} {kind} files;"
+                        f" every file needs a row: lower --{kind}-files"
+                    )
+                if not self.dataset.balance and min(rows) == 0:
+                    empty = splits[rows.index(0)].file_name()
+                    raise InputError(
+                        f"{self.folder}: {empty} has no rows; drop --no-balance or lower"
+                        f" --{kind}-files"
+                    )
+                paths = [out / split.file_name() for split in splits]
+                for split, path in zip(splits, paths, strict=True):
+                    interrupts.check()
+                    place(source(split, split.file_name()), path)
+                if self.dataset.balance:
+                    self.progress(f"balancing {len(splits)} {kind} files")
+                    targets, moves[kind] = balancing.plan_balance(rows)
+                    balancing.apply_balance(paths, rows)
+                    rows = targets
+                for split, rows_in_file in zip(splits, rows, strict=True):
+                    report.files[split.file_name()] = rows_in_file
+                max_batch[kind] = min(rows)
+                report.metrics[kind] = _sum_metrics(parts)
+            for split in plan.of_kind("test"):
+                name = f"{TEST_DIR}/{split.file_name(text_ext)}"
+                (out / TEST_DIR).mkdir(exist_ok=True)
+                place(source(split, name), out / name)
+            if self.dataset.keep_splits:
+                (out / SPLITS_DIR).mkdir(exist_ok=True)
+                for split in plan.splits:
+                    if split.kind != "test":
+                        name = f"{SPLITS_DIR}/{split.file_name(text_ext)}"
+                        place(source(split, name), out / name)
+            self._write_ledger(source, plan, moves, inputs.fmt)
+            self._write_rejects(source, plan)
+            write_tokenizer_folder(self.tokenizer, config_path, out / TOKENIZER_DIR)
+            if self.options.categories is not None:
+                mapping = {name: index for index, name in enumerate(self.options.categories)}
+                text = json.dumps(mapping, indent=1) + "\n"
+                (out / CATEGORIES).write_text(text, encoding="utf-8")
+            metadata = base_metadata(
+                seq_len=self.options.seq_len,
+                vocab_size=base_vocab_size(self.tokenizer),
+                model_type=model_type,
+                train=plan.train,
+                dev=plan.dev,
+                test=plan.test,
+                max_batch_size_train=max_batch["train"],
+                max_batch_size_dev=max_batch["dev"],
+                seed=self.dataset.seed,
+                shuffle=self.dataset.shuffle,
+            )
+            for kind, metrics in report.metrics.items():
+                metadata.update(_prefixed(kind, metrics))
+            write_metadata(out, metadata)
+            report.metadata = metadata
+            write_manifest(out)
+            interrupts.check()
+            _rename_into_place(out, self.folder, self.overwrite)
         return report
 
-    def _write_ledger(self, stage: Path, plan: SplitPlan, moves: dict[str, list], fmt: str) -> None:
+    def _write_ledger(
+        self, source: Callable[[Split, str], Path], plan: SplitPlan, moves: dict, fmt: str
+    ) -> None:
         """One record per input line, split by split in file order (see the --ledger help)."""
         if self.ledger_path is None:
             return
@@ -646,20 +874,147 @@ class Build:
         ):
             for split in plan.splits:
                 name = split.file_name(text_ext if split.kind == "test" else "hdf5")
-                with open(_parts(stage) / f"{name}.ledger.jsonl", encoding="utf-8") as part:
+                with open(source(split, f"parts/{name}.ledger.jsonl"), encoding="utf-8") as part:
                     for text in part:
                         record = _ledger_record(json.loads(text), split, name, moves)
                         out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    def _write_rejects(self, stage: Path, plan: SplitPlan) -> None:
+    def _write_rejects(self, source: Callable[[Split, str], Path], plan: SplitPlan) -> None:
         if self.rejects_path is None:
             return
         with atomic_path(self.rejects_path) as temporary, open(temporary, "wb") as out:
             for split in plan.splits:
-                part = _parts(stage) / f"{split.file_name()}.rejects"
+                part = source(split, f"parts/{split.file_name()}.rejects")
                 if part.is_file():
                     with open(part, "rb") as lines:
                         shutil.copyfileobj(lines, out)
+
+
+# --- task records and shares -----------------------------------------------------------------
+
+_SHARE_NAME = re.compile(r"^shares/task_[0-9]+_of_[0-9]+\.[A-Za-z0-9-]+$")
+_FILE_NAME = re.compile(r"^(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9_./-]+$")
+
+
+def _read_metrics(path: Path) -> Metrics:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Metrics(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ShardError(f"{path}: the split's metrics are missing or damaged ({exc})") from exc
+
+
+def _describe_files(stage: Path, hdf5_rows: dict[str, int]) -> dict[str, dict]:
+    """Each file a task made: size, sha256, and rows (HDF5) or lines (text), for the finish."""
+    files = {}
+    for path in sorted(stage.rglob("*")):
+        if not path.is_file() or path.suffix == ".spool":
+            continue
+        name = path.relative_to(stage).as_posix()
+        digest, size, lines = hashlib.sha256(), 0, 0
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+                lines += block.count(b"\n")
+        rows = hdf5_rows.get(name) if name.endswith(".hdf5") else lines
+        files[name] = {"size": size, "sha256": digest.hexdigest(), "rows": rows}
+    return files
+
+
+def _read_record(path: Path) -> dict:
+    """A task record, its shape checked: a damaged one is one line naming it, not a traceback."""
+    try:
+        if path.stat().st_size > 64 << 20:
+            raise ValueError("larger than any task record")
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        task = record.get("task")
+        if not (
+            isinstance(task, list)
+            and len(task) == 2
+            and all(type(value) is int for value in task)
+            and 0 <= task[0] < task[1]
+        ):
+            raise ValueError("'task' is not [K, N]")
+        if not isinstance(record.get("share"), str) or not _SHARE_NAME.fullmatch(record["share"]):
+            raise ValueError("'share' does not name a share folder")
+        files = record.get("files")
+        if not isinstance(files, dict):
+            raise ValueError("'files' is not a mapping")
+        for name, entry in files.items():
+            if not (
+                _FILE_NAME.fullmatch(name)
+                and isinstance(entry, dict)
+                and type(entry.get("size")) is int
+                and isinstance(entry.get("sha256"), str)
+                and (entry.get("rows") is None or type(entry.get("rows")) is int)
+            ):
+                raise ValueError(f"the entry for {name!r} is not a file's size, sha256 and rows")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: damaged task record ({exc}); run that task again") from exc
+    return record
+
+
+def _verify_share_file(share: Path, record: dict, name: str, task: str, required: bool) -> None:
+    entry = record["files"].get(name)
+    path = share / name
+    if entry is None:
+        if not required:
+            return
+        raise InputError(
+            f"{share}: task {task} did not make {name}; run --task {task} again with this"
+            " --finish's options"
+        )
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise InputError(
+            f"{path}: missing from task {task}'s share ({first_line(exc)}); run --task {task} again"
+        ) from exc
+    if not stat.S_ISREG(info.st_mode) or info.st_size != entry["size"]:
+        raise InputError(
+            f"{path}: not the file task {task} recorded (size {info.st_size:,}, recorded"
+            f" {entry['size']:,}); run --task {task} again"
+        )
+    if sha256_of(path) != entry["sha256"]:
+        raise InputError(
+            f"{path}: its sha256 differs from task {task}'s record (damaged since it was"
+            f" built); run --task {task} again"
+        )
+
+
+@contextlib.contextmanager
+def _finish_lock(root: Path, folder: Path) -> Iterator[None]:
+    """One --finish at a time: another is refused, naming the holder's host and pid."""
+    path = root / "finish.lock"
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError as exc:  # the tasks folder went as we came: another finish ended
+        raise InputError(f"{folder}: another --finish has just finished it; nothing to do") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot lock the finish ({first_line(exc)})") from exc
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 300, 0).decode("utf-8", "replace").split()
+            who = f"host {holder[0]}, pid {holder[1]}" if len(holder) == 2 else "another process"
+            raise InputError(
+                f"{folder}: another --finish is running ({who}); wait for it to end"
+            ) from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(descriptor).st_ino:
+            raise InputError(f"{folder}: another --finish has just finished it; nothing to do")
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:

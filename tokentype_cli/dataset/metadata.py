@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from tokentype_cli.dataset.layout import (
     manifest_key,
     sha256_of,
 )
-from tokentype_cli.errors import TokenizerError
+from tokentype_cli.errors import OptionError, TokenizerError
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
 # transformers' config class for each model_type, as `str(type(config))` prints it (what the
@@ -231,8 +232,27 @@ def base_metadata(
     }
 
 
+def source_date_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH (reproducible-builds.org): the time a build stamps instead of now."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 12:
+        raise OptionError(
+            f"SOURCE_DATE_EPOCH={value!r}: not a whole number of seconds since 1970; set it to"
+            " e.g. $(git log -1 --format=%ct) or unset it"
+        )
+    return int(value)
+
+
 def write_manifest(folder: Path) -> Path:
-    """sha256, size and modified time of every file but the manifest's own folder; written last."""
+    """sha256, size and modified time of every file but the manifest's own folder; written last.
+
+    With SOURCE_DATE_EPOCH set, every file's and folder's modified time is clamped to it first,
+    so two builds of the same data are byte-identical, manifest included."""
+    epoch = source_date_epoch()
+    if epoch is not None:
+        _clamp_times(folder, epoch)
     entries = {}
     for path in manifest_files(folder):
         stat = path.stat()
@@ -246,4 +266,15 @@ def write_manifest(folder: Path) -> Path:
     with open(target, "w", encoding="utf-8") as handle:
         json.dump(entries, handle, indent=1, sort_keys=True)
         handle.write("\n")
+    if epoch is not None:
+        _clamp_times(folder, epoch)
     return target
+
+
+def _clamp_times(folder: Path, epoch: int) -> None:
+    # Deepest first: setting a file's time does not touch its folder's, but making one does.
+    for path in [*sorted(folder.rglob("*"), key=lambda p: -len(p.parts)), folder]:
+        if path.is_symlink():
+            continue
+        if path.stat().st_mtime > epoch:
+            os.utime(path, (epoch, epoch))

@@ -2,8 +2,9 @@
 split's bucket: a text file of the split's lines in input order, and beside it the input line
 number of each, from which the split's order is recomputed when it is read.
 
-Memory stays bounded by the block of line numbers being routed; reading a split in its shuffled
-order holds two integers per line of that one split.
+Memory stays bounded by the block of line numbers being routed and 32 MB of routed lines held
+for appending; reading a split in its shuffled order holds two integers per line of that one
+split. Open files stay bounded too: buckets are opened one at a time, whatever the split count.
 """
 
 from __future__ import annotations
@@ -120,9 +121,6 @@ class Bucket:
         self.text_path = folder / f"{name}.lines"
         self.index_path = folder / f"{name}.index"
 
-    def open_for_writing(self):
-        return open(self.text_path, "wb"), open(self.index_path, "wb")
-
     def lines(
         self, inputs: InputSet, plan: SplitPlan, shuffle: bool, seed: int
     ) -> Iterator[InputLine]:
@@ -151,6 +149,20 @@ class Bucket:
         self.index_path.unlink(missing_ok=True)
 
 
+_PENDING_BYTES = 32 << 20  # routed lines held before they are appended to their buckets
+
+
+def _append_pending(
+    buckets: dict[int, Bucket], pending: dict[int, tuple[list[bytes], list[bytes]]]
+) -> None:
+    for split, (texts, indexes) in sorted(pending.items()):
+        with open(buckets[split].text_path, "ab") as handle:
+            handle.writelines(texts)
+        with open(buckets[split].index_path, "ab") as handle:
+            handle.writelines(indexes)
+    pending.clear()
+
+
 def route(
     inputs: InputSet,
     plan: SplitPlan,
@@ -165,44 +177,53 @@ def route(
     split order and written as one slice per split.
     """
     buckets = {split.index: Bucket(folder, split.file_name("bucket")) for split in plan.splits}
-    handles = {index: buckets[index].open_for_writing() for index in sorted(wanted)}
+    for split_index in sorted(wanted):
+        for empty in (buckets[split_index].text_path, buckets[split_index].index_path):
+            empty.write_bytes(b"")
+    # Pieces are gathered per split and appended in rounds, each bucket opened and closed in
+    # turn: a file open per split would need two descriptors per split, and 512 splits meet the
+    # common `ulimit -n 1024`.
+    pending: dict[int, tuple[list[bytes], list[bytes]]] = {}
+    pending_bytes = 0
     mine = np.asarray(sorted(wanted), np.int64)
-    try:
-        number = 0
-        for path, name in zip(inputs.paths, inputs.names, strict=True):
-            for data, ends in blocks(path, name, inputs.fmt):
-                count = len(ends)
-                numbers = np.arange(number, number + count, dtype=np.int64)
-                number += count
-                where, _ = destinations(numbers, inputs.total_lines, plan.total, shuffle, seed)
-                starts = np.concatenate([[0], ends[:-1]])
-                lengths = ends - starts
-                keep = np.flatnonzero(np.isin(where, mine))
-                if not len(keep):
+    number = 0
+    for path, name in zip(inputs.paths, inputs.names, strict=True):
+        for data, ends in blocks(path, name, inputs.fmt):
+            count = len(ends)
+            numbers = np.arange(number, number + count, dtype=np.int64)
+            number += count
+            where, _ = destinations(numbers, inputs.total_lines, plan.total, shuffle, seed)
+            starts = np.concatenate([[0], ends[:-1]])
+            lengths = ends - starts
+            keep = np.flatnonzero(np.isin(where, mine))
+            if not len(keep):
+                continue
+            keep = keep[np.argsort(where[keep], kind="stable")]
+            bounds = np.searchsorted(where[keep], mine, side="left").tolist()
+            bounds.append(len(keep))
+            # Joining memoryview slices copies each line once, in C; a numpy gather needs an
+            # 8-byte index per byte of text.
+            view = memoryview(data)
+            line_starts, line_ends = starts[keep].tolist(), ends[keep].tolist()
+            for position, split in enumerate(mine.tolist()):
+                low, high = bounds[position], bounds[position + 1]
+                if low == high:
                     continue
-                keep = keep[np.argsort(where[keep], kind="stable")]
-                bounds = np.searchsorted(where[keep], mine, side="left").tolist()
-                bounds.append(len(keep))
-                # Joining memoryview slices copies each line once, in C; a numpy gather needs an
-                # 8-byte index per byte of text.
-                view = memoryview(data)
-                line_starts, line_ends = starts[keep].tolist(), ends[keep].tolist()
-                for position, split in enumerate(mine.tolist()):
-                    low, high = bounds[position], bounds[position + 1]
-                    if low == high:
-                        continue
-                    text, index = handles[split]
-                    pieces = zip(line_starts[low:high], line_ends[low:high], strict=True)
-                    text.write(b"".join([view[a:b] for a, b in pieces]))
-                    chosen = keep[low:high]
-                    index.write(np.stack([numbers[chosen], lengths[chosen]], axis=1).tobytes())
-        if number != inputs.total_lines:
-            raise InputError(
-                f"{', '.join(inputs.names)}: the input changed while the build read it"
-                f" ({inputs.total_lines:,} lines, then {number:,}); rebuild from a stable copy"
-            )
-    finally:
-        for text, index in handles.values():
-            text.close()
-            index.close()
+                pieces = zip(line_starts[low:high], line_ends[low:high], strict=True)
+                text = b"".join([view[a:b] for a, b in pieces])
+                chosen = keep[low:high]
+                pairs = np.stack([numbers[chosen], lengths[chosen]], axis=1).tobytes()
+                texts, indexes = pending.setdefault(split, ([], []))
+                texts.append(text)
+                indexes.append(pairs)
+                pending_bytes += len(text) + len(pairs)
+            if pending_bytes >= _PENDING_BYTES:
+                _append_pending(buckets, pending)
+                pending_bytes = 0
+    _append_pending(buckets, pending)
+    if number != inputs.total_lines:
+        raise InputError(
+            f"{', '.join(inputs.names)}: the input changed while the build read it"
+            f" ({inputs.total_lines:,} lines, then {number:,}); rebuild from a stable copy"
+        )
     return {index: buckets[index] for index in wanted}

@@ -24,6 +24,7 @@ from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from tokentype_cli import __version__
+from tokentype_cli.dataset.read import METADATA_LIMIT, load_metadata_text, read_bounded
 from tokentype_cli.errors import InputError, ShardError
 from tokentype_cli.inspect.profile import HISTOGRAMS, Profile, empty_like
 from tokentype_cli.inspect.shard import format_row_header, parse_rows, read_rows, shard_files
@@ -39,7 +40,7 @@ from tokentype_cli.report.rows import (
 )
 from tokentype_cli.schema.names import TOKEN_TYPE_NAMES, TokenType
 from tokentype_cli.schema.read import open_shard
-from tokentype_cli.schema.write import atomic_path
+from tokentype_cli.schema.write import atomic_path, refuse_output_onto_inputs
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 from tokentype_cli.validate.findings import FileReport, Finding, ValidateOptions
 from tokentype_cli.validate.paths import validate_paths
@@ -210,16 +211,16 @@ def _add_ledgers(report: Report) -> None:
 
 def _add_metadata(report: Report) -> None:
     file = report.path / METADATA
-    if not file.is_file():
+    if not os.path.lexists(file):
         return
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_bounded(file, METADATA_LIMIT, METADATA).decode("utf-8")
+    except (InputError, UnicodeDecodeError) as exc:
         report.metadata_error = f"{file}: cannot be read ({exc})"
         return
     report.metadata_text = text[:_METADATA_CHARACTERS]
     try:
-        data = yaml.safe_load(text)
+        data = load_metadata_text(text)
     except yaml.YAMLError as exc:
         report.metadata_error = f"{file}: not valid YAML ({str(exc).splitlines()[0]})"
         return
@@ -814,7 +815,18 @@ def render_html(report: Report) -> str:
 
 
 def write_report(report: Report, target: str | os.PathLike) -> int:
-    """Write the page atomically to `target`; return its size in bytes."""
+    """Write the page atomically to `target`; return its size in bytes.
+
+    Never onto what the page was made from (the shard, a shard of the folder, a ledger it
+    charts, the folder's metadata.yaml): the rename would replace that input with the page."""
+    inputs: dict[str, Path | None] = {"the shard it reads": report.path}
+    for entry in report.files:
+        inputs[f"the shard {entry.name} it reads"] = entry.path
+    for ledger in report.ledger_files:
+        inputs[f"the ledger {ledger} it charts"] = Path(ledger)
+    if report.folder:
+        inputs[f"the folder's {METADATA}"] = report.path / METADATA
+    refuse_output_onto_inputs(target, inputs, "--html")
     data = render_html(report).encode("utf-8")
     try:
         with atomic_path(target) as temporary:

@@ -107,7 +107,7 @@ def text_pattern(source: object, *, regex: bool, ignore_case: bool, where: str) 
     if regex:
         try:
             re.compile(pattern.expression(), re.MULTILINE)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
             raise RuleError(
                 f"{where}: bad regular expression {source!r} ({exc}); fix it or drop re: to"
                 " match the text literally"
@@ -377,12 +377,31 @@ def load_rules_file(
     if name == "<stdin>" and sys.stdin is None:  # closed (`<&-`), not just empty
         raise RuleError(f"{name}: no standard input to read rules from; give a rules file")
     try:
-        text = sys.stdin.read() if name == "<stdin>" else Path(path).read_text(encoding="utf-8")
+        # Bounded: rules files are kilobytes; /dev/zero or an endless pipe would fill memory.
+        if name == "<stdin>":
+            stream = getattr(sys.stdin, "buffer", None)
+            data = (
+                stream.read(RULES_FILE_LIMIT + 1)
+                if stream is not None
+                else sys.stdin.read(RULES_FILE_LIMIT + 1).encode("utf-8")
+            )
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(RULES_FILE_LIMIT + 1)
+        if len(data) > RULES_FILE_LIMIT:
+            raise RuleError(
+                f"{name}: larger than the {RULES_FILE_LIMIT >> 20} MB a rules file may have;"
+                " check the path"
+            )
+        text = data.decode("utf-8")
     except FileNotFoundError as exc:
         raise RuleError(f"{name}: no such rules file; check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleError(f"{name}: cannot read rules file ({exc})") from exc
     return parse_rules_text(text, name, tokenizer, ignore_case=ignore_case)
+
+
+RULES_FILE_LIMIT = 16 << 20
 
 
 def parse_rules_text(

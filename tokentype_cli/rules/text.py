@@ -19,9 +19,12 @@ all of its characters are there (`exact`); the tokens in between are the range's
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -385,14 +388,96 @@ class Decoded:
 
 
 @functools.cache
-def compile_patterns(patterns: tuple[TextPattern, ...]) -> tuple[re.Pattern[str], bool]:
+def compile_patterns(patterns: tuple[TextPattern, ...]) -> tuple[Matcher, bool]:
     """One expression finding any of `patterns`, and whether it is plain text (fast path).
 
     `^` and `$` match at line starts and ends (MULTILINE), as the article text is multi-line.
+    Regular expressions run on RE2 (linear time: no pattern can hang) where it means what
+    Python's `re` means; the rest (backreferences, lookarounds, Unicode classes such as `\\w`)
+    run on `re` with a time limit per article.
     """
     expression = "|".join(p.expression() for p in patterns)
     literal = all(not p.regex and ARTICLE_END not in p.source for p in patterns)
-    return re.compile(expression, re.MULTILINE), literal
+    compiled = re.compile(expression, re.MULTILINE)
+    if literal:
+        return Matcher(compiled), literal
+    described = ", ".join(p.describe() for p in patterns if p.regex)
+    return Matcher(compiled, _linear_time(expression), described), literal
+
+
+# Escapes and classes whose meaning in RE2 differs from Python's (ASCII \w, \b, \d, \s;
+# POSIX classes): such patterns keep Python's meaning, under a time limit.
+_NOT_FOR_RE2 = re.compile(r"\\[wWbBdDsS]|\[:")
+REGEX_SECONDS = 5.0  # the longest one regular expression may search one article
+
+
+def _linear_time(expression: str):
+    """`expression` compiled by RE2, or None where RE2 lacks it or would read it otherwise."""
+    if _NOT_FOR_RE2.search(expression):
+        return None
+    import re2  # heavy, and only rules with regular expressions need it
+
+    options = re2.Options()
+    options.log_errors = False  # an unsupported pattern falls back; nothing for stderr
+    options.max_mem = 64 << 20
+    try:
+        return re2.compile("(?m)" + expression, options)
+    except (re2.error, UnicodeEncodeError):  # RE2 reads UTF-8: no lone surrogates
+        return None
+
+
+class _Expired(Exception):
+    """A regular expression's time on one article ran out."""
+
+
+class Matcher:
+    """search/finditer over a compiled pattern: RE2's where there is one, else Python's, bounded
+    in time when it is a regular expression (`(a+)+$` on a run of a's would never return)."""
+
+    def __init__(self, pattern: re.Pattern[str], linear=None, bounded: str | None = None) -> None:
+        self.pattern = pattern
+        self.linear = linear
+        self.bounded = bounded  # the patterns as written, for the message; None: unbounded
+
+    def search(self, text: str, pos: int = 0, endpos: int | None = None):
+        endpos = len(text) if endpos is None else endpos
+        if self.linear is not None:
+            with contextlib.suppress(UnicodeEncodeError):  # text holding undecodable bytes
+                return self.linear.search(text, pos, endpos)
+        with self._limit():
+            return self.pattern.search(text, pos, endpos)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        if self.linear is not None:
+            with contextlib.suppress(UnicodeEncodeError):
+                return [m.span() for m in self.linear.finditer(text)]
+        with self._limit():
+            return [m.span() for m in self.pattern.finditer(text)]
+
+    @contextlib.contextmanager
+    def _limit(self) -> Iterator[None]:
+        if self.bounded is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def expire(signum, frame) -> None:
+            raise _Expired
+
+        # Python's matcher checks for signals as it runs, so a timer's signal stops it.
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, REGEX_SECONDS)
+        try:
+            yield
+        except _Expired:
+            raise RuleError(
+                f"{self.bounded}: the regular expression ran past {REGEX_SECONDS:g} s on one"
+                " article (it backtracks without end on this text); rewrite it without nested"
+                " repeats or backreferences, or without \\w, \\b, \\d, \\s (then it runs"
+                " in linear time)"
+            ) from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def find_text(
@@ -409,7 +494,7 @@ def find_text(
     articles: list[int] | np.ndarray
     if literal and not first_only:
         # Plain text never matches the ARTICLE_END between articles: one scan of the whole part.
-        spans = [m.span() for m in expression.finditer(text)]
+        spans = expression.spans(text)
         starts = np.array([s for s, _ in spans], dtype=np.int64)
         articles = np.searchsorted(decoded.article_start, starts, side="right") - 1
     elif literal:
@@ -429,7 +514,7 @@ def find_text(
                 found = expression.search(body)
                 hits = [] if found is None else [found.span()]
             else:
-                hits = [m.span() for m in expression.finditer(body)]
+                hits = expression.spans(body)
             spans.extend((a + s, a + e) for s, e in hits)
             articles.extend([number] * len(hits))
     found_spans = np.array(spans, dtype=np.int64).reshape(-1, 2)

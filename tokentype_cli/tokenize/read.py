@@ -14,6 +14,7 @@ used become rejections (with --skip-bad-lines) or an InputError naming file and 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import io
 import json
@@ -160,7 +161,16 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
         by_format: dict[str, list[str]] = {}
         for child in sorted(Path(path).iterdir(), key=lambda p: p.name):
             fmt = _EXTENSIONS.get(_base_suffix(str(child)))
-            if fmt is not None and child.suffix.lower() != ".json" and _is_readable_file(child):
+            if fmt is None or child.suffix.lower() == ".json":
+                continue
+            if child.is_symlink() and not os.path.exists(child):
+                # Left out silently, the data it was meant to bring would be missing from the
+                # build with nothing said.
+                why = "a symbolic link loop" if _loops(child) else "a dangling symbolic link"
+                raise InputError(
+                    f"{child}: {why} in the input folder {path}; fix its target or remove it"
+                )
+            if _is_readable_file(child):
                 by_format.setdefault(fmt, []).append(str(child))
         columnar = folder_files(Path(path))
         if columnar is not None:
@@ -183,6 +193,14 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
             )
         found.extend(next(iter(by_format.values())))
     return found
+
+
+def _loops(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _is_readable_file(path: Path) -> bool:

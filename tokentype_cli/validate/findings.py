@@ -85,9 +85,10 @@ class TrainingOptions:
 
 
 def is_dataset_folder(path: str | os.PathLike) -> bool:
-    """A folder is a dataset (not just shards) when it holds a metadata.yaml."""
+    """A folder is a dataset (not just shards) when it holds a metadata.yaml: any entry of that
+    name, so a dangling link, a FIFO or a device there is reported, not taken for no dataset."""
     path = Path(path)
-    return path.is_dir() and (path / METADATA).is_file()
+    return path.is_dir() and os.path.lexists(path / METADATA)
 
 
 ERROR = "error"

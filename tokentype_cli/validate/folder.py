@@ -30,7 +30,13 @@ from tokentype_cli.dataset.layout import (
     sha256_of,
     split_file_name,
 )
-from tokentype_cli.dataset.read import SplitFile, read_metadata, split_files
+from tokentype_cli.dataset.read import (
+    TOKENIZER_LIMIT,
+    SplitFile,
+    read_bounded,
+    read_metadata,
+    split_files,
+)
 from tokentype_cli.errors import InputError
 from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
 from tokentype_cli.schema.read import find_shards, first_line
@@ -173,8 +179,8 @@ def _check_model_type(folder: Path, model_type: str, report: FileReport) -> None
     if module is None or not config.is_file():
         return
     try:
-        declared = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        declared = json.loads(read_bounded(config, 16 << 20, "model config")).get("model_type")
+    except (InputError, UnicodeDecodeError, ValueError, AttributeError):
         return  # not ours to judge: the trainer reads the model's own config
     if not isinstance(declared, str):
         return
@@ -301,9 +307,10 @@ def _id_bound(folder: Path, vocab_size: object) -> int | None:
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
         return None
     try:
-        data = json.loads((folder / TOKENIZER_DIR / "tokenizer.json").read_text(encoding="utf-8"))
+        path = folder / TOKENIZER_DIR / "tokenizer.json"
+        data = json.loads(read_bounded(path, TOKENIZER_LIMIT, "tokenizer.json"))
         added = {token["id"] for token in data.get("added_tokens") or ()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (InputError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return vocab_size  # no or a damaged tokenizer folder: metadata alone decides
     bound = vocab_size
     while bound in added:
