@@ -65,3 +65,17 @@ def test_a_repeat_count_too_large_is_one_line(long_run):
 def test_rules_from_dev_zero_are_bounded(long_run):
     result = invoke("assign-types", long_run, "--tokenizer", CODON_VOCAB, "--rules", "/dev/zero")
     assert_one_line_error(result, 1, "/dev/zero: larger than the 16 MB a rules file may have")
+
+
+@pytest.mark.parametrize("expression", ["a*|:", "^|b", "(?:ab)*", "a+|:"])
+@pytest.mark.parametrize("subject", ["::", ":", "a:a", "ab\nb:", ""])
+def test_the_matches_found_are_pythons_whichever_engine_runs(expression, subject):
+    # RE2's finditer steps past a non-empty match that starts where an empty one did ("a*|:"
+    # on "::"): a text rule would then type other tokens than the rule says.
+    import re
+
+    from tokentype_cli.rules.parse import TextPattern
+
+    matcher, _ = text.compile_patterns((TextPattern(expression, regex=True),))
+    expected = [m.span() for m in re.finditer(expression, subject, re.MULTILINE)]
+    assert matcher.spans(subject) == expected

@@ -402,7 +402,11 @@ def compile_patterns(patterns: tuple[TextPattern, ...]) -> tuple[Matcher, bool]:
     if literal:
         return Matcher(compiled), literal
     described = ", ".join(p.describe() for p in patterns if p.regex)
-    return Matcher(compiled, _linear_time(expression), described), literal
+    # After an empty match Python's finditer still takes a non-empty one at the same place
+    # ("a*|:" on ":" finds (0, 0) then (0, 1)); RE2's steps past it. A pattern that can match
+    # nothing keeps Python's meaning, under the time limit.
+    linear = None if compiled.match("") is not None else _linear_time(expression)
+    return Matcher(compiled, linear, described), literal
 
 
 # Escapes and classes whose meaning in RE2 differs from Python's (ASCII \w, \b, \d, \s;
