@@ -9,6 +9,7 @@ split. Open files stay bounded too: buckets are opened one at a time, whatever t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -149,18 +151,56 @@ class Bucket:
         self.index_path.unlink(missing_ok=True)
 
 
-_PENDING_BYTES = 32 << 20  # routed lines held before they are appended to their buckets
+# Up to this many splits keep their two bucket files open while routing (256 descriptors, well
+# inside the common `ulimit -n 1024`), so nothing routed waits in memory. More splits gather their
+# lines and append them in rounds of _PENDING_BYTES, each bucket opened and closed in turn: 512
+# splits with two files open each met that limit.
+_OPEN_SPLITS = 128
+_PENDING_BYTES = 32 << 20
 
 
-def _append_pending(
-    buckets: dict[int, Bucket], pending: dict[int, tuple[list[bytes], list[bytes]]]
-) -> None:
-    for split, (texts, indexes) in sorted(pending.items()):
-        with open(buckets[split].text_path, "ab") as handle:
-            handle.writelines(texts)
-        with open(buckets[split].index_path, "ab") as handle:
-            handle.writelines(indexes)
-    pending.clear()
+class _Appender:
+    """Appends routed lines (text, and index pairs) to the buckets of the splits routed here."""
+
+    def __init__(self, buckets: dict[int, Bucket], wanted: list[int]) -> None:
+        self.buckets = buckets
+        self.pending: dict[int, tuple[list[bytes], list[bytes]]] = {}
+        self.pending_bytes = 0
+        self.open: dict[int, tuple[BinaryIO, BinaryIO]] = {}
+        self._stack = contextlib.ExitStack()
+        if len(wanted) <= _OPEN_SPLITS:
+            for split in wanted:
+                bucket = buckets[split]
+                self.open[split] = (
+                    self._stack.enter_context(bucket.text_path.open("ab")),
+                    self._stack.enter_context(bucket.index_path.open("ab")),
+                )
+
+    def add(self, split: int, text: bytes, pairs: bytes) -> None:
+        if self.open:
+            text_file, index_file = self.open[split]
+            text_file.write(text)
+            index_file.write(pairs)
+            return
+        texts, indexes = self.pending.setdefault(split, ([], []))
+        texts.append(text)
+        indexes.append(pairs)
+        self.pending_bytes += len(text) + len(pairs)
+        if self.pending_bytes >= _PENDING_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        for split, (texts, indexes) in sorted(self.pending.items()):
+            with open(self.buckets[split].text_path, "ab") as handle:
+                handle.writelines(texts)
+            with open(self.buckets[split].index_path, "ab") as handle:
+                handle.writelines(indexes)
+        self.pending.clear()
+        self.pending_bytes = 0
+
+    def close(self) -> None:
+        """Close the open buckets; what waits in memory is dropped (flush() writes it)."""
+        self._stack.close()
 
 
 def route(
@@ -180,12 +220,19 @@ def route(
     for split_index in sorted(wanted):
         for empty in (buckets[split_index].text_path, buckets[split_index].index_path):
             empty.write_bytes(b"")
-    # Pieces are gathered per split and appended in rounds, each bucket opened and closed in
-    # turn: a file open per split would need two descriptors per split, and 512 splits meet the
-    # common `ulimit -n 1024`.
-    pending: dict[int, tuple[list[bytes], list[bytes]]] = {}
-    pending_bytes = 0
-    mine = np.asarray(sorted(wanted), np.int64)
+    appender = _Appender(buckets, sorted(wanted))
+    try:
+        _route_lines(inputs, plan, shuffle, seed, np.asarray(sorted(wanted), np.int64), appender)
+        appender.flush()
+    finally:
+        appender.close()
+    return {index: buckets[index] for index in wanted}
+
+
+def _route_lines(
+    inputs: InputSet, plan: SplitPlan, shuffle: bool, seed: int, mine: np.ndarray,
+    appender: _Appender,
+) -> None:  # fmt: skip
     number = 0
     for path, name in zip(inputs.paths, inputs.names, strict=True):
         for data, ends in blocks(path, name, inputs.fmt):
@@ -213,17 +260,9 @@ def route(
                 text = b"".join([view[a:b] for a, b in pieces])
                 chosen = keep[low:high]
                 pairs = np.stack([numbers[chosen], lengths[chosen]], axis=1).tobytes()
-                texts, indexes = pending.setdefault(split, ([], []))
-                texts.append(text)
-                indexes.append(pairs)
-                pending_bytes += len(text) + len(pairs)
-            if pending_bytes >= _PENDING_BYTES:
-                _append_pending(buckets, pending)
-                pending_bytes = 0
-    _append_pending(buckets, pending)
+                appender.add(split, text, pairs)
     if number != inputs.total_lines:
         raise InputError(
             f"{', '.join(inputs.names)}: the input changed while the build read it"
             f" ({inputs.total_lines:,} lines, then {number:,}); rebuild from a stable copy"
         )
-    return {index: buckets[index] for index in wanted}
