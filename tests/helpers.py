@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from click.testing import CliRunner
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from tokentype_cli.cli import cli
 from tokentype_cli.schema.names import INPUT_IDS, TOKEN_TYPE_IDS
@@ -191,3 +192,96 @@ def peak_rss(*args, head=0, timeout=120) -> tuple[int, int, str]:
     )  # fmt: skip
     code, rss = map(int, done.stdout.split())
     return code, rss, done.stderr
+
+
+def build(inputs, folder: Path, *extra, seq_len: int = 8, packing: str = "single::drop"):
+    return invoke(
+        "tokenize", *inputs, "--dataset", folder, "--tokenizer", CODON_VOCAB,
+        "--model-config", CODON_MODEL_CONFIG, "--max-seq-length", seq_len, "--packing", packing,
+        *extra,
+    )  # fmt: skip
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def manifest_hashes(folder: Path) -> dict[str, str]:
+    data = json.loads((folder / "sha256" / "files_metadata.json").read_text())
+    return {key: value["sha256"] for key, value in data.items()}
+
+
+SPECIALS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+)
+
+
+# ChatML, as in many tokenizer_config.json files, with and without generation markers.
+CHATML = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def make_tokenizer(folder: Path, template: str | list | None, eos: str = "<|im_end|>", **extra):
+    """A tokenizer folder: byte-level BPE over single bytes (plus " H"), chat special tokens."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["ĠH"] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "H")]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = {"eos_token": eos, "pad_token": "<|endoftext|>", "bos_token": "<|begin_of_text|>"}
+    if template is not None:
+        config["chat_template"] = template
+    config.update(extra)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def write_lines(path: Path, *records) -> Path:
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records),
+        encoding="utf-8",
+    )
+    return path
+
+
+def runs(shard: Path, folder: Path) -> list[list[tuple[str, str]]]:
+    """Each row as (type, text) runs: consecutive tokens of one type, decoded together."""
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    names = ("prompt", "completion", "padding", "separator")
+    out = []
+    with h5py.File(shard, "r") as f:
+        for ids, types in zip(
+            f["input_ids"][:].tolist(), f["token_type_ids"][:].tolist(), strict=True
+        ):
+            row: list[tuple[str, list[int]]] = []
+            for token, kind in zip(ids, types, strict=True):
+                if kind == 2:
+                    continue
+                if row and row[-1][0] == names[kind]:
+                    row[-1][1].append(token)
+                else:
+                    row.append((names[kind], [token]))
+            out.append([(k, tokenizer.decode(t, skip_special_tokens=False)) for k, t in row])
+    return out
+
+
+RECIPES = ROOT / "docs" / "recipes"
+
+
+OPTIONS = (
+    f"--max-seq-length 8 --packing single::drop --train-files 4 --dev-files 1 --test-files 1"
+    f" --shuffle --seed 3 --model-config {CODON_MODEL_CONFIG}"
+)

@@ -22,8 +22,11 @@ from tests.helpers import (
     CODON_MODEL_CONFIG,
     CODON_VOCAB,
     CODONS,
+    build,
     digest,
+    folder_digests,
     invoke,
+    manifest_hashes,
     peak_rss,
     write_pairs,
 )
@@ -33,14 +36,6 @@ from tokentype_cli.dataset.plan import Permutation, destinations, plan_splits
 from tokentype_cli.schema.temporary import temporary_name
 
 MODEL_CONFIG = CODON_MODEL_CONFIG
-
-
-def build(inputs, folder: Path, *extra, seq_len: int = 8, packing: str = "single::drop"):
-    return invoke(
-        "tokenize", *inputs, "--dataset", folder, "--tokenizer", CODON_VOCAB,
-        "--model-config", MODEL_CONFIG, "--max-seq-length", seq_len, "--packing", packing,
-        *extra,
-    )  # fmt: skip
 
 
 def rows_of(path: Path) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -54,18 +49,9 @@ def hdf5_files(folder: Path, kind: str) -> list[Path]:
     return sorted(folder.glob(f"{kind}_*_of_*.hdf5"), key=lambda p: int(p.name.split("_")[1]))
 
 
-def folder_digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def without_manifest(digests: dict[str, str]) -> dict[str, str]:
     """Folder digests less the manifest, whose modified times differ between builds."""
     return {name: value for name, value in digests.items() if name != "sha256/files_metadata.json"}
-
-
-def manifest_hashes(folder: Path) -> dict[str, str]:
-    data = json.loads((folder / "sha256" / "files_metadata.json").read_text())
-    return {key: value["sha256"] for key, value in data.items()}
 
 
 @pytest.fixture

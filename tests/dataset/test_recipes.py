@@ -3,7 +3,6 @@ array script with the variables Slurm sets."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,18 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CODON_MODEL_CONFIG as MODEL_CONFIG
-from tests.helpers import CODON_VOCAB, ROOT, invoke, write_pairs
-
-RECIPES = ROOT / "docs" / "recipes"
-OPTIONS = (
-    f"--max-seq-length 8 --packing single::drop --train-files 4 --dev-files 1 --test-files 1"
-    f" --shuffle --seed 3 --model-config {MODEL_CONFIG}"
-)
-
-
-def manifest_hashes(folder: Path) -> dict[str, str]:
-    data = json.loads((folder / "sha256" / "files_metadata.json").read_text())
-    return {key: value["sha256"] for key, value in data.items()}
+from tests.helpers import CODON_VOCAB, OPTIONS, RECIPES, ROOT, invoke, manifest_hashes, write_pairs
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dataset.test_recipes import OPTIONS, RECIPES, manifest_hashes
-from tests.helpers import CODON_VOCAB, invoke, write_pairs
+from tests.helpers import CODON_VOCAB, OPTIONS, RECIPES, invoke, manifest_hashes, write_pairs
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
 

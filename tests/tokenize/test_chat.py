@@ -9,31 +9,19 @@ prompt/completion boundary (a seam).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import h5py
 import pytest
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from tests.helpers import CODON_VOCAB, assert_one_line_error, invoke
-
-SPECIALS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|begin_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
+from tests.helpers import (
+    CHATML,
+    CODON_VOCAB,
+    assert_one_line_error,
+    invoke,
+    make_tokenizer,
+    runs,
+    write_lines,
 )
 
-# ChatML, as in many tokenizer_config.json files, with and without generation markers.
-CHATML = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
 CHATML_MARKED = """\
 {%- for message in messages %}
     {%- if message['role'] == 'assistant' %}
@@ -80,53 +68,6 @@ CONVERSATION = [
     {"role": "user", "content": "Bye"},
     {"role": "assistant", "content": "Ciao"},
 ]
-
-
-def make_tokenizer(folder: Path, template: str | list | None, eos: str = "<|im_end|>", **extra):
-    """A tokenizer folder: byte-level BPE over single bytes (plus " H"), chat special tokens."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["ĠH"] = len(vocab)
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "H")]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
-    tokenizer.save(str(folder / "tokenizer.json"))
-    config = {"eos_token": eos, "pad_token": "<|endoftext|>", "bos_token": "<|begin_of_text|>"}
-    if template is not None:
-        config["chat_template"] = template
-    config.update(extra)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return folder
-
-
-def write_lines(path: Path, *records) -> Path:
-    path.write_text(
-        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records),
-        encoding="utf-8",
-    )
-    return path
-
-
-def runs(shard: Path, folder: Path) -> list[list[tuple[str, str]]]:
-    """Each row as (type, text) runs: consecutive tokens of one type, decoded together."""
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    names = ("prompt", "completion", "padding", "separator")
-    out = []
-    with h5py.File(shard, "r") as f:
-        for ids, types in zip(
-            f["input_ids"][:].tolist(), f["token_type_ids"][:].tolist(), strict=True
-        ):
-            row: list[tuple[str, list[int]]] = []
-            for token, kind in zip(ids, types, strict=True):
-                if kind == 2:
-                    continue
-                if row and row[-1][0] == names[kind]:
-                    row[-1][1].append(token)
-                else:
-                    row.append((names[kind], [token]))
-            out.append([(k, tokenizer.decode(t, skip_special_tokens=False)) for k, t in row])
-    return out
 
 
 def tokenize(tmp_path, folder, *records, extra=(), name="in.jsonl"):

@@ -20,8 +20,7 @@ import h5py
 import pytest
 from tokenizers import Tokenizer
 
-from tests.helpers import ROOT, invoke
-from tests.tokenize.test_chat import CHATML, make_tokenizer, runs
+from tests.helpers import CHATML, ROOT, invoke, make_tokenizer, runs
 
 CONVERSATION = {
     "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "x"}]

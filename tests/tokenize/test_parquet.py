@@ -13,9 +13,18 @@ from pathlib import Path
 import h5py
 import pytest
 
-from tests.dataset.test_build import build, folder_digests, manifest_hashes
-from tests.helpers import CODON_VOCAB, ROOT, assert_one_line_error, invoke, write_pairs
-from tests.tokenize.test_chat import CHATML, make_tokenizer
+from tests.helpers import (
+    CHATML,
+    CODON_VOCAB,
+    ROOT,
+    assert_one_line_error,
+    build,
+    folder_digests,
+    invoke,
+    make_tokenizer,
+    manifest_hashes,
+    write_pairs,
+)
 
 pa = pytest.importorskip("pyarrow", reason="Parquet and Arrow inputs need tokentype[parquet]")
 pq = pytest.importorskip("pyarrow.parquet")

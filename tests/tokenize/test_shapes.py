@@ -8,8 +8,14 @@ import json
 import h5py
 import pytest
 
-from tests.helpers import CODON_VOCAB, assert_one_line_error, invoke
-from tests.tokenize.test_chat import CHATML, make_tokenizer, write_lines
+from tests.helpers import (
+    CHATML,
+    CODON_VOCAB,
+    assert_one_line_error,
+    invoke,
+    make_tokenizer,
+    write_lines,
+)
 
 MESSAGES = [
     {"role": "system", "content": "Be brief"},
