@@ -62,19 +62,11 @@ from tokentype_cli.tokenize.template_limits import (
     Limits,
     bounded_environment,
 )
-from tokentype_cli.tokenizer_loader import LoadedTokenizer
+from tokentype_cli.tokenizer_loader import SPECIAL_TOKEN_KEYS, LoadedTokenizer
 
-# Special-token names transformers passes to a template (its special_tokens_map).
-SPECIAL_TOKEN_NAMES = (
-    "bos_token",
-    "eos_token",
-    "unk_token",
-    "sep_token",
-    "pad_token",
-    "cls_token",
-    "mask_token",
-    "additional_special_tokens",
-)
+# Special-token names transformers passes to a template (its special_tokens_map): the keys its
+# add_special_tokens takes.
+SPECIAL_TOKEN_NAMES = SPECIAL_TOKEN_KEYS
 # Stand-in contents for the header-finding rendering: supplementary private-use characters, which
 # no tokenizer or template treats specially and real text does not hold.
 _SENTINEL_BASE = 0xF0000
