@@ -41,6 +41,11 @@ MODEL_ID = re.compile(
 DOWNLOAD_PATTERNS = ("*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken")
 
 
+# Special tokens by transformers' key: a string each, a list of them for
+# "additional_special_tokens" (as parse_special_tokens checks).
+SpecialTokens = dict[str, str | list[str]]
+
+
 @dataclass(frozen=True)
 class LoadedTokenizer:
     """A `tokenizers.Tokenizer` with the special tokens the toolkit needs."""
@@ -54,7 +59,7 @@ class LoadedTokenizer:
     # The parsed tokenizer.json the tokenizer was built from, held for take_definition.
     _definition: list[dict] = field(default_factory=list, repr=False, compare=False)
     # Special tokens added on top of the files (--special-tokens), by transformers' key.
-    added_special: dict[str, object] = field(default_factory=dict, compare=False)
+    added_special: SpecialTokens = field(default_factory=dict, compare=False)
 
     def take_definition(self) -> dict | None:
         """The parsed tokenizer.json this was built from, once: the fast encoder's checks read it
@@ -117,7 +122,7 @@ class LoadedTokenizer:
         ]
 
 
-def parse_special_tokens(text: str) -> dict[str, object]:
+def parse_special_tokens(text: str) -> SpecialTokens:
     """GDP's --special_tokens_dict: a JSON object of transformers' special-token keys.
 
     Single quotes are read as double quotes, as GDP reads them.
@@ -151,7 +156,7 @@ def parse_special_tokens(text: str) -> dict[str, object]:
 def load_tokenizer(
     path: str | os.PathLike,
     keep_definition: bool = False,
-    special_tokens: dict[str, object] | None = None,
+    special_tokens: SpecialTokens | None = None,
 ) -> LoadedTokenizer:
     """Load `path`: a tokenizer.json, a folder holding one, a plain JSON vocabulary, or a Hugging
     Face model id (see resolve_model_id).
@@ -278,7 +283,7 @@ def resolve_model_id(model_id: str) -> Path:
     return folder
 
 
-def _with_special_tokens(file: Path, data: dict, special: dict[str, object]) -> dict:
+def _with_special_tokens(file: Path, data: dict, special: SpecialTokens) -> dict:
     """`data` with the tokens of `special` marked special, new ones given the next ids, as
     transformers' add_special_tokens does."""
     data = dict(data)
@@ -365,7 +370,7 @@ def _from_tokenizer_json(
     text: str,
     data: dict,
     keep: dict | None,
-    special_tokens: dict[str, object],
+    special_tokens: SpecialTokens,
 ) -> LoadedTokenizer:
     model = data["model"] if isinstance(data["model"], dict) else {}
     try:

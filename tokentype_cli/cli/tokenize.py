@@ -533,7 +533,7 @@ def gdp_options(command):
 def tokenize_command(
     ctx: click.Context,
     inputs: tuple[str, ...],
-    output: Path,
+    output: Path | None,
     tokenizer: LoadedTokenizer,
     input_format: str | None,
     max_seq_length: int,
@@ -778,6 +778,7 @@ def tokenize_command(
             _settle_gdp_logs(ctx, dataset, staged_rejects if ignore_format_errors else None)
             _append_log(ctx, log_file, summary_text)
         return
+    assert output is not None  # no --dataset: a missing -o was refused above
     record = {
         "inputs": paths,
         "tokenizer": str(tokenizer.path),
@@ -852,21 +853,27 @@ def _gdp_target(
 
 
 def _gdp_log_file(ctx: click.Context, output: Path | None, dataset: Path | None) -> Path | None:
-    """GDP's default log: logs.log in the output folder (the dataset, or the file's folder)."""
+    """GDP's default log: logs.log in the output folder (the dataset, or the file's folder).
+    None with no output named (the missing option is reported after)."""
     if not ctx.meta.get(GDP_TARGET_KEY):
         return None
-    return (dataset if dataset is not None else output.parent) / "logs.log"
+    if dataset is not None:
+        return dataset / "logs.log"
+    return None if output is None else output.parent / "logs.log"
 
 
-def _gdp_rejects(paths: list[str], output: Path | None, dataset: Path | None) -> Path:
+def _gdp_rejects(paths: list[str], output: Path | None, dataset: Path | None) -> Path | None:
     """Where --ignore_input_format_error puts skipped lines: GDP's json_error_log/ folder.
 
     A dataset folder appears whole at the end, so its lines wait beside it and move in after
-    the manifest; as .log files the manifest check skips them, as GDP's does.
+    the manifest; as .log files the manifest check skips them, as GDP's does. None with no
+    output named (the missing option is reported after).
     """
     stem = Path(paths[0]).stem if paths[0] != "-" else "stdin"
     if dataset is not None:
         return dataset.parent / f".{dataset.name}.json_error_log.{stem}.log"
+    if output is None:
+        return None
     folder = output.parent / "json_error_log"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{stem}.log"

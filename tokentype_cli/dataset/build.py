@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from tokentype_cli import __version__, interrupts
 from tokentype_cli.dataset import balance as balancing
@@ -74,7 +75,7 @@ from tokentype_cli.dataset.route import (
     spool_stdin,
 )
 from tokentype_cli.errors import InputError, OptionError, ShardError
-from tokentype_cli.schema.names import Provenance
+from tokentype_cli.schema.names import Provenance, TokenType
 from tokentype_cli.schema.read import first_line
 from tokentype_cli.schema.temporary import (
     no_room,
@@ -295,7 +296,12 @@ def _split_lines(job: SplitJob) -> Iterator:
 
 # A worker process's tokenizer and encoder, set once by _start_worker: handing them over with
 # every split would rebuild the encoder (tiktoken's ranks) per split.
-_WORKER: dict[str, object] = {}
+class _WorkerState(TypedDict, total=False):
+    tokenizer: LoadedTokenizer
+    encoder: TextEncoder | str
+
+
+_WORKER: _WorkerState = {}
 
 
 def _start_worker(tokenizer_path: Path, encoder: TextEncoder | str, parent: int) -> None:
@@ -413,7 +419,7 @@ class Build:
             # temporaries are gone by now, so say so once, naming the folder, not the file.
             cause = exc.__cause__ if isinstance(exc, ShardError) else exc
             why = no_room(cause) if cause is not None else None
-            if why is None:
+            if cause is None or why is None:
                 raise
             if made_root:
                 with contextlib.suppress(OSError):
@@ -473,6 +479,7 @@ class Build:
                 os.replace(root, gone)
                 shutil.rmtree(gone, ignore_errors=True)
                 return report
+        assert self.task is not None  # neither a whole build nor --finish, both returned above
         index, count = self.task
         if not 0 <= index < count:
             raise OptionError(f"--task {index}/{count}: K must be 0..{count - 1}")
@@ -481,7 +488,7 @@ class Build:
         # lives, a lost node still running) never share a file, and each publishes whole.
         with temporary_folder(root / f"task_{index}_of_{count}") as work:
             inputs, plan = self._prepare(work)
-            record: dict = {}
+            record = {}
             try:
                 report, record = self._run_task(work, inputs, plan, index, count)
                 self._publish(root, work, record, index, count)
@@ -840,6 +847,8 @@ class Build:
                 mapping = {name: index for index, name in enumerate(self.options.categories)}
                 text = json.dumps(mapping, indent=1) + "\n"
                 (out / CATEGORIES).write_text(text, encoding="utf-8")
+            train_batch = max_batch["train"]
+            assert train_batch is not None  # a plan has a train file (plan_splits checks)
             metadata = base_metadata(
                 seq_len=self.options.seq_len,
                 vocab_size=base_vocab_size(self.tokenizer),
@@ -847,7 +856,7 @@ class Build:
                 train=plan.train,
                 dev=plan.dev,
                 test=plan.test,
-                max_batch_size_train=max_batch["train"],
+                max_batch_size_train=train_batch,
                 max_batch_size_dev=max_batch["dev"],
                 seed=self.dataset.seed,
                 shuffle=self.dataset.shuffle,
@@ -1063,9 +1072,10 @@ def _prefixed(kind: str, metrics: Metrics) -> dict[str, object]:
     means (articles: input lines read; completion tokens: types 1 and 3, both learned), then
     tokentype's own under names of their own."""
     data = metrics.as_dict()
-    by_type = data.pop("tokens_by_type")
+    data.pop("tokens_by_type")  # counted by type below
     data.pop("articles")
-    out = {
+    by_type = {TokenType(t).name.lower(): n for t, n in enumerate(metrics.tokens_by_type)}
+    out: dict[str, object] = {
         "sequences": metrics.rows,
         "articles": metrics.lines,
         "input_tokens": metrics.input_tokens,

@@ -156,7 +156,8 @@ def _record_special_tokens(tokenizer: LoadedTokenizer, folder: Path, written: li
         data = _json_object(path) if path.is_file() else {}
         for key, value in special.items():
             if key == "additional_special_tokens":
-                listed = data.get(key) if isinstance(data.get(key), list) else []
+                current = data.get(key)
+                listed = current if isinstance(current, list) else []
                 data[key] = listed + [token for token in value if token not in listed]
             else:
                 data[key] = value

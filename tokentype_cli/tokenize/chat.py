@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -63,6 +64,9 @@ from tokentype_cli.tokenize.template_limits import (
     bounded_environment,
 )
 from tokentype_cli.tokenizer_loader import SPECIAL_TOKEN_KEYS, LoadedTokenizer
+
+if TYPE_CHECKING:
+    import jinja2  # at run time, imported where it is used
 
 # Special-token names transformers passes to a template (its special_tokens_map): the keys its
 # add_special_tokens takes.
@@ -238,7 +242,8 @@ def _loop_end(context, loop: int) -> str:  # a filter on the loop's number
 def _raise_exception(message: object) -> None:
     import jinja2
 
-    raise jinja2.exceptions.TemplateError(message)
+    # A template may raise with any value; the error's text is str() of it either way.
+    raise jinja2.exceptions.TemplateError(None if message is None else str(message))
 
 
 def _strftime_now(fmt: str) -> str:
@@ -306,7 +311,7 @@ def _environment():
 @dataclass
 class CompiledTemplate:
     source: TemplateSource
-    template: object  # jinja2.Template with the probes
+    template: jinja2.Template  # with the probes
     marked: bool  # has {% generation %} blocks
     loops_over_content: bool  # iterates a message's content, so takes content as a list of parts
 
@@ -354,8 +359,9 @@ def _is_content(node) -> bool:
     return False
 
 
-def _add_probes(node, counter: list[int]) -> None:
-    """Put an iteration probe first in every loop body and a loop-end probe after every loop."""
+def _add_probes(node, counter: list[int]) -> int | None:
+    """Put an iteration probe first in every loop body and a loop-end probe after every loop;
+    the loop's number when `node` is a loop."""
     from jinja2 import nodes
 
     # Filters, not calls: jinja calls a filter directly, where a call goes through the sandbox's
@@ -363,8 +369,9 @@ def _add_probes(node, counter: list[int]) -> None:
     def call(name: str, value, *args) -> nodes.Output:
         return nodes.Output([nodes.Filter(value, name, list(args), [], None, None)])
 
+    loop = None
     if isinstance(node, nodes.For):
-        node.tokentype_loop = counter[0]
+        loop = counter[0]
         counter[0] += 1
     for name, value in node.iter_fields():
         if isinstance(value, nodes.Node):
@@ -372,18 +379,18 @@ def _add_probes(node, counter: list[int]) -> None:
         elif isinstance(value, list):
             statements = []
             for child in value:
-                if isinstance(child, nodes.Node):
-                    _add_probes(child, counter)
+                child_loop = _add_probes(child, counter) if isinstance(child, nodes.Node) else None
                 statements.append(child)
                 if isinstance(child, nodes.For):
-                    end = call(_LOOP_END, nodes.Const(child.tokentype_loop))
+                    end = call(_LOOP_END, nodes.Const(child_loop))
                     statements.append(end.set_lineno(child.lineno))
             setattr(node, name, statements)
     if isinstance(node, nodes.For):
         target = node.target
         item = nodes.Name(target.name, "load") if isinstance(target, nodes.Name) else nodes.Const(0)
-        probe = call(_ITERATION, item, nodes.Const(node.tokentype_loop))
+        probe = call(_ITERATION, item, nodes.Const(loop))
         node.body.insert(0, probe.set_lineno(node.lineno))
+    return loop
 
 
 def _count_built_text(node, captured: bool):
@@ -860,7 +867,7 @@ class Chat:
                         " --train-on assistant without weights, or a template that loops over"
                         " the messages"
                     )
-                owners = assistants  # one block per assistant turn, in order
+                owners = list(assistants)  # one block per assistant turn, in order
             learned = set(self._learned_turns(messages))
             keep = [owner in learned for owner in owners]
         turns: dict[object, list[tuple[int, int]]] = {}

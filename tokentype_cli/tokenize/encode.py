@@ -121,6 +121,7 @@ def _character_offsets(encoder: TextEncoder, texts: list[str]) -> Offsets:
     # on the ids, so take them from tokenizers (the reference the encoder falls back to).
     reference = getattr(encoder, "fallback", encoder)
     encoded = reference.encode_with_offsets(texts, add_special_tokens=False)
+    assert encoded.char_start is not None and encoded.char_end is not None  # with offsets
     spans = np.stack([encoded.char_start, encoded.char_end], axis=1)
     return Offsets(encoded.ids, encoded.length, spans, False)
 

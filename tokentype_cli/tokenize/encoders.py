@@ -16,7 +16,7 @@ import copy
 import functools
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -194,7 +194,7 @@ class TiktokenEncoder:
         # Added tokens with no flags, all found in one pass (all normalized or none), in text
         # nothing else rewrites: one regex substitution per text puts their markers in, as a
         # chat template's special tokens need, instead of the piece-by-piece split.
-        self.substitute = None
+        self.substitute: Callable[[str], str] | None = None
         plain = not any(t.lstrip or t.rstrip or t.single_word for t in plan.added)
         one_pass = len({t.normalized for t in plan.added}) == 1
         if everything and plain and one_pass and not plan.nfc and not plan.add_prefix_space:
@@ -363,7 +363,11 @@ class TiktokenEncoder:
         plan = self.plan
         if self.substitute is not None and not self.fallback.tokenizer.encode_special_tokens:
             return list(map(self.substitute, texts))
-        if not plan.add_prefix_space and not plan.nfc and not self.any_added("".join(texts)):
+        if (
+            not plan.add_prefix_space
+            and not plan.nfc
+            and (self.any_added is None or not self.any_added("".join(texts)))
+        ):
             return texts
         out = []
         for text in texts:

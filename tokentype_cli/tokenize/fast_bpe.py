@@ -230,7 +230,7 @@ def _pre_tokenizer(spec, fail) -> tuple[str, str, bool]:
                 raise fail(
                     "pre-tokenizer", "the ByteLevel after the Split splits again or adds spaces"
                 )
-            return names[0], regex, False
+            return names[0], PATTERNS[names[0]], False  # == regex, a str
         raise fail("pre-tokenizer", f"a Sequence of {kinds}, not Split + ByteLevel")
     raise fail("pre-tokenizer", f"{kind or 'none'}, not ByteLevel or Split + ByteLevel")
 

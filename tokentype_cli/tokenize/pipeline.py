@@ -432,7 +432,6 @@ def tokenize_batches(
     pickle) or build its own.
     """
     special = special_tokens(tokenizer, options.eos_token, options.pad_token)
-    skip_bad = rejects_path is not None
     if isinstance(encoder, str):
         encoder = text_encoder_for(tokenizer, options, encoder)
     metrics = Metrics(seq_len=options.seq_len, encoder=encoder.name)
@@ -520,7 +519,7 @@ def tokenize_batches(
             metrics.lines += batch.line_count
             metrics.lines_blank += len(batch.blank)
             if batch.rejected:
-                if not skip_bad:
+                if rejects is None:  # no --skip-bad-lines
                     index = min(batch.rejected)
                     why = batch.rejected[index][0]
                     # The hint is added here, not to the reason: the ledger records reasons

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -254,7 +254,7 @@ def input_size(paths: list[str]) -> int | None:
     return sum(sizes)
 
 
-def open_binary(path: str) -> io.BufferedIOBase:
+def open_binary(path: str) -> io.BufferedIOBase | BinaryIO:
     """A binary stream of the input's bytes, decompressed for .gz and .zst."""
     if path == "-":
         if sys.stdin is None:  # closed (`<&-`), not just empty
@@ -280,7 +280,7 @@ def open_binary(path: str) -> io.BufferedIOBase:
 
 
 @contextlib.contextmanager
-def _reading(path: str, source: str) -> Iterator[io.BufferedIOBase]:
+def _reading(path: str, source: str) -> Iterator[io.BufferedIOBase | BinaryIO]:
     """The input's binary stream, closed after (stdin's own buffer is left open); a read that
     fails, a damaged .gz or .zst included, is one line naming `source`."""
     try:

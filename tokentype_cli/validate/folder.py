@@ -90,9 +90,9 @@ def check_dataset(
     rows: dict[str, list[tuple[Path, int]]] = {"train": [], "dev": []}
     widths: list[tuple[Path, int]] = []
     for shard in shard_reports:
-        if shard.seq_len is not None:
-            split = SPLIT_FILE.match(shard.path.name)["split"]
-            rows[split].append((shard.path, shard.rows))
+        named = SPLIT_FILE.match(shard.path.name)  # as every shard's name did in split_files
+        if shard.seq_len is not None and named is not None:
+            rows[named["split"]].append((shard.path, shard.rows))
             widths.append((shard.path, shard.seq_len))
     _check_widths(folder, widths, metadata, report)
     _check_types(folder, shard_reports, metadata, report)
@@ -151,15 +151,15 @@ def _check_metadata(
             del usable[key]
     if low:
         report.add("metadata-value", ERROR, f"{where}: {'; '.join(low)}", count=len(low))
-    model_type = usable.get("tokenizer_model_type")
-    if model_type is not None and not MODEL_TYPE.match(model_type):
+    model_type = usable.get("tokenizer_model_type")  # a str when usable
+    if isinstance(model_type, str) and not MODEL_TYPE.match(model_type):
         report.add(
             "metadata-model-type",
             ERROR,
             f"{where}: tokenizer_model_type {model_type!r} is not what str(type(config)) prints;"
             " the trainer compares the two exactly",
         )
-    elif model_type is not None:
+    elif isinstance(model_type, str):
         _check_model_type(folder, model_type, report)
     if usable.get("token_type_ids") is False:
         report.add(
@@ -215,8 +215,8 @@ def _check_names(
     extra: dict[Path, None] = {}  # ordered and without repeats
     for split, key in COUNT_KEYS.items():
         present = files[split]
-        declared = metadata.get(key)
-        if declared is None:
+        declared = metadata.get(key)  # an int when usable
+        if not isinstance(declared, int):
             # metadata.yaml cannot say: go by the count most of the files' names carry.
             common = Counter(f.n for f in present).most_common(1)
             expected = common[0][0] if common else 0
@@ -265,11 +265,11 @@ def _check_names(
             count=absent,
         )
     if extra:
-        names = [path.relative_to(folder).as_posix() for path in extra]
+        extra_names = [path.relative_to(folder).as_posix() for path in extra]
         report.add(
             "extra-file",
             ERROR,
-            f"{folder}: {_listed(names)} not part of the dataset (train_k_of_T.hdf5,"
+            f"{folder}: {_listed(extra_names)} not part of the dataset (train_k_of_T.hdf5,"
             f" dev_k_of_D.hdf5, {TEST_DIR}/test_k_of_X.jsonl, k from 1 to the count in"
             f" {METADATA})",
             count=len(extra),
@@ -294,7 +294,7 @@ def _check_shards(
     reports = []
     for f in files["train"] + files["dev"]:
         shard = validate_file(f.path, shard_options, progress)
-        if renamed:
+        if renamed and declared is not None:
             _as_metadata_vocab(shard, folder, declared, options.strict)
         reports.append(shard)
     return reports
@@ -543,14 +543,15 @@ def _check_training(
         if limit is None and rows["train"]:
             limit = min(count for _, count in rows["train"])
             what = f"{limit}, the fewest rows in a train file"
-        if limit is not None and run.batch_size > limit:
+        if isinstance(limit, int) and run.batch_size > limit:  # an int when usable
             report.add(
                 "batch-size",
                 ERROR,
                 f"{folder}: --batch-size {run.batch_size} exceeds {what}: the trainer refuses it",
             )
     if run.workers is not None:
-        count = metadata.get("number_of_training_files", len(files["train"]))
+        declared_count = metadata.get("number_of_training_files")  # an int when usable
+        count = declared_count if isinstance(declared_count, int) else len(files["train"])
         if run.workers > count:
             report.add(
                 "workers",
@@ -565,7 +566,7 @@ def _check_training(
             f"{folder}: --eval but the folder has no dev files: the trainer refuses to evaluate",
         )
     vocab = metadata.get("vocab_size")
-    if run.model_vocab_size is not None and vocab is not None and vocab > run.model_vocab_size:
+    if run.model_vocab_size is not None and isinstance(vocab, int) and vocab > run.model_vocab_size:
         report.add(
             "model-vocab-size",
             ERROR,
