@@ -415,14 +415,17 @@ def test_a_task_whose_staging_folder_vanishes_stops_with_one_line(large, tmp_pat
         command(large, tmp_path / "ds", "--task", "0/2", "--workers", "2"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     root = tmp_path / ".ds.tokentype-tasks"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(root.glob(".task_0_of_2.*/.train_*.tmp")):
         time.sleep(0.01)
-    process.send_signal(signal.SIGSTOP)
+    # The whole group stops: a worker still writing would race the removal (rmtree meets a
+    # file created after it listed the folder).
+    os.killpg(process.pid, signal.SIGSTOP)
     shutil.rmtree(root)
-    process.send_signal(signal.SIGCONT)
+    os.killpg(process.pid, signal.SIGCONT)
     stderr = process.communicate(timeout=120)[1].decode()
     assert process.returncode == 1, stderr
     assert stderr.count("\n") == 1, stderr
