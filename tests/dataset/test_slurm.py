@@ -21,6 +21,8 @@ import pytest
 from tests.helpers import CODON_VOCAB, OPTIONS, RECIPES, invoke, manifest_hashes, write_pairs
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
+# Debian puts the daemons in /usr/sbin, which a job's or a CI runner's PATH may leave out.
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 
 def _free_port() -> int:
@@ -30,7 +32,7 @@ def _free_port() -> int:
 
 
 def _why_not() -> str | None:
-    missing = [name for name in DAEMONS if shutil.which(name) is None]
+    missing = [name for name in DAEMONS if shutil.which(name, path=SEARCH_PATH) is None]
     if missing:
         return (
             f"{', '.join(missing)} not installed (apt-get install slurmctld slurmd slurm-client"
@@ -69,7 +71,7 @@ def slurm(tmp_path_factory):
         f"NodeName={host} NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN\n"
         "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n"
     )
-    env = {**os.environ, "SLURM_CONF": str(conf)}
+    env = {**os.environ, "PATH": SEARCH_PATH, "SLURM_CONF": str(conf)}
     started = []
     try:
         munged = [
@@ -78,7 +80,7 @@ def slurm(tmp_path_factory):
             f"--pid-file={base}/munged.pid", f"--seed-file={base}/munged.seed",
         ]  # fmt: skip
         started.append(
-            subprocess.Popen(munged, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(munged, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )
         deadline = time.monotonic() + 20
         while not (base / "munge.sock").exists() and time.monotonic() < deadline:
