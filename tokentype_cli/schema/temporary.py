@@ -120,11 +120,19 @@ def temporary_folder(beside: str | os.PathLike) -> Iterator[Path]:
     beside = Path(beside)
     remove_stale_temporaries(beside.parent)
     path = temporary_name(beside)
-    os.mkdir(path, 0o700)
+    failed: OSError | None = None  # the folder could not be made: nothing to remove
+    # Made inside the guarded block: a signal's exception raised right after mkdir still
+    # removes it.
     try:
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as exc:
+            failed = exc
+            raise
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if failed is None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -117,11 +117,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     folder = target.parent
     remove_stale_temporaries(folder)
     temporary = temporary_name(target)
+    # Created inside the guarded block: a signal's exception raised between creating the file
+    # and entering a block that removes it would leave the temporary behind.
+    refused: ShardError | None = None  # the temporary could not be made: nothing to remove
     try:
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    except OSError as exc:
-        raise ShardError(f"{target}: cannot create a file in {folder} ({first_line(exc)})") from exc
-    try:
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            os.close(os.open(temporary, flags, 0o600))
+        except OSError as exc:
+            refused = ShardError(f"{target}: cannot create a file in {folder} ({first_line(exc)})")
+            raise refused from exc
         yield temporary
         interrupts.check()
         os.chmod(temporary, _mode_for(target))
@@ -131,7 +136,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         interrupts.check()
         os.replace(temporary, target)
     except BaseException as exc:
-        temporary.unlink(missing_ok=True)
+        if exc is not refused:
+            temporary.unlink(missing_ok=True)
         full = _no_room_error(target, exc, detail=True)
         if full is not None:
             raise full from exc
