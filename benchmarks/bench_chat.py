@@ -14,8 +14,8 @@ exchanges of Markov-chain English, see bench_tokenize.py) and runs, each in its 
 Reports conversations/s, the tokentype/floor wall-clock ratio and peak RSS (target: <= 1.3x,
 <= 250 MiB; with tiktoken, issue 20 asks <= 0.7x). Not a test: run it by hand, on a quiet machine if you can.
 
-    python benchmarks/bench_chat.py --tokenizer ../shared/conformance/tokenizer-chatml
-    python benchmarks/bench_chat.py --conversations 20000 --repeat 1
+    .venv/bin/python benchmarks/bench_chat.py --tokenizer ../shared/conformance/tokenizer-chatml
+    .venv/bin/python benchmarks/bench_chat.py --conversations 20000 --repeat 1
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ The input is bench_tokenize's Markov-chain prompt/completion JSONL (at least 200
 Peak RSS is per process: the tokentype process itself, and the largest of its worker processes
 (RUSAGE_CHILDREN, read in a wrapper around the command). Not a test: run it by hand.
 
-    python benchmarks/bench_dataset.py --tokenizer ../shared/conformance/tokenizer-gpt2
-    python benchmarks/bench_dataset.py --mb 82 --repeat 2
+    .venv/bin/python benchmarks/bench_dataset.py --tokenizer ../shared/conformance/tokenizer-gpt2
+    .venv/bin/python benchmarks/bench_dataset.py --mb 82 --repeat 2
 """
 
 from __future__ import annotations

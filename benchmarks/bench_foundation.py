@@ -4,7 +4,7 @@ Generates shards of realistic token ids (Zipf-distributed, prompt/completion/sep
 structure), then times each command in its own process and records its peak RSS, at two sizes so
 that flat memory shows. Not a test: run it by hand (`make bench`) and read the table.
 
-    python benchmarks/bench_foundation.py --tokens 100e6 --small-tokens 25e6
+    .venv/bin/python benchmarks/bench_foundation.py --tokens 100e6 --small-tokens 25e6
 """
 
 from __future__ import annotations

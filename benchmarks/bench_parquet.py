@@ -14,9 +14,9 @@ being the steadier measure on a machine shared with other work. `--rss-gb G` ins
 about G GB (no compression, row groups of --row-group-mb) and reports the peak RSS of tokenizing
 it: it must stay flat (bounded by a record batch, not the file). Not a test: run it by hand.
 
-    python benchmarks/bench_parquet.py --tokenizer ../shared/conformance/tokenizer-gpt2
-    python benchmarks/bench_parquet.py --mb 50 --repeat 3
-    python benchmarks/bench_parquet.py --rss-gb 1 --row-group-mb 100
+    .venv/bin/python benchmarks/bench_parquet.py --tokenizer ../shared/conformance/tokenizer-gpt2
+    .venv/bin/python benchmarks/bench_parquet.py --mb 50 --repeat 3
+    .venv/bin/python benchmarks/bench_parquet.py --rss-gb 1 --row-group-mb 100
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ Reports tokens/s, the tokentype/floor wall-clock ratio and peak RSS, and the tim
 tiktoken encoder (its checks and ranks) for GPT-2 and for a 150k-token byte-level BPE trained
 here once (cached in benchmarks/out). Not a test: run it by hand.
 
-    python benchmarks/bench_tokenize.py --tokenizer ../shared/conformance/tokenizer-gpt2
-    python benchmarks/bench_tokenize.py --mb 50 --small-mb 25 --repeat 3
+    .venv/bin/python benchmarks/bench_tokenize.py --tokenizer ../shared/conformance/tokenizer-gpt2
+    .venv/bin/python benchmarks/bench_tokenize.py --mb 50 --small-mb 25 --repeat 3
 """
 
 from __future__ import annotations

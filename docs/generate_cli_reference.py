@@ -34,7 +34,7 @@ def main() -> None:
     text = render()
     if "--check" in sys.argv[1:]:
         if not REFERENCE.exists() or REFERENCE.read_text() != text:
-            sys.exit(f"{REFERENCE} is out of date; run python {Path(__file__).name}")
+            sys.exit(f"{REFERENCE} is out of date; run .venv/bin/python docs/{Path(__file__).name}")
         return
     REFERENCE.write_text(text)
 

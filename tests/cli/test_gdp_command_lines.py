@@ -19,7 +19,8 @@ from tokentype_cli.tokenizer_loader import load_tokenizer
 GPT2 = CONFORMANCE / "tokenizer-gpt2"
 GT_INPUT = CONFORMANCE / "generative_tuning" / "input.jsonl"
 
-# The command lines of GDP's README (and advanced_usage.md), as written there.
+# The command lines of GDP's README (and advanced_usage.md), as written there. They are parsed,
+# never run: _as_tokentype drops GDP's `python3 -m generative_data_prep` for tokentype's CLI.
 GDP_README = [
     "python3 -m generative_data_prep pipeline --input_path=./tests/examples/generative_tuning/"
     "example_generative_tuning_data.jsonl --output_path=./tests/examples/generative_tuning/"
