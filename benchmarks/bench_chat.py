@@ -124,7 +124,7 @@ def main() -> None:
     tokenize = [
         python, "-m", "tokentype_cli", "tokenize", str(chat_path), "-o", str(OUT / "chat.h5"),
         "--tokenizer", str(args.tokenizer), "--packing", "greedy::truncate_right",
-        "--max-seq-length", "1024", "--json", "-q",
+        "--max-seq-length", "1024", "--json", "-q", "--overwrite",
     ]  # fmt: skip
     runs = {
         "tokentype (auto)": tokenize,

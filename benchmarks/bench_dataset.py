@@ -91,7 +91,7 @@ def main() -> None:
         dataset = ["--train-files", "16", "--dev-ratio", "0.1", "--shuffle"]
         folder = OUT / "dataset_dir"
         runs = {
-            "single -o": ["tokenize", str(source), "-o", str(OUT / "single.h5"), *common],
+            "single -o": ["tokenize", str(source), "-o", str(OUT / "single.h5"), "--overwrite", *common],
             "dataset, workers 1": [
                 "tokenize", str(source), "--dataset", str(folder), "--overwrite", *common,
                 *dataset, "--workers", "1",

@@ -25,14 +25,12 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tokenize import DEFAULT_TOKENIZER, markov_lines
+from bench_tokenize import DEFAULT_TOKENIZER, markov_lines, run_timed
 
 # The reference tool's own figures, as recorded by the project on the same kind of input: its
 # CPU time over tokentype's. Printed beside this run's ratio, not measured here.
@@ -79,17 +77,8 @@ print(used)
 
 def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds of the process and what it waited for, stdout)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    stdout = process.stdout.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = process.stderr.read().decode()
-    process.stdout.close()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{argv[:4]} failed:\n{stderr[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, stdout
+    wall, cpu, _, stdout = run_timed(argv, env)
+    return wall, cpu, stdout
 
 
 def main() -> None:
@@ -125,7 +114,7 @@ def main() -> None:
             "tokentype tokenize": [
                 python, "-m", "tokentype_cli", "tokenize", str(source), "-o",
                 str(work / "out.h5"), "--tokenizer", str(args.tokenizer), "--max-seq-length",
-                "1024", "--packing", "greedy::truncate_right", "-q",
+                "1024", "--packing", "greedy::truncate_right", "-q", "--overwrite",
             ],
             f"datasets recipe ({args.procs} processes)": [
                 python, "-c", RECIPE, str(source), str(work / "saved"), str(args.tokenizer),

@@ -23,32 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tokenize import DEFAULT_TOKENIZER, OUT
-
-
-def run_measured(argv: list[str]) -> tuple[float, float, float, str]:
-    """Run a command; return (wall s, CPU s, peak RSS MiB of that process, stdout). CPU time is
-    kept beside wall time: on a machine shared with other work, it is the steadier measure."""
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout = process.stdout.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    error = process.stderr.read().decode()
-    process.stdout.close()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {error}")
-    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout
-
+from bench_tokenize import run_timed as run_measured
 
 CONVERT = r"""
 import json, sys
@@ -112,6 +94,7 @@ def main() -> None:
     tokenize = [
         python, "-m", "tokentype_cli", "tokenize", "--tokenizer", str(args.tokenizer),
         "--packing", "greedy::truncate_right", "--max-seq-length", "1024", "--json", "-q",
+        "--overwrite",
     ]  # fmt: skip
     if args.rss_gb is not None:
         big = OUT / f"rss_{args.rss_gb:g}gb.parquet"

@@ -178,10 +178,13 @@ with h5py.File(out, "w") as f:
 """
 
 
-def run_measured(argv: list[str]) -> tuple[float, float, str]:
-    """Run a command; return (wall seconds, peak RSS MiB of that process, stdout)."""
+def run_timed(
+    argv: list[str], env: dict[str, str] | None = None
+) -> tuple[float, float, float, str]:
+    """Run a command; return (wall s, CPU s, peak RSS MiB of that process, stdout). CPU time is
+    kept beside wall time: on a machine shared with other work, it is the steadier measure."""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     stdout = process.stdout.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
@@ -189,8 +192,14 @@ def run_measured(argv: list[str]) -> tuple[float, float, str]:
     process.stdout.close()
     process.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {error}")
-    return elapsed, usage.ru_maxrss / 1024, stdout
+        raise SystemExit(f"{' '.join(argv[:4])} failed:\n{error[-3000:]}")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout
+
+
+def run_measured(argv: list[str]) -> tuple[float, float, str]:
+    """Run a command; return (wall seconds, peak RSS MiB of that process, stdout)."""
+    elapsed, _, rss, stdout = run_timed(argv)
+    return elapsed, rss, stdout
 
 
 def main() -> None:
@@ -251,6 +260,7 @@ def main() -> None:
             python, "-m", "tokentype_cli", "tokenize", str(source), "-o",
             str(OUT / "tokenize.h5"), "--tokenizer", str(args.tokenizer),
             "--packing", "greedy::truncate_right", "--max-seq-length", "1024", "--json", "-q",
+            "--overwrite",
         ]  # fmt: skip
         runs = {
             "tokentype (tiktoken)": [*tokentype, "--encoder", "auto"],
