@@ -111,11 +111,10 @@ def diff_command(
         # diff(1): trouble is 2, so `diff a b || echo changed` never mistakes it for a change.
         click.echo(f"Error: {exc}", err=True)
         ctx.exit(2)
-    if quiet:
-        pass
-    elif as_json:
+    # -q prints nothing (as validate -q): the exit status says whether the builds differ.
+    if as_json and not quiet:
         emit_json(result.as_dict())
-    else:
+    elif not quiet:
         click.echo(format_diff(result), nl=False)
         if result.shown:
             click.echo("")
