@@ -250,6 +250,20 @@ def test_workers_and_tasks_give_byte_identical_folders(pairs, tmp_path):
     assert not (tmp_path / ".tasks.tokentype-tasks").exists()
 
 
+def test_a_share_built_by_worker_processes_holds_only_its_recorded_files(pairs, tmp_path):
+    # Workers are handed the encoder through a file in the staging folder: it must not be
+    # published with the share (nor anything else the record does not vouch for).
+    folder = tmp_path / "ds"
+    common = ("--train-files", 4, "--dev-files", 1, "--shuffle")
+    assert build([pairs], folder, *common, "--task", "0/2", "--workers", 2).exit_code == 0
+    root = tmp_path / ".ds.tokentype-tasks"
+    record = json.loads((root / "tasks" / "task_0_of_2.json").read_text())
+    share = root / record["share"]
+    held = {str(path.relative_to(share)) for path in share.rglob("*") if path.is_file()}
+    assert held == set(record["files"])
+    assert not list(root.rglob("*.pickle"))
+
+
 def test_finish_refuses_a_missing_or_mismatched_share(pairs, tmp_path):
     folder = tmp_path / "ds"
     common = ("--train-files", 4, "--shuffle")

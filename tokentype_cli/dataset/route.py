@@ -2,9 +2,10 @@
 split's bucket: a text file of the split's lines in input order, and beside it the input line
 number of each, from which the split's order is recomputed when it is read.
 
-Memory stays bounded by the block of line numbers being routed and 32 MB of routed lines held
-for appending; reading a split in its shuffled order holds two integers per line of that one
-split. Open files stay bounded too: buckets are opened one at a time, whatever the split count.
+Memory stays bounded by the block of line numbers being routed and, above _OPEN_SPLITS splits,
+32 MB of routed lines held for appending; reading a split in its shuffled order holds two
+integers per line of that one split. Open files stay bounded too: two per split up to
+_OPEN_SPLITS splits, else one bucket at a time.
 """
 
 from __future__ import annotations
@@ -145,6 +146,13 @@ class Bucket:
                 # one split's share of the input, which the page cache holds.
                 raw = os.pread(descriptor, int(lengths[k]), int(offsets[k]))
                 yield InputLine(names[which[k]], int(line_in_input[k]), raw)
+
+    def size(self) -> int:
+        """The bytes of the split's lines (0 once removed)."""
+        try:
+            return self.text_path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def remove(self) -> None:
         self.text_path.unlink(missing_ok=True)
