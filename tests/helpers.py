@@ -4,6 +4,7 @@ in code under tmp_path (never committed as binaries)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import signal
 import subprocess
@@ -285,3 +286,20 @@ OPTIONS = (
     f"--max-seq-length 8 --packing single::drop --train-files 4 --dev-files 1 --test-files 1"
     f" --shuffle --seed 3 --model-config {CODON_MODEL_CONFIG}"
 )
+
+
+# Text for comparing encoders: scripts, code, emoji, contractions, odd spaces, special-token
+# look-alikes; and every string of up to 8 characters from " \n\ta" (the whitespace splits).
+TEXTS = [
+    "Grüße aus München, 1234567 Äpfel und 3.14159 Birnen!",
+    "日本語のテキストと中文混合，还有한국어 문장도 있습니다。",
+    "Привет, мир! Ελληνικά κείμενα — and العربية text ١٢٣",
+    "def f(x):\n    return x ** 2  # square\n\n\tif x:\r\n        pass\n" + " " * 40 + "end",
+    "emoji 😀👍🏽👨‍👩‍👧🇫🇷 and combining e\u0301 a\u0308\u0301 n\u0303",
+    "I'M sure they'll say it's DON'T-stop 'S 'll 've CamelCaseWord HTTPServer iPhone",
+    "   leading spaces\u00a0nbsp\u3000ideographic   trailing   ",
+    "aaaaaaaaaaaaaaaaaaaaaaaaa ababababababab ========---------======== ............",
+    "<|begin_of_text|> <|eot_id|> [INST] </s> <s>",
+    "path/to/file\n/usr/bin/env\r\n// comment /* c */",
+]
+RUNS = ["".join(p) for k in range(1, 9) for p in itertools.product(" \n\ta", repeat=k)]

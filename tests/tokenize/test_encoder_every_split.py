@@ -18,24 +18,11 @@ from hypothesis import strategies as st
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from tokenizers.trainers import BpeTrainer
 
+from tests.helpers import RUNS, TEXTS
 from tokentype_cli.errors import OptionError
 from tokentype_cli.tokenize.encoders import TiktokenEncoder, TokenizersEncoder, build_encoder
 from tokentype_cli.tokenize.fast_bpe import BYTE_CHARS, PATTERNS, _count_splits
 from tokentype_cli.tokenizer_loader import load_tokenizer
-
-TEXTS = [
-    "Grüße aus München, 1234567 Äpfel und 3.14159 Birnen!",
-    "日本語のテキストと中文混合，还有한국어 문장도 있습니다。",
-    "Привет, мир! Ελληνικά κείμενα — and العربية text ١٢٣",
-    "def f(x):\n    return x ** 2  # square\n\n\tif x:\r\n        pass\n" + " " * 40 + "end",
-    "emoji 😀👍🏽👨‍👩‍👧🇫🇷 and combining e\u0301 a\u0308\u0301 n\u0303",
-    "I'M sure they'll say it's DON'T-stop 'S 'll 've CamelCaseWord HTTPServer iPhone",
-    "   leading spaces\u00a0nbsp\u3000ideographic   trailing   ",
-    "aaaaaaaaaaaaaaaaaaaaaaaaa ababababababab ========---------======== ............",
-    "<|begin_of_text|> <|eot_id|> [INST] </s> <s>",
-    "path/to/file\n/usr/bin/env\r\n// comment /* c */",
-]
-RUNS = ["".join(p) for k in range(1, 9) for p in itertools.product(" \n\ta", repeat=k)]
 
 
 def spell(token: bytes) -> str:
