@@ -33,7 +33,7 @@ from tests.helpers import (
 from tokentype_cli.dataset.balance import plan_balance
 from tokentype_cli.dataset.layout import REQUIRED_METADATA, manifest_files, manifest_key
 from tokentype_cli.dataset.plan import Permutation, destinations, plan_splits
-from tokentype_cli.schema.temporary import temporary_name
+from tokentype_cli.schema.temporary import exchange, temporary_name
 
 MODEL_CONFIG = CODON_MODEL_CONFIG
 
@@ -251,8 +251,8 @@ def test_workers_and_tasks_give_byte_identical_folders(pairs, tmp_path):
 
 
 def test_a_share_built_by_worker_processes_holds_only_its_recorded_files(pairs, tmp_path):
-    # Workers are handed the encoder through a file in the staging folder: it must not be
-    # published with the share (nor anything else the record does not vouch for).
+    # Workers are handed the encoder through a temporary file: it must not be published with
+    # the share (nor anything else the record does not vouch for), nor be left behind.
     folder = tmp_path / "ds"
     common = ("--train-files", 4, "--dev-files", 1, "--shuffle")
     assert build([pairs], folder, *common, "--task", "0/2", "--workers", 2).exit_code == 0
@@ -261,7 +261,33 @@ def test_a_share_built_by_worker_processes_holds_only_its_recorded_files(pairs, 
     share = root / record["share"]
     held = {str(path.relative_to(share)) for path in share.rglob("*") if path.is_file()}
     assert held == set(record["files"])
-    assert not list(root.rglob("*.pickle"))
+    assert not [path for path in tmp_path.rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_overwrite_swaps_the_folders_so_dir_is_never_missing(pairs, tmp_path, monkeypatch):
+    # Moving the old folder aside, then the new one in, left neither at DIR for a moment: a kill
+    # there lost the old build to a temporary name the next run deletes.
+    probe = [tmp_path / "probe" / name for name in "ab"]
+    for path in probe:
+        path.mkdir(parents=True)
+    if not exchange(*probe):
+        pytest.skip(f"{tmp_path}'s filesystem (or system) cannot swap paths in one step")
+    folder = tmp_path / "ds"
+    assert build([pairs], folder, "--train-files", 2, "--seed", 1).exit_code == 0
+    before = (folder / "train_1_of_2.hdf5").read_bytes()
+    moved_away = []
+    replace = os.replace
+
+    def watched(source, target):
+        moved_away.append(Path(source) == folder)
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", watched)
+    rebuilt = build([pairs], folder, "--train-files", 2, "--seed", 2, "--overwrite")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert moved_away and not any(moved_away)
+    assert (folder / "train_1_of_2.hdf5").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_finish_refuses_a_missing_or_mismatched_share(pairs, tmp_path):

@@ -79,6 +79,7 @@ from tokentype_cli.errors import InputError, OptionError, ShardError
 from tokentype_cli.schema.names import Provenance, TokenType
 from tokentype_cli.schema.read import first_line
 from tokentype_cli.schema.temporary import (
+    exchange,
     no_room,
     remove_stale_temporaries,
     temporary_folder,
@@ -319,15 +320,18 @@ def _start_worker(tokenizer_path: Path, encoder: Path | str, parent: int) -> Non
         _WORKER["encoder"] = encoder
 
 
-def _hand_over(encoder: TextEncoder | str, stage: Path) -> Path | str:
+def _hand_over(encoder: TextEncoder | str, beside: Path, stack: contextlib.ExitStack) -> Path | str:
     """What the workers' initializer is given for `encoder`: a name as it is; an encoder pickled
-    into STAGE. Spawning writes a worker's initializer arguments down a pipe and waits until the
-    new interpreter has started, imported us and read all but the pipe's 64 KB: an encoder's
-    ranks (2 MB for GPT-2) held the parent there for 0.3 s a worker, instead of routing."""
+    into a temporary file beside BESIDE (never inside a share), removed when `stack` closes.
+
+    Spawning writes a worker's initializer arguments down a pipe and waits until the new
+    interpreter has started, imported us and read all but the pipe's 64 KB: an encoder's ranks
+    (2 MB for GPT-2) held the parent there for 0.3 s a worker, instead of routing."""
     if isinstance(encoder, str):
         return encoder
-    target = stage / "buckets" / "encoder.pickle"  # removed with the buckets
-    with atomic_path(target) as temporary, open(temporary, "wb") as handle:
+    target = temporary_name(beside)
+    stack.callback(target.unlink, missing_ok=True)  # also after a failed write
+    with open(target, "wb") as handle:
         pickle.dump(encoder, handle, protocol=pickle.HIGHEST_PROTOCOL)
     return target
 
@@ -661,7 +665,9 @@ class Build:
         workers = min(self.workers, splits)
         if workers <= 1:
             return None
-        encoder = _hand_over(self.encoder, stage)
+        # Registered before the pool, so removed after its shutdown (last in, first out): a
+        # worker slow to start may read it once the others have tokenized every split.
+        encoder = _hand_over(self.encoder, stage, stack)
         # Spawned, not forked: the parent runs threads (and the Rust tokenizer's pool), which a
         # fork would copy in whatever state they were in.
         # The workers start with Ctrl-C ignored (an ignored signal stays ignored across exec,
@@ -1147,8 +1153,17 @@ def _rename_into_place(stage: Path, folder: Path, overwrite: bool) -> None:
     if folder.exists() and not empty_folder(folder):
         if not overwrite:
             raise OptionError(f"--dataset {folder} appeared while building; pass --overwrite")
+        try:
+            swapped = exchange(stage, folder)
+        except OSError as exc:
+            raise ShardError(
+                f"{folder}: cannot move the built folder into place ({first_line(exc)})"
+            ) from exc
+        if swapped:  # the old folder is at the stage's temporary name: removed now or later
+            shutil.rmtree(stage, ignore_errors=True)
+            return
         # Named as a temporary, so a build killed between the two renames leaves nothing that
-        # the next one does not remove.
+        # the next one does not remove (but neither folder at DIR until it runs).
         old = temporary_name(folder)
         os.replace(folder, old)
     try:

@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,35 @@ def temporary_name(target: str | os.PathLike) -> Path:
     stem = target.name[:100]
     token = secrets.token_hex(4)
     return target.parent / f".{stem}.tokentype-{_HOST}-{os.getpid()}-{token}.tmp"
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Swap two existing paths in one step (Linux's renameat2 RENAME_EXCHANGE); False where the
+    system or filesystem cannot, and then nothing was changed.
+
+    Replacing a folder with another otherwise takes two renames, and a process killed between
+    them leaves neither at the target."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)  # glibc 2.28 and newer
+    if renameat2 is None:
+        return False
+    done = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # old kernel, or NFS and kin
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(first), None, os.fspath(second))
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
