@@ -30,6 +30,7 @@ from tests.helpers import (
     peak_rss,
     write_pairs,
 )
+from tokentype_cli.dataset import build as build_module
 from tokentype_cli.dataset.balance import plan_balance
 from tokentype_cli.dataset.layout import REQUIRED_METADATA, manifest_files, manifest_key
 from tokentype_cli.dataset.plan import Permutation, destinations, plan_splits
@@ -288,6 +289,36 @@ def test_overwrite_swaps_the_folders_so_dir_is_never_missing(pairs, tmp_path, mo
     assert moved_away and not any(moved_away)
     assert (folder / "train_1_of_2.hdf5").read_bytes() != before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("threads_since_import", [0, 1])
+def test_forked_and_spawned_workers_build_the_same_folder(
+    pairs, tmp_path, monkeypatch, threads_since_import
+):
+    # Workers are forked while no library has started a thread since import, else spawned
+    # (and handed the encoder through a file): both give the bytes of a one-process build.
+    if build_module._threads() is None or not sys.platform.startswith("linux"):
+        pytest.skip("workers are forked only on Linux, where /proc counts the threads")
+    common = ("--train-files", 4, "--dev-files", 2, "--shuffle", "--seed", 5)
+    one = tmp_path / "one"
+    assert build([pairs], one, *common, "--workers", 1).exit_code == 0
+    methods = []
+    choose = build_module._start_method
+    monkeypatch.setattr(
+        build_module, "_THREADS_AT_IMPORT", build_module._threads() - threads_since_import
+    )
+    monkeypatch.setattr(
+        build_module, "_start_method", lambda: methods.append(choose()) or methods[-1]
+    )
+    many = tmp_path / "many"
+    assert build([pairs], many, *common, "--workers", 2).exit_code == 0
+    assert methods == ["spawn" if threads_since_import else "fork"]
+    expected = folder_digests(one)
+    digests = folder_digests(many)
+    for digests_ in (expected, digests):
+        del digests_["sha256/files_metadata.json"]  # modified times differ
+    assert digests == expected
+    assert not [path for path in tmp_path.rglob("*") if path.name.endswith(".tmp")]
 
 
 def test_finish_refuses_a_missing_or_mismatched_share(pairs, tmp_path):

@@ -335,11 +335,10 @@ def test_workers_die_with_a_sigkilled_parent(large, tmp_path):
     )
     deadline = time.monotonic() + 60
     workers: set[int] = set()
-    while time.monotonic() < deadline and len(workers) < 2:
+    while time.monotonic() < deadline and len(workers) < 2 and process.poll() is None:
         workers = children(process.pid)
-        time.sleep(0.02)
-    time.sleep(0.5)  # initialised and waiting for work, or tokenizing
-    workers = children(process.pid)
+        time.sleep(0.005)
+    # Forked workers are ready at once, and the build takes under a second: kill it now.
     assert len(workers) >= 2, workers
     process.kill()
     process.wait()
@@ -356,7 +355,7 @@ def test_workers_die_with_a_sigkilled_parent(large, tmp_path):
 def test_a_signal_to_the_whole_process_group_is_one_line(large, tmp_path, signum):
     # Ctrl-C, `timeout` and Slurm's scancel signal the workers too, not the parent alone.
     landed = 0
-    for moment in (0.15, 0.3, 0.6):
+    for moment in (0.0, 0.1, 0.25):
         shutil.rmtree(tmp_path / "ds", ignore_errors=True)
         process = subprocess.Popen(
             command(large, tmp_path / "ds", "--workers", "2", "--overwrite"),
@@ -367,7 +366,7 @@ def test_a_signal_to_the_whole_process_group_is_one_line(large, tmp_path, signum
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(tmp_path.glob(".ds.*/parts")):
             time.sleep(0.01)
-        time.sleep(moment * 4)  # the build takes some 6 s alone on one core
+        time.sleep(moment)  # the build takes about a second: routing, then tokenizing
         if process.poll() is None:
             os.killpg(process.pid, signum)
         stderr = process.communicate(timeout=60)[1].decode()
@@ -395,11 +394,7 @@ def test_a_worker_killed_mid_build_is_one_line(large, tmp_path):
     while time.monotonic() < deadline and not list(tmp_path.glob(".ds.*/.train_*.tmp")):
         time.sleep(0.01)
     process.send_signal(signal.SIGSTOP)  # the build cannot end before the worker is gone
-    workers = [
-        pid
-        for pid in children(process.pid)
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    workers = sorted(children(process.pid))  # forked or spawned, the build's only children
     assert workers
     os.kill(workers[0], signal.SIGKILL)
     process.send_signal(signal.SIGCONT)

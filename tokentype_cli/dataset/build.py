@@ -306,13 +306,48 @@ class _WorkerState(TypedDict, total=False):
 _WORKER: _WorkerState = {}
 
 
-def _start_worker(tokenizer_path: Path, encoder: Path | str, parent: int) -> None:
-    """`encoder`: a choice name, or the file _hand_over wrote the parent's encoder to."""
+def _threads() -> int | None:
+    """This process's threads, as the kernel counts them (None where /proc cannot tell)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+# The threads a process has once our imports are done (numpy's BLAS starts its own): a fork is
+# safe while no more have been started. A library's thread pool (the tokenizers' Rust pool once
+# a batch was encoded, Arrow's readers) would be copied mid-flight, and tokenizers then prints a
+# warning on stdout in each worker.
+_THREADS_AT_IMPORT = _threads()
+
+
+def _start_method() -> str:
+    """fork where it is safe (Linux, no thread started since import), else spawn.
+
+    A forked worker starts in milliseconds with the parent's modules, tokenizer and encoder; a
+    spawned one starts an interpreter, imports numpy, h5py and the tokenizers and loads the
+    tokenizer again: 0.6 s of CPU a worker, on the cores the build needs."""
+    threads = _threads()
+    if sys.platform.startswith("linux") and threads is not None and threads == _THREADS_AT_IMPORT:
+        return "fork"
+    return "spawn"
+
+
+def _start_worker(
+    tokenizer: LoadedTokenizer | Path, encoder: TextEncoder | Path | str, parent: int
+) -> None:
+    """A forked worker is handed the parent's tokenizer and encoder; a spawned one, the
+    tokenizer's path and the encoder's name or the file _hand_over wrote it to."""
     _die_with_parent(parent)
     # Ctrl-C reaches the whole process group: the parent stops the workers and says so once,
     # rather than each worker printing a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the parent started us: kept for good
-    _WORKER["tokenizer"] = load_tokenizer(tokenizer_path)
+    # A forked worker has the CLI's handler, which would turn the SIGTERM that stops a worker
+    # into an exception the pool hands back, and the worker would live on.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _WORKER["tokenizer"] = (
+        tokenizer if isinstance(tokenizer, LoadedTokenizer) else (load_tokenizer(tokenizer))
+    )
     if isinstance(encoder, Path):
         with open(encoder, "rb") as handle:
             _WORKER["encoder"] = pickle.load(handle)
@@ -665,23 +700,28 @@ class Build:
         workers = min(self.workers, splits)
         if workers <= 1:
             return None
-        # Registered before the pool, so removed after its shutdown (last in, first out): a
-        # worker slow to start may read it once the others have tokenized every split.
-        encoder = _hand_over(self.encoder, stage, stack)
-        # Spawned, not forked: the parent runs threads (and the Rust tokenizer's pool), which a
-        # fork would copy in whatever state they were in.
-        # The workers start with Ctrl-C ignored (an ignored signal stays ignored across exec,
-        # and Python keeps it so): one reaching the process group while they import would print
-        # a KeyboardInterrupt traceback from each. The parent ignores it only while it spawns
-        # them, some milliseconds; the signal mask is no help, as the children's is cleared.
+        method = _start_method()
+        if method == "fork":
+            initargs: tuple = (self.tokenizer, self.encoder, os.getpid())
+            sys.stdout.flush()  # else what it holds would be written by each worker too
+            sys.stderr.flush()
+        else:
+            # Registered before the pool, so removed after its shutdown (last in, first out): a
+            # worker slow to start may read it once the others have tokenized every split.
+            encoder = _hand_over(self.encoder, stage, stack)
+            initargs = (self.tokenizer.path, encoder, os.getpid())
+        # The workers start with Ctrl-C ignored (an ignored signal stays ignored across fork
+        # and exec, and Python keeps it so): one reaching the process group while they start
+        # would print a KeyboardInterrupt traceback from each. The parent ignores it only
+        # while it starts them; the signal mask is no help, as the children's is cleared.
         handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             pool = stack.enter_context(
                 concurrent.futures.ProcessPoolExecutor(
                     workers,
-                    mp_context=multiprocessing.get_context("spawn"),
+                    mp_context=multiprocessing.get_context(method),
                     initializer=_start_worker,
-                    initargs=(self.tokenizer.path, encoder, os.getpid()),
+                    initargs=initargs,
                 )
             )
             stack.callback(_stop_workers, pool)
