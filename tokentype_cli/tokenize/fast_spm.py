@@ -14,8 +14,9 @@ score, leftmost first. The model built here gives each piece a score; the two ag
 - "merges": each merge joins two pieces into a piece, none of them a byte piece or the unknown
   token, no pair listed twice, and every split of every piece into two pieces listed. Then
   `tokenizers`' candidates (listed pairs) are sentencepiece's (pairs making a piece).
-- "alphabet": every character of a piece is a piece, so a character spelled as bytes (by
-  `tokenizers`) or unknown (to sentencepiece) is in no candidate of either.
+- "alphabet": no piece splits into a piece and a character that is no piece (or two such
+  characters): a character spelled as bytes (by `tokenizers`) or unknown (to sentencepiece)
+  is then in no candidate of either, nor in any piece either run makes.
 - Scores, built, not checked: `tokenizers` makes a piece T from one split only, the one its own
   run on T's characters alone ends with (`_last_merges`), by locality: if its run on a text
   reaches adjacent tokens a, b, its run on the characters of ab alone passes through [a, b] (the
@@ -205,24 +206,27 @@ def _model_proto(model: dict, fail) -> bytes:
             raise fail("merges", f"merge {rank} ({a} {b}) is listed twice")
     if len(rank_of) >= _MAX_RANK:
         raise fail("merges", f"{len(rank_of)} merges, more than a float32 score tells apart")
-    splits = sum(
-        1
-        for piece in normal
-        for cut in range(1, len(piece))
-        if piece[:cut] in normal and piece[cut:] in normal
-    )
+    # A symbol of sentencepiece's run is a piece or one character no piece is (unknown; spelled
+    # as bytes by tokenizers, which never merges those). Its candidates are the splits of
+    # pieces into two such symbols; each must be two pieces, and listed.
+    splits = 0
+    for piece in normal:
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in normal and right in normal:
+                splits += 1
+            elif (left in normal or len(left) == 1) and (right in normal or len(right) == 1):
+                unknown = left if left not in normal else right
+                raise fail(
+                    "alphabet",
+                    f"sentencepiece could join the character {unknown!r}, which is no token, into"
+                    f" {piece!r}; tokenizers spells it as bytes and never could",
+                )
     if splits != len(rank_of):
         raise fail(
             "merges",
             f"the merges list {len(rank_of)} of the {splits} splits of tokens into two tokens;"
             " sentencepiece merges any",
-        )
-    alphabet = set().union(*map(set, normal)) if normal else set()
-    missing = sorted(c for c in alphabet if c not in normal)
-    if missing:
-        raise fail(
-            "alphabet",
-            f"{len(missing)} characters of tokens are no token themselves (e.g. {missing[0]!r})",
         )
     last = _last_merges(rank_of)
     lowest = -float(len(rank_of) + 1)  # pieces no run makes: never a candidate, by locality
@@ -278,6 +282,8 @@ def _last_merges(rank_of: dict[tuple[str, str], int]) -> dict[str, int]:
 
 def _merge_parts(merges: list, fail) -> tuple[list[str], list[str]]:
     """The first and second parts of every merge ("a b" strings or [a, b] pairs)."""
+    if not merges:
+        return [], []
     if all(isinstance(m, str) for m in merges):
         flat = " ".join(merges).split(" ")
     else:
