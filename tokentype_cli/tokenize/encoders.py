@@ -1,13 +1,16 @@
-"""The encoder layer: a batch of texts to one flat id array, by `tokenizers` or by tiktoken.
+"""The encoder layer: a batch of texts to one flat id array, by `tokenizers`, tiktoken or
+sentencepiece.
 
-`build_encoder(tokenizer, "auto")` returns tiktoken's when `fast_bpe` shows it gives the same ids,
-else `tokenizers`'. Both have `encode(texts)` and `encode_with_offsets(texts)` (per-token character
-offsets in each text, for work that types text by character), either without the post-processor's
-ids (`add_special_tokens=False`, as conversations are encoded), and `for_conversations(tokenizer)`
-(the same encoder reading special tokens in text as that tokenizer does), and pickle, so worker
-processes can be handed one or build their own: building tiktoken's (checks, ranks and tiktoken's
-own set-up) takes about a third of a second for GPT-2's 50k tokens, about a second for 150k, a few
-for Llama-3's 280k merges (counting every split of every token).
+`build_encoder(tokenizer, "auto")` returns tiktoken's when `fast_bpe` shows it gives the same ids
+(byte-level BPE), sentencepiece's when `fast_spm` does (SentencePiece-style BPE with byte
+fallback), else `tokenizers`'. All have `encode(texts)` and `encode_with_offsets(texts)` (per-token
+character offsets in each text, for work that types text by character), either without the
+post-processor's ids (`add_special_tokens=False`, as conversations are encoded), and
+`for_conversations(tokenizer)` (the same encoder reading special tokens in text as that tokenizer
+does), and pickle, so worker processes can be handed one or build their own: building tiktoken's
+(checks, ranks and tiktoken's own set-up) takes about a third of a second for GPT-2's 50k tokens,
+about a second for 150k, a few for Llama-3's 280k merges (counting every split of every token);
+sentencepiece's about half a second for Llama-2's 32k pieces and 61k merges.
 """
 
 from __future__ import annotations

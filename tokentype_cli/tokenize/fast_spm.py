@@ -294,6 +294,8 @@ def _merge_parts(merges: list, fail) -> tuple[list[str], list[str]]:
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
     out = bytearray()
     while True:
         low, value = value & 0x7F, value >> 7
@@ -312,10 +314,8 @@ def _varint_field(number: int, value: int) -> bytes:
 
 
 def _piece(piece: str, score: float, kind: int) -> bytes:
-    """A ModelProto.SentencePiece: piece (1), score (2, float32), type (3)."""
+    """A ModelProto.SentencePiece: piece (field 1), score (2, float32), type (3, a small enum)."""
+    text = piece.encode("utf-8")
     return (
-        _field(1, piece.encode("utf-8"))
-        + _varint(2 << 3 | 5)
-        + struct.pack("<f", score)
-        + (_varint_field(3, kind))
+        b"\x0a" + _varint(len(text)) + text + b"\x15" + struct.pack("<f", score) + bytes((24, kind))
     )
