@@ -481,3 +481,54 @@ def test_the_summary_says_why_sentencepiece_was_not_used(tmp_path):
     assert result.exit_code == 0, result.output
     check = "merges" if importlib.util.find_spec("sentencepiece") else "sentencepiece"
     assert f"encoder tokenizers (sentencepiece not used: its {check} check failed)" in result.stderr
+
+
+PHI3_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m.role + '|>\n' + m.content + '<|end|>\n' }}{% endfor %}"
+)
+
+
+def test_conversations_take_sentencepiece_and_give_the_same_arrays_and_seams(tmp_path):
+    pytest.importorskip("sentencepiece")
+    import h5py
+
+    folder = tmp_path / "phi3"
+    folder.mkdir()
+    spec = phi3_style()
+    n = len(spec["model"]["vocab"])
+    spec["added_tokens"].append(_added(n + 4, "<|system|>", special=True))
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    config = {"eos_token": "<|end|>", "chat_template": PHI3_TEMPLATE}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    rng = random.Random(5)
+    lines = []
+    for _ in range(150):
+        messages = [
+            {"role": role, "content": "".join(rng.choices(FIXED, k=rng.randint(0, 4)))}
+            for _ in range(rng.randint(1, 3))
+            for role in ("user", "assistant")
+        ]
+        lines.append(json.dumps({"messages": messages}) + "\n")
+    source = tmp_path / "chat.jsonl"
+    source.write_text("".join(lines), encoding="utf-8")
+    runs = {}
+    for encoder in ("auto", "tokenizers"):
+        out, seams = tmp_path / f"{encoder}.h5", tmp_path / f"{encoder}.seams"
+        result = invoke(
+            "tokenize", source, "-o", out, "--tokenizer", folder, "--max-seq-length", 256,
+            "--packing", "greedy::truncate_right", "--seam-report", seams, "--encoder", encoder,
+            "--json", "-q",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        metrics = json.loads(result.stdout)
+        with h5py.File(out) as shard:
+            arrays = {name: shard[name][:] for name in ("input_ids", "token_type_ids")}
+        runs[encoder] = metrics, arrays, seams.read_text()
+    (fast, fast_arrays, fast_seams), (reference, want_arrays, want_seams) = runs.values()
+    assert (fast.pop("encoder"), reference.pop("encoder")) == ("sentencepiece", "tokenizers")
+    for name, array in fast_arrays.items():
+        np.testing.assert_array_equal(array, want_arrays[name])
+    assert fast_seams == want_seams
+    del fast["output"], reference["output"]
+    assert fast == reference
+    assert fast["tokens_by_type"]["completion"] > 0

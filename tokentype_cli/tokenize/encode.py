@@ -118,8 +118,11 @@ def encode_with_offsets(
 
 def _character_offsets(encoder: TextEncoder, texts: list[str]) -> Offsets:
     # The tokenizer's own offsets: the encoders' offsets are proven equal only where they agree
-    # on the ids, so take them from tokenizers (the reference the encoder falls back to).
-    reference = getattr(encoder, "fallback", encoder)
+    # on the ids, so take them from tokenizers (the reference the encoder falls back to), unless
+    # the encoder's offsets follow from its ids alone (sentencepiece's: piece lengths).
+    reference = encoder
+    if not getattr(encoder, "offsets_from_ids", False):
+        reference = getattr(encoder, "fallback", encoder)
     encoded = reference.encode_with_offsets(texts, add_special_tokens=False)
     assert encoded.char_start is not None and encoded.char_end is not None  # with offsets
     spans = np.stack([encoded.char_start, encoded.char_end], axis=1)

@@ -408,6 +408,10 @@ class SentencePieceEncoder:
     """
 
     name = "sentencepiece"
+    # Conversations take these offsets, not tokenizers': with the ids (proven the same) they
+    # follow from the pieces' lengths and where the "▁" was put in, as tokenizers aligns it
+    # (compared with tokenizers' in tests/tokenize/test_encoder_sentencepiece.py).
+    offsets_from_ids = True
 
     def __init__(self, plan: SentencePiecePlan, fallback: TokenizersEncoder) -> None:
         self.plan = plan
