@@ -93,13 +93,6 @@ def plan_sentencepiece(loaded: LoadedTokenizer) -> SentencePiecePlan:
 
     if loaded.word_level:
         raise fail("model", "a word-level vocabulary, not SentencePiece-style BPE")
-    try:
-        import sentencepiece
-    except ImportError as exc:
-        raise fail(
-            "sentencepiece",
-            f"sentencepiece is not installed ({exc}; pip install 'tokentype[sentencepiece]')",
-        ) from exc
     spec = loaded.take_definition()
     if spec is None or not spec_describes(spec, loaded.tokenizer):
         try:
@@ -118,6 +111,13 @@ def plan_sentencepiece(loaded: LoadedTokenizer) -> SentencePiecePlan:
     for key in ("continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
             raise fail("model", f"{key} {model[key]!r} is set")
+    try:
+        import sentencepiece
+    except ImportError as exc:
+        raise fail(
+            "sentencepiece",
+            f"sentencepiece is not installed ({exc}; pip install 'tokentype[sentencepiece]')",
+        ) from exc
 
     prefix_mode = _prefix_mode(spec.get("normalizer"), spec.get("pre_tokenizer"), fail)
     prefix, suffix, trim_offsets = fixed_post_processor(spec.get("post_processor"), fail)
