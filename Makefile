@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# `make test` also installs the test-only oracles (transformers, no torch); `make demo` does not.
+# `make test` also installs the test-only oracles (transformers, no torch) and the optional
+# sentencepiece encoder, whose tests skip without it; `make demo` does not.
 TEST_STAMP := $(VENV)/.installed-oracles
 DEMO := demo_out
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,parquet,oracles]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,parquet,oracles,sentencepiece]'
 	touch $@
 
 install: $(STAMP)

@@ -512,8 +512,10 @@ def gdp_options(command):
     type=click.Choice(ENCODERS),
     default="auto",
     help="What turns text into ids. auto: tiktoken when checks on the tokenizer show it gives"
-    " the ids of tokenizers (byte-level BPE with a GPT-2, Llama-3 or Qwen2 pre-tokenizer), else"
-    " tokenizers; tiktoken: fail naming the check that does not hold. The ids are the same.",
+    " the ids of tokenizers (byte-level BPE with a GPT-2, Llama-3 or Qwen2 pre-tokenizer),"
+    " sentencepiece when they show it does (SentencePiece-style BPE with byte_fallback: Llama-2,"
+    " Mistral v0.1-v0.3, Phi-3; with the tokentype[sentencepiece] extra), else tokenizers;"
+    " tiktoken, sentencepiece: fail naming the check that does not hold. The ids are the same.",
 )
 @click.option(
     "--log-file",
@@ -808,6 +810,9 @@ def tokenize_command(
         "token_types": None if no_types else type_shares(metrics.tokens_by_type),
     }
     declined = getattr(text_encoder, "declined", None)
+    if declined:
+        fast = getattr(text_encoder, "declined_by", None) or "tiktoken"
+        declined = f"{fast} not used: its {declined} check failed"
     summary_text = _tokenize_summary(summary, output, rejects, declined)
     if as_json:
         emit_json(summary)
@@ -964,8 +969,7 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str
         f" ({plural(m['articles'], 'article')}, {plural(m['pairs'], 'pair')})",
         "  tokens: " + ", ".join(f"{name} {count:,}" for name, count in types.items()),
         f"  packing efficiency {m['packing_efficiency']:.1%} (non-padding share of the rows)",
-        f"  encoder {m['encoder']}"
-        + (f" (tiktoken not used: its {declined} check failed)" if declined else ""),
+        f"  encoder {m['encoder']}" + (f" ({declined})" if declined else ""),
     ]
     losses = [
         ("truncated from the left", m["tokens_truncated_left"]),

@@ -1,7 +1,7 @@
 """Encode a batch's texts into one flat id array, and find the line the tokenizer refuses.
 
-Prompt and completion texts go through the encoder layer (encoders.py: tiktoken where it gives
-the tokenizer's ids). Conversations go through it too, whole and without the post-processor's
+Prompt and completion texts go through the encoder layer (encoders.py: tiktoken or sentencepiece
+where it gives the tokenizer's ids). Conversations go through it too, whole and without the post-processor's
 ids, with each token's place in its text (byte offsets summed from the ids where the vocabulary
 allows, else the tokenizer's own offsets), and each token takes its type from the characters it
 covers (chat.type_tokens), here in the encoder threads.
@@ -118,8 +118,11 @@ def encode_with_offsets(
 
 def _character_offsets(encoder: TextEncoder, texts: list[str]) -> Offsets:
     # The tokenizer's own offsets: the encoders' offsets are proven equal only where they agree
-    # on the ids, so take them from tokenizers (the reference the encoder falls back to).
-    reference = getattr(encoder, "fallback", encoder)
+    # on the ids, so take them from tokenizers (the reference the encoder falls back to), unless
+    # the encoder's offsets follow from its ids alone (sentencepiece's: piece lengths).
+    reference = encoder
+    if not getattr(encoder, "offsets_from_ids", False):
+        reference = getattr(encoder, "fallback", encoder)
     encoded = reference.encode_with_offsets(texts, add_special_tokens=False)
     assert encoded.char_start is not None and encoded.char_end is not None  # with offsets
     spans = np.stack([encoded.char_start, encoded.char_end], axis=1)

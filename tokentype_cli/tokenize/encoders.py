@@ -1,13 +1,16 @@
-"""The encoder layer: a batch of texts to one flat id array, by `tokenizers` or by tiktoken.
+"""The encoder layer: a batch of texts to one flat id array, by `tokenizers`, tiktoken or
+sentencepiece.
 
-`build_encoder(tokenizer, "auto")` returns tiktoken's when `fast_bpe` shows it gives the same ids,
-else `tokenizers`'. Both have `encode(texts)` and `encode_with_offsets(texts)` (per-token character
-offsets in each text, for work that types text by character), either without the post-processor's
-ids (`add_special_tokens=False`, as conversations are encoded), and `for_conversations(tokenizer)`
-(the same encoder reading special tokens in text as that tokenizer does), and pickle, so worker
-processes can be handed one or build their own: building tiktoken's (checks, ranks and tiktoken's
-own set-up) takes about a third of a second for GPT-2's 50k tokens, about a second for 150k, a few
-for Llama-3's 280k merges (counting every split of every token).
+`build_encoder(tokenizer, "auto")` returns tiktoken's when `fast_bpe` shows it gives the same ids
+(byte-level BPE), sentencepiece's when `fast_spm` does (SentencePiece-style BPE with byte
+fallback), else `tokenizers`'. All have `encode(texts)` and `encode_with_offsets(texts)` (per-token
+character offsets in each text, for work that types text by character), either without the
+post-processor's ids (`add_special_tokens=False`, as conversations are encoded), and
+`for_conversations(tokenizer)` (the same encoder reading special tokens in text as that tokenizer
+does), and pickle, so worker processes can be handed one or build their own: building tiktoken's
+(checks, ranks and tiktoken's own set-up) takes about a third of a second for GPT-2's 50k tokens,
+about a second for 150k, a few for Llama-3's 280k merges (counting every split of every token);
+sentencepiece's about half a second for Llama-2's 32k pieces and 61k merges.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from tokentype_cli.errors import EncoderCheckError, OptionError
 from tokentype_cli.schema.storage import DTYPE
 from tokentype_cli.tokenize.fast_bpe import MARK, AddedToken, TiktokenPlan, plan_tiktoken
+from tokentype_cli.tokenize.fast_spm import SPACE, SentencePiecePlan, plan_sentencepiece
 from tokentype_cli.tokenize.options import ENCODERS
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -78,7 +82,8 @@ class TokenizersEncoder:
     """`tokenizers` itself: the reference, for every tokenizer."""
 
     name = "tokenizers"
-    declined: str | None = None  # under auto: the fast_bpe check tiktoken failed
+    declined: str | None = None  # under auto: the check the fast encoder failed
+    declined_by: str | None = None  # and that encoder: tiktoken or sentencepiece
 
     def __init__(self, loaded: LoadedTokenizer) -> None:
         self.tokenizer = loaded.tokenizer
@@ -122,12 +127,14 @@ class TokenizersEncoder:
             "tokenizer": self.tokenizer,
             "split": self.tokenizer.encode_special_tokens,
             "declined": self.declined,
+            "declined_by": self.declined_by,
         }
 
     def __setstate__(self, state: dict) -> None:
         self.tokenizer = state["tokenizer"]
         self.tokenizer.encode_special_tokens = state["split"]
         self.declined = state["declined"]
+        self.declined_by = state.get("declined_by")
 
 
 class _Unsure(Exception):
@@ -329,29 +336,7 @@ class TiktokenEncoder:
         return char_of_byte[byte_end - size], char_of_byte[byte_end - 1] + 1
 
     def _frame(self, encoded: EncodedTexts) -> EncodedTexts:
-        """Add the post-processor's ids around every text (offsets 0, 0), as tokenizers does."""
-        before, after = self.plan.prefix, self.plan.suffix
-        if not before and not after:
-            return encoded
-        extra = len(before) + len(after)
-        length = encoded.length + extra
-        start = np.cumsum(length) - length
-        ids = np.empty(int(length.sum()), DTYPE)
-        body = np.ones(len(ids), bool)
-        for offset, token in itertools.chain(
-            enumerate(before), ((k - len(after), t) for k, t in enumerate(after))
-        ):
-            at = start + offset if offset >= 0 else start + length + offset
-            ids[at] = token
-            body[at] = False
-        ids[body] = encoded.ids
-        framed = EncodedTexts(ids, length)
-        if encoded.char_start is not None:
-            framed.char_start = np.zeros(len(ids), np.int64)
-            framed.char_end = np.zeros(len(ids), np.int64)
-            framed.char_start[body] = encoded.char_start
-            framed.char_end[body] = encoded.char_end
-        return framed
+        return _frame(encoded, self.plan.prefix, self.plan.suffix)
 
     # --- added tokens and normalization, as tokenizers does them ------------------------------
 
@@ -410,33 +395,238 @@ class TiktokenEncoder:
         return out
 
     def _split(self, sentence: str, matcher) -> list[tuple[AddedToken | None, int, int]]:
-        """AddedVocabulary::find_matches: (token or None for plain text, start, stop) in order."""
-        end = len(sentence)
-        if matcher is None or not end:
-            return [(None, 0, end)] if end else []
-        regex, by_content = matcher
-        out: list[tuple[AddedToken | None, int, int]] = []
-        done = 0
-        for found in regex.finditer(sentence):
-            start, stop = found.span()
-            token = by_content[found.group()]
-            if token.special and self.fallback.tokenizer.encode_special_tokens:
-                continue
-            if token.single_word and (_is_word(sentence, start - 1) or _is_word(sentence, stop)):
-                continue
-            if token.lstrip:
-                while start > done and sentence[start - 1] in WHITE_SPACE:
-                    start -= 1
-            if token.rstrip:
-                while stop < end and sentence[stop] in WHITE_SPACE:
-                    stop += 1
-            if done < start:
-                out.append((None, done, start))
-            out.append((token, start, stop))
-            done = stop
-        if done < end:
-            out.append((None, done, end))
-        return out
+        return _find_added(sentence, matcher, self.fallback.tokenizer.encode_special_tokens)
+
+
+class SentencePieceEncoder:
+    """Google's sentencepiece with the checks of `fast_spm` passed: the same ids, faster.
+
+    Added tokens are found here as `tokenizers` finds them; each piece of text between them gets
+    its "▁" here (sentencepiece's own dummy prefix is off) and all go to one batch call, which
+    releases the GIL while it encodes. A batch sentencepiece refuses (lone surrogates) goes to
+    `tokenizers`, as does one holding a single_word token beside a non-ASCII character.
+    """
+
+    name = "sentencepiece"
+    # Conversations take these offsets, not tokenizers': with the ids (proven the same) they
+    # follow from the pieces' lengths and where the "▁" was put in, as tokenizers aligns it
+    # (compared with tokenizers' in tests/tokenize/test_encoder_sentencepiece.py).
+    offsets_from_ids = True
+
+    def __init__(self, plan: SentencePiecePlan, fallback: TokenizersEncoder) -> None:
+        self.plan = plan
+        self.fallback = fallback
+        self._build()
+
+    def _build(self) -> None:
+        import sentencepiece
+
+        plan = self.plan
+        self.processor = sentencepiece.SentencePieceProcessor(model_proto=plan.model_proto)
+        self.matcher = _matcher(list(plan.added)) if plan.added else None
+        self.piece_bytes: np.ndarray | None = None  # built on the first offsets request
+
+    def __getstate__(self) -> dict:
+        return {"plan": self.plan, "fallback": self.fallback}
+
+    def __setstate__(self, state: dict) -> None:
+        self.plan = state["plan"]
+        self.fallback = state["fallback"]
+        self._build()
+
+    def for_conversations(self, loaded: LoadedTokenizer) -> SentencePieceEncoder:
+        if loaded.tokenizer is self.fallback.tokenizer:
+            return self
+        sibling = copy.copy(self)  # shares the processor, whose encoding is thread-safe
+        sibling.fallback = self.fallback.for_conversations(loaded)
+        return sibling
+
+    def encode(self, texts: Sequence[str], add_special_tokens: bool = True) -> EncodedTexts:
+        texts = list(texts)
+        try:
+            layout = self._layout(texts)
+            if layout is None:  # no added token in the batch: one piece of text a text
+                pieces = self._encode([self._prefixed(t, 0) for t in texts])
+            else:
+                encoded_pieces = iter(self._encode(self._prepared(texts, layout)))
+                pieces = []
+                for items in layout:
+                    ids: list[int] = []
+                    for token, _, _ in items:
+                        if token is None:
+                            ids += next(encoded_pieces)
+                        else:
+                            ids.append(token.id)
+                    pieces.append(ids)
+        except (_Unsure, UnicodeEncodeError):
+            return self.fallback.encode(texts, add_special_tokens)
+        length = np.fromiter(map(len, pieces), np.int64, len(pieces))
+        ids_ = np.fromiter(itertools.chain.from_iterable(pieces), DTYPE, int(length.sum()))
+        encoded = EncodedTexts(ids_, length)
+        return (
+            _frame(encoded, self.plan.prefix, self.plan.suffix) if add_special_tokens else encoded
+        )
+
+    def encode_with_offsets(
+        self, texts: Sequence[str], add_special_tokens: bool = True
+    ) -> EncodedTexts:
+        """The ids with character offsets, tokenizers' way: a byte piece spans its whole
+        character; the "▁" put before a piece of text counts as that piece's first character."""
+        texts = list(texts)
+        try:
+            layout = self._layout(texts) or [[(None, 0, len(t))] if t else [] for t in texts]
+            prepared = [p.replace(" ", SPACE) for p in self._prepared(texts, layout)]
+            pieces = self._encode(prepared)
+        except (_Unsure, UnicodeEncodeError):
+            return self.fallback.encode_with_offsets(texts, add_special_tokens)
+        count = np.fromiter(map(len, pieces), np.int64, len(pieces))
+        flat = np.fromiter(itertools.chain.from_iterable(pieces), np.int64, int(count.sum()))
+        # Each token's [first, last) characters in its piece of text, as the text has them.
+        size = self._piece_bytes()[flat]
+        byte_end = np.cumsum(size)
+        raw = np.frombuffer("".join(prepared).encode("utf-8"), np.uint8)
+        if len(byte_end) and byte_end[-1] != len(raw):
+            return self.fallback.encode_with_offsets(texts, add_special_tokens)
+        char_of_byte = np.cumsum((raw & 0xC0) != 0x80) - 1
+        spans = [(start, stop) for items in layout for token, start, stop in items if not token]
+        chars = np.fromiter(map(len, prepared), np.int64, len(prepared))
+        start_ = np.fromiter((s for s, _ in spans), np.int64, len(spans))
+        stop_ = np.fromiter((e for _, e in spans), np.int64, len(spans))
+        # The piece's start in the joined text, less its "▁" if one was put in, as the text's.
+        base = np.repeat(np.cumsum(chars) - chars + (chars - (stop_ - start_)), count)
+        origin = np.repeat(start_, count)
+        first = origin + np.maximum(char_of_byte[byte_end - size] - base, 0)
+        # A token of the put-in "▁" alone spans the character it stands at, as in tokenizers.
+        last = origin + np.maximum(char_of_byte[byte_end - 1] + 1 - base, 1)
+        # Added tokens in between: their own spans (with the whitespace they strip).
+        total = len(flat) + sum(1 for items in layout for token, _, _ in items if token)
+        ids = np.empty(total, DTYPE)
+        char_start = np.empty(total, np.int64)
+        char_end = np.empty(total, np.int64)
+        length = np.zeros(len(texts), np.int64)
+        at = done = piece = 0
+        for k, items in enumerate(layout):
+            for token, start, stop in items:
+                if token is not None:
+                    ids[at], char_start[at], char_end[at] = token.id, start, stop
+                    at += 1
+                    length[k] += 1
+                    continue
+                n = int(count[piece])
+                ids[at : at + n] = flat[done : done + n]
+                char_start[at : at + n] = first[done : done + n]
+                char_end[at : at + n] = last[done : done + n]
+                at += n
+                done += n
+                piece += 1
+                length[k] += n
+        encoded = EncodedTexts(ids, length, char_start, char_end)
+        return (
+            _frame(encoded, self.plan.prefix, self.plan.suffix) if add_special_tokens else encoded
+        )
+
+    def _encode(self, prepared: list[str]) -> list[list[int]]:
+        return self.processor.encode(prepared, num_threads=1) if prepared else []
+
+    def _piece_bytes(self) -> np.ndarray:
+        """Each id's UTF-8 length with spaces as "▁": the piece's, 1 for a byte piece."""
+        if self.piece_bytes is None:
+            processor = self.processor
+            size = processor.get_piece_size()
+            self.piece_bytes = np.fromiter(
+                (
+                    1 if processor.is_byte(i) else len(processor.id_to_piece(i).encode("utf-8"))
+                    for i in range(size)
+                ),
+                np.int64,
+                size,
+            )
+        return self.piece_bytes
+
+    def _layout(self, texts: list[str]) -> list[list[tuple[AddedToken | None, int, int]]] | None:
+        """Each text as its added tokens and the pieces of text between them (None for plain
+        text), with their spans; None when no added token is in the batch (the common case)."""
+        if self.matcher is None or not self.matcher[0].search("".join(texts)):
+            return None
+        split = self.fallback.tokenizer.encode_special_tokens
+        return [_find_added(text, self.matcher, split) for text in texts]
+
+    def _prepared(self, texts: list[str], layout) -> list[str]:
+        """Every piece of text between added tokens, in order, with its "▁" put in."""
+        return [
+            self._prefixed(text[start:stop], start)
+            for text, items in zip(texts, layout, strict=True)
+            for token, start, stop in items
+            if token is None
+        ]
+
+    def _prefixed(self, text: str, start: int) -> str:
+        """A piece of text, starting at `start` in its text, with the "▁" `tokenizers` puts
+        before it (spaces stay: sentencepiece makes them "▁" itself)."""
+        mode = self.plan.prefix_mode
+        if not text or mode == "never" or (mode == "first" and start):
+            return text
+        if mode != "always" and text[0] in (" ", SPACE):
+            return text
+        return SPACE + text
+
+
+def _find_added(
+    sentence: str, matcher, split_special: bool
+) -> list[tuple[AddedToken | None, int, int]]:
+    """AddedVocabulary::find_matches: (token or None for plain text, start, stop) in order;
+    `split_special`: special tokens are plain text (encode_special_tokens)."""
+    end = len(sentence)
+    if matcher is None or not end:
+        return [(None, 0, end)] if end else []
+    regex, by_content = matcher
+    out: list[tuple[AddedToken | None, int, int]] = []
+    done = 0
+    for found in regex.finditer(sentence):
+        start, stop = found.span()
+        token = by_content[found.group()]
+        if token.special and split_special:
+            continue
+        if token.single_word and (_is_word(sentence, start - 1) or _is_word(sentence, stop)):
+            continue
+        if token.lstrip:
+            while start > done and sentence[start - 1] in WHITE_SPACE:
+                start -= 1
+        if token.rstrip:
+            while stop < end and sentence[stop] in WHITE_SPACE:
+                stop += 1
+        if done < start:
+            out.append((None, done, start))
+        out.append((token, start, stop))
+        done = stop
+    if done < end:
+        out.append((None, done, end))
+    return out
+
+
+def _frame(encoded: EncodedTexts, before: tuple[int, ...], after: tuple[int, ...]) -> EncodedTexts:
+    """Add the post-processor's ids around every text (offsets 0, 0), as tokenizers does."""
+    if not before and not after:
+        return encoded
+    extra = len(before) + len(after)
+    length = encoded.length + extra
+    start = np.cumsum(length) - length
+    ids = np.empty(int(length.sum()), DTYPE)
+    body = np.ones(len(ids), bool)
+    for offset, token in itertools.chain(
+        enumerate(before), ((k - len(after), t) for k, t in enumerate(after))
+    ):
+        at = start + offset if offset >= 0 else start + length + offset
+        ids[at] = token
+        body[at] = False
+    ids[body] = encoded.ids
+    framed = EncodedTexts(ids, length)
+    if encoded.char_start is not None:
+        framed.char_start = np.zeros(len(ids), np.int64)
+        framed.char_end = np.zeros(len(ids), np.int64)
+        framed.char_start[body] = encoded.char_start
+        framed.char_end[body] = encoded.char_end
+    return framed
 
 
 def _merge_encoded(first: list[bool], chosen: EncodedTexts, rest: EncodedTexts) -> EncodedTexts:
@@ -474,9 +664,10 @@ def _is_word(sentence: str, index: int) -> bool:
 
 
 def build_encoder(tokenizer: LoadedTokenizer, choice: str = "auto") -> TextEncoder:
-    """The encoder for `choice` (auto, tokenizers or tiktoken); see the module docstring.
+    """The encoder for `choice` (auto, tokenizers, tiktoken or sentencepiece); see the module
+    docstring. auto tries sentencepiece for a BPE with byte_fallback, tiktoken for any other.
 
-    Both follow `tokenizer.tokenizer.encode_special_tokens` (special tokens in text are plain
+    All follow `tokenizer.tokenizer.encode_special_tokens` (special tokens in text are plain
     text) as it is when they encode.
     """
     if choice not in ENCODERS:
@@ -484,10 +675,20 @@ def build_encoder(tokenizer: LoadedTokenizer, choice: str = "auto") -> TextEncod
     reference = TokenizersEncoder(tokenizer)
     if choice == "tokenizers":
         return reference
+    if choice == "auto":
+        # Only one plan runs: each takes the parsed definition, which is then dropped.
+        model = getattr(tokenizer.tokenizer, "model", None)
+        choice = "sentencepiece" if getattr(model, "byte_fallback", False) else "tiktoken"
+        forced = False
+    else:
+        forced = True
     try:
+        if choice == "sentencepiece":
+            return SentencePieceEncoder(plan_sentencepiece(tokenizer), reference)
         return TiktokenEncoder(plan_tiktoken(tokenizer), reference)
     except EncoderCheckError as exc:
-        if choice == "tiktoken":
+        if forced:
             raise OptionError(str(exc)) from exc
         reference.declined = exc.check
+        reference.declined_by = choice
         return reference

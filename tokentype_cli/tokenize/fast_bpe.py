@@ -139,7 +139,7 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
     except ImportError as exc:
         raise fail("tiktoken", f"tiktoken is not installed ({exc})") from exc
     spec = loaded.take_definition()
-    if spec is None or not _describes(spec, loaded.tokenizer):
+    if spec is None or not spec_describes(spec, loaded.tokenizer):
         try:
             spec = json.loads(loaded.tokenizer.to_str())
         except Exception as exc:  # tokenizers raises plain Exception from Rust
@@ -157,9 +157,9 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
 
     pattern_name, pattern, add_prefix_space = _pre_tokenizer(spec.get("pre_tokenizer"), fail)
     nfc = _normalizer(spec.get("normalizer"), fail)
-    prefix, suffix, trim_offsets = _post_processor(spec.get("post_processor"), fail)
+    prefix, suffix, trim_offsets = fixed_post_processor(spec.get("post_processor"), fail)
     ranks, id_of_rank, missing_bytes = _ranks(model, fail)
-    added = _added_tokens(spec.get("added_tokens") or [], nfc, fail)
+    added = matched_added_tokens(spec.get("added_tokens") or [], nfc, fail)
     return TiktokenPlan(
         pattern_name=pattern_name,
         pattern=pattern,
@@ -175,7 +175,7 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
     )
 
 
-def _describes(spec: dict, tokenizer) -> bool:
+def spec_describes(spec: dict, tokenizer) -> bool:
     """Whether the loaded file's `spec` still describes `tokenizer`: added tokens, normalizer,
     pre-tokenizer, post-processor and the model's kind, size and settings all the same. (The
     tokenizers API changes a tokenizer only by replacing or adding to those; a model swapped for
@@ -247,7 +247,7 @@ def _normalizer(spec, fail) -> bool:
     raise fail("normalizer", f"{'+'.join(map(str, kinds))} (only none or NFC is mirrored)")
 
 
-def _post_processor(spec, fail) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
+def fixed_post_processor(spec, fail) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
     """(ids before each text, ids after, trim_offsets) of a post-processor adding fixed ids."""
     steps = [] if spec is None else [spec]
     if spec is not None and spec.get("type") == "Sequence":
@@ -552,7 +552,7 @@ def _not_self_encoding(u: np.ndarray, v: np.ndarray, z: np.ndarray, n: int) -> n
         bad = again
 
 
-def _added_tokens(specs: list[dict], nfc: bool, fail) -> tuple[AddedToken, ...]:
+def matched_added_tokens(specs: list[dict], nfc: bool, fail) -> tuple[AddedToken, ...]:
     normalize = None
     if nfc:
         from tokenizers import normalizers

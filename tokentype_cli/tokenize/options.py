@@ -22,7 +22,7 @@ BOUNDARIES = ("jsonl", "prompt_completion_pair")  # --packing-boundary, --attent
 OVERFLOWS = ("drop", "truncate_left", "truncate_right")
 PACKING_CHOICES = ("full", *(f"{s}::{o}" for s in ("greedy", "single") for o in OVERFLOWS))
 # --encoder: which encoder turns text into ids. Not an option of the arrays: all give the same ids.
-ENCODERS = ("auto", "tokenizers", "tiktoken")
+ENCODERS = ("auto", "tokenizers", "tiktoken", "sentencepiece")
 
 
 DEFAULT_MAX_LINE_BYTES = 8 << 20

@@ -2,8 +2,8 @@
 generative_data_prep does, plus metrics, a per-line ledger and rejected-line handling.
 
 Three stages overlap: a reader thread parses and checks lines (and renders chat conversations);
-two encoder threads each encode a batch with a Rust encoder (tiktoken where
-encoders.build_encoder shows it gives the tokenizer's ids, else tokenizers; both release the GIL)
+two encoder threads each encode a batch with a native encoder (tiktoken or sentencepiece where
+encoders.build_encoder shows it gives the tokenizer's ids, else tokenizers; all release the GIL)
 and turn its ids (and a conversation's character types) into numpy; the calling thread builds articles,
 packs rows with numpy and writes them. Batches keep their order, so the output is deterministic.
 """
@@ -69,7 +69,7 @@ class Metrics:
     """What happened to the input, for the summary and --json."""
 
     seq_len: int = 0
-    encoder: str = ""  # the encoder that ran: tokenizers or tiktoken
+    encoder: str = ""  # the encoder that ran: tokenizers, tiktoken or sentencepiece
     lines: int = 0
     lines_blank: int = 0
     lines_rejected: int = 0
@@ -263,7 +263,7 @@ def tokenize_files(
     Nothing is left at `output` (or the ledger / rejects / seam report paths) unless the whole
     run succeeds. Bad lines raise InputError unless `rejects_path` is given, where they are
     written instead.
-    `encoder` is a choice for build_encoder (auto, tokenizers, tiktoken) or a built encoder.
+    `encoder` is a choice for build_encoder (options.ENCODERS) or a built encoder.
     """
     options.check()
     inputs = expand_inputs(inputs)
@@ -374,7 +374,7 @@ def check_columns(paths: list[str], formats: list[str], options: TokenizeOptions
 def text_encoder_for(
     tokenizer: LoadedTokenizer, options: TokenizeOptions, choice: str = "auto"
 ) -> TextEncoder:
-    """The encoder of prompt and completion texts (`choice`: auto, tokenizers or tiktoken).
+    """The encoder of prompt and completion texts (`choice`: one of options.ENCODERS).
 
     With --split-special-tokens it encodes from a copy of the tokenizer whose special tokens read
     as text: the flag is the tokenizer's own, and conversations, which the encoder threads encode
