@@ -345,9 +345,9 @@ def _start_worker(
     # A forked worker has the CLI's handler, which would turn the SIGTERM that stops a worker
     # into an exception the pool hands back, and the worker would live on.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _WORKER["tokenizer"] = (
-        tokenizer if isinstance(tokenizer, LoadedTokenizer) else (load_tokenizer(tokenizer))
-    )
+    if not isinstance(tokenizer, LoadedTokenizer):
+        tokenizer = load_tokenizer(tokenizer)
+    _WORKER["tokenizer"] = tokenizer
     if isinstance(encoder, Path):
         with open(encoder, "rb") as handle:
             _WORKER["encoder"] = pickle.load(handle)
@@ -614,8 +614,8 @@ class Build:
             (stage / SPLITS_DIR).mkdir(exist_ok=True)
         tokenized = [split for split in mine if split.kind != "test"]
         with contextlib.ExitStack() as stack:
-            # Worker processes start (import, load the tokenizer, rebuild the encoder: about a
-            # second) while this process routes the lines.
+            # Worker processes start while this process routes the lines: at once when forked,
+            # in about a second when spawned (import, load the tokenizer, read the encoder).
             pool = self._start_pool(len(tokenized), stage, stack)
             return self._route_and_tokenize(stage, inputs, plan, index, count, mine, pool)
 

@@ -21,7 +21,7 @@ import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, Self, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from tokentype_cli.tokenize.fast_bpe import MARK, AddedToken, TiktokenPlan, plan
 from tokentype_cli.tokenize.fast_spm import SPACE, SentencePiecePlan, plan_sentencepiece
 from tokentype_cli.tokenize.options import ENCODERS
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
+
+PlanT = TypeVar("PlanT")
 
 # `tokenizers` strips these around lstrip/rstrip tokens: Rust's \s, Unicode White_Space.
 WHITE_SPACE = frozenset(
@@ -141,7 +143,36 @@ class _Unsure(Exception):
     """The fast path cannot settle this batch exactly; `tokenizers` encodes it."""
 
 
-class TiktokenEncoder:
+class _Proven(Generic[PlanT]):
+    """A fast encoder whose checks passed, with `tokenizers` for what it cannot settle. It
+    pickles as its plan (plain data), and is rebuilt from it in a worker process."""
+
+    def __init__(self, plan: PlanT, fallback: TokenizersEncoder) -> None:
+        self.plan = plan
+        self.fallback = fallback
+        self._build()
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        return {"plan": self.plan, "fallback": self.fallback}
+
+    def __setstate__(self, state: dict) -> None:
+        self.plan = state["plan"]
+        self.fallback = state["fallback"]
+        self._build()
+
+    def for_conversations(self, loaded: LoadedTokenizer) -> Self:
+        if loaded.tokenizer is self.fallback.tokenizer:
+            return self
+        # Shares the fast encoder (tiktoken's Encoding, sentencepiece's processor): thread-safe.
+        sibling = copy.copy(self)
+        sibling.fallback = self.fallback.for_conversations(loaded)
+        return sibling
+
+
+class TiktokenEncoder(_Proven[TiktokenPlan]):
     """tiktoken with the checks of `fast_bpe` passed: the same ids, faster.
 
     A batch becomes one string, its texts joined by a separator tiktoken treats as a special
@@ -153,11 +184,6 @@ class TiktokenEncoder:
     """
 
     name = "tiktoken"
-
-    def __init__(self, plan: TiktokenPlan, fallback: TokenizersEncoder) -> None:
-        self.plan = plan
-        self.fallback = fallback
-        self._build()
 
     def _build(self) -> None:
         import tiktoken
@@ -208,21 +234,6 @@ class TiktokenEncoder:
             regex, by_content = everything
             markers = {c: _marker(self.index_of[t.id]) for c, t in by_content.items()}
             self.substitute = functools.partial(regex.sub, lambda m: markers[m.group()])
-
-    def __getstate__(self) -> dict:
-        return {"plan": self.plan, "fallback": self.fallback}
-
-    def __setstate__(self, state: dict) -> None:
-        self.plan = state["plan"]
-        self.fallback = state["fallback"]
-        self._build()
-
-    def for_conversations(self, loaded: LoadedTokenizer) -> TiktokenEncoder:
-        if loaded.tokenizer is self.fallback.tokenizer:
-            return self
-        sibling = copy.copy(self)  # shares the tiktoken Encoding, which is thread-safe
-        sibling.fallback = self.fallback.for_conversations(loaded)
-        return sibling
 
     def encode(self, texts: Sequence[str], add_special_tokens: bool = True) -> EncodedTexts:
         texts = list(texts)
@@ -398,7 +409,7 @@ class TiktokenEncoder:
         return _find_added(sentence, matcher, self.fallback.tokenizer.encode_special_tokens)
 
 
-class SentencePieceEncoder:
+class SentencePieceEncoder(_Proven[SentencePiecePlan]):
     """Google's sentencepiece with the checks of `fast_spm` passed: the same ids, faster.
 
     Added tokens are found here as `tokenizers` finds them; each piece of text between them gets
@@ -413,11 +424,6 @@ class SentencePieceEncoder:
     # (compared with tokenizers' in tests/tokenize/test_encoder_sentencepiece.py).
     offsets_from_ids = True
 
-    def __init__(self, plan: SentencePiecePlan, fallback: TokenizersEncoder) -> None:
-        self.plan = plan
-        self.fallback = fallback
-        self._build()
-
     def _build(self) -> None:
         import sentencepiece
 
@@ -425,21 +431,6 @@ class SentencePieceEncoder:
         self.processor = sentencepiece.SentencePieceProcessor(model_proto=plan.model_proto)
         self.matcher = _matcher(list(plan.added)) if plan.added else None
         self.piece_bytes: np.ndarray | None = None  # built on the first offsets request
-
-    def __getstate__(self) -> dict:
-        return {"plan": self.plan, "fallback": self.fallback}
-
-    def __setstate__(self, state: dict) -> None:
-        self.plan = state["plan"]
-        self.fallback = state["fallback"]
-        self._build()
-
-    def for_conversations(self, loaded: LoadedTokenizer) -> SentencePieceEncoder:
-        if loaded.tokenizer is self.fallback.tokenizer:
-            return self
-        sibling = copy.copy(self)  # shares the processor, whose encoding is thread-safe
-        sibling.fallback = self.fallback.for_conversations(loaded)
-        return sibling
 
     def encode(self, texts: Sequence[str], add_special_tokens: bool = True) -> EncodedTexts:
         texts = list(texts)

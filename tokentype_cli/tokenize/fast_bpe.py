@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import json
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,29 +122,46 @@ class TiktokenPlan:
     missing_bytes: tuple[int, ...] = ()
 
 
-def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
-    """Check that tiktoken gives `loaded`'s ids and return its plan, else raise EncoderCheckError."""
+Failure = Callable[[str, str], EncoderCheckError]
+
+
+def check_failure(loaded: LoadedTokenizer, encoder: str) -> Failure:
+    """`fail(check, detail)`: the error a fast encoder's failed check raises, naming the check
+    (which `auto` reports as what it declined) and the way out."""
     where = str(loaded.path)
 
     def fail(check: str, detail: str) -> EncoderCheckError:
         return EncoderCheckError(
-            f"{where}: tiktoken cannot be shown to give this tokenizer's ids; the {check} check"
+            f"{where}: {encoder} cannot be shown to give this tokenizer's ids; the {check} check"
             f" failed: {detail}; use --encoder tokenizers (or auto, which falls back to it)",
             check,
         )
 
-    if loaded.word_level:
-        raise fail("model", "a word-level vocabulary, not byte-level BPE")
-    try:
-        import tiktoken  # noqa: F401
-    except ImportError as exc:
-        raise fail("tiktoken", f"tiktoken is not installed ({exc})") from exc
+    return fail
+
+
+def definition(loaded: LoadedTokenizer, fail: Failure) -> dict:
+    """The tokenizer.json the checks read: as loaded, or as the tokenizer serialises itself
+    where the file does not describe it (added tokens, a converted vocabulary)."""
     spec = loaded.take_definition()
     if spec is None or not spec_describes(spec, loaded.tokenizer):
         try:
             spec = json.loads(loaded.tokenizer.to_str())
         except Exception as exc:  # tokenizers raises plain Exception from Rust
             raise fail("model", f"cannot read the tokenizer's definition ({exc})") from exc
+    return spec
+
+
+def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
+    """Check that tiktoken gives `loaded`'s ids and return its plan, else raise EncoderCheckError."""
+    fail = check_failure(loaded, "tiktoken")
+    if loaded.word_level:
+        raise fail("model", "a word-level vocabulary, not byte-level BPE")
+    try:
+        import tiktoken  # noqa: F401
+    except ImportError as exc:
+        raise fail("tiktoken", f"tiktoken is not installed ({exc})") from exc
+    spec = definition(loaded, fail)
     model = spec.get("model") or {}
     if model.get("type") != "BPE":
         raise fail("model", f"a {model.get('type')} model, not byte-level BPE")

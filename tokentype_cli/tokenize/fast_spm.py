@@ -40,16 +40,16 @@ protobuf package, which sentencepiece does not need at run time.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass, field
 
-from tokentype_cli.errors import EncoderCheckError
 from tokentype_cli.tokenize.fast_bpe import (
     AddedToken,
+    Failure,
+    check_failure,
+    definition,
     fixed_post_processor,
     matched_added_tokens,
-    spec_describes,
 )
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -82,23 +82,10 @@ class SentencePiecePlan:
 def plan_sentencepiece(loaded: LoadedTokenizer) -> SentencePiecePlan:
     """Check that sentencepiece gives `loaded`'s ids and return its plan, else raise
     EncoderCheckError."""
-    where = str(loaded.path)
-
-    def fail(check: str, detail: str) -> EncoderCheckError:
-        return EncoderCheckError(
-            f"{where}: sentencepiece cannot be shown to give this tokenizer's ids; the {check}"
-            f" check failed: {detail}; use --encoder tokenizers (or auto, which falls back to it)",
-            check,
-        )
-
+    fail = check_failure(loaded, "sentencepiece")
     if loaded.word_level:
         raise fail("model", "a word-level vocabulary, not SentencePiece-style BPE")
-    spec = loaded.take_definition()
-    if spec is None or not spec_describes(spec, loaded.tokenizer):
-        try:
-            spec = json.loads(loaded.tokenizer.to_str())
-        except Exception as exc:  # tokenizers raises plain Exception from Rust
-            raise fail("model", f"cannot read the tokenizer's definition ({exc})") from exc
+    spec = definition(loaded, fail)
     model = spec.get("model") or {}
     if model.get("type") != "BPE":
         raise fail("model", f"a {model.get('type')} model, not BPE")
@@ -135,7 +122,7 @@ def plan_sentencepiece(loaded: LoadedTokenizer) -> SentencePiecePlan:
     return SentencePiecePlan(proto, prefix_mode, added, prefix, suffix)
 
 
-def _prefix_mode(normalizer, pre_tokenizer, fail) -> str:
+def _prefix_mode(normalizer, pre_tokenizer, fail: Failure) -> str:
     """Where `tokenizers` puts "▁" before text (see PREFIX_MODES); anything else is refused."""
     if normalizer is not None:
         steps = normalizer.get("normalizers") if normalizer.get("type") == "Sequence" else None
@@ -170,7 +157,7 @@ def _prefix_mode(normalizer, pre_tokenizer, fail) -> str:
     return modes[scheme]
 
 
-def _model_proto(model: dict, fail) -> bytes:
+def _model_proto(model: dict, fail: Failure) -> bytes:
     """The sentencepiece ModelProto of a BPE model whose checks hold (see the module docstring)."""
     vocab: dict[str, int] = model.get("vocab") or {}
     pieces: list[str | None] = [None] * len(vocab)
@@ -280,7 +267,7 @@ def _last_merges(rank_of: dict[tuple[str, str], int]) -> dict[str, int]:
     return last
 
 
-def _merge_parts(merges: list, fail) -> tuple[list[str], list[str]]:
+def _merge_parts(merges: list, fail: Failure) -> tuple[list[str], list[str]]:
     """The first and second parts of every merge ("a b" strings or [a, b] pairs)."""
     if not merges:
         return [], []
