@@ -152,6 +152,19 @@ def definition(loaded: LoadedTokenizer, fail: Failure) -> dict:
     return spec
 
 
+def bpe_model(spec: dict, fail: Failure, kind: str) -> dict:
+    """The definition's model, checked to be a plain BPE (`kind` names what was wanted)."""
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE":
+        raise fail("model", f"a {model.get('type')} model, not {kind}")
+    if model.get("dropout") not in (None, 0, 0.0):
+        raise fail("model", f"BPE dropout {model['dropout']} makes the ids random")
+    for key in ("continuing_subword_prefix", "end_of_word_suffix"):
+        if model.get(key):
+            raise fail("model", f"{key} {model[key]!r} is set")
+    return model
+
+
 def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
     """Check that tiktoken gives `loaded`'s ids and return its plan, else raise EncoderCheckError."""
     fail = check_failure(loaded, "tiktoken")
@@ -162,16 +175,9 @@ def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
     except ImportError as exc:
         raise fail("tiktoken", f"tiktoken is not installed ({exc})") from exc
     spec = definition(loaded, fail)
-    model = spec.get("model") or {}
-    if model.get("type") != "BPE":
-        raise fail("model", f"a {model.get('type')} model, not byte-level BPE")
-    if model.get("dropout") not in (None, 0, 0.0):
-        raise fail("model", f"BPE dropout {model['dropout']} makes the ids random")
+    model = bpe_model(spec, fail, "byte-level BPE")
     if model.get("byte_fallback"):
         raise fail("model", "byte_fallback is set (a SentencePiece-style BPE, not byte-level)")
-    for key in ("continuing_subword_prefix", "end_of_word_suffix"):
-        if model.get(key):
-            raise fail("model", f"{key} {model[key]!r} is set")
 
     pattern_name, pattern, add_prefix_space = _pre_tokenizer(spec.get("pre_tokenizer"), fail)
     nfc = _normalizer(spec.get("normalizer"), fail)

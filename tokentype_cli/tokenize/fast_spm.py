@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from tokentype_cli.tokenize.fast_bpe import (
     AddedToken,
     Failure,
+    bpe_model,
     check_failure,
     definition,
     fixed_post_processor,
@@ -86,18 +87,11 @@ def plan_sentencepiece(loaded: LoadedTokenizer) -> SentencePiecePlan:
     if loaded.word_level:
         raise fail("model", "a word-level vocabulary, not SentencePiece-style BPE")
     spec = definition(loaded, fail)
-    model = spec.get("model") or {}
-    if model.get("type") != "BPE":
-        raise fail("model", f"a {model.get('type')} model, not BPE")
+    model = bpe_model(spec, fail, "BPE")
     if not model.get("byte_fallback"):
         raise fail("model", "byte_fallback is not set (not a SentencePiece-style BPE)")
-    if model.get("dropout") not in (None, 0, 0.0):
-        raise fail("model", f"BPE dropout {model['dropout']} makes the ids random")
     if model.get("ignore_merges"):
         raise fail("model", "ignore_merges is set (a text that is a token is taken whole)")
-    for key in ("continuing_subword_prefix", "end_of_word_suffix"):
-        if model.get(key):
-            raise fail("model", f"{key} {model[key]!r} is set")
     try:
         import sentencepiece
     except ImportError as exc:
