@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # `make test` also installs the test-only oracles (transformers, no torch) and the optional
 # sentencepiece encoder, whose tests skip without it; `make demo` does not.
 TEST_STAMP := $(VENV)/.installed-oracles
+# Wheels whose tokenizer files the tests convert (Llama-3/4's tiktoken files, Mistral's tekken):
+# downloaded, never installed, as installing them would move numpy in the test environment.
+ORACLE_WHEELS := $(VENV)/oracle-wheels
 DEMO := demo_out
 
 .PHONY: install demo test lint format bench bench-full clean
@@ -21,6 +24,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,parquet,oracles,sentencepiece]'
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(ORACLE_WHEELS) \
+		'llama-models>=0.3' 'mistral_common>=1.5'
 	touch $@
 
 install: $(STAMP)
@@ -30,7 +35,8 @@ install: $(STAMP)
 # test collected) fails with a sentence saying so: a run that tested nothing must not pass.
 PYTEST_ARGS ?=
 test: $(TEST_STAMP)
-	@status=0; $(BIN)/python -m pytest -q -n auto --dist worksteal $(PYTEST_ARGS) || status=$$?; \
+	@status=0; TOKENTYPE_ORACLE_WHEELS=$(ORACLE_WHEELS) \
+		$(BIN)/python -m pytest -q -n auto --dist worksteal $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then \
 		echo "make test: pytest collected no tests (exit 5); check testpaths and PYTEST_ARGS" >&2; \
 	fi; \
