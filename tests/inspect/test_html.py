@@ -337,6 +337,86 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     }
 
 
+def padding_only(path: Path) -> None:
+    """A shard whose first row is all padding, for a finding in the findings table."""
+    ids, types = synthetic(8, 64)
+    ids[0], types[0] = 69, 2
+    write_shard(path, ids, types)
+
+
+# The report in frames as wide as a laptop, a half-screen window and a phone; for each, how wide
+# its page is against the frame's width less the scrollbar.
+NARROW = """<!doctype html><html><body><pre id="result">pending</pre>FRAMES
+<script>
+var out = {}, left = WIDTHS.length;
+WIDTHS.forEach(function (width) {
+  document.getElementById("w" + width).addEventListener("load", function () {
+    var page = this.contentDocument.documentElement;
+    out[width] = [page.scrollWidth, page.clientWidth];
+    if (--left === 0) document.getElementById("result").textContent = JSON.stringify(out);
+  });
+});
+</script></body></html>
+"""
+
+
+def chromium_dom(page: Path, profile: Path) -> str:
+    """What headless Chromium's DOM is once `page` (a file reading file:// frames) has run."""
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={profile}", "--allow-file-access-from-files",
+        "--virtual-time-budget=5000", "--dump-dom", page.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    shutil.rmtree(profile, ignore_errors=True)
+    found = re.search(r'<pre id="result">([^<]*)</pre>', done.stdout)
+    assert found and found.group(1) != "pending", done.stderr[-2000:]
+    return found.group(1).replace("&quot;", '"')
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason=f"no headless Chromium on PATH (looked for {', '.join(BROWSERS)}); install one,"
+    " e.g. `apt-get install chromium` on Debian or Ubuntu",
+)
+def test_the_page_fits_narrow_windows_without_scrolling_sideways(tmp_path):
+    # What made pages wider than the window: a long path in a sentence (the ledger's, beside the
+    # folder), the findings table's six columns, long metadata keys and values.
+    deep = tmp_path / ("a_rather_long_folder_name_for_training_data_" * 3) / "and_one_more_level"
+    deep.mkdir(parents=True)
+    root = write_dataset(deep / "ds", files=4, rows=8, seq_len=64)
+    next(root.glob("*.ledger.jsonl")).rename(deep / "ds.ledger.jsonl")
+    with open(root / "metadata.yaml", "a") as handle:
+        handle.write(f"a_long_key_of_the_kind_gdp_writes_dev_tokens_dropped: {'x' * 120}\n")
+    padding_only(root / "train_1_of_3.hdf5")
+    text, page = report(root, "--tokenizer", CODON_VOCAB)
+    assert page.checks and "ds.ledger.jsonl" in text  # a findings table and the ledger's path
+    widths = [1280, 700, 375]
+    frames = "".join(
+        f'<iframe id="w{w}" src="{(root / "r.html").as_uri()}" style="width:{w}px;height:900px">'
+        "</iframe>"
+        for w in widths
+    )
+    wrapper = tmp_path / "narrow.html"
+    wrapper.write_text(NARROW.replace("FRAMES", frames).replace("WIDTHS", json.dumps(widths)))
+    measured = json.loads(chromium_dom(wrapper, tmp_path / "chromium-profile"))
+    assert {w: scroll <= client for w, (scroll, client) in measured.items()} == {
+        str(w): True for w in widths
+    }, measured
+
+
+def test_every_table_scrolls_in_a_box_of_its_own(tmp_path):
+    """Where no browser runs: a table wider than a phone scrolls inside its box, not the page."""
+    root = write_dataset(tmp_path / "ds", files=4, rows=8, seq_len=64)
+    padding_only(root / "train_1_of_3.hdf5")
+    text, page = report(root)
+    assert page.checks  # the findings table is there too
+    assert text.count("<table") == text.count('<div class="scroll"><table') == 4
+    assert ".scroll{overflow-x:auto}" in text
+    assert "overflow-wrap:anywhere" in text.split("body{")[1].split("}")[0]
+
+
 def test_collapsed_padding_and_a_shard_without_types(tmp_path):
     path = write_shard(tmp_path / "p.h5", [[9, 10, 2] + [69] * 12], [[0, 1, 3] + [2] * 12])
     text, _ = report(path, "--tokenizer", CODON_VOCAB)

@@ -492,3 +492,40 @@ def test_an_alpaca_row_of_the_wrong_type_names_the_column(tmp_path):
     pq.write_table(table, tmp_path / "in.parquet")
     result = tokenize(tmp_path / "in.parquet", tmp_path / "out.h5", CODON_VOCAB)
     assert_one_line_error(result, 1, "in.parquet:0: column 'output' is int, not a string")
+
+
+# --- summaries count rows -------------------------------------------------------------------------
+
+
+def test_summaries_count_a_parquet_inputs_rows_and_a_jsonl_inputs_lines(tmp_path):
+    rows = [*PAIRS, {"prompt": "GAA", "completion": None}]  # the last: a bad row
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), source)
+    text = write_jsonl(tmp_path / "in.jsonl", pa.Table.from_pylist(rows))
+    for path, one, many in ((source, "row", "rows"), (text, "line", "lines")):
+        result = invoke(
+            "tokenize", path, "-o", tmp_path / f"{path.suffix[1:]}.h5", "--tokenizer", CODON_VOCAB,
+            "--max-seq-length", 64, "--skip-bad-lines", tmp_path / f"{path.suffix[1:]}.bad",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        source_count = f"from 6 input {many}" if one == "row" else "from 6 lines"
+        assert source_count in result.stderr
+        assert f"  1 {one} put no token in the output" in result.stderr  # the prompt-only one
+        assert f"  1 bad {one} written to" in result.stderr
+        other = "line" if one == "row" else " row"
+        assert f"bad {other}" not in result.stderr and f"{other} put no" not in result.stderr
+    # JSON keeps its field names whatever the input.
+    done = tokenize(source, tmp_path / "json.h5", CODON_VOCAB, "--skip-bad-lines", tmp_path / "j")
+    assert json.loads(done.stdout)["lines"] == 6
+
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"prompt": ["GAA", "GGC"], "completion": [None, None]}), bad)
+    failed = tokenize(bad, tmp_path / "none.h5", CODON_VOCAB, "--skip-bad-lines", tmp_path / "b")
+    assert_one_line_error(failed, 1, "no rows to write: every one of the 2 rows was rejected")
+
+    folder = tmp_path / "folder"
+    made = build([source], folder, "--train-files", 1, "--dev-files", 0, "--test-files", 1)
+    assert made.exit_code == 0, made.output
+    assert f"{folder}: 6 rows into 1 train, 0 dev and 1 test files" in made.stderr
+    few = build([source], tmp_path / "few", "--train-files", 9, "--test-files", 0)
+    assert_one_line_error(few, 2, "6 rows for 9 splits", "every split needs a row")

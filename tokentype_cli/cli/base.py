@@ -475,9 +475,11 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def plural(count: int, noun: str) -> str:
-    """`1 row`, `2,048 rows`."""
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 row`, `2,048 rows`; `nouns` for a plural that is not the noun and an s."""
+    if count == 1:
+        return f"{count:,} {noun}"
+    return f"{count:,} {nouns or noun + 's'}"
 
 
 def message(text: str, quiet: bool = False) -> None:

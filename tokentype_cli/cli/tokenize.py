@@ -658,9 +658,10 @@ def tokenize_command(
         tokentype tokenize hub-clone/ --dataset sft/ --tokenizer qwen/ --role-map bot=assistant
     """
     from tokentype_cli.loss import type_shares
-    from tokentype_cli.tokenize.options import TokenizeOptions
+    from tokentype_cli.tokenize.options import TokenizeOptions, input_units
     from tokentype_cli.tokenize.pipeline import text_encoder_for, tokenize_files
-    from tokentype_cli.tokenize.read import input_size
+    from tokentype_cli.tokenize.read import expand_inputs, input_size
+    from tokentype_cli.tokenize.read import input_format as format_of
 
     options = TokenizeOptions(
         seq_len=max_seq_length,
@@ -813,7 +814,9 @@ def tokenize_command(
     if declined:
         fast = getattr(text_encoder, "declined_by", None) or "tiktoken"
         declined = f"{fast} not used: its {declined} check failed"
-    summary_text = _tokenize_summary(summary, output, rejects, declined)
+    # The folders again, as tokenize_files read them: a Hub folder's files are its rows' format.
+    units = input_units([format_of(path, options.input_format) for path in expand_inputs(paths)])
+    summary_text = _tokenize_summary(summary, output, rejects, declined, units)
     if as_json:
         emit_json(summary)
     elif not quiet:
@@ -947,7 +950,7 @@ def _dataset_summary(report) -> str:
             " run --finish once every task is done"
         )
     lines = [
-        f"{report.folder}: {plural(report.lines, 'line')} into {plan.train} train,"
+        f"{report.folder}: {plural(report.lines, *report.units)} into {plan.train} train,"
         f" {plan.dev} dev and {plan.test} test files"
     ]
     for kind, metrics in report.metrics.items():
@@ -961,11 +964,21 @@ def _dataset_summary(report) -> str:
     return "\n".join(lines)
 
 
-def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str | None) -> str:
+def _tokenize_summary(
+    m: dict,
+    output: Path,
+    rejects: Path | None,
+    declined: str | None,
+    units: tuple[str, str] = ("line", "lines"),
+) -> str:
+    """`units`: an input record and many (options.input_units); "input" before rows, as the
+    shard's rows are counted on the same line."""
+    one, many = units
+    source = (f"input {one}", f"input {many}") if one == "row" else units
     types = m["tokens_by_type"]
     lines = [
         f"{output}: {plural(m['rows'], 'row')} x {m['max_seq_length']:,} tokens"
-        f" from {plural(m['lines'], 'line')}"
+        f" from {plural(m['lines'], *source)}"
         f" ({plural(m['articles'], 'article')}, {plural(m['pairs'], 'pair')})",
         "  tokens: " + ", ".join(f"{name} {count:,}" for name, count in types.items()),
         f"  packing efficiency {m['packing_efficiency']:.1%} (non-padding share of the rows)",
@@ -992,7 +1005,7 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str
         )
     if m["lines_dropped"]:
         lines.append(
-            f"  {plural(m['lines_dropped'], 'line')} put no token in the output (blank, prompt"
+            f"  {plural(m['lines_dropped'], one, many)} put no token in the output (blank, prompt"
             " only, or every article dropped; --ledger says which and why)"
         )
     if m["articles_prompt_cut_away"]:
@@ -1003,7 +1016,7 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str
         )
     if m["special_tokens_in_text"]:
         lines.append(
-            f"  warning: {plural(m['special_tokens_in_text'], 'line')} write a special token in"
+            f"  warning: {plural(m['special_tokens_in_text'], one, many)} write a special token in"
             f" their text (first: {m['special_tokens_first']}), which became that token;"
             " --split-special-tokens encodes it as plain text"
         )
@@ -1025,5 +1038,6 @@ def _tokenize_summary(m: dict, output: Path, rejects: Path | None, declined: str
             f" {plural(m['reasoning_tokens'], 'learned token')} of reasoning"
         )
     if m["lines_rejected"]:
-        lines.append(f"  {plural(m['lines_rejected'], 'bad line')} written to {rejects}")
+        bad = plural(m["lines_rejected"], f"bad {one}", f"bad {many}")
+        lines.append(f"  {bad} written to {rejects}")
     return "\n".join(lines)

@@ -87,7 +87,7 @@ from tokentype_cli.schema.temporary import (
 )
 from tokentype_cli.schema.write import atomic_path
 from tokentype_cli.tokenize.encoders import TextEncoder
-from tokentype_cli.tokenize.options import COLUMNAR, TokenizeOptions
+from tokentype_cli.tokenize.options import COLUMNAR, TokenizeOptions, input_units
 from tokentype_cli.tokenize.pipeline import (
     Metrics,
     check_columns,
@@ -130,6 +130,7 @@ class DatasetReport:
     files: dict[str, int] = field(default_factory=dict)  # file name -> rows (after balancing)
     metrics: dict[str, Metrics] = field(default_factory=dict)  # "train", "dev"
     metadata: dict[str, object] = field(default_factory=dict)
+    units: tuple[str, str] = ("line", "lines")  # an input record and many (options.input_units)
 
 
 # --- the staging folder ---------------------------------------------------------------------
@@ -408,7 +409,7 @@ def tokenize_split(
         job.stage / name,
         tokenizer,
         job.options,
-        describe=f"{name} (lines of {', '.join(job.inputs.names)})",
+        describe=f"{name} ({input_units([job.inputs.fmt])[1]} of {', '.join(job.inputs.names)})",
         provenance=job.provenance,
         ledger_path=parts / f"{name}.ledger.jsonl" if job.ledger else None,
         rejects_path=parts / f"{name}.rejects" if job.rejects else None,
@@ -594,7 +595,7 @@ class Build:
             inputs.bytes_read, d.train_files, d.dev_files, d.test_files, d.dev_ratio, d.test_ratio,
             accept_zero=d.accept_zero_splits,
         )  # fmt: skip
-        check_enough_lines(plan, inputs.total_lines, ", ".join(names))
+        check_enough_lines(plan, inputs.total_lines, ", ".join(names), input_units([inputs.fmt]))
         return inputs, plan
 
     def _fingerprint(self, inputs: InputSet, plan: SplitPlan) -> dict[str, object]:
@@ -629,7 +630,10 @@ class Build:
         mine: list[Split],
         pool: concurrent.futures.ProcessPoolExecutor | None,
     ) -> tuple[DatasetReport, dict]:
-        self.progress(f"routing {inputs.total_lines:,} lines to {len(mine)} of {plan.total} splits")
+        many = input_units([inputs.fmt])[1]
+        self.progress(
+            f"routing {inputs.total_lines:,} {many} to {len(mine)} of {plan.total} splits"
+        )
         buckets = route(
             inputs,
             plan,
@@ -671,7 +675,9 @@ class Build:
         ]
         self._tokenize(jobs, pool)
         shutil.rmtree(stage / "buckets")
+        units = input_units([inputs.fmt])
         report = DatasetReport(self.folder, (index, count), False, plan, inputs.total_lines)
+        report.units = units
         for job in jobs:
             report.files[job.split.file_name()] = self._metrics(stage, job.split).rows
         if self.task is not None:  # a one-process build's finish reads its own files unchecked
@@ -867,7 +873,9 @@ class Build:
 
         place = os.replace if private else shutil.copyfile
         config_path, model_type = self._model_config, self._model_type
-        report = DatasetReport(self.folder, None, True, plan, inputs.total_lines)
+        report = DatasetReport(
+            self.folder, None, True, plan, inputs.total_lines, units=input_units([inputs.fmt])
+        )
         moves: dict[str, list[balancing.Move]] = {}
         max_batch: dict[str, int | None] = {"train": None, "dev": None}
         text_ext = "txt" if inputs.fmt == "txt" else "jsonl"

@@ -139,15 +139,19 @@ def _arithmetic(
     return SplitPlan(train, dev, test)
 
 
-def check_enough_lines(plan: SplitPlan, lines: int, where: str) -> None:
+def check_enough_lines(
+    plan: SplitPlan, lines: int, where: str, units: tuple[str, str] = ("line", "lines")
+) -> None:
+    """`units`: what an input record is called, and many (options.input_units)."""
+    one, many = units
     if lines < plan.total:
         biggest = max(
             ("--train-files", plan.train), ("--dev-files", plan.dev), ("--test-files", plan.test),
             key=lambda item: item[1],
         )  # fmt: skip
         raise OptionError(
-            f"{where}: {lines:,} lines for {plan.total:,} splits ({plan.train} train,"
-            f" {plan.dev} dev, {plan.test} test): every split needs a line; lower {biggest[0]}"
+            f"{where}: {lines:,} {many} for {plan.total:,} splits ({plan.train} train,"
+            f" {plan.dev} dev, {plan.test} test): every split needs a {one}; lower {biggest[0]}"
         )
 
 

@@ -583,6 +583,9 @@ def _relative(report: Report, path: Path) -> str:
     return path.name
 
 
+# The page is read on laptops, half-screen windows and phones: nothing may widen it past the
+# window (a path or key with no space wraps anywhere), a table too wide for a phone scrolls in its
+# own box, and below 760 px each finding is a block, as six columns left its text a word wide.
 TEMPLATE = """<!doctype html>
 <html lang="en">
 <head>
@@ -594,7 +597,8 @@ TEMPLATE = """<!doctype html>
 <style>
 :root{color-scheme:light;--ink:#1d1d1f;--muted:#5f6368;--line:#d9d9de}
 *{box-sizing:border-box}
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);margin:0 auto;max-width:1100px;padding:20px 24px 60px}
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);margin:0 auto;max-width:1100px;padding:20px 24px 60px;overflow-wrap:anywhere}
+@media (max-width:480px){body{padding:12px 10px 40px}}
 h1{font-size:1.35em;margin:0 0 4px;word-break:break-all}
 h2{font-size:1.1em;margin:28px 0 10px;padding-bottom:4px;border-bottom:1px solid var(--line)}
 .meta,.note,.stat,figcaption,.none{color:var(--muted);font-size:.9em}
@@ -609,16 +613,27 @@ svg .tick{fill:var(--muted)}
 svg .axis{stroke:#999}
 figure{margin:0}
 figure.wide{margin-top:14px}
-.hists{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}
+.hists{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(300px,100%),1fr));gap:14px}
 .hist svg rect,.wide svg rect{fill:#0072B2}
 .reasons rect{fill:#D55E00}
 .legend{display:flex;flex-wrap:wrap;gap:14px;margin:8px 0;padding:0;list-style:none}
 .legend li{display:flex;align-items:center;gap:6px}
 .swatch{border:1px solid #0003}
 .defs{position:absolute}
-table{border-collapse:collapse;width:100%;font-size:.92em}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;width:100%;font-size:.92em;overflow-wrap:break-word}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+table.kv th,table.kv td{overflow-wrap:anywhere}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n,.sev{white-space:nowrap}
+@media (max-width:760px){
+table.findings thead{display:none}
+table.findings,table.findings tbody,table.findings tr{display:block}
+table.findings tr{border-bottom:1px solid var(--line);padding:6px 0}
+table.findings td{display:inline;border:0;padding:0 10px 0 0;text-align:left}
+table.findings td.what{display:block;padding:2px 0 0}
+table.findings td[data-label]:not(:empty)::before{content:attr(data-label) " ";color:var(--muted)}
+}
 td.bar{width:24%}
 td.bar svg.bar{height:16px}
 .barbox{position:relative}
@@ -663,12 +678,12 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 {% if findings %}
 <section class="findings" id="findings">
 <h2>Findings from validate: {{ errors }} error{{ "" if errors == 1 else "s" }}, {{ warnings }} warning{{ "" if warnings == 1 else "s" }}</h2>
-<table>
+<div class="scroll"><table class="findings">
 <thead><tr><th>severity</th><th>check</th>{% if report.folder %}<th>file</th>{% endif %}<th class="n">count</th><th class="n">first row</th><th>what and fix</th></tr></thead>
 <tbody>
-{% for entry, f in findings %}<tr data-check="{{ f.check }}"><td><span class="sev {{ f.severity }}">{{ f.severity }}</span></td><td>{{ f.check }}</td>{% if report.folder %}<td>{{ entry.name }}</td>{% endif %}<td class="n">{{ "{:,}".format(f.count) }}</td><td class="n">{{ "" if f.row is none else f.row }}</td><td>{{ f.message|replace(entry.path|string ~ ": ", "") }}{% if f.fix %}<div class="fix">fix: {{ f.fix }}</div>{% endif %}</td></tr>
+{% for entry, f in findings %}<tr data-check="{{ f.check }}"><td><span class="sev {{ f.severity }}">{{ f.severity }}</span></td><td>{{ f.check }}</td>{% if report.folder %}<td>{{ entry.name }}</td>{% endif %}<td class="n" data-label="count">{{ "{:,}".format(f.count) }}</td><td class="n" data-label="first row">{{ "" if f.row is none else f.row }}</td><td class="what">{{ f.message|replace(entry.path|string ~ ": ", "") }}{% if f.fix %}<div class="fix">fix: {{ f.fix }}</div>{% endif %}</td></tr>
 {% endfor %}</tbody>
-</table>
+</table></div>
 </section>
 {% else %}
 <section class="findings ok" id="findings"><p>validate found nothing to report.</p></section>
@@ -696,12 +711,12 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 <section id="splits">
 <h2>{{ "Splits" if report.splits else "Rows per file" }}</h2>
 {% if report.splits %}
-<table>
+<div class="scroll"><table>
 <thead><tr><th>split</th><th class="n">files</th><th class="n">rows</th><th class="n">tokens</th><th>token types</th><th>loss</th><th class="n">padding</th><th class="n">rows without loss</th><th class="n">articles</th></tr></thead>
 <tbody>
 {% for name, p in report.splits.items() %}<tr data-split="{{ name }}"><td>{{ name }}</td><td class="n">{{ p.files }}</td><td class="n">{{ "{:,}".format(p.rows) }}</td><td class="n">{{ "{:,}".format(p.tokens) }}</td><td class="bar">{{ mini_bar(type_shares(p), name ~ " token types") }}</td><td class="bar">{{ mini_bar(loss_shares(p), name ~ " loss shares") }}</td><td class="n">{{ "%.2f%%"|format(100 * p.share(2)) }}</td><td class="n">{{ "{:,}".format(p.loss.rows_without_loss) }}</td><td class="n">{{ "{:,}".format(p.articles) }}</td></tr>
 {% endfor %}</tbody>
-</table>
+</table></div>
 {% endif %}
 {{ rows_per_file }}
 </section>
@@ -739,9 +754,9 @@ Hover a token for its id, type and column; whitespace shows as ␣ ↵ ⇥; each
 <section id="metadata">
 <h2>metadata.yaml</h2>
 {% if report.metadata_error %}<p class="note">{{ report.metadata_error }}</p>{% endif %}
-{% if report.metadata %}<table><tbody>
+{% if report.metadata %}<div class="scroll"><table class="kv"><tbody>
 {% for key, value in report.metadata.items() %}<tr><th>{{ key }}</th><td>{{ yaml_value(value) }}</td></tr>
-{% endfor %}</tbody></table>{% endif %}
+{% endfor %}</tbody></table></div>{% endif %}
 <details><summary>the file as written</summary><pre class="yaml">{{ report.metadata_text }}</pre></details>
 </section>
 {% endif %}
@@ -750,12 +765,12 @@ Hover a token for its id, type and column; whitespace shows as ␣ ↵ ⇥; each
 <section id="files">
 <h2>Files</h2>
 <details><summary>{{ report.files|length }} files</summary>
-<table>
+<div class="scroll"><table>
 <thead><tr><th>file</th><th>split</th><th class="n">rows</th><th class="n">padding</th><th class="n">rows without loss</th><th class="n">findings</th></tr></thead>
 <tbody>
 {% for e in report.files %}<tr><td>{{ e.name }}</td><td>{{ e.split }}</td><td class="n">{{ "{:,}".format(e.profile.rows) }}</td><td class="n">{{ "%.2f%%"|format(100 * e.profile.share(2)) }}</td><td class="n">{{ "{:,}".format(e.profile.loss.rows_without_loss) }}</td><td class="n">{{ e.report.findings|length if e.report else 0 }}</td></tr>
 {% endfor %}</tbody>
-</table>
+</table></div>
 </details>
 </section>
 {% endif %}

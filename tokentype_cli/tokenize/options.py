@@ -15,6 +15,19 @@ INPUT_FORMATS = ("jsonl", "txt", "chat", "sharegpt", "alpaca")
 SHAPES = ("chat", "sharegpt", "alpaca")
 # Inputs read by pyarrow a record batch at a time: their rows are records as JSON lines are.
 COLUMNAR = ("parquet", "arrow")
+
+
+def input_units(formats: list[str] | tuple[str, ...]) -> tuple[str, str]:
+    """What the summaries call one input record and many: a Parquet/Arrow file has rows, not
+    lines (the --json fields keep the name `lines` whatever the format)."""
+    columnar = {fmt in COLUMNAR for fmt in formats}
+    if columnar == {True}:
+        return "row", "rows"
+    if columnar == {True, False}:
+        return "line or row", "lines and rows"
+    return "line", "lines"
+
+
 DEFAULT_ALPACA_TEMPLATE = "{instruction}\n\n{input}"
 DEFAULT_ALPACA_TEMPLATE_NO_INPUT = "{instruction}"
 TRAIN_ON = ("assistant", "last", "all")  # --train-on: which assistant turns of a conversation learn

@@ -47,7 +47,13 @@ from tokentype_cli.tokenize.chat import Chat
 from tokentype_cli.tokenize.encode import Encoded, Encoder
 from tokentype_cli.tokenize.encoders import TextEncoder, build_encoder
 from tokentype_cli.tokenize.ledger import Ledger
-from tokentype_cli.tokenize.options import CATEGORY_SHIFT, COLUMNAR, TYPE_MASK, TokenizeOptions
+from tokentype_cli.tokenize.options import (
+    CATEGORY_SHIFT,
+    COLUMNAR,
+    TYPE_MASK,
+    TokenizeOptions,
+    input_units,
+)
 from tokentype_cli.tokenize.pack import Packer, PackResult
 from tokentype_cli.tokenize.read import (
     Batch,
@@ -358,6 +364,7 @@ def tokenize_lines(
         encoders=encoders,
         allow_empty=allow_empty,
         encoder=encoder,
+        units=input_units([fmt for _, fmt in sources]),
     )
 
 
@@ -422,6 +429,7 @@ def tokenize_batches(
     encoders: int = 2,
     allow_empty: bool = False,
     encoder: str | TextEncoder = "auto",
+    units: tuple[str, str] = ("line", "lines"),
 ) -> Metrics:
     """Encode, pack and write the batches of `source` (from read.batches) into `output`.
 
@@ -429,7 +437,8 @@ def tokenize_batches(
     `allow_empty`: a dataset split may be filled by balancing). Batches carry the lines' `raw`
     bytes when `rejects_path` is given. More than `max_seams` seams in conversations fail the
     run. `encoder`: as for tokenize_files; a worker process can be handed a built one (they
-    pickle) or build its own.
+    pickle) or build its own. `units` names an input record and many in that message
+    (options.input_units).
     """
     special = special_tokens(tokenizer, options.eos_token, options.pad_token)
     if isinstance(encoder, str):
@@ -566,20 +575,25 @@ def tokenize_batches(
         if ledger is not None:
             ledger.flush(final=True)
         if metrics.rows == 0 and not allow_empty:
-            no_rows = InputError(f"{describe}: no rows to write: {no_rows_cause(metrics, options)}")
+            no_rows = InputError(
+                f"{describe}: no rows to write: {no_rows_cause(metrics, options, units)}"
+            )
             shard_stack.__exit__(InputError, no_rows, None)
     if no_rows is not None:
         raise no_rows
     return metrics
 
 
-def no_rows_cause(m: Metrics, options: TokenizeOptions) -> str:
+def no_rows_cause(
+    m: Metrics, options: TokenizeOptions, units: tuple[str, str] = ("line", "lines")
+) -> str:
     """Why a run wrote no row, with its count and the fix: the first cause that explains it."""
+    one, many = units
     read = m.lines - m.lines_blank
     if read == 0:
-        return f"no non-blank line in the input ({m.lines:,} lines read); check the input"
+        return f"no non-blank {one} in the input ({m.lines:,} {many} read); check the input"
     if m.lines_rejected == read:
-        return f"every one of the {read:,} lines was rejected (see the rejects file); fix them"
+        return f"every one of the {read:,} {many} was rejected (see the rejects file); fix them"
     if m.conversations and m.conversations_learning_nothing == m.conversations:
         return (
             f"none of the {m.conversations:,} conversations has a turn that learns: no"
@@ -604,7 +618,7 @@ def no_rows_cause(m: Metrics, options: TokenizeOptions) -> str:
             " check --completion-key, or pass --keep-prompt-only-sequences"
         )
     return (
-        f"lines: {m.lines:,}, rejected: {m.lines_rejected:,}, articles dropped as too long:"
+        f"{many}: {m.lines:,}, rejected: {m.lines_rejected:,}, articles dropped as too long:"
         f" {m.articles_dropped_too_long:,}, prompt-only pairs skipped:"
         f" {m.pairs_skipped_prompt_only:,}; check the input"
     )
