@@ -13,8 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import CODON_VOCAB, EXAMPLE2_IDS, EXAMPLE2_TYPES, invoke, write_shard
+from tests.helpers import (
+    CODON_VOCAB,
+    EXAMPLE2_IDS,
+    EXAMPLE2_TYPES,
+    build,
+    invoke,
+    write_pairs,
+    write_shard,
+)
 from tokentype_cli.inspect.html import SAMPLE_TOKENS, default_sample_size, split_of
+from tokentype_cli.report.ledger import read_ledger
 from tokentype_cli.report.rows import PALETTE
 
 # The names Chromium and its headless builds go by on PATH (Debian, Ubuntu's snap, Google's).
@@ -182,6 +191,24 @@ def write_dataset(root: Path, files: int, rows: int, seq_len: int) -> Path:
         )
     )
     return root
+
+
+def test_a_built_datasets_ledger_with_test_splits_is_charted(tmp_path):
+    # A build's ledger gives its test splits' lines status "test" (kept as text): the page, and
+    # the share of lines cut, must take them, not refuse the ledger.
+    source = write_pairs(tmp_path / "in.jsonl", 200)
+    folder = tmp_path / "ds"
+    ledger = tmp_path / "ds.ledger.jsonl"
+    built = build([source], folder, "--train-files", 2, "--test-files", 1, "--ledger", ledger)
+    assert built.exit_code == 0, built.output
+    tally = read_ledger(ledger)
+    tested = tally.by_status["test"]
+    assert tested and tally.lines == 200 and tally.tokenized == 200 - tested
+    page = tmp_path / "ds.html"
+    result = invoke("inspect", folder, "--html", page)
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\s+", " ", page.read_text())
+    assert f"{tested:,} kept as text in test splits" in text
 
 
 def test_a_dataset_shows_splits_metadata_ledger_and_files(tmp_path):

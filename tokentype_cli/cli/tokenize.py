@@ -646,7 +646,9 @@ def tokenize_command(
     dropped_prompt_only_row, pairs_skipped_prompt_only, completion_tokens (type 1, before
     packing), seams and open_turns. Every token is accounted for: tokens
     is the sum of the counts in rows, cut_left, cut_right, dropped_too_long and
-    dropped_prompt_only_row.
+    dropped_prompt_only_row. A --dataset build's ledger adds split and file (rows name their
+    file), and gives a test split's lines, kept as text, only input, line (or row), status test,
+    split, file and test_line (the line in that file).
 
     Example:
 

@@ -735,7 +735,7 @@ footer{margin-top:40px;color:var(--muted);font-size:.85em}
 {% for error in report.ledger_errors %}<p class="note">skipped: {{ error }}</p>
 {% endfor %}
 {% if report.ledger %}
-<p class="note">{{ "{:,}".format(report.ledger.lines) }} lines in {{ ledger_names }}: {{ "{:,}".format(report.ledger.by_status["packed"]) }} packed whole, {{ "{:,}".format(report.ledger.cut_for_length) }} cut or dropped for length ({{ "%.2f%%"|format(100 * report.ledger.cut_share) }}), {{ "{:,}".format(report.ledger.tokens_cut) }} tokens lost to length{% if report.ledger.first_cut_where %} (first: {{ report.ledger.first_cut_where }}){% endif %}.</p>
+<p class="note">{{ "{:,}".format(report.ledger.lines) }} lines in {{ ledger_names }}: {{ "{:,}".format(report.ledger.by_status["packed"]) }} packed whole, {{ "{:,}".format(report.ledger.cut_for_length) }} cut or dropped for length ({{ "%.2f%%"|format(100 * report.ledger.cut_share) }}), {{ "{:,}".format(report.ledger.tokens_cut) }} tokens lost to length{% if report.ledger.first_cut_where %} (first: {{ report.ledger.first_cut_where }}){% endif %}{% if report.ledger.by_status["test"] %}; {{ "{:,}".format(report.ledger.by_status["test"]) }} kept as text in test splits{% endif %}.</p>
 {{ reasons }}
 {% endif %}
 </section>

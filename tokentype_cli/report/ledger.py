@@ -15,7 +15,10 @@ from pathlib import Path
 from tokentype_cli.errors import InputError
 from tokentype_cli.schema.read import first_line
 
-STATUSES = ("packed", "truncated", "partly_dropped", "dropped", "rejected")
+STATUSES = ("packed", "truncated", "partly_dropped", "dropped", "rejected", "test")
+# A dataset build's ledger gives "test" to the lines of its test splits, kept as text untokenized:
+# not in the share of lines cut, which is of the lines tokenized.
+UNTOKENIZED = ("test",)
 # Lines that lost tokens for being too long: cut to fit, or dropped whole (`single::drop`).
 CUT_FOR_LENGTH = (("truncated", None), ("dropped", "too_long"))
 # A rejected line's reason is its error message; the tallies keep the start of it.
@@ -43,8 +46,13 @@ class LedgerTally:
         return sum(self.by_reason[key] for key in CUT_FOR_LENGTH)
 
     @property
+    def tokenized(self) -> int:
+        """The lines that went to the tokenizer (all but a dataset's test splits)."""
+        return self.lines - sum(self.by_status[status] for status in UNTOKENIZED)
+
+    @property
     def cut_share(self) -> float:
-        return self.cut_for_length / self.lines if self.lines else 0.0
+        return self.cut_for_length / self.tokenized if self.tokenized else 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {

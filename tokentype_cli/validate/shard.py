@@ -110,7 +110,7 @@ def _check_ledger(report: FileReport, limit: float, ledger: Path | None) -> None
         report.add(
             "truncated-share",
             ERROR,
-            f"{path}: {tally.cut_share:.2%} of the {tally.lines:,} input lines in {ledger} were cut"
+            f"{path}: {tally.cut_share:.2%} of the {tally.tokenized:,} input lines in {ledger} were cut"
             f" or dropped for length ({tally.cut_for_length:,} lines, {tally.tokens_cut:,} tokens;"
             f" first: {tally.first_cut_where}), more than --max-truncated-share {limit:g}",
             tally.cut_for_length,
