@@ -907,7 +907,7 @@ class Build:
                     interrupts.check()
                     place(source(split, split.file_name()), path)
                 if self.dataset.balance:
-                    self.progress(f"balancing {len(splits)} {kind} files")
+                    self.progress(f"balancing {len(splits)} {kind} file{'s' * (len(splits) != 1)}")
                     targets, moves[kind] = balancing.plan_balance(rows)
                     balancing.apply_balance(paths, rows)
                     rows = targets
