@@ -926,10 +926,13 @@ class Chat:
         turns = [pieces[i] for i in sorted(pieces)]
         return [span for turn in turns for span in turn], turns, owned
 
-    def _headers_left_out(self, piece, base, start, stop, found, prompt):
-        """A turn that writes a second header after an end-of-turn marker (DeepSeek-R1's tool
-        calls, then an empty answer), split around it: after a marker the model has stopped, and
-        what follows up to its next generation prompt is given to it, not written by it.
+    def _headers_left_out(self, piece, base, start, stop, found, prompt, end):
+        """A turn that writes a second header after its end-of-turn marker (DeepSeek-R1's tool
+        calls, then an empty answer), split around it: after that marker the model has stopped,
+        and what follows up to its next generation prompt is given to it, not written by it.
+        Only the marker the turn ends with (`end`; None: any special token) stops the model: a
+        header after another special token is one the model writes itself (gpt-oss ends its
+        analysis with <|end|>, then writes <|start|>assistant and its answer, up to <|return|>).
         `found`: the special tokens of `piece` from `start` on; positions are `base` + those in
         `piece`."""
         opener = self.specials.match(prompt) if prompt else None
@@ -939,6 +942,8 @@ class Chat:
                 after = marker.end()
                 if after >= stop:
                     break
+                if end is not None and marker.group() != end:
+                    continue
                 if piece.startswith(opener.group(), after):
                     header = self._not_inside_special(
                         piece[after:stop], _common_prefix(piece[after:stop], prompt)
@@ -969,10 +974,12 @@ class Chat:
         found = list(self.specials.finditer(piece, head))
         stop = len(piece)
         markers = shape.markers.get(index, 1)
+        end = None
         if markers and found:
-            stop = found[-min(markers, len(found))].end()
+            marker = found[-min(markers, len(found))]  # the one the turn ends with
+            stop, end = marker.end(), marker.group()
         turn = (start + head, start + stop)
-        return turn, self._headers_left_out(piece, start, head, stop, found, shape.prompt)
+        return turn, self._headers_left_out(piece, start, head, stop, found, shape.prompt, end)
 
     def _not_inside_special(self, piece: str, head: int) -> int:
         """`head`, or the start of a special token it would cut in two."""
