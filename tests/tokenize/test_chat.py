@@ -704,3 +704,39 @@ def test_a_header_inside_a_turn_is_learned_unless_after_its_end_marker(tmp_path,
             ("separator", "<|im_end|>"),
         ]
     ]
+
+
+# Command-R7B's shape: the generation prompt written after the loop whatever
+# add_generation_prompt says, and the answer wrapped in special tags before the EOS.
+PROMPT_ALWAYS = """\
+{%- for m in messages %}
+    {%- if m.role == 'assistant' %}
+        {{- '<|im_start|>assistant<|start_header_id|>' + m.content + '<|end_header_id|><|im_end|>' }}
+    {%- else %}
+        {{- '<|im_start|>' + m.role + ':' + m.content + '<|im_end|>' }}
+    {%- endif %}
+{%- endfor %}
+{{- '<|im_start|>assistant' }}
+"""
+
+
+def test_an_unconditional_generation_prompt_and_a_closing_tag_before_the_eos(tmp_path):
+    folder = make_tokenizer(tmp_path / "tok", PROMPT_ALWAYS)
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
+    _, out = tokenize(tmp_path, folder, {"messages": messages})
+    header = "<|im_start|>assistant"  # given to the model: the tags and the EOS it writes
+    assert runs(out, folder) == [
+        [
+            ("prompt", f"<|im_start|>user:a<|im_end|>{header}"),
+            ("completion", "<|start_header_id|>b<|end_header_id|><|im_end|>"),
+            ("prompt", f"<|im_start|>user:c<|im_end|>{header}"),
+            ("completion", "<|start_header_id|>d<|end_header_id|><|im_end|>"),
+            ("prompt", header),
+            ("separator", "<|im_end|>"),
+        ]
+    ]
