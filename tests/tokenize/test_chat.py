@@ -656,3 +656,87 @@ def test_a_tool_call_turn_learns_its_call(tmp_path):
             ("separator", "<|im_end|>"),
         ]
     ]
+
+
+# One assistant message written as two messages of the model's own: a reasoning one ended by
+# <|eot_id|>, then a header and the answer ended by <|im_end|> (gpt-oss's harmony shape: its
+# <|end|> is not where generation stops, <|return|> is). With `stop` as the inner marker
+# instead, the message is two turns (DeepSeek-R1's tool calls, then an empty answer).
+TWO_PART_TURN = """\
+{%- for m in messages %}
+    {%- if m.role == 'assistant' %}
+        {{- '<|im_start|>assistant' }}
+        {%- if m.thinking %}{{- ' think:' + m.thinking + STOP + '<|im_start|>assistant' }}{%- endif %}
+        {{- ' say:' + m.content + '<|im_end|>' }}
+    {%- else %}
+        {{- '<|im_start|>' + m.role + ':' + m.content + '<|im_end|>' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant' }}{%- endif %}
+"""
+
+
+@pytest.mark.parametrize("stop", ["<|eot_id|>", "<|im_end|>"])
+def test_a_header_inside_a_turn_is_learned_unless_after_its_end_marker(tmp_path, stop):
+    folder = make_tokenizer(tmp_path / "tok", TWO_PART_TURN.replace("STOP", repr(stop)))
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b", "thinking": "c"},
+        {"role": "user", "content": "d"},
+        {"role": "assistant", "content": "e"},
+    ]
+    _, out = tokenize(tmp_path, folder, {"messages": messages})
+    header = "<|im_start|>assistant"
+    if stop == "<|eot_id|>":  # the model writes the second header: the turn is one
+        first = [("completion", f" think:c<|eot_id|>{header} say:b<|im_end|>")]
+    else:  # the model stopped at <|im_end|>: the second header is given to it
+        first = [
+            ("completion", " think:c<|im_end|>"),
+            ("prompt", header),
+            ("completion", " say:b<|im_end|>"),
+        ]
+    assert runs(out, folder) == [
+        [
+            ("prompt", f"<|im_start|>user:a<|im_end|>{header}"),
+            *first,
+            ("prompt", f"<|im_start|>user:d<|im_end|>{header}"),
+            ("completion", " say:e"),
+            ("separator", "<|im_end|>"),
+        ]
+    ]
+
+
+# Command-R7B's shape: the generation prompt written after the loop whatever
+# add_generation_prompt says, and the answer wrapped in special tags before the EOS.
+PROMPT_ALWAYS = """\
+{%- for m in messages %}
+    {%- if m.role == 'assistant' %}
+        {{- '<|im_start|>assistant<|start_header_id|>' + m.content + '<|end_header_id|><|im_end|>' }}
+    {%- else %}
+        {{- '<|im_start|>' + m.role + ':' + m.content + '<|im_end|>' }}
+    {%- endif %}
+{%- endfor %}
+{{- '<|im_start|>assistant' }}
+"""
+
+
+def test_an_unconditional_generation_prompt_and_a_closing_tag_before_the_eos(tmp_path):
+    folder = make_tokenizer(tmp_path / "tok", PROMPT_ALWAYS)
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
+    _, out = tokenize(tmp_path, folder, {"messages": messages})
+    header = "<|im_start|>assistant"  # given to the model: the tags and the EOS it writes
+    assert runs(out, folder) == [
+        [
+            ("prompt", f"<|im_start|>user:a<|im_end|>{header}"),
+            ("completion", "<|start_header_id|>b<|end_header_id|><|im_end|>"),
+            ("prompt", f"<|im_start|>user:c<|im_end|>{header}"),
+            ("completion", "<|start_header_id|>d<|end_header_id|><|im_end|>"),
+            ("prompt", header),
+            ("separator", "<|im_end|>"),
+        ]
+    ]

@@ -926,10 +926,13 @@ class Chat:
         turns = [pieces[i] for i in sorted(pieces)]
         return [span for turn in turns for span in turn], turns, owned
 
-    def _headers_left_out(self, piece, base, start, stop, found, prompt):
-        """A turn that writes a second header after an end-of-turn marker (DeepSeek-R1's tool
-        calls, then an empty answer), split around it: after a marker the model has stopped, and
-        what follows up to its next generation prompt is given to it, not written by it.
+    def _headers_left_out(self, piece, base, start, stop, found, prompt, end):
+        """A turn that writes a second header after its end-of-turn marker (DeepSeek-R1's tool
+        calls, then an empty answer), split around it: after that marker the model has stopped,
+        and what follows up to its next generation prompt is given to it, not written by it.
+        Only the marker the turn ends with (`end`; None: any special token) stops the model: a
+        header after another special token is one the model writes itself (gpt-oss ends its
+        analysis with <|end|>, then writes <|start|>assistant and its answer, up to <|return|>).
         `found`: the special tokens of `piece` from `start` on; positions are `base` + those in
         `piece`."""
         opener = self.specials.match(prompt) if prompt else None
@@ -939,6 +942,8 @@ class Chat:
                 after = marker.end()
                 if after >= stop:
                     break
+                if end is not None and marker.group() != end:
+                    continue
                 if piece.startswith(opener.group(), after):
                     header = self._not_inside_special(
                         piece[after:stop], _common_prefix(piece[after:stop], prompt)
@@ -969,10 +974,16 @@ class Chat:
         found = list(self.specials.finditer(piece, head))
         stop = len(piece)
         markers = shape.markers.get(index, 1)
+        end = None
         if markers and found:
-            stop = found[-min(markers, len(found))].end()
+            # The turn ends at the first special token after its content, or at the EOS if
+            # that comes later: a closing tag (Command-R7B's <|END_RESPONSE|> before its
+            # <|END_OF_TURN_TOKEN|>) does not stop generation.
+            trailing = found[-min(markers, len(found)) :]
+            marker = next((m for m in trailing if m.group() == self.eos_text), trailing[0])
+            stop, end = marker.end(), marker.group()
         turn = (start + head, start + stop)
-        return turn, self._headers_left_out(piece, start, head, stop, found, shape.prompt)
+        return turn, self._headers_left_out(piece, start, head, stop, found, shape.prompt, end)
 
     def _not_inside_special(self, piece: str, head: int) -> int:
         """`head`, or the start of a special token it would cut in two."""
@@ -1047,13 +1058,16 @@ class Chat:
         prompt = None
         if first is not None:
             try:
-                bare, _ = _render(compiled, stand_ins[:first], context, limits)
+                bare, bare_trace = _render(compiled, stand_ins[:first], context, limits)
                 asking, _ = _render(
                     compiled, stand_ins[:first], {**context, "add_generation_prompt": True}, limits
                 )
                 prompt = asking[_common_prefix(asking, bare) :] or None
             except ConversationError:
                 prompt = None
+            else:
+                if prompt is None and text is not None and first in regions:
+                    prompt = _unconditional_prompt(bare, bare_trace, text, regions[first])
         markers = {}
         if text is not None and self.specials is not None:
             for index, (o_start, o_end) in regions.items():
@@ -1106,6 +1120,16 @@ class Chat:
 
 
 _PLAIN_BASE = 0x100000  # plane 16 private use: no template or tokenizer treats it specially
+
+
+def _unconditional_prompt(bare: str, trace: _Trace, text: str, turn: tuple[int, int]) -> str | None:
+    """The generation prompt of a template that writes it whatever add_generation_prompt says
+    (Command-R7B ends every rendering with <|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>): the text
+    written after the last message, where the stand-in's assistant turn starts with it."""
+    regions = _message_regions(trace)
+    after = max((end for _, end in regions.values()), default=len(bare))
+    tail = bare[after:]
+    return tail if tail.strip() and text.startswith(tail, turn[0], turn[1]) else None
 
 
 def _unattributable(compiled: CompiledTemplate, index: int, why: str) -> TemplateError:
