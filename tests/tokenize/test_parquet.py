@@ -526,6 +526,6 @@ def test_summaries_count_a_parquet_inputs_rows_and_a_jsonl_inputs_lines(tmp_path
     folder = tmp_path / "folder"
     made = build([source], folder, "--train-files", 1, "--dev-files", 0, "--test-files", 1)
     assert made.exit_code == 0, made.output
-    assert f"{folder}: 6 rows into 1 train, 0 dev and 1 test files" in made.stderr
+    assert f"{folder}: 6 input rows into 1 train, 0 dev and 1 test files" in made.stderr
     few = build([source], tmp_path / "few", "--train-files", 9, "--test-files", 0)
     assert_one_line_error(few, 2, "6 rows for 9 splits", "every split needs a row")

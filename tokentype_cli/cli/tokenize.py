@@ -951,8 +951,11 @@ def _dataset_summary(report) -> str:
             f" of {plan.train + plan.dev} ({', '.join(report.files) or 'test splits only'});"
             " run --finish once every task is done"
         )
+    one, many = report.units
+    # "input" before rows: the lines below count the files' rows.
+    units = (f"input {one}", f"input {many}") if one == "row" else report.units
     lines = [
-        f"{report.folder}: {plural(report.lines, *report.units)} into {plan.train} train,"
+        f"{report.folder}: {plural(report.lines, *units)} into {plan.train} train,"
         f" {plan.dev} dev and {plan.test} test files"
     ]
     for kind, metrics in report.metrics.items():
