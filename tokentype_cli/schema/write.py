@@ -51,7 +51,8 @@ def check_target(target: str | os.PathLike) -> None:
     except OSError as exc:
         raise ShardError(f"{target}: cannot be checked ({exc.strerror or exc})") from exc
     if not stat.S_ISREG(mode):
-        raise ShardError(
+        # A bad invocation (exit 2), as click's refusal of a folder for -o is.
+        raise OptionError(
             f"{target}: is {file_kind(mode)}, not a regular file; tokentype writes only regular"
             " files: name a new file"
         )
