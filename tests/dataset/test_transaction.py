@@ -383,6 +383,45 @@ def test_a_signal_to_the_whole_process_group_is_one_line(large, tmp_path, signum
     assert landed, "every build finished before its signal: nothing was tested"
 
 
+# Runs a build whose forked workers take a second to start (a slow initializer, inherited by
+# fork), and says on stdout when the first has begun it.
+SLOW_START = r"""
+import os, sys, time
+from tokentype_cli.dataset import build
+from tokentype_cli.cli import main
+start = build._die_with_parent
+def slow(parent):
+    os.write(1, b"starting\n")  # one write: two workers' lines never interleave
+    time.sleep(1)
+    start(parent)
+build._die_with_parent = slow
+build._start_method = lambda: "fork"  # as the CLI, which imports build later, finds it safe
+sys.argv[0] = "tokentype"
+main()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux")
+def test_a_sigterm_while_forked_workers_start_is_one_line(large, tmp_path):
+    # A forked worker has the CLI's SIGTERM handler until its initializer resets it: a SIGTERM
+    # to the process group then raised inside the initializer and the pool printed a traceback.
+    argv = command(large, tmp_path / "ds", "--workers", "2")
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_START, *argv[3:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert process.stdout.readline() == b"starting\n"
+    os.killpg(process.pid, signal.SIGTERM)
+    stderr = process.communicate(timeout=60)[1].decode()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines() == [
+        "Aborted: SIGTERM received; outputs were left as they were."
+    ]
+    assert not list(tmp_path.glob(".ds*"))
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the workers")
 def test_a_worker_killed_mid_build_is_one_line(large, tmp_path):
     process = subprocess.Popen(

@@ -344,8 +344,10 @@ def _start_worker(
     # rather than each worker printing a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the parent started us: kept for good
     # A forked worker has the CLI's handler, which would turn the SIGTERM that stops a worker
-    # into an exception the pool hands back, and the worker would live on.
+    # into an exception the pool hands back, and the worker would live on. The parent forked
+    # it with SIGTERM blocked: one sent meanwhile is delivered now, and ends it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     if not isinstance(tokenizer, LoadedTokenizer):
         tokenizer = load_tokenizer(tokenizer)
     _WORKER["tokenizer"] = tokenizer
@@ -719,8 +721,16 @@ class Build:
         # The workers start with Ctrl-C ignored (an ignored signal stays ignored across fork
         # and exec, and Python keeps it so): one reaching the process group while they start
         # would print a KeyboardInterrupt traceback from each. The parent ignores it only
-        # while it starts them; the signal mask is no help, as the children's is cleared.
+        # while it starts them; the signal mask is no help to a spawned worker, whose mask is
+        # cleared.
         handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A forked worker has the CLI's SIGTERM handler until its initializer puts the default
+        # back; a SIGTERM to the process group in between raised there, and the pool printed
+        # the traceback. Blocked across the fork, it waits in the worker for the default (and
+        # in the parent for its handler, once unblocked below).
+        blocked = method == "fork"
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             pool = stack.enter_context(
                 concurrent.futures.ProcessPoolExecutor(
@@ -735,6 +745,8 @@ class Build:
                 pool.submit(int)  # start every worker now; the pool spawns them on demand
         finally:
             signal.signal(signal.SIGINT, handler)
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         return pool
 
     def _tokenize(
