@@ -321,6 +321,22 @@ def test_forked_and_spawned_workers_build_the_same_folder(
     assert not [path for path in tmp_path.rglob("*") if path.name.endswith(".tmp")]
 
 
+def test_a_finish_reads_each_shard_once(pairs, tmp_path, monkeypatch):
+    # The shards are checked against their task's sha256 while they are copied into DIR, not
+    # hashed first and read again to copy (on a cluster's shared filesystem, twice the reading).
+    folder = tmp_path / "ds"
+    common = ("--train-files", 4, "--dev-files", 1, "--test-files", 1, "--keep-splits")
+    for index in range(2):
+        assert build([pairs], folder, *common, "--task", f"{index}/2").exit_code == 0
+    hashed = []
+    whole = build_module.sha256_of
+    monkeypatch.setattr(build_module, "sha256_of", lambda path: hashed.append(path) or whole(path))
+    finished = build([pairs], folder, *common, "--finish")
+    assert finished.exit_code == 0, finished.output
+    assert hashed and all("/parts/" in str(path) for path in hashed), hashed
+    assert len(list(folder.glob("*.hdf5"))) == 5
+
+
 def test_finish_refuses_a_missing_or_mismatched_share(pairs, tmp_path):
     folder = tmp_path / "ds"
     common = ("--train-files", 4, "--shuffle")
