@@ -165,6 +165,23 @@ def bpe_model(spec: dict, fail: Failure, kind: str) -> dict:
     return model
 
 
+def _spell(tokens: list[str], fail: Failure) -> tuple[bytes, np.ndarray, np.ndarray, list[bytes]]:
+    """Byte-level tokens as bytes: the whole vocabulary spelled, each token's start and end in
+    it, and each token's bytes. One translate and one encode for all, then a slice per token:
+    byte-level characters are one byte each."""
+    try:
+        spelled = "".join(tokens).translate(_TO_LATIN1).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise fail(
+            "byte-level alphabet", "a token is not spelled in byte-level characters"
+        ) from exc
+    lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    pieces = list(map(spelled.__getitem__, map(slice, starts.tolist(), ends.tolist())))
+    return spelled, starts, ends, pieces
+
+
 def plan_tiktoken(loaded: LoadedTokenizer) -> TiktokenPlan:
     """Check that tiktoken gives `loaded`'s ids and return its plan, else raise EncoderCheckError."""
     fail = check_failure(loaded, "tiktoken")
@@ -397,17 +414,7 @@ def _ranks(model: dict, fail) -> tuple[dict[bytes, int], tuple[int, ...], tuple[
         )
     kept = keep[ids]
     tokens = list(itertools.compress(tokens, kept))
-    # One translate and one encode for the whole vocabulary, then a slice per token: byte-level
-    # characters are one byte each.
-    try:
-        spelled = "".join(tokens).translate(_TO_LATIN1).encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise fail(
-            "byte-level alphabet", "a token is not spelled in byte-level characters"
-        ) from exc
-    lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
-    ends = np.cumsum(lengths)
-    pieces = map(spelled.__getitem__, map(slice, (ends - lengths).tolist(), ends.tolist()))
+    pieces = _spell(tokens, fail)[3]
     ranks = dict(zip(pieces, rank_of[ids[kept]].tolist(), strict=True))
     if len(ranks) != int(keep.sum()):
         raise fail("vocabulary", "two tokens share an id or a spelling")
@@ -448,23 +455,14 @@ def _every_split_ranks(
             f"merge {at} makes id {z[at]}, less than the previous merge's {z[at - 1]}; with"
             " several merges per token they must be listed by the id they make",
         )
-    tokens = list(vocab)
-    try:
-        spelled = "".join(tokens).translate(_TO_LATIN1).encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise fail(
-            "byte-level alphabet", "a token is not spelled in byte-level characters"
-        ) from exc
-    lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
-    ends = np.cumsum(lengths)
-    pieces = list(map(spelled.__getitem__, map(slice, (ends - lengths).tolist(), ends.tolist())))
+    spelled, starts, ends, pieces = _spell(list(vocab), fail)
     ranks = dict(zip(pieces, vocab.values(), strict=True))
     if len(ranks) != len(vocab) or len(set(ranks.values())) != len(ranks):
         raise fail("vocabulary", "two tokens share an id or a spelling")
     pairs = np.sort(u * (int(z.max()) + 1) + v)
     listed = int((np.diff(pairs) != 0).sum()) + 1
     # The listed merges are splits of tokens into two tokens; as many as there are means all.
-    splits = _count_splits(np.frombuffer(spelled, np.uint8), ends - lengths, ends)
+    splits = _count_splits(np.frombuffer(spelled, np.uint8), starts, ends)
     if splits != listed:
         raise fail(
             "merges order",
