@@ -951,11 +951,8 @@ def _dataset_summary(report) -> str:
             f" of {plan.train + plan.dev} ({', '.join(report.files) or 'test splits only'});"
             " run --finish once every task is done"
         )
-    one, many = report.units
-    # "input" before rows: the lines below count the files' rows.
-    units = (f"input {one}", f"input {many}") if one == "row" else report.units
     lines = [
-        f"{report.folder}: {plural(report.lines, *units)} into {plan.train} train,"
+        f"{report.folder}: {plural(report.lines, *_source(report.units))} into {plan.train} train,"
         f" {plan.dev} dev and {plan.test} test files"
     ]
     for kind, metrics in report.metrics.items():
@@ -969,6 +966,13 @@ def _dataset_summary(report) -> str:
     return "\n".join(lines)
 
 
+def _source(units: tuple[str, str]) -> tuple[str, str]:
+    """An input record and many as a summary's first line names them: "input" before rows, as
+    the same summary counts the output's rows."""
+    one, many = units
+    return (f"input {one}", f"input {many}") if one == "row" else units
+
+
 def _tokenize_summary(
     m: dict,
     output: Path,
@@ -976,10 +980,9 @@ def _tokenize_summary(
     declined: str | None,
     units: tuple[str, str] = ("line", "lines"),
 ) -> str:
-    """`units`: an input record and many (options.input_units); "input" before rows, as the
-    shard's rows are counted on the same line."""
+    """`units`: an input record and many (options.input_units)."""
     one, many = units
-    source = (f"input {one}", f"input {many}") if one == "row" else units
+    source = _source(units)
     types = m["tokens_by_type"]
     lines = [
         f"{output}: {plural(m['rows'], 'row')} x {m['max_seq_length']:,} tokens"
