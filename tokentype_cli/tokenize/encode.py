@@ -1,10 +1,10 @@
 """Encode a batch's texts into one flat id array, and find the line the tokenizer refuses.
 
-Prompt and completion texts go through the encoder layer (encoders.py: tiktoken or sentencepiece
-where it gives the tokenizer's ids). Conversations go through it too, whole and without the post-processor's
-ids, with each token's place in its text (byte offsets summed from the ids where the vocabulary
-allows, else the tokenizer's own offsets), and each token takes its type from the characters it
-covers (chat.type_tokens), here in the encoder threads.
+Prompt and completion texts go through the encoder layer (encoders.py: tiktoken or
+sentencepiece where it gives the tokenizer's ids). Conversations go through it too, whole and
+without the post-processor's ids, with each token's place in its text (byte offsets summed from
+the ids where the vocabulary allows, else the tokenizer's own offsets), and each token takes its
+type from the characters it covers (chat.type_tokens), here in the encoder threads.
 """
 
 from __future__ import annotations
