@@ -522,6 +522,30 @@ def test_a_swallowed_signal_still_stops_before_the_rename(shard, tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_a_signal_turned_into_another_error_by_c_code_is_still_one_line(
+    shard, tmp_path, monkeypatch
+):
+    # The handler raised inside h5py's type-conversion callback, which made it a TypeError
+    # ("Operation not defined for data type class"): that was a traceback, seen once in CI.
+    from tokentype_cli.schema import write
+
+    def interrupted_in_c(*args, **kwargs):
+        interrupts.note(signal.SIGTERM)
+        raise TypeError("Operation not defined for data type class")
+
+    monkeypatch.setattr(write, "create_rows_dataset", interrupted_in_c)
+    before = snapshot(tmp_path)
+    try:
+        result = invoke("add-types", shard, tmp_path / "t.npy")
+    finally:
+        interrupts.reset()
+    assert result.exit_code == 143
+    assert result.stderr.strip().splitlines() == [
+        "Aborted: SIGTERM received; outputs were left as they were."
+    ]
+    assert snapshot(tmp_path) == before
+
+
 def test_a_full_disk_names_the_output_not_the_input(shard, tmp_path, monkeypatch):
     import tokentype_cli.schema.write as schema_write
 

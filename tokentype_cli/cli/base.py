@@ -81,16 +81,37 @@ class TokentypeGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except OptionError as exc:
-            raise click.UsageError(printable(str(exc)), ctx) from exc
-        except TokentypeError as exc:
-            raise click.ClickException(printable(str(exc))) from exc
-        except click.ClickException as exc:  # click's own, naming a path as given
-            object.__setattr__(exc, "message", printable(exc.message))  # Final in the stubs
-            raise
         except interrupts.Interrupted as exc:
-            click.echo(f"Aborted: {exc.name} received; outputs were left as they were.", err=True)
+            click.echo(_aborted(exc.signum), err=True)
             raise
+        except Exception as exc:
+            signum = interrupts.received()
+            if signum is None:
+                said = _one_line(exc, ctx)
+                if said is exc:
+                    raise
+                raise said from exc
+            # The handler's Interrupted, turned into another error by C code it was raised in
+            # (h5py's type-conversion callbacks make it a TypeError): interrupted all the same.
+            click.echo(_aborted(signum), err=True)
+            raise interrupts.Interrupted(signum) from exc
+
+
+def _aborted(signum: int) -> str:
+    name = signal.Signals(signum).name
+    return f"Aborted: {name} received; outputs were left as they were."
+
+
+def _one_line(exc: Exception, ctx: click.Context) -> Exception:
+    """What a command's error becomes: a usage error, one line, or click's own (which names a
+    path as given); anything else as it is."""
+    if isinstance(exc, OptionError):
+        return click.UsageError(printable(str(exc)), ctx)
+    if isinstance(exc, TokentypeError):
+        return click.ClickException(printable(str(exc)))
+    if isinstance(exc, click.ClickException):
+        object.__setattr__(exc, "message", printable(exc.message))  # Final in the stubs
+    return exc
 
 
 @click.group(cls=TokentypeGroup, context_settings=CONTEXT_SETTINGS)
