@@ -42,6 +42,7 @@ learned character ranges.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -76,6 +77,7 @@ SPECIAL_TOKEN_NAMES = SPECIAL_TOKEN_KEYS
 _SENTINEL_BASE = 0xF0000
 _ITERATION = "__tokentype_iteration"
 _LOOP_END = "__tokentype_loop_end"
+_GENERATION = "__tokentype_generation"
 _TEMPLATE_FILE = "<template>"  # jinja's name for a template compiled from a string
 
 
@@ -214,20 +216,32 @@ _local = threading.local()  # the trace of the rendering running on this thread
 
 @dataclass
 class _Trace:
-    """What a rendering did: characters written, loop iterations and generation blocks."""
+    """What a rendering did: pieces written, loop iterations and generation blocks.
+
+    A probe records how many pieces were written before it, not characters: counting
+    characters as each piece arrives cost more than the rest of the loop that collects them.
+    `positions` turns the counts into characters once the rendering is done.
+    """
 
     index_of: dict[int, int]  # id(message dict) -> its index
-    pos: int = 0  # characters written so far
-    # (loop, message index or -1 for another item, position); message -2 marks a loop's end.
+    parts: list[str] = field(default_factory=list)  # the pieces written so far
+    # (loop, message index or -1 for another item, pieces written before); message -2 marks a
+    # loop's end. Characters once positions() has run.
     events: list[tuple[int, int, int]] = field(default_factory=list)
+    # (pieces written before, characters): characters (start, end) once positions() has run.
     generation: list[tuple[int, int]] = field(default_factory=list)
     budget: Budget | None = None
+
+    def positions(self) -> None:
+        at = list(itertools.accumulate(map(len, self.parts), initial=0))
+        self.events = [(loop, message, at[piece]) for loop, message, piece in self.events]
+        self.generation = [(at[piece], at[piece] + size) for piece, size in self.generation]
 
 
 def _iteration(context, item: object, loop: int) -> str:
     trace = getattr(_local, "trace", None)
     if trace is not None:
-        trace.events.append((loop, trace.index_of.get(id(item), -1), trace.pos))
+        trace.events.append((loop, trace.index_of.get(id(item), -1), len(trace.parts)))
         trace.budget.step()
     return ""
 
@@ -235,8 +249,16 @@ def _iteration(context, item: object, loop: int) -> str:
 def _loop_end(context, loop: int) -> str:  # a filter on the loop's number
     trace = getattr(_local, "trace", None)
     if trace is not None:
-        trace.events.append((loop, -2, trace.pos))
+        trace.events.append((loop, -2, len(trace.parts)))
     return ""
+
+
+def _generation(context, text: str) -> str:
+    """`{% generation %}`: where the block's text lands (counted in pieces, as for _Trace)."""
+    trace = getattr(_local, "trace", None)
+    if trace is not None:
+        trace.generation.append((len(trace.parts), len(text)))
+    return text
 
 
 def _raise_exception(message: object) -> None:
@@ -279,17 +301,13 @@ def _environment():
             tags = {"generation"}  # noqa: RUF012 (jinja reads the class attribute)
 
             def parse(self, parser):
+                # A filter block, not a call block as transformers writes it: the text and the
+                # scope are the same, and jinja calls a filter directly where a call block
+                # builds a macro and goes through the sandbox's checks for every turn.
                 lineno = next(parser.stream).lineno
                 body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-                call = self.call_method("_block")
-                return nodes.CallBlock(call, [], [], body).set_lineno(lineno)
-
-            def _block(self, caller) -> str:
-                text = caller()
-                trace = getattr(_local, "trace", None)
-                if trace is not None:
-                    trace.generation.append((trace.pos, trace.pos + len(text)))
-                return text
+                mark = nodes.Filter(None, _GENERATION, [], [], None, None)
+                return nodes.FilterBlock(body, mark).set_lineno(lineno)
 
         env = bounded_environment(
             trim_blocks=True,
@@ -304,6 +322,7 @@ def _environment():
         # are not bounded filters: they count their own steps, once per loop iteration.
         env.filters[_ITERATION] = jinja2.pass_context(_iteration)
         env.filters[_LOOP_END] = jinja2.pass_context(_loop_end)
+        env.filters[_GENERATION] = jinja2.pass_context(_generation)
         _ENVIRONMENT = env
     return _ENVIRONMENT
 
@@ -314,6 +333,7 @@ class CompiledTemplate:
     template: jinja2.Template  # with the probes
     marked: bool  # has {% generation %} blocks
     loops_over_content: bool  # iterates a message's content, so takes content as a list of parts
+    globals: dict  # the environment's and template's, as one dict
 
 
 def compile_template(source: TemplateSource) -> CompiledTemplate:
@@ -324,12 +344,7 @@ def compile_template(source: TemplateSource) -> CompiledTemplate:
     env = _environment()
     try:
         tree = env.parse(source.text)
-        marked = any(
-            isinstance(block.call, nodes.Call)
-            and isinstance(block.call.node, nodes.ExtensionAttribute)
-            and block.call.node.name == "_block"
-            for block in tree.find_all(nodes.CallBlock)
-        )
+        marked = any(block.filter.name == _GENERATION for block in tree.find_all(nodes.FilterBlock))
         loops_over_content = any(_is_content(loop.iter) for loop in tree.find_all(nodes.For))
         _add_probes(tree, [0])
         tree = _count_built_text(tree, False)
@@ -344,7 +359,7 @@ def compile_template(source: TemplateSource) -> CompiledTemplate:
             f"{source.where(None)}: the chat template is nested too deeply to compile; fix it"
             " or pass another with --chat-template FILE.jinja"
         ) from exc
-    return CompiledTemplate(source, template, marked, loops_over_content)
+    return CompiledTemplate(source, template, marked, loops_over_content, dict(template.globals))
 
 
 def _is_content(node) -> bool:
@@ -428,23 +443,39 @@ def _render(
 ) -> tuple[str, _Trace]:
     """Render once within `limits`, recording where every probe and generation block ran."""
     trace = _Trace({id(message): index for index, message in enumerate(messages)})
+    template = compiled.template
+    parts = trace.parts
+    append = parts.append
+    most = limits.chars
+    written = 0
     _local.trace = trace
-    parts: list[str] = []
     try:
         with template_limits.active(limits) as budget:
             trace.budget = budget
-            for block in compiled.template.generate(messages=messages, **context):
-                parts.append(block)
-                trace.pos += len(block)
-                if trace.pos > limits.chars:
-                    raise LimitExceeded(
-                        f"the rendering passed {limits.chars:,} characters, the limit"
-                        f" ({limits.chars_why})"
-                    )
+            # What Template.generate does, less its generator wrapped around every piece.
+            # The globals merged once per template (compile_template), not once per rendering.
+            variables = {**compiled.globals, **context, "messages": messages}
+            state = template.environment.context_class(
+                template.environment, variables, template.name, template.blocks, compiled.globals
+            )
+            pieces = template.root_render_func(state)
+            try:
+                for block in pieces:
+                    append(block)
+                    written += len(block)
+                    if written > most:
+                        break
+            except Exception:
+                template.environment.handle_exception()  # re-raised at the template's line
+        if written > most:
+            raise LimitExceeded(
+                f"the rendering passed {most:,} characters, the limit ({limits.chars_why})"
+            )
     except Exception as exc:  # the template's own errors and Python's inside it
         raise ConversationError(_template_failure(compiled.source, exc)) from exc
     finally:
         _local.trace = None
+    trace.positions()
     return "".join(parts), trace
 
 

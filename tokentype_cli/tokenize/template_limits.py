@@ -19,10 +19,8 @@ thread (`active`). jinja2 is imported when the environment is built, not with th
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 PRODUCED_FACTOR = 16
@@ -104,15 +102,23 @@ def current() -> Budget:
     return budget
 
 
-@contextlib.contextmanager
-def active(limits: Limits) -> Iterator[Budget]:
-    """The budget of the rendering about to run on this thread."""
-    previous = getattr(_local, "budget", None)
-    budget = _local.budget = Budget(limits)
-    try:
-        yield budget
-    finally:
-        _local.budget = previous
+class active:  # lower case: it is used as a function, `with active(limits) as budget`
+    """The budget of the rendering about to run on this thread (a class: a generator-based
+    context manager cost more than the checks it scopes, once per conversation)."""
+
+    __slots__ = ("limits", "previous")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.previous: Budget | None = None
+
+    def __enter__(self) -> Budget:
+        self.previous = getattr(_local, "budget", None)
+        budget = _local.budget = Budget(self.limits)
+        return budget
+
+    def __exit__(self, *exc: object) -> None:
+        _local.budget = self.previous
 
 
 def _weight(value: object) -> int:
