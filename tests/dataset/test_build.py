@@ -30,6 +30,7 @@ from tests.helpers import (
     peak_rss,
     write_pairs,
 )
+from tokentype_cli import processes
 from tokentype_cli.dataset import build as build_module
 from tokentype_cli.dataset.balance import plan_balance
 from tokentype_cli.dataset.layout import REQUIRED_METADATA, manifest_files, manifest_key
@@ -297,16 +298,14 @@ def test_forked_and_spawned_workers_build_the_same_folder(
 ):
     # Workers are forked while no library has started a thread since import, else spawned
     # (and handed the encoder through a file): both give the bytes of a one-process build.
-    if build_module._threads() is None or not sys.platform.startswith("linux"):
+    if processes.threads() is None or not sys.platform.startswith("linux"):
         pytest.skip("workers are forked only on Linux, where /proc counts the threads")
     common = ("--train-files", 4, "--dev-files", 2, "--shuffle", "--seed", 5)
     one = tmp_path / "one"
     assert build([pairs], one, *common, "--workers", 1).exit_code == 0
     methods = []
     choose = build_module._start_method
-    monkeypatch.setattr(
-        build_module, "_THREADS_AT_IMPORT", build_module._threads() - threads_since_import
-    )
+    monkeypatch.setattr(processes, "THREADS_AT_IMPORT", processes.threads() - threads_since_import)
     monkeypatch.setattr(
         build_module, "_start_method", lambda: methods.append(choose()) or methods[-1]
     )

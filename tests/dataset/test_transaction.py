@@ -387,14 +387,15 @@ def test_a_signal_to_the_whole_process_group_is_one_line(large, tmp_path, signum
 # fork), and says on stdout when the first has begun it.
 SLOW_START = r"""
 import os, sys, time
+from tokentype_cli import processes
 from tokentype_cli.dataset import build
 from tokentype_cli.cli import main
-start = build._die_with_parent
+start = processes.die_with_parent
 def slow(parent):
     os.write(1, b"starting\n")  # one write: two workers' lines never interleave
     time.sleep(1)
     start(parent)
-build._die_with_parent = slow
+processes.die_with_parent = slow
 build._start_method = lambda: "fork"  # as the CLI, which imports build later, finds it safe
 sys.argv[0] = "tokentype"
 main()

@@ -38,14 +38,12 @@ import signal
 import socket
 import stat
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from tokentype_cli import __version__, interrupts
+from tokentype_cli import __version__, interrupts, processes
 from tokentype_cli.dataset import balance as balancing
 from tokentype_cli.dataset.layout import (
     CATEGORIES,
@@ -307,31 +305,13 @@ class _WorkerState(TypedDict, total=False):
 _WORKER: _WorkerState = {}
 
 
-def _threads() -> int | None:
-    """This process's threads, as the kernel counts them (None where /proc cannot tell)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return None
-
-
-# The threads a process has once our imports are done (numpy's BLAS starts its own): a fork is
-# safe while no more have been started. A library's thread pool (the tokenizers' Rust pool once
-# a batch was encoded, Arrow's readers) would be copied mid-flight, and tokenizers then prints a
-# warning on stdout in each worker.
-_THREADS_AT_IMPORT = _threads()
-
-
 def _start_method() -> str:
     """fork where it is safe (Linux, no thread started since import), else spawn.
 
     A forked worker starts in milliseconds with the parent's modules, tokenizer and encoder; a
     spawned one starts an interpreter, imports numpy, h5py and the tokenizers and loads the
     tokenizer again: 0.6 s of CPU a worker, on the cores the build needs."""
-    threads = _threads()
-    if sys.platform.startswith("linux") and threads is not None and threads == _THREADS_AT_IMPORT:
-        return "fork"
-    return "spawn"
+    return "fork" if processes.fork_is_safe() else "spawn"
 
 
 def _start_worker(
@@ -339,7 +319,7 @@ def _start_worker(
 ) -> None:
     """A forked worker is handed the parent's tokenizer and encoder; a spawned one, the
     tokenizer's path and the encoder's name or the file _hand_over wrote it to."""
-    _die_with_parent(parent)
+    processes.die_with_parent(parent)
     # Ctrl-C reaches the whole process group: the parent stops the workers and says so once,
     # rather than each worker printing a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the parent started us: kept for good
@@ -372,26 +352,6 @@ def _hand_over(encoder: TextEncoder | str, beside: Path, stack: contextlib.ExitS
     with open(target, "wb") as handle:
         pickle.dump(encoder, handle, protocol=pickle.HIGHEST_PROTOCOL)
     return target
-
-
-def _die_with_parent(parent: int) -> None:
-    """End this worker when the build's process ends, however it ends: a SIGKILLed parent runs
-    no clean-up, and its workers would tokenize on (or wait for work) for ever."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    else:  # no parent-death signal: watch for being handed to another parent
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="watch-parent", daemon=True).start()
-    if os.getppid() != parent:  # the parent died before the signal was asked for
-        os._exit(1)
 
 
 def tokenize_split(
