@@ -6,7 +6,8 @@ exchanges of Markov-chain English, see bench_tokenize.py) and runs, each in its 
 - tokentype (auto), tokentype (tokenizers): `tokentype tokenize chat.jsonl -o OUT --tokenizer
   CHATML --max-seq-length 1024 --packing greedy::truncate_right [--encoder tokenizers]` (render
   with the tokenizer's template, encode, place tokens, type per character, pack, write; auto
-  encodes with tiktoken where fast_bpe proves it gives the tokenizer's ids)
+  encodes with tiktoken where fast_bpe proves it gives the tokenizer's ids; on Linux the
+  conversations are read and rendered in a child process, tokenize/reader_process.py)
 - floor: `Tokenizer.encode_batch` of the already rendered conversations in batches, ids to numpy
   and h5py writing arrays of the same shape and storage (input_ids and token_type_ids). Rendering
   is not in the floor: the ratio shows what rendering, typing and packing cost on top.

@@ -16,7 +16,9 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from tokentype_cli import processes
 from tokentype_cli.errors import InputError, OptionError
 from tokentype_cli.loss import type_counts
 from tokentype_cli.schema.names import (
@@ -43,7 +46,7 @@ from tokentype_cli.tokenize.accounting import (
     special_token_ids,
 )
 from tokentype_cli.tokenize.articles import build_articles, special_tokens
-from tokentype_cli.tokenize.chat import Chat
+from tokentype_cli.tokenize.chat import Chat, is_conversation
 from tokentype_cli.tokenize.encode import Encoded, Encoder
 from tokentype_cli.tokenize.encoders import TextEncoder, build_encoder
 from tokentype_cli.tokenize.ledger import Ledger
@@ -66,6 +69,7 @@ from tokentype_cli.tokenize.read import (
     input_format,
     input_lines,
 )
+from tokentype_cli.tokenize.reader_process import ReaderProcess
 from tokentype_cli.tokenize.shapes import missing_columns
 from tokentype_cli.tokenizer_loader import LoadedTokenizer
 
@@ -310,6 +314,7 @@ def tokenize_files(
         batch_bytes=batch_bytes,
         encoders=encoders,
         encoder=encoder,
+        reader_process=renders_chat(inputs, formats, options),
     )
 
 
@@ -331,41 +336,88 @@ def tokenize_lines(
     encoders: int = 2,
     allow_empty: bool = False,
     encoder: str | TextEncoder = "auto",
+    reader_process: bool = False,
 ) -> Metrics:
     """The one way lines become a shard, for `tokenize -o` (each input's lines) and a dataset
     build (one split's lines): conversations rendered, lines batched in order (a batch never
     spans two sources), then encoded, packed and written by tokenize_batches (which says what
-    the other arguments do). `sources` pairs each source's lines with its format."""
+    the other arguments do). `sources` pairs each source's lines with its format.
+
+    With `reader_process`, the lines are read, checked and rendered in a child process where a
+    fork is safe (reader_process.ReaderProcess): worth it when conversations are rendered, a
+    cost when lines are only parsed (their texts then cross a pipe for little work saved)."""
     chat = chat_renderer(tokenizer, options, any(fmt == "chat" for _, fmt in sources))
-    batched = itertools.chain.from_iterable(
-        batches(
-            lines,
-            fmt,
-            options,
-            batch_lines=batch_lines,
-            batch_bytes=batch_bytes,
-            advance=advance,
-            keep_raw=rejects_path is not None,
-            chat=chat,
+
+    def produce(advance: Callable[[int], None]) -> Iterator[Batch]:
+        return itertools.chain.from_iterable(
+            batches(
+                lines,
+                fmt,
+                options,
+                batch_lines=batch_lines,
+                batch_bytes=batch_bytes,
+                advance=advance,
+                keep_raw=rejects_path is not None,
+                chat=chat,
+            )
+            for lines, fmt in sources
         )
-        for lines, fmt in sources
-    )
-    return tokenize_batches(
-        batched,
-        output,
-        tokenizer,
-        options,
-        describe=describe,
-        provenance=provenance,
-        ledger_path=ledger_path,
-        rejects_path=rejects_path,
-        seam_report_path=seam_report_path,
-        max_seams=max_seams,
-        encoders=encoders,
-        allow_empty=allow_empty,
-        encoder=encoder,
-        units=input_units([fmt for _, fmt in sources]),
-    )
+
+    with contextlib.ExitStack() as stack:
+        if reader_process and processes.fork_is_safe():
+            reader = ReaderProcess(lambda: produce(lambda n: None), advance)
+            batched = iter(stack.enter_context(reader))
+        else:
+            batched = produce(advance)
+        return tokenize_batches(
+            batched,
+            output,
+            tokenizer,
+            options,
+            describe=describe,
+            provenance=provenance,
+            ledger_path=ledger_path,
+            rejects_path=rejects_path,
+            seam_report_path=seam_report_path,
+            max_seams=max_seams,
+            encoders=encoders,
+            allow_empty=allow_empty,
+            encoder=encoder,
+            units=input_units([fmt for _, fmt in sources]),
+        )
+
+
+def renders_chat(inputs: list[str], formats: list[str], options: TokenizeOptions) -> bool:
+    """Whether a run will render chat conversations, told before it reads: --apply-chat-template,
+    a chat or ShareGPT input, or a first JSONL file (a regular file: stdin or a FIFO cannot be
+    read twice) whose first line is a conversation."""
+    if options.apply_chat_template or any(fmt in _RENDERED for fmt in formats):
+        return True
+    if options.input_format in _RENDERED and any(fmt in COLUMNAR for fmt in formats):
+        return True
+    first = next((p for p, fmt in zip(inputs, formats, strict=True) if fmt == "jsonl"), None)
+    # Only a regular file can be read twice: a FIFO's or a process substitution's first line
+    # would be taken from the run.
+    if first is None or first == "-" or not _regular_file(first):
+        return False
+    try:
+        with contextlib.closing(input_lines(first)) as lines:
+            raw = next((line.raw for line in lines if line.raw.strip()), b"")
+            if len(raw) > options.max_line_bytes:
+                return False
+            return is_conversation(json.loads(raw))
+    except Exception:  # the run itself reads the file, and says what is wrong with it
+        return False
+
+
+def _regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+_RENDERED = ("chat", "sharegpt")  # formats and row shapes whose records are conversations
 
 
 def check_columns(paths: list[str], formats: list[str], options: TokenizeOptions) -> None:

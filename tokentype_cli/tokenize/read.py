@@ -21,7 +21,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
@@ -303,7 +303,7 @@ def _empty(source: str) -> InputError:
     return InputError(f"{source}: empty input (no lines); check the file or leave it out")
 
 
-def input_lines(path: str, name: str | None = None) -> Iterator[InputLine]:
+def input_lines(path: str, name: str | None = None) -> Generator[InputLine, None, None]:
     """The lines of one input, numbered from 1 (see the module docstring for line ends).
 
     `name`: what messages and records call the input (default: its path, <stdin> for -)."""
