@@ -34,9 +34,6 @@ def lines_with_special_tokens(encoded: Encoded, special_ids: np.ndarray) -> np.n
         )
     if not len(special_ids) or not len(encoded.flat):
         return np.unique(written)
-    hits = np.flatnonzero(np.isin(encoded.flat, special_ids))
-    if not len(hits):
-        return np.unique(written)
     text_line = np.full(len(batch.texts), -1, np.int64)
     pair_line = np.asarray(batch.pair_line, np.int64)
     for column in (batch.pair_prompt, batch.pair_completion):
@@ -45,6 +42,12 @@ def lines_with_special_tokens(encoded: Encoded, special_ids: np.ndarray) -> np.n
         text_line[index[present]] = pair_line[present]
     # A chat template writes special tokens on purpose: conversations count by their messages.
     text_line[list(batch.conversations)] = -1
+    if not (text_line >= 0).any():  # a batch of conversations: no token needs looking at
+        return np.unique(written)
+    # A lookup table over the ids' range, not a sort: one pass over the batch's tokens.
+    hits = np.flatnonzero(np.isin(encoded.flat, special_ids, kind="table"))
+    if not len(hits):
+        return np.unique(written)
     text = np.searchsorted(encoded.text_start, hits, side="right") - 1
     lines = text_line[text]
     return np.unique(np.concatenate([lines[lines >= 0], written]))
