@@ -32,9 +32,15 @@ THREADS_AT_IMPORT = threads()
 
 
 def fork_is_safe() -> bool:
-    """Linux, and no thread started since import (the caller runs on the only other one)."""
+    """Linux, and no thread started since import. Fewer is safe too: a thread that was there at
+    import (tqdm's monitor, one a library used while loading) may have ended since."""
     count = threads()
-    return sys.platform.startswith("linux") and count is not None and count == THREADS_AT_IMPORT
+    return (
+        sys.platform.startswith("linux")
+        and count is not None
+        and THREADS_AT_IMPORT is not None
+        and count <= THREADS_AT_IMPORT
+    )
 
 
 def die_with_parent(parent: int) -> None:

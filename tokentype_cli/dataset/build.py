@@ -90,6 +90,7 @@ from tokentype_cli.tokenize.pipeline import (
     Metrics,
     check_columns,
     check_targets,
+    renders_chat,
     tokenize_lines,
 )
 from tokentype_cli.tokenize.read import display_name
@@ -358,10 +359,13 @@ def tokenize_split(
     job: SplitJob,
     tokenizer: LoadedTokenizer | None = None,
     encoder: TextEncoder | str | None = None,
+    reader_process: bool = False,
 ) -> dict:
     """Tokenize one train or dev split into STAGE/NAME.hdf5; return its metrics as a dict.
 
-    In a worker process, the tokenizer and encoder are the ones _start_worker set."""
+    In a worker process, the tokenizer and encoder are the ones _start_worker set.
+    `reader_process`: as for tokenize_lines (the parent tokenizing the splits in turn, whose
+    rendering would otherwise hold the GIL its encoders need)."""
     tokenizer = tokenizer or _WORKER.get("tokenizer") or load_tokenizer(job.tokenizer_path)
     encoder = encoder or _WORKER.get("encoder") or "auto"
     parts = _parts(job.stage)
@@ -378,6 +382,7 @@ def tokenize_split(
         allow_empty=True,
         encoder=encoder,
         encoders=job.encoder_threads,
+        reader_process=reader_process,
     )
     record = dataclasses.asdict(metrics)
     with atomic_path(parts / f"{name}.metrics.json") as temporary:
@@ -720,8 +725,16 @@ class Build:
             f" in {workers} process{'es' * (workers != 1)}"
         )
         if pool is None:
+            # Conversations are rendered in a child, as tokenize -o renders them; not with
+            # --keep-splits, whose split files the child would write (and, killed, leave).
+            first = jobs[0]
+            child = not first.dataset.keep_splits and renders_chat(
+                list(first.inputs.paths),
+                [first.inputs.fmt] * len(first.inputs.paths),
+                first.options,
+            )
             for done, job in enumerate(jobs, 1):
-                tokenize_split(job, self.tokenizer, self.encoder)
+                tokenize_split(job, self.tokenizer, self.encoder, reader_process=child)
                 self.progress(f"tokenized {job.split.file_name()} ({done}/{len(jobs)})")
             return
         # Largest first: the split dealt out last runs alone while the other workers wait, and
