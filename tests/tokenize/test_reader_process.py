@@ -16,9 +16,11 @@ import pytest
 
 from tests.helpers import (
     CHATML,
+    CODON_MODEL_CONFIG,
     ROOT,
     assert_one_line_error,
     digest,
+    folder_digests,
     invoke,
     make_tokenizer,
     wait_for_handlers,
@@ -300,3 +302,25 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_a_one_process_chat_dataset_reads_its_splits_in_a_child(tmp_path, chat_folder, where_read):
+    source = write_lines(tmp_path / "chat.jsonl", *(conversation(k) for k in range(200)))
+    common = (
+        "--tokenizer", chat_folder, "--max-seq-length", 128, "--train-files", 2, "--dev-files", 1,
+        "--shuffle", "--seed", 4, "--model-config", CODON_MODEL_CONFIG,
+    )  # fmt: skip
+    one = invoke("tokenize", source, "--dataset", tmp_path / "one", "--workers", 1, *common)
+    assert one.exit_code == 0, one.stderr
+    assert where_read() and os.getpid() not in where_read()
+    (tmp_path / "pids").unlink()
+    kept = invoke(
+        "tokenize", source, "--dataset", tmp_path / "kept", "--workers", 1, "--keep-splits",
+        *common,
+    )  # fmt: skip
+    assert kept.exit_code == 0, kept.stderr
+    assert where_read() == {os.getpid()}  # the split files are written here, never by a child
+    digests = folder_digests(tmp_path / "one")
+    del digests["sha256/files_metadata.json"]  # modified times
+    kept_digests = {k: v for k, v in folder_digests(tmp_path / "kept").items() if k in digests}
+    assert kept_digests == digests
