@@ -1,11 +1,13 @@
 """Tokenize JSONL / TXT into packed HDF5 rows with token_type_ids, as SambaNova's
 generative_data_prep does, plus metrics, a per-line ledger and rejected-line handling.
 
-Three stages overlap: a reader thread parses and checks lines (and renders chat conversations);
-two encoder threads each encode a batch with a native encoder (tiktoken or sentencepiece where
-encoders.build_encoder shows it gives the tokenizer's ids, else tokenizers; all release the GIL)
-and turn its ids (and a conversation's character types) into numpy; the calling thread builds articles,
-packs rows with numpy and writes them. Batches keep their order, so the output is deterministic.
+Three stages overlap: a reader thread parses and checks lines and renders chat conversations
+(for conversations, where a fork is safe, it hands on the batches a child process made:
+reader_process); two encoder threads each encode a batch with a native encoder (tiktoken or
+sentencepiece where encoders.build_encoder shows it gives the tokenizer's ids, else tokenizers;
+all release the GIL) and turn its ids (and a conversation's character types) into numpy; the
+calling thread builds articles, packs rows with numpy and writes them. Batches keep their
+order, so the output is deterministic.
 """
 
 from __future__ import annotations
