@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import CONFORMANCE, assert_one_line_error, hub_cache, invoke
+from tests.helpers import CODON_VOCAB, CONFORMANCE, assert_one_line_error, hub_cache, invoke, jsonl
 from tokentype_cli.cli import cli
 from tokentype_cli.tokenizer_loader import load_tokenizer
 
@@ -262,11 +262,13 @@ def test_ignore_input_format_error_keeps_bad_lines_in_json_error_log(gpt2_cached
     assert invoke("validate", out, "-q").exit_code == 0
 
 
-def test_no_output_path_is_a_usage_error_not_a_traceback():
-    # The default logs.log and json_error_log/ went by an output that was never named.
-    pipeline = invoke("pipeline", "--input_path", GT_INPUT, "--pretrained_tokenizer", GPT2)
+def test_no_output_path_is_a_usage_error_not_a_traceback(tmp_path):
+    # The default logs.log and json_error_log/ went by an output that was never named. (Files
+    # made here: without ../shared, a missing input was the error instead.)
+    source = jsonl(tmp_path / "in.jsonl", {"prompt": "a", "completion": "b"})
+    pipeline = invoke("pipeline", "--input_path", source, "--pretrained_tokenizer", CODON_VOCAB)
     assert_one_line_error(pipeline, 2, "Missing option")
-    tokenize = invoke("tokenize", GT_INPUT, "--tokenizer", GPT2, "--ignore_input_format_error")
+    tokenize = invoke("tokenize", source, "--tokenizer", CODON_VOCAB, "--ignore_input_format_error")
     assert_one_line_error(tokenize, 2, "Missing option")
 
 
