@@ -260,3 +260,37 @@ def test_split_special_tokens_equals_transformers_sanitized_ids(tmp_path):
             sanitize_control_tokens=True,
         )["input_ids"]  # fmt: skip
     assert [int(i) for i in ours] == list(theirs)[:-1]  # less the "\n" after the last marker
+
+
+# Every way a template reads a message dict: keys as attributes and items, dict methods, a key
+# named like a method, a missing key, attributes of strings and lists, and what the sandbox
+# refuses (a mutating method, an underscore name).
+ATTRIBUTE_TEMPLATE = """
+{%- for m in messages -%}
+{{ m.role }}|{{ m['role'] }}|{{ m.get('content', 'none') }}|{{ m.items() | list | length }}|
+{{- m.keys is defined }}|{{ m.missing is defined }}|{{ m.missing | default('d') }}|
+{{- m.content.upper() if m.content is string else '' }}|{{ m.content.split | string | length > 0 }}|
+{{- m.tool_calls[0].function.name if m.tool_calls is defined else '' }}|{{ m.update is defined }}|
+{{- m.__class__ is defined }}|{{ m.__weird is defined }}|{{ m.values().__len__ is defined }};
+{%- endfor -%}
+"""
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+    [{"role": "user", "items": "shadow", "keys": 3, "__weird": 1, "content": None}],
+    [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f"}}]}],
+])  # fmt: skip
+def test_attribute_access_is_the_sandboxs(messages):
+    # The bounded environment reads a message dict's keys without the sandbox's AttributeError
+    # first: what a template sees must not change.
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from tokentype_cli.tokenize.template_limits import bounded_environment
+
+    expected = ImmutableSandboxedEnvironment().from_string(ATTRIBUTE_TEMPLATE)
+    ours = bounded_environment()
+    ours.bound_filters()
+    assert ours.from_string(ATTRIBUTE_TEMPLATE).render(messages=messages) == expected.render(
+        messages=messages
+    )

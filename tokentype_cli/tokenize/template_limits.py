@@ -30,6 +30,7 @@ _POWER_BITS = 1 << 16  # integers past this are no template's business
 _TOJSON_INDENT = 1024
 _SHORT = 1 << 12
 CONCAT = "__tokentype_concat"  # the filter `~` and captured output are compiled to
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 _STEPS_WHY = (
@@ -318,6 +319,17 @@ def bounded_environment(**kwargs):
             elif operator == "%":
                 _check_percent(budget, left, right)
             return self.binop_table[operator](left, right)
+
+        def getattr(self, obj, attribute):
+            # `message.role` on a message dict: the sandbox tries the attribute first and
+            # takes the key once that has raised AttributeError, an exception per access. A
+            # plain dict whose attribute it is not goes straight to the key, as it ends up.
+            if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+                try:
+                    return obj[attribute]
+                except (TypeError, LookupError):
+                    return self.undefined(obj=obj, name=attribute)
+            return super().getattr(obj, attribute)
 
         def call(__self, __context, __obj, *args, **kwargs):
             budget = current()
