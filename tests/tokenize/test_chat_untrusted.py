@@ -266,12 +266,16 @@ def test_split_special_tokens_equals_transformers_sanitized_ids(tmp_path):
 # named like a method, a missing key, attributes of strings and lists, and what the sandbox
 # refuses (a mutating method, an underscore name).
 ATTRIBUTE_TEMPLATE = """
+{%- set ns = namespace(seen=0) -%}
 {%- for m in messages -%}
 {{ m.role }}|{{ m['role'] }}|{{ m.get('content', 'none') }}|{{ m.items() | list | length }}|
 {{- m.keys is defined }}|{{ m.missing is defined }}|{{ m.missing | default('d') }}|
 {{- m.content.upper() if m.content is string else '' }}|{{ m.content.split | string | length > 0 }}|
 {{- m.tool_calls[0].function.name if m.tool_calls is defined else '' }}|{{ m.update is defined }}|
-{{- m.__class__ is defined }}|{{ m.__weird is defined }}|{{ m.values().__len__ is defined }};
+{{- m.__class__ is defined }}|{{ m.__weird is defined }}|{{ m.values().__len__ is defined }}|
+{{- '{0}!'.format(m.role) }}|{{ '{x}'.format_map({'x': loop.index}) }}|{{ ns.seen }}|
+{{- loop.cycle('a', 'b') }}|{{ m.role.__class__ is defined }}|{{ (m.items() | list).append is defined }}
+{%- set ns.seen = ns.seen + 1 %};
 {%- endfor -%}
 """
 

@@ -31,6 +31,7 @@ _TOJSON_INDENT = 1024
 _SHORT = 1 << 12
 CONCAT = "__tokentype_concat"  # the filter `~` and captured output are compiled to
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+_VERDICTS = 4096  # (type, attribute) verdicts the sandbox's getattr keeps
 
 
 _STEPS_WHY = (
@@ -269,6 +270,7 @@ def bounded_environment(**kwargs):
 
         def __init__(self, **kwargs) -> None:
             super().__init__(**kwargs)
+            self.verdicts: dict[tuple[type, str], bool] = {}
             self.globals["lipsum"] = _lipsum
             self.filters[CONCAT] = lambda items: _concat(items)
 
@@ -324,12 +326,33 @@ def bounded_environment(**kwargs):
             # `message.role` on a message dict: the sandbox tries the attribute first and
             # takes the key once that has raised AttributeError, an exception per access. A
             # plain dict whose attribute it is not goes straight to the key, as it ends up.
-            if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            kind = type(obj)
+            if kind is dict and attribute not in _DICT_ATTRIBUTES:
                 try:
                     return obj[attribute]
                 except (TypeError, LookupError):
                     return self.undefined(obj=obj, name=attribute)
-            return super().getattr(obj, attribute)
+            # The rest is the sandbox's getattr, with its verdict on an attribute asked once per
+            # type and name: its checks (an underscore, internal attributes of functions, code
+            # and frames, methods that modify a known mutable type) read nothing else, and
+            # asking on every access (ns.flag, loop.index, str methods) was most of a rendering.
+            try:
+                value = getattr(obj, attribute)
+            except AttributeError:
+                try:
+                    return obj[attribute]
+                except (TypeError, LookupError):
+                    return self.undefined(obj=obj, name=attribute)
+            wrapped = self.wrap_str_format(value)
+            if wrapped is not None:
+                return wrapped
+            safe = self.verdicts.get((kind, attribute))
+            if safe is None:
+                if len(self.verdicts) >= _VERDICTS:  # `attr(name)` can ask for any name
+                    self.verdicts.clear()
+                safe = self.is_safe_attribute(obj, attribute, value)
+                self.verdicts[kind, attribute] = safe
+            return value if safe else self.unsafe_undefined(obj, attribute)
 
         def call(__self, __context, __obj, *args, **kwargs):
             budget = current()
