@@ -23,6 +23,7 @@ from tests.helpers import (
     folder_digests,
     invoke,
     make_tokenizer,
+    read,
     wait_for_handlers,
     write_lines,
 )
@@ -324,3 +325,27 @@ def test_a_one_process_chat_dataset_reads_its_splits_in_a_child(tmp_path, chat_f
     del digests["sha256/files_metadata.json"]  # modified times
     kept_digests = {k: v for k, v in folder_digests(tmp_path / "kept").items() if k in digests}
     assert kept_digests == digests
+
+
+def test_chat_on_a_real_stdin_pipe_is_read_by_the_child(tmp_path, chat_folder):
+    # --input-format chat says conversations without reading ahead: the child reads the pipe
+    # (the parent never touches it) and the shard is the one the file gives.
+    source = write_lines(tmp_path / "chat.jsonl", *(conversation(k) for k in range(400)))
+    common = ["--tokenizer", str(chat_folder), "--max-seq-length", "128", "--input-format", "chat"]
+    tokentype = [sys.executable, "-m", "tokentype_cli", "tokenize"]
+    piped = tmp_path / "piped.h5"
+    with open(source, "rb") as handle:
+        feeder = subprocess.Popen(["cat"], stdin=handle, stdout=subprocess.PIPE)
+        done = subprocess.run(
+            [*tokentype, "-", "-o", str(piped), *common],
+            stdin=feeder.stdout, capture_output=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        feeder.stdout.close()
+        feeder.wait()
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b""
+    direct = tmp_path / "direct.h5"
+    subprocess.run([*tokentype, str(source), "-o", str(direct), *common], check=True, cwd=ROOT)
+    # The provenance names the input (<stdin> or the path); the arrays are the same.
+    assert read(piped) == read(direct)
+    assert len(read(piped)[0]) > 10
