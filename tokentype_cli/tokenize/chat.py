@@ -739,6 +739,7 @@ class Chat:
         self.split_special = options.split_special_tokens
         self.compiled: dict[str | None, CompiledTemplate] = {}
         self.shapes: dict[tuple, _Shape] = {}
+        self.openings: dict[tuple, tuple[str | None, str] | None] = {}
         if self.name is not None or self.explicit_file is not None:
             self.sources  # noqa: B018 (a wrong file or name fails now, not at a conversation)
 
@@ -1087,18 +1088,17 @@ class Chat:
             text, regions = None, {}
         first = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), None)
         prompt = None
+        opening = None
         if first is not None:
-            try:
-                bare, bare_trace = _render(compiled, stand_ins[:first], context, limits)
-                asking, _ = _render(
-                    compiled, stand_ins[:first], {**context, "add_generation_prompt": True}, limits
-                )
-                prompt = asking[_common_prefix(asking, bare) :] or None
-            except ConversationError:
-                prompt = None
-            else:
-                if prompt is None and text is not None and first in regions:
-                    prompt = _unconditional_prompt(bare, bare_trace, text, regions[first])
+            opening = self._opening(compiled, messages, stand_ins, first, context, limits)
+        if opening is not None:
+            prompt, after = opening
+            # A template writing the generation prompt whatever add_generation_prompt says
+            # (Command-R7B ends every rendering with <|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>):
+            # the text after the last message, where the stand-in's assistant turn starts with it.
+            if prompt is None and text is not None and first in regions and after.strip():
+                start, end = regions[first]
+                prompt = after if text.startswith(after, start, end) else None
         markers = {}
         if text is not None and self.specials is not None:
             for index, (o_start, o_end) in regions.items():
@@ -1108,6 +1108,38 @@ class Chat:
         if len(self.shapes) >= 4096:  # bounded memory over unbounded shapes
             self.shapes.clear()
         found = self.shapes[key] = _Shape(text, regions, prompt, markers)
+        return found
+
+    def _opening(self, compiled, messages, stand_ins, first, context, limits):
+        """(the generation prompt, or None where add_generation_prompt adds nothing; the text
+        written after the last message) of the stand-ins before the first assistant turn, or
+        None when the template refuses them.
+
+        Cached apart from the shape, by those messages alone: a conversation with tool calls is
+        a shape of its own (a tool result's id is unique), but what precedes its first
+        assistant turn is the system prompt and a question, shared by most of a data set.
+        """
+        key = (
+            id(compiled),
+            tuple(_shape_of(m) for m in messages[:first]),
+            repr(context.get("tools")),
+            repr(context.get("documents")),
+        )
+        if key in self.openings:
+            return self.openings[key]
+        try:
+            bare, trace = _render(compiled, stand_ins[:first], context, limits)
+            asking, _ = _render(
+                compiled, stand_ins[:first], {**context, "add_generation_prompt": True}, limits
+            )
+        except ConversationError:
+            found = None
+        else:
+            after = max((end for _, end in _message_regions(trace).values()), default=len(bare))
+            found = (asking[_common_prefix(asking, bare) :] or None, bare[after:])
+        if len(self.openings) >= 4096:
+            self.openings.clear()
+        self.openings[key] = found
         return found
 
     def _written_specials(self, compiled, messages, context, text: str, limits):
@@ -1151,16 +1183,6 @@ class Chat:
 
 
 _PLAIN_BASE = 0x100000  # plane 16 private use: no template or tokenizer treats it specially
-
-
-def _unconditional_prompt(bare: str, trace: _Trace, text: str, turn: tuple[int, int]) -> str | None:
-    """The generation prompt of a template that writes it whatever add_generation_prompt says
-    (Command-R7B ends every rendering with <|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>): the text
-    written after the last message, where the stand-in's assistant turn starts with it."""
-    regions = _message_regions(trace)
-    after = max((end for _, end in regions.values()), default=len(bare))
-    tail = bare[after:]
-    return tail if tail.strip() and text.startswith(tail, turn[0], turn[1]) else None
 
 
 def _unattributable(compiled: CompiledTemplate, index: int, why: str) -> TemplateError:
