@@ -790,9 +790,12 @@ def tokenize_command(
         "encoder": text_encoder.name,
         **vars(options),
     }
-    with progress_bar(input_size(paths), "B", "tokenize", quiet) as advance:
+    # Folders listed once: the run, its progress bar's total (a folder's files, not the folder)
+    # and its summary's wording (a Hub folder's files are its rows' format) read the same files.
+    files = expand_inputs(paths)
+    with progress_bar(input_size(files), "B", "tokenize", quiet) as advance:
         metrics = tokenize_files(
-            paths,
+            files,
             output,
             tokenizer,
             options,
@@ -816,8 +819,7 @@ def tokenize_command(
     if declined:
         fast = getattr(text_encoder, "declined_by", None) or "tiktoken"
         declined = f"{fast} not used: its {declined} check failed"
-    # The folders again, as tokenize_files read them: a Hub folder's files are its rows' format.
-    units = input_units([format_of(path, options.input_format) for path in expand_inputs(paths)])
+    units = input_units([format_of(path, options.input_format) for path in files])
     summary_text = _tokenize_summary(summary, output, rejects, declined, units)
     if as_json:
         emit_json(summary)
