@@ -642,9 +642,14 @@ class Build:
         ]
         self._tokenize(jobs, pool)
         shutil.rmtree(stage / "buckets")
-        units = input_units([inputs.fmt])
-        report = DatasetReport(self.folder, (index, count), False, plan, inputs.total_lines)
-        report.units = units
+        report = DatasetReport(
+            self.folder,
+            (index, count),
+            False,
+            plan,
+            inputs.total_lines,
+            units=input_units([inputs.fmt]),
+        )
         for job in jobs:
             report.files[job.split.file_name()] = self._metrics(stage, job.split).rows
         if self.task is not None:  # a one-process build's finish reads its own files unchecked
